@@ -1,0 +1,60 @@
+# glioma-node: two commands for a newcomer, `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# CPU torch unless an NVIDIA GPU is visible (then pip takes the ordinary CUDA build).
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_PIN := $(if $(GPU),,-c requirements/cpu-torch.txt)
+CONSTRAINTS := -c requirements/constraints.txt $(TORCH_PIN)
+# Debian packages the tests drive as real peers and judges.
+SYSTEM_PACKAGES := dcmtk dicom3tools dcm2niix orthanc orthanc-python orthanc-dicomweb
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_DIR ?= demo-out
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps demo test test-fast bench clean
+
+help:
+	@echo "make install      create .venv and install glioma-node with everything it needs"
+	@echo "make demo         synthesise a study and inspect it (runs install first)"
+	@echo "make test         the whole test suite (runs install and system-deps first)"
+	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc)"
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when the dependency files change. pyradiomics 3.0.1 has no
+# wheel for Python 3.11 and builds only without build isolation, after numpy.
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/cpu-torch.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools>=68,<85" wheel
+	$(PIP) install -q $(CONSTRAINTS) numpy torch
+	$(PIP) install -q $(CONSTRAINTS) --no-build-isolation pyradiomics==3.0.1
+	$(PIP) install -q $(CONSTRAINTS) -e '.[dev]'
+	$(PY) -c "import torch, monai, radiomics, pydicom, highdicom, pynetdicom, SimpleITK, nilearn, shap"
+	touch $@
+
+system-deps:
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); fi
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/glioma-node synth --cases 1 --seed 7 --out $(DEMO_DIR)/cohort
+	$(VENV)/bin/glioma-node inspect $(DEMO_DIR)/cohort/dicom
+
+test: install system-deps
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -n 2 -m "not integration and not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,203 @@
+"""Load and validate the node's YAML configuration (``conf/glioma-node.yaml``).
+
+Validation happens once, at start; :class:`ConfigError` names each bad key with a
+dotted path (``node.allowed_peers[0].ae_title``) and says what is expected.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dicom_io.sequence_rules import SequenceRules
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "glioma-node.yaml"
+ROLE_NAMES = ("FLAIR", "T1", "T1c", "T2")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_ae_title(value: str) -> str:
+    """A DICOM AE title: 1–16 characters of the default repertoire, no backslash, not blank."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("an AE title must be 1-16 characters, not blank")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters; {value!r} has {len(value)}")
+    if "\\" in value or any(ord(c) < 32 or ord(c) > 126 for c in value):
+        raise ValueError(f"an AE title may not contain backslashes, control or non-ASCII characters: {value!r}")
+    return value.strip()
+
+
+def check_host(value: str) -> str:
+    """An IPv4/IPv6 address or a DNS host name."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value or ""):
+        raise ValueError(f"expected an IP address or host name, got {value!r}")
+    return value
+
+
+class Peer(_Strict):
+    ae_title: str
+    host: str
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("host")(check_host)
+
+
+class Destination(_Strict):
+    name: str = Field(min_length=1)
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("host")(check_host)
+
+
+class TLS(_Strict):
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> "TLS":
+        given = [v is not None for v in (self.certificate, self.private_key, self.ca_certificates)]
+        if any(given) and not all(given):
+            raise ValueError("TLS needs certificate, private_key and ca_certificates together (or none of them)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+class NodeSettings(_Strict):
+    ae_title: str
+    bind_address: str
+    port: int = Field(ge=1, le=65535)
+    allowed_peers: list[Peer]
+    max_associations: int = Field(ge=1, le=256)
+    max_pdu_bytes: int = Field(ge=0)
+    tls: TLS = TLS()
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("bind_address")(check_host)
+
+
+class Assembly(_Strict):
+    required_roles: list[str] = Field(min_length=1)
+    quiet_period_s: float = Field(gt=0)
+    force_timeout_s: float = Field(gt=0)
+
+    @field_validator("required_roles")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        bad = [r for r in roles if r not in ROLE_NAMES]
+        if bad:
+            raise ValueError(f"unknown role(s) {bad}; roles are {', '.join(ROLE_NAMES)}")
+        return roles
+
+
+class Models(_Strict):
+    segmentation: Path
+    radiogenomics: Path
+
+
+class Thresholds(_Strict):
+    mgmt_methylated: float | None = Field(default=None, ge=0, le=1)
+    idh_mutant: float | None = Field(default=None, ge=0, le=1)
+    min_role_confidence: float = Field(ge=0, le=1)
+
+
+class Config(_Strict):
+    """The whole configuration; see conf/glioma-node.yaml for what each key means."""
+
+    node: NodeSettings
+    destinations: list[Destination]
+    data_dir: Path
+    assembly: Assembly
+    models: Models
+    thresholds: Thresholds
+    sequences: SequenceRules
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(error: dict[str, Any]) -> str:
+    key = _dotted(tuple(p for p in error["loc"] if p not in ("function-after",)))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (misspelt? see conf/glioma-node.yaml for the keys)"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    def resolve(value: Any) -> Any:
+        if value is None:
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    raw = dict(raw)
+    if "data_dir" in raw:
+        raw["data_dir"] = resolve(raw["data_dir"])
+    if isinstance(raw.get("models"), dict):
+        raw["models"] = {k: resolve(v) for k, v in raw["models"].items()}
+    node = raw.get("node")
+    if isinstance(node, dict) and isinstance(node.get("tls"), dict):
+        raw["node"] = {**node, "tls": {k: resolve(v) for k, v in node["tls"].items()}}
+    return raw
+
+
+def parse_config(raw: Any, base: Path) -> Config:
+    """Validate an already-parsed YAML document; relative paths resolve against ``base``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the configuration must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(_resolve_paths(raw, base))
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({len(exc.errors())} problem(s)):\n{problems}") from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a configuration file (the embedded default when ``path`` is None)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse_config(raw, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
