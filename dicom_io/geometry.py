@@ -94,3 +94,19 @@ def stack_slices(positions: np.ndarray, orientation: np.ndarray) -> Stack:
             "resample the series before sending it",
         )
     return Stack(order=order, step=step, distances=sorted_d)
+
+
+def affine_directions(affine: np.ndarray, tolerance: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """Unit direction columns (3×3) and voxel spacing (3,) of an affine; ValueError if sheared.
+
+    DICOM can only express grids whose axes are orthogonal, so a sheared or
+    degenerate affine (e.g. a NIfTI with a skewed sform) is refused with a reason.
+    """
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing <= 0) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"affine has a zero-length or non-finite axis: spacing {spacing}")
+    direction = affine[:3, :3] / spacing
+    off_diagonal = np.abs(direction.T @ direction - np.eye(3)).max()
+    if off_diagonal > tolerance:
+        raise ValueError(f"affine axes are not orthogonal (max |cos| {off_diagonal:.2e}); DICOM needs an orthogonal grid")
+    return direction, spacing
