@@ -177,11 +177,14 @@ def _apply_attributes(ds: Dataset, attributes: dict[str, Any]) -> None:
         setattr(ds, keyword, value)
 
 
-def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, series: SeriesInfo, out_dir: Path) -> list[Path]:
+def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, series: SeriesInfo, out_dir: Path,
+                    first_instance: int = 0) -> list[Path]:
     """Write ``voxels`` ([slice, row, column]) with ``affine`` as one MR series in ``out_dir``.
 
     Returns the files written, in slice order. Float voxels are stored as uint16 with
     RescaleSlope/RescaleIntercept; integer voxels are stored as they are.
+    ``first_instance`` offsets instance numbers (and the UIDs derived from them) so that
+    several calls can write one series, e.g. the three planes of a localizer.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     stored, pixel_attrs = _pixel_format(np.asarray(voxels))
@@ -192,10 +195,11 @@ def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, se
     normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
     paths = []
     for k in range(stored.shape[0]):
+        n = first_instance + k + 1
         ds = _base_dataset(study, series, MR_IMAGE_STORAGE)
-        ds.SOPInstanceUID = derived_uid(series.series_instance_uid, "slice", k)
+        ds.SOPInstanceUID = derived_uid(series.series_instance_uid, "slice", n - 1)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber = n
         ds.AcquisitionNumber = 1
         ds.ImagePositionPatient = positions[k]
         ds.ImageOrientationPatient = iop
@@ -203,14 +207,14 @@ def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, se
         ds.SliceThickness = thickness
         ds.SpacingBetweenSlices = _ds_number(step)
         ds.SliceLocation = _ds_number(float(np.dot(np.array(positions[k], float), normal)))
-        ds.ImagesInAcquisition = stored.shape[0]
+        ds.ImagesInAcquisition = first_instance + stored.shape[0]
         ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
         for key, value in pixel_attrs.items():
             setattr(ds, key, value)
         _apply_attributes(ds, series.attributes)
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         _file_meta(ds, series.transfer_syntax)
-        path = out_dir / f"IM{k + 1:04d}.dcm"
+        path = out_dir / f"IM{n:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

@@ -92,6 +92,7 @@ def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_c
             item.shape, item.affine = plan.shape, plan.affine
     except SeriesRefused as exc:
         item.refusal = exc
+        item.call = RoleCall("other", call.confidence, f"refused ({exc.code}), so no role; the header alone says {call.role}: {call.reason}")
     if item.refusal is None and call.role in ROLES and call.confidence < min_confidence:
         item.call = RoleCall("other", call.confidence, f"confidence {call.confidence:.2f} below {min_confidence}: {call.reason}")
     return item
