@@ -27,6 +27,11 @@ def _multi(value: Any) -> list[str]:
     return [s.strip().upper() for s in str(value).split("\\") if s.strip()]
 
 
+def to_float(value: Any) -> float | None:
+    """A header value as a float (first of several); None when absent or not a number."""
+    return _float(value)
+
+
 def _float(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -116,8 +121,8 @@ class SeriesHeader:
                 agents = ds.get("ContrastBolusAgentSequence")
                 if agents:
                     contrast = str(agents[0].get("CodeMeaning", "contrast agent"))
-        series_number = ds.get("SeriesNumber")
-        images = ds.get("ImagesInAcquisition")
+        series_number = _float(ds.get("SeriesNumber"))
+        images = _float(ds.get("ImagesInAcquisition"))
         return cls(
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
             series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
@@ -126,7 +131,7 @@ class SeriesHeader:
             frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
             series_description=str(ds.get("SeriesDescription", "") or ""),
             protocol_name=str(ds.get("ProtocolName", "") or ""),
-            series_number=int(series_number) if series_number not in (None, "") else None,
+            series_number=int(series_number) if series_number is not None else None,
             series_date=str(ds.get("SeriesDate", "") or ds.get("StudyDate", "") or ""),
             series_time=str(ds.get("SeriesTime", "") or ds.get("AcquisitionTime", "") or ""),
             manufacturer=str(ds.get("Manufacturer", "") or ""),
@@ -143,5 +148,5 @@ class SeriesHeader:
             flip_angle_deg=flip,
             contrast_agent=contrast,
             enhanced=enhanced,
-            images_in_acquisition=int(images) if images not in (None, "") else None,
+            images_in_acquisition=int(images) if images is not None else None,
         )

@@ -59,6 +59,9 @@ def read_header(path: Path) -> Dataset:
     """Read one file's header, raising :class:`NotDicomError` or :class:`UnreadableDicomError`."""
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        # pydicom converts values lazily; walking the dataset converts every one now, so a
+        # corrupt value is reported here for this file instead of surfacing mid-series.
+        ds.walk(lambda dataset, element: None)
     except InvalidDicomError as exc:
         raise NotDicomError(f"{path}: not a DICOM file ({exc})") from exc
     except (OSError, EOFError) as exc:

@@ -23,7 +23,7 @@ from pydicom.uid import UID
 
 from dicom_io.errors import SeriesRefused
 from dicom_io.geometry import check_orientation, stack_slices
-from dicom_io.header import SeriesHeader, functional_group_item
+from dicom_io.header import SeriesHeader, functional_group_item, to_float
 from dicom_io.scan import Instance
 from inference.volume import SeriesMetadata, Volume, affine_from_geometry
 
@@ -72,6 +72,17 @@ def _floats(value: Any, n: int, what: str) -> np.ndarray:
     return array
 
 
+def _number(ds: Dataset, keyword: str, default: float) -> float:
+    """A numeric attribute, ``default`` when absent; SeriesRefused naming it when it is garbage."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    number = to_float(value)
+    if number is None or not np.isfinite(number):
+        raise SeriesRefused("bad_header", f"{keyword} of {ds.get('SOPInstanceUID', '?')} is not a number: {str(value)[:40]!r}")
+    return number
+
+
 def _b_value(ds: Dataset) -> float | None:
     for tag in ("DiffusionBValue", _SIEMENS_B_VALUE, _GE_B_VALUE):
         if tag not in ds:
@@ -110,8 +121,8 @@ def _classic_records(index: int, ds: Dataset) -> list[SliceRecord]:
             position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient"),
             orientation=_floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient"),
             pixel_spacing=tuple(_floats(ds.PixelSpacing, 2, "PixelSpacing")),  # type: ignore[arg-type]
-            matrix=(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))),
-            rescale=(float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)),
+            matrix=(int(_number(ds, "Rows", 0)), int(_number(ds, "Columns", 0))),
+            rescale=(_number(ds, "RescaleSlope", 1.0) or 1.0, _number(ds, "RescaleIntercept", 0.0)),
             component=component,
             echo=str(ds.get("EchoNumbers", "")),
             temporal=str(ds.get("TemporalPositionIdentifier", "")),
@@ -121,7 +132,7 @@ def _classic_records(index: int, ds: Dataset) -> list[SliceRecord]:
 
 
 def _enhanced_records(index: int, ds: Dataset) -> list[SliceRecord]:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = int(_number(ds, "NumberOfFrames", 1))
     records = []
     for f in range(frames):
         plane = functional_group_item(ds, "PlanePositionSequence", f)
@@ -152,10 +163,10 @@ def _enhanced_records(index: int, ds: Dataset) -> list[SliceRecord]:
                 position=_floats(plane.ImagePositionPatient, 3, f"frame {f + 1} ImagePositionPatient"),
                 orientation=_floats(orient.ImageOrientationPatient, 6, f"frame {f + 1} ImageOrientationPatient"),
                 pixel_spacing=tuple(_floats(measures.PixelSpacing, 2, f"frame {f + 1} PixelSpacing")),  # type: ignore[arg-type]
-                matrix=(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))),
+                matrix=(int(_number(ds, "Rows", 0)), int(_number(ds, "Columns", 0))),
                 rescale=(
-                    float(transform.get("RescaleSlope", 1) or 1) if transform is not None else float(ds.get("RescaleSlope", 1) or 1),
-                    float(transform.get("RescaleIntercept", 0) or 0) if transform is not None else float(ds.get("RescaleIntercept", 0) or 0),
+                    _number(transform if transform is not None else ds, "RescaleSlope", 1.0) or 1.0,
+                    _number(transform if transform is not None else ds, "RescaleIntercept", 0.0),
                 ),
                 component=component.upper(),
                 echo=str(echo.get("EffectiveEchoTime", "")) if echo is not None else "",
@@ -170,7 +181,7 @@ def _refuse_non_volume_kinds(instances: Sequence[Instance]) -> None:
     """Refusals decided from the header alone, before geometry."""
     ds = instances[0].header
     sop_class = UID(str(ds.get("SOPClassUID", "")))
-    if str(sop_class) not in VOLUME_SOP_CLASSES or "Rows" not in ds or int(ds.get("Rows") or 0) == 0:
+    if str(sop_class) not in VOLUME_SOP_CLASSES or _number(ds, "Rows", 0) < 1 or _number(ds, "Columns", 0) < 1:
         name = sop_class.name if sop_class.is_valid else (str(sop_class) or "no SOPClassUID")
         raise SeriesRefused("not_image", f"not an MR or CT image ({name}); glioma-node reads MR image series")
     image_types = {v for inst in instances for v in (str(x).upper() for x in inst.header.get("ImageType", []))}
@@ -192,7 +203,7 @@ def slice_records(instances: Sequence[Instance]) -> list[SliceRecord]:
     records: list[SliceRecord] = []
     for i, inst in enumerate(instances):
         ds = inst.header
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        if _number(ds, "NumberOfFrames", 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
             records.extend(_enhanced_records(i, ds))
         else:
             records.extend(_classic_records(i, ds))

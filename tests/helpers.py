@@ -1,0 +1,58 @@
+"""Test helpers: where the shared data is, and exact geometry comparison of two grids."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data missing: {path}")
+    return path
+
+
+def require_tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; run `make system-deps`")
+    return found
+
+
+def index_map(affine_from: np.ndarray, affine_to: np.ndarray, atol: float = 1e-3) -> np.ndarray:
+    """The integer map from voxel indices (i, j, k) of one grid to the other.
+
+    Two grids describe the same voxels exactly when this map is a signed permutation
+    plus an integer shift; anything else (different spacing, rotation, half-voxel
+    shift) fails the assertion with the matrix shown.
+    """
+    m = np.linalg.inv(affine_to) @ affine_from
+    r = np.round(m)
+    assert np.allclose(m, r, atol=atol), f"grids differ: index map\n{np.round(m, 4)}"
+    assert sorted(np.abs(r[:3, :3]).sum(axis=0)) == [1, 1, 1], f"not a permutation:\n{r}"
+    return r
+
+
+def on_grid(voxels_to: np.ndarray, affine_to: np.ndarray, affine_from: np.ndarray, shape_from: tuple) -> np.ndarray:
+    """``voxels_to`` rearranged onto the grid of ``affine_from`` (exact; no interpolation)."""
+    r = index_map(affine_from, affine_to)
+    k, j, i = np.indices(shape_from)
+    a = np.stack([i.ravel(), j.ravel(), k.ravel()])
+    b = (r[:3, :3] @ a + r[:3, 3:]).astype(int)
+    return voxels_to[b[2], b[1], b[0]].reshape(shape_from)
+
+
+def dcm2niix(folder: Path, out: Path) -> list[Path]:
+    """Convert a DICOM folder with dcm2niix (uncompressed NIfTI); returns the files written."""
+    require_tool("dcm2niix")
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dcm2niix", "-z", "n", "-b", "n", "-f", "%s_%e_%p", "-o", str(out), str(folder)],
+                   check=True, capture_output=True, text=True)
+    return sorted(out.glob("*.nii"))
