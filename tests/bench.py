@@ -1,0 +1,67 @@
+"""`make bench`: throughput of reading, recognising and synthesising (figures, not assertions).
+
+Prints a table and writes bench-results/bench.json. Run on the target machine; the
+figures depend on its CPU and disk.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from dicom_io.nifti import nifti_case_to_dicom
+from dicom_io.scan import scan
+from dicom_io.study import survey
+from node.config import load_config
+from tests.helpers import REPO, SHARED
+from training.synth.cohort import synthesise_case
+
+
+def _timed(label: str, fn, results: list, **extra) -> None:
+    start = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - start
+    results.append({"benchmark": label, "seconds": round(seconds, 3), **extra, **(value or {})})
+
+
+def main() -> None:
+    config = load_config()
+    results: list[dict] = []
+    for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
+                   "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom"):
+        path = SHARED / folder
+
+        def read(path=path):
+            studies = survey(scan(path), config.sequences, decode=True)
+            voxels = sum(int(s.volume.voxels.size) for st in studies for s in st.series if s.volume is not None)
+            return {"voxels": voxels}
+
+        _timed(f"scan+decode+recognise {folder.split('/')[-1]}", read, results)
+        results[-1]["megavoxels_per_s"] = round(results[-1]["voxels"] / 1e6 / results[-1]["seconds"], 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        def convert() -> None:
+            nifti_case_to_dicom(SHARED / "tcga-lgg_fg-6692" / "native", Path(tmp) / "n")
+
+        def synthesise() -> None:
+            synthesise_case(0, 1, Path(tmp) / "s")
+
+        _timed("nifti2dicom tcga-lgg native (4 series)", convert, results)
+        _timed("synth one case (DICOM + NIfTI)", synthesise, results)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = REPO / "bench-results"
+    out.mkdir(exist_ok=True)
+    record = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+              "peak_rss_mb": round(peak_mb), "results": results}
+    (out / "bench.json").write_text(json.dumps(record, indent=2))
+    width = max(len(r["benchmark"]) for r in results)
+    print(f"{'benchmark':{width}s}  seconds  Mvox/s")
+    for r in results:
+        print(f"{r['benchmark']:{width}s}  {r['seconds']:7.2f}  {r.get('megavoxels_per_s') or '':>6}")
+    print(f"peak RSS {record['peak_rss_mb']} MB; saved {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()
