@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from dicom_io.errors import SeriesRefused
+from dicom_io.geometry import affine_directions
 from dicom_io.header import SeriesHeader
 from dicom_io.patient import age_years, sex
 from dicom_io.scan import ScanResult, SeriesFiles, StudyFiles
@@ -43,11 +44,10 @@ class SeriesSurvey:
         """Shape, spacing (column, row, slice; mm), orientation name and direction cosines."""
         if self.affine is None or self.shape is None:
             return None
-        spacing = [float(np.linalg.norm(self.affine[:3, i])) for i in range(3)]
-        direction = self.affine[:3, :3] / np.asarray(spacing)
+        direction, spacing = affine_directions(self.affine)
         return {
             "shape_slices_rows_columns": list(self.shape),
-            "spacing_mm_column_row_slice": [round(s, 4) for s in spacing],
+            "spacing_mm_column_row_slice": [round(float(s), 4) for s in spacing],
             "orientation": orientation_name(direction[:, 2]),
             "direction_lps": np.round(direction, 5).T.tolist(),
             "origin_lps_mm": np.round(self.affine[:3, 3], 3).tolist(),
@@ -100,7 +100,7 @@ def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_c
 
 def _candidate(item: SeriesSurvey) -> Candidate:
     assert item.affine is not None and item.shape is not None
-    spacing = [float(np.linalg.norm(item.affine[:3, i])) for i in range(3)]
+    _, spacing = affine_directions(item.affine)
     iso = item.header.mr_acquisition_type == "3D" and max(spacing) <= 1.2 * min(spacing)
     return Candidate(
         series_instance_uid=item.series_instance_uid,

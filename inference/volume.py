@@ -88,11 +88,6 @@ class Volume:
         """Centre of the first voxel, LPS mm."""
         return self.affine[:3, 3].copy()
 
-    def is_isotropic(self, tolerance: float = 0.2) -> bool:
-        """True when the largest voxel edge is within ``tolerance`` (relative) of the smallest."""
-        sp = self.spacing
-        return max(sp) <= min(sp) * (1.0 + tolerance)
-
 
 def affine_from_geometry(
     row_direction: np.ndarray,
