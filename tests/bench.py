@@ -28,6 +28,9 @@ def _timed(label: str, fn, results: list, **extra) -> None:
 
 
 def main() -> None:
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # as the CLI does
     config = load_config()
     results: list[dict] = []
     for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
