@@ -79,14 +79,16 @@ def orientation_name(normal: np.ndarray) -> str:
     return name if tilt <= 10 else f"oblique ({name}, {tilt:.0f}°)"
 
 
-def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_confidence: float) -> SeriesSurvey:
+def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_confidence: float,
+                   keep_volumes: bool) -> SeriesSurvey:
     header = SeriesHeader.from_dataset(files.instances[0].header)
     call = recognise(header, rules)
     item = SeriesSurvey(files=files, header=header, call=call)
     try:
         if decode:
-            item.volume = read_series(files.instances)
-            item.shape, item.affine = item.volume.shape, item.volume.affine
+            volume = read_series(files.instances)
+            item.shape, item.affine = volume.shape, volume.affine
+            item.volume = volume if keep_volumes else None
         else:
             plan = layout(files.instances)
             item.shape, item.affine = plan.shape, plan.affine
@@ -113,11 +115,16 @@ def _candidate(item: SeriesSurvey) -> Candidate:
     )
 
 
-def survey_study(study: StudyFiles, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5) -> StudySurvey:
-    """Survey every series of a study and choose one per role (only readable series compete)."""
+def survey_study(study: StudyFiles, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5,
+                 keep_volumes: bool = False) -> StudySurvey:
+    """Survey every series of a study and choose one per role (only readable series compete).
+
+    ``decode`` reads the pixel data too, so a corrupt file is refused here; the volumes
+    are kept only with ``keep_volumes`` (a report over a large folder must not hold them all).
+    """
     result = StudySurvey(study.study_instance_uid)
     for files in study.series.values():
-        result.series.append(_survey_series(files, rules, decode, min_confidence))
+        result.series.append(_survey_series(files, rules, decode, min_confidence, keep_volumes))
     result.series.sort(key=lambda s: (s.header.series_number or 0, s.series_instance_uid))
     readable = [s for s in result.series if s.refusal is None]
     chosen = select_roles(_candidate(s) for s in readable)
@@ -128,9 +135,11 @@ def survey_study(study: StudyFiles, rules: SequenceRules, decode: bool = True, m
     return result
 
 
-def survey(scan_result: ScanResult, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5) -> list[StudySurvey]:
-    """Survey every study of a scan, in StudyInstanceUID order."""
-    return [survey_study(scan_result.studies[uid], rules, decode, min_confidence) for uid in sorted(scan_result.studies)]
+def survey(scan_result: ScanResult, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5,
+           keep_volumes: bool = False) -> list[StudySurvey]:
+    """Survey every study of a scan, in StudyInstanceUID order (see :func:`survey_study`)."""
+    return [survey_study(scan_result.studies[uid], rules, decode, min_confidence, keep_volumes)
+            for uid in sorted(scan_result.studies)]
 
 
 def load_study(study: StudySurvey) -> StudyInput:

@@ -17,8 +17,7 @@ from node.config import ConfigError, load_config
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from node.inspect_report import inspect_path, render_text
 
-    config = load_config(args.config)
-    report = inspect_path(args.path, config, decode=not args.headers_only)
+    report = inspect_path(args.path, args.settings, decode=not args.headers_only)
     print(json.dumps(report, indent=2) if args.json else render_text(report))
     return 0
 
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
-        load_config(args.config)  # validate at start, whatever the command
+        args.settings = load_config(args.config)  # validated at start, whatever the command
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"glioma-node: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ def main() -> None:
         path = SHARED / folder
 
         def read(path=path):
-            studies = survey(scan(path), config.sequences, decode=True)
+            studies = survey(scan(path), config.sequences, decode=True, keep_volumes=True)
             voxels = sum(int(s.volume.voxels.size) for st in studies for s in st.series if s.volume is not None)
             return {"voxels": voxels}
 
