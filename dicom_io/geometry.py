@@ -30,7 +30,6 @@ class Stack:
 
     order: list[int]
     step: np.ndarray  # LPS vector from one slice centre to the next, mm
-    distances: np.ndarray  # position of each sorted slice along the normal, mm
 
 
 def check_orientation(orientations: np.ndarray) -> np.ndarray:
@@ -93,7 +92,7 @@ def stack_slices(positions: np.ndarray, orientation: np.ndarray) -> Stack:
             f"slice positions deviate up to {shear:.2f} mm from a straight stack (gantry tilt or shear); "
             "resample the series before sending it",
         )
-    return Stack(order=order, step=step, distances=sorted_d)
+    return Stack(order=order, step=step)
 
 
 def affine_directions(affine: np.ndarray, tolerance: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:

@@ -29,10 +29,6 @@ def _multi(value: Any) -> list[str]:
 
 def to_float(value: Any) -> float | None:
     """A header value as a float (first of several); None when absent or not a number."""
-    return _float(value)
-
-
-def _float(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
@@ -96,10 +92,10 @@ class SeriesHeader:
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "SeriesHeader":
         enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-        tr = _float(ds.get("RepetitionTime"))
-        te = _float(ds.get("EchoTime"))
-        ti = _float(ds.get("InversionTime"))
-        flip = _float(ds.get("FlipAngle"))
+        tr = to_float(ds.get("RepetitionTime"))
+        te = to_float(ds.get("EchoTime"))
+        ti = to_float(ds.get("InversionTime"))
+        flip = to_float(ds.get("FlipAngle"))
         sequence_name = str(ds.get("SequenceName", "") or ds.get("PulseSequenceName", "") or "")
         if not sequence_name and _GE_PULSE_SEQUENCE_NAME in ds:
             sequence_name = str(ds[_GE_PULSE_SEQUENCE_NAME].value or "")
@@ -107,10 +103,10 @@ class SeriesHeader:
         sequence_variant = _multi(ds.get("SequenceVariant"))
         contrast = str(ds.get("ContrastBolusAgent", "") or "").strip()
         if enhanced:
-            tr = tr if tr is not None else _float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
-            flip = flip if flip is not None else _float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "FlipAngle"))
-            te = te if te is not None else _float(_enhanced_value(ds, "MREchoSequence", "EffectiveEchoTime"))
-            ti = ti if ti is not None else _float(_enhanced_value(ds, "MRModifierSequence", "InversionTimes"))
+            tr = tr if tr is not None else to_float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
+            flip = flip if flip is not None else to_float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "FlipAngle"))
+            te = te if te is not None else to_float(_enhanced_value(ds, "MREchoSequence", "EffectiveEchoTime"))
+            ti = ti if ti is not None else to_float(_enhanced_value(ds, "MRModifierSequence", "InversionTimes"))
             if not scanning_sequence:
                 # Enhanced MR replaces ScanningSequence by EchoPulseSequence and InversionRecovery.
                 pulse = str(ds.get("EchoPulseSequence", "")).upper()
@@ -121,8 +117,8 @@ class SeriesHeader:
                 agents = ds.get("ContrastBolusAgentSequence")
                 if agents:
                     contrast = str(agents[0].get("CodeMeaning", "contrast agent"))
-        series_number = _float(ds.get("SeriesNumber"))
-        images = _float(ds.get("ImagesInAcquisition"))
+        series_number = to_float(ds.get("SeriesNumber"))
+        images = to_float(ds.get("ImagesInAcquisition"))
         return cls(
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
             series_instance_uid=str(ds.get("SeriesInstanceUID", "")),

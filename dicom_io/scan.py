@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -53,6 +54,16 @@ class ScanResult:
     studies: dict[str, StudyFiles] = field(default_factory=dict)
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
     skipped_not_dicom: list[Path] = field(default_factory=list)
+
+
+def tolerate_nonconformant_values() -> None:
+    """Stop pydicom warning about every value that breaks its VR (an SH over 16 characters, ...).
+
+    Real scanners write such values all the time; glioma-node checks the attributes it
+    uses itself and refuses with a reason, so the per-value warnings are only noise.
+    Process-wide: called by the command line and the benchmarks, not on import.
+    """
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 def read_header(path: Path) -> Dataset:

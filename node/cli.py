@@ -67,11 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Real scanners write values that break VR rules (an SH longer than 16, ...). glioma-node
-    # checks what it uses itself and says why, so pydicom's per-value warnings are noise here.
-    import pydicom.config
+    from dicom_io.scan import tolerate_nonconformant_values
 
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    tolerate_nonconformant_values()
     try:
         args.settings = load_config(args.config)  # validated at start, whatever the command
         return int(args.func(args) or 0)

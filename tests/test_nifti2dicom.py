@@ -9,9 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dicom_io.nifti import find_role_files, nifti_case_to_dicom, read_nifti
+from dicom_io.nifti import RAS_TO_LPS, find_role_files, nifti_case_to_dicom, read_nifti
 from dicom_io.scan import scan
 from dicom_io.series_reader import read_series
+from dicom_io.study import load_study, survey
 from node.config import load_config
 from node.inspect_report import inspect_path
 from tests.helpers import REPO, dcm2niix, on_grid, shared
@@ -46,6 +47,27 @@ def test_tcga_native_becomes_four_recognised_series_with_exact_geometry(tmp_path
     assert roles == {"FLAIR", "T1", "T1c", "T2"} and not study["missing_roles"]
     assert study["shared_frame_of_reference"]
 
+    # What inference will receive: the four chosen volumes, linked by one frame of reference.
+    (surveyed,) = survey(scan(tmp_path), load_config().sequences)
+    study_input = load_study(surveyed)
+    assert set(study_input.volumes) == {"FLAIR", "T1", "T1c", "T2"}
+    assert study_input.shared_frame_of_reference and not study_input.warnings
+    assert study_input.volumes["T1c"].shape == (26, 224, 256)
+    assert study_input.age_years is None  # NIfTI carries no age; nothing is invented
+
+
+def test_study_with_missing_roles_says_which(tmp_path):
+    source = shared("tcga-lgg_fg-6692", "native")
+    case = tmp_path / "case"
+    case.mkdir()
+    for name in ("t1", "t2"):
+        (case / f"{name}.nii.gz").symlink_to(source / f"{name}.nii.gz")
+    nifti_case_to_dicom(case, tmp_path / "dicom")
+    (surveyed,) = survey(scan(tmp_path / "dicom"), load_config().sequences, decode=False)
+    study_input = load_study(surveyed)
+    assert set(study_input.volumes) == {"T1", "T2"}
+    assert study_input.warnings == ["missing role FLAIR", "missing role T1c"]
+
 
 @pytest.mark.integration
 def test_dcm2niix_reads_our_dicom_back_to_the_source_nifti(tmp_path):
@@ -55,11 +77,9 @@ def test_dcm2niix_reads_our_dicom_back_to_the_source_nifti(tmp_path):
     (converted,) = dcm2niix(tmp_path / "dicom" / "02_FLAIR", tmp_path / "nii")
     img = nib.load(str(converted))
     theirs = np.asarray(img.get_fdata(), np.float32).transpose(2, 1, 0)
-    mapped = on_grid(theirs, RAS_TO_LPS_MATRIX @ img.affine, source_affine, source_voxels.shape)
+    mapped = on_grid(theirs, RAS_TO_LPS @ img.affine, source_affine, source_voxels.shape)
     assert np.array_equal(mapped, source_voxels.astype(np.float32))
 
-
-RAS_TO_LPS_MATRIX = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("names", [

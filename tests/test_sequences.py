@@ -51,24 +51,18 @@ T1_SE = dict(ScanningSequence=["SE"], RepetitionTime=550, EchoTime=10)
     ("Head CT", dict(Modality="CT"), "other"),
     ("", {}, "other"),
 ])
-def test_role(description, physics, role):
-    call = recognise(header(description, **physics), rules())
+def test_role(description, physics, role, config):
+    call = recognise(header(description, **physics), config.sequences)
     assert call.role == role, call.reason
     assert 0 < call.confidence <= 1 and call.reason
 
 
-def test_physics_beats_a_wrong_description_with_lower_confidence():
-    call = recognise(header("AX T2", **FLAIR_3D), rules())
+def test_physics_beats_a_wrong_description_with_lower_confidence(config):
+    call = recognise(header("AX T2", **FLAIR_3D), config.sequences)
     assert call.role == "FLAIR"
-    agreeing = recognise(header("AX FLAIR", **FLAIR_3D), rules())
+    agreeing = recognise(header("AX FLAIR", **FLAIR_3D), config.sequences)
     assert call.confidence < agreeing.confidence
     assert "wins over" in call.reason
-
-
-def rules():
-    from node.config import load_config
-
-    return load_config().sequences
 
 
 def _candidate(uid, role, iso, slices, time, number):

@@ -28,7 +28,7 @@ from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_seri
 from dicom_io.nifti import write_nifti
 from training.synth.anatomy import build_head, load_template, random_deformation
 from training.synth.contrast import SEQUENCES, render, tumour_masks
-from training.synth.scanner import VENDOR_HEADER, VENDORS, Acquisition, acquire, plan_grid, plan_protocol, sample
+from training.synth.scanner import VENDOR_HEADER, VENDORS, Acquisition, acquire, plan_grid, plan_protocol, plane_axes, sample
 from training.synth.tumour import ENHANCING, NECROTIC_CORE, choose_centre, grow_tumour, sample_patient, survival
 
 LABEL_COLUMNS = ["case", "age", "sex", "IDH", "MGMT", "survival_days", "event"]
@@ -150,8 +150,6 @@ def _series_row(case: str, series: SeriesInfo, vendor: str, acq: Acquisition | N
 def _write_localizer(case: str, seed: int, index: int, vendor: str, study: StudyInfo, header: dict, model: str,
                      image: np.ndarray, image_affine: np.ndarray, centre_lps: np.ndarray, out: Path) -> dict:
     """A three-plane localizer (one axial, sagittal and coronal slice), as every exam starts."""
-    from training.synth.scanner import plane_axes
-
     series = SeriesInfo(
         series_instance_uid=derived_uid("synth", seed, index, "series", 1), series_number=1,
         series_description=header["localizer"], series_time="080100", manufacturer=header["manufacturer"],
