@@ -35,7 +35,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/cpu-torch.txt
 	$(PIP) install -q $(CONSTRAINTS) numpy torch
 	$(PIP) install -q $(CONSTRAINTS) --no-build-isolation pyradiomics==3.0.1
 	$(PIP) install -q $(CONSTRAINTS) -e '.[dev]'
-	$(PY) -c "import torch, monai, radiomics, pydicom, highdicom, pynetdicom, SimpleITK, nilearn, shap"
+	# nnU-Net's network classes; its declared timm dependency would pull torchvision (no CPU wheel), and the U-Nets never import it.
+	$(PIP) install -q --no-deps dynamic-network-architectures==0.4.4
+	$(PY) -c "import torch, monai, radiomics, pydicom, highdicom, pynetdicom, SimpleITK, nilearn, shap, dynamic_network_architectures"
 	touch $@
 
 system-deps:

@@ -22,6 +22,31 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_process(args: argparse.Namespace) -> int:
+    import logging
+
+    from inference.model_dir import ModelError
+    from node.process import process
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        outcomes = process(args.path, args.out, args.settings)
+    except ModelError as exc:
+        print(f"glioma-node: model: {exc}", file=sys.stderr)
+        return 2
+    for o in outcomes:
+        if o.status == "done" and o.findings is not None:
+            v = o.findings.volumes_ml
+            print(f"{o.study_instance_uid}: whole tumour {v['whole_tumour']:.1f} ml, core {v['tumour_core']:.1f} ml, "
+                  f"enhancing {v['enhancing_tumour']:.1f} ml -> {o.folder}")
+        else:
+            print(f"{o.study_instance_uid}: FAILED: {o.error}")
+    if not outcomes:
+        print(f"glioma-node: no DICOM study found under {args.path}", file=sys.stderr)
+        return 1
+    return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
 def _cmd_nifti2dicom(args: argparse.Namespace) -> int:
     from dicom_io.nifti import nifti_case_to_dicom
 
@@ -35,7 +60,18 @@ def _cmd_nifti2dicom(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from training.synth.cohort import write_cohort
 
-    write_cohort(Path(args.out), cases=args.cases, seed=args.seed, progress=not args.quiet)
+    write_cohort(Path(args.out), cases=args.cases, seed=args.seed, progress=not args.quiet, dicom=not args.nifti_only)
+    return 0
+
+
+def _cmd_train_seg(args: argparse.Namespace) -> int:
+    from training.seg.train import TrainSettings, train_segmentation
+
+    settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
+                             validate_every=args.validate_every)
+    result = train_segmentation(args.data, args.out, settings, progress=not args.quiet)
+    print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
+          f"model written to {args.out}")
     return 0
 
 
@@ -50,12 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headers-only", action="store_true", help="skip decoding pixel data (faster, misses corrupt pixels)")
     p.set_defaults(func=_cmd_inspect)
 
+    p = sub.add_parser("process", help="segment every study under PATH; results to OUT/<StudyInstanceUID>/")
+    p.add_argument("path", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_process)
+
     p = sub.add_parser("synth", help="write a synthetic glioma cohort (DICOM + NIfTI + labels.csv)")
     p.add_argument("--cases", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nifti-only", action="store_true", help="skip the DICOM studies (a training cohort, 3x faster)")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train a model (segmentation)")
+    train_sub = p.add_subparsers(dest="model", required=True)
+    p = train_sub.add_parser("seg", help="train the tumour segmenter with domain randomisation")
+    p.add_argument("--data", type=Path, required=True, help="a synth cohort or a BraTS-layout folder")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--patch", type=int, default=80, help="training crop, voxels of 2 mm per side")
+    p.add_argument("--validate-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_seg)
 
     p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
     p.add_argument("case_dir", type=Path)

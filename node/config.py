@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,8 +113,19 @@ class Assembly(_Strict):
         return roles
 
 
+class SegmentationModel(_Strict):
+    """Which segmenter runs; see conf/glioma-node.yaml."""
+
+    kind: Literal["glioma-node", "monai-bundle", "nnunet"] = "glioma-node"
+    path: Path
+    brain_extraction: Path | None = None
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    checkpoint: str = "checkpoint_final.pth"
+    min_component_ml: float = Field(default=0.3, ge=0)
+
+
 class Models(_Strict):
-    segmentation: Path
+    segmentation: SegmentationModel
     radiogenomics: Path
 
 
@@ -168,7 +179,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     if "data_dir" in raw:
         raw["data_dir"] = resolve(raw["data_dir"])
     if isinstance(raw.get("models"), dict):
-        raw["models"] = {k: resolve(v) for k, v in raw["models"].items()}
+        models = dict(raw["models"])
+        seg = models.get("segmentation")
+        if isinstance(seg, dict):
+            models["segmentation"] = {k: resolve(v) if k in ("path", "brain_extraction") else v for k, v in seg.items()}
+        elif seg is not None:
+            models["segmentation"] = {"path": resolve(seg)}
+        if "radiogenomics" in models:
+            models["radiogenomics"] = resolve(models["radiogenomics"])
+        raw["models"] = models
     node = raw.get("node")
     if isinstance(node, dict) and isinstance(node.get("tls"), dict):
         raw["node"] = {**node, "tls": {k: resolve(v) for k, v in node["tls"].items()}}

@@ -143,3 +143,20 @@ def build_head(template: Template, deformation: Deformation, rng: np.random.Gene
     for name in ("ext_csf", "marrow", "bone", "fat", "scalp"):
         maps[name] = ndimage.gaussian_filter(maps[name], 0.6)  # partial volume at tissue borders
     return Head(maps=maps, affine=template.affine)
+
+
+# Label of each tissue in tissues.nii.gz; 0 is air. Order is part of the cohort format.
+TISSUE_LABELS = {name: i for i, name in enumerate(TISSUES, start=1)}
+
+
+def tissue_map(head: Head) -> np.ndarray:
+    """The hard tissue label map (uint8, TISSUE_LABELS; 0 where no tissue reaches 0.5 in total).
+
+    Each voxel takes its most likely tissue, so partial volume is lost here and put back
+    by the blur of label-driven training (:mod:`training.seg.generator`).
+    """
+    names = list(head.maps)
+    stack = np.stack([head.maps[n] for n in names])
+    labels = np.array([TISSUE_LABELS[n] for n in names], np.uint8)[np.argmax(stack, axis=0)]
+    labels[stack.sum(axis=0) < 0.5] = 0
+    return labels

@@ -6,6 +6,7 @@ Layout of ``DIR``::
     nifti/<case>/{flair,t1,t1c,t2}.nii.gz   the same contrasts, 1 mm, co-registered, whole head
     nifti/<case>/seg.nii.gz                 BraTS labels (1 necrotic/non-enhancing core, 2 edema, 4 enhancing)
     nifti/<case>/brainmask.nii.gz           brain-extraction truth
+    nifti/<case>/tissues.nii.gz             the generative tissue map (TISSUE_LABELS), for label-driven training
     labels.csv                              case, age, sex, IDH, MGMT, survival_days, event
     series.csv                              every DICOM series with its true role
     truth/<case>.json                       the latent phenotype, volumes and series grids
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_series
 from dicom_io.nifti import write_nifti
-from training.synth.anatomy import build_head, load_template, random_deformation
+from training.synth.anatomy import build_head, load_template, random_deformation, tissue_map
 from training.synth.contrast import SEQUENCES, render, tumour_masks
 from training.synth.scanner import VENDOR_HEADER, VENDORS, Acquisition, acquire, plan_grid, plan_protocol, plane_axes, sample
 from training.synth.tumour import ENHANCING, NECROTIC_CORE, choose_centre, grow_tumour, sample_patient, survival
@@ -54,8 +55,12 @@ def _deformed_position(coords: np.ndarray, target_zyx: np.ndarray) -> np.ndarray
     return np.array(np.unravel_index(int(np.argmin(d2)), d2.shape), float) * 2
 
 
-def synthesise_case(index: int, seed: int, out: Path) -> CaseResult:
-    """Generate, acquire and write case ``index`` of the cohort of ``seed``."""
+def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> CaseResult:
+    """Generate, acquire and write case ``index`` of the cohort of ``seed``.
+
+    With ``dicom=False`` only the NIfTI files, labels and truth are written (training
+    needs no DICOM, and acquisition is most of the time a case takes).
+    """
     rng = np.random.default_rng([seed, index])
     case = f"synth-{seed:04d}-{index:04d}"
     vendor = VENDORS[index % len(VENDORS)]
@@ -81,6 +86,7 @@ def synthesise_case(index: int, seed: int, out: Path) -> CaseResult:
         write_nifti(nifti_dir / f"{seq.lower()}.nii.gz", np.clip(noisy * 1000, 0, 32767).astype(np.int16), head.affine)
     write_nifti(nifti_dir / "seg.nii.gz", labels, head.affine)
     write_nifti(nifti_dir / "brainmask.nii.gz", brain.astype(np.uint8), head.affine)
+    write_nifti(nifti_dir / "tissues.nii.gz", tissue_map(head), head.affine)
 
     study_date = f"{2015 + int(rng.integers(0, 10))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
     birth_year = int(study_date[:4]) - int(patient.age)
@@ -103,8 +109,8 @@ def synthesise_case(index: int, seed: int, out: Path) -> CaseResult:
     head_points = (head.affine[:3, :3] @ head_mask.T).T + head.affine[:3, 3]
     centre_lps = head_points.mean(axis=0) + rng.uniform(-5, 5, 3)
     compressed = bool(rng.random() < 0.3)
-    plans = plan_protocol(vendor, rng, compressed)
-    series_rows = [_write_localizer(case, seed, index, vendor, study, header, model, images["T1"], head.affine, centre_lps, out)]
+    plans = plan_protocol(vendor, rng, compressed) if dicom else []
+    series_rows = [] if not dicom else [_write_localizer(case, seed, index, vendor, study, header, model, images["T1"], head.affine, centre_lps, out)]
     for number, acq in enumerate(plans, start=2):
         plan_grid(acq, centre_lps, head_points)
         pixels = acquire(images[acq.role], head.affine, acq, rng)
@@ -168,12 +174,15 @@ def _write_localizer(case: str, seed: int, index: int, vendor: str, study: Study
     return _series_row(case, series, vendor, None)
 
 
-def write_cohort(out: Path, cases: int, seed: int = 0, progress: bool = True) -> list[CaseResult]:
-    """Write ``cases`` synthetic cases under ``out`` (see the module doc for the layout)."""
+def write_cohort(out: Path, cases: int, seed: int = 0, progress: bool = True, dicom: bool = True) -> list[CaseResult]:
+    """Write ``cases`` synthetic cases under ``out`` (see the module doc for the layout).
+
+    ``dicom=False`` skips the DICOM studies (and series.csv rows): a training cohort.
+    """
     if cases < 1:
         raise ValueError("--cases must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
-    results = [synthesise_case(i, seed, out) for i in tqdm(range(cases), desc="synthesising", unit="case", disable=not progress)]
+    results = [synthesise_case(i, seed, out, dicom) for i in tqdm(range(cases), desc="synthesising", unit="case", disable=not progress)]
     with open(out / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, LABEL_COLUMNS)
         writer.writeheader()

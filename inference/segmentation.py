@@ -1,0 +1,97 @@
+"""Segment one study: prepare, predict, clean up, map back onto every source series.
+
+Labels follow BraTS (1 necrotic / non-enhancing core, 2 edema, 4 enhancing); see
+:mod:`inference.regions`. Volumes are measured on the 1 mm canonical grid.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from inference.grid import Grid
+from inference.preprocess import PreparedStudy, prepare
+from inference.regions import labels_from_regions, volumes_ml
+from inference.segmenters.base import RegionMaps, Segmenter
+from inference.volume import Volume
+
+
+@dataclass
+class Segmentation:
+    """The result of :func:`segment`.
+
+    ``labels`` is uint8 BraTS labels on ``grid`` (1 mm canonical); ``source_labels[role]``
+    the same labels on the grid of that role's source series (what SEG objects and
+    ``labels.nii.gz`` carry). ``timings_s`` in seconds; ``volumes_ml`` in millilitres.
+    """
+
+    grid: Grid
+    labels: np.ndarray
+    source_labels: dict[str, np.ndarray]
+    brain: np.ndarray | None
+    volumes_ml: dict[str, float]
+    brain_volume_ml: float | None
+    model: dict[str, str]
+    prepared: PreparedStudy
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """``mask`` without its 26-connected components smaller than ``min_voxels``."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    keep = np.concatenate([[False], sizes >= min_voxels])
+    return keep[labels]
+
+
+def compose(maps: RegionMaps, threshold: float = 0.5, min_voxels: int = 0) -> np.ndarray:
+    """BraTS labels from region probabilities; whole-tumour islands under ``min_voxels`` dropped."""
+    wt = maps.whole_tumour > threshold
+    if min_voxels:
+        wt = remove_small_components(wt, min_voxels)
+    return labels_from_regions(wt, maps.tumour_core > threshold, maps.enhancing_tumour > threshold)
+
+
+def _to_source(prepared: PreparedStudy, maps: RegionMaps, role: str, threshold: float, min_voxels: int) -> np.ndarray:
+    """Labels on a source grid, from probabilities resampled there (sharper than resampling labels)."""
+    on_source = RegionMaps(*(prepared.to_source(m.astype(np.float32), role, "linear")
+                             for m in (maps.whole_tumour, maps.tumour_core, maps.enhancing_tumour)))
+    grid = prepared.source_grids[role]
+    scale = prepared.grid.voxel_ml / grid.voxel_ml
+    return compose(on_source, threshold, int(min_voxels * scale))
+
+
+def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, same_frame: bool = True,
+            min_component_ml: float = 0.3, threshold: float = 0.5) -> Segmentation:
+    """Segment the study made of ``volumes`` (role → Volume; FLAIR, T1, T1c, T2).
+
+    ``min_component_ml``: tumour islands smaller than this are dropped (noise, vessels).
+    """
+    t0 = time.perf_counter()
+    prepared = prepare(volumes, same_frame=same_frame)
+    t1 = time.perf_counter()
+    maps = segmenter.predict(prepared)
+    t2 = time.perf_counter()
+    min_voxels = int(round(min_component_ml / prepared.grid.voxel_ml))
+    labels = compose(maps, threshold, min_voxels)
+    source = {role: _to_source(prepared, maps, role, threshold, min_voxels) for role in prepared.source_grids}
+    t3 = time.perf_counter()
+    warnings = list(prepared.warnings)
+    brain_ml = None
+    if maps.brain is not None:
+        brain_ml = round(float(maps.brain.sum()) * prepared.grid.voxel_ml, 1)
+        if not 700 <= brain_ml <= 2200:
+            warnings.append(f"brain volume {brain_ml:.0f} ml is outside 700-2200 ml: check the field of view "
+                            "and that the series show a whole brain")
+    volumes = volumes_ml(labels, prepared.grid.voxel_ml)
+    if volumes["whole_tumour"] == 0:
+        warnings.append("no tumour found")
+    return Segmentation(prepared.grid, labels, source, maps.brain, volumes, brain_ml, segmenter.describe(), prepared,
+                        {"preprocess": round(t1 - t0, 2), "inference": round(t2 - t1, 2),
+                         "postprocess": round(t3 - t2, 2)}, warnings)

@@ -1,0 +1,34 @@
+"""Segmenters: glioma-node's own model, MONAI bundles and nnU-Net v2 folders, one interface."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from inference.segmenters.base import RegionMaps, Segmenter
+
+KINDS = ("glioma-node", "monai-bundle", "nnunet")
+
+
+def load_segmenter(kind: str, path: Path, brain_extraction: Path | None = None, folds: tuple[int, ...] = (0,),
+                   checkpoint: str = "checkpoint_final.pth") -> Segmenter:
+    """Load the segmenter of ``kind`` from ``path`` (raises ModelError saying what is wrong).
+
+    ``brain_extraction``: a glioma-node model directory whose brain output strips the
+    skull before a monai-bundle or nnunet model runs; None leaves the input as it is.
+    """
+    from inference.segmenters.native import NativeSegmenter
+
+    if kind == "glioma-node":
+        return NativeSegmenter(path)
+    extractor = NativeSegmenter(brain_extraction).brain_mask if brain_extraction else None
+    if kind == "monai-bundle":
+        from inference.segmenters.monai_bundle import MonaiBundleSegmenter
+
+        return MonaiBundleSegmenter(path, extractor)
+    if kind == "nnunet":
+        from inference.segmenters.nnunet import NnUNetSegmenter
+
+        return NnUNetSegmenter(path, tuple(folds), checkpoint, extractor)
+    raise ValueError(f"segmenter kind {kind!r} is not one of {', '.join(KINDS)}")
+
+
+__all__ = ["KINDS", "RegionMaps", "Segmenter", "load_segmenter"]

@@ -1,0 +1,34 @@
+"""What every segmenter gives back, whatever model family it wraps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from inference.preprocess import PreparedStudy
+
+
+@dataclass
+class RegionMaps:
+    """Per-voxel results on the prepared study's 1 mm canonical grid.
+
+    ``whole_tumour``, ``tumour_core`` and ``enhancing_tumour`` are probabilities (or 0/1
+    for models that only give labels), float32 ``[z, y, x]``. ``brain`` is the brain
+    mask when the model predicts one, else None.
+    """
+
+    whole_tumour: np.ndarray
+    tumour_core: np.ndarray
+    enhancing_tumour: np.ndarray
+    brain: np.ndarray | None = None
+
+
+class Segmenter(Protocol):
+    """A loaded segmentation model."""
+
+    def describe(self) -> dict[str, str]:
+        """name, version, sha256 and kind of the model, for findings and reports."""
+
+    def predict(self, prepared: PreparedStudy) -> RegionMaps:
+        """Region probabilities for a prepared study."""

@@ -1,0 +1,101 @@
+"""`glioma-node process PATH --out OUT`: run every study under a folder, offline.
+
+For each study (instances grouped by StudyInstanceUID, non-DICOM files ignored) it
+writes ``OUT/<StudyInstanceUID>/``:
+
+* ``findings.json``: status, volumes in ml per sub-region, models (name, version,
+  sha256), timings, warnings; on failure the error instead, so no study is silently
+  skipped;
+* ``nifti/labels.nii.gz``: BraTS labels 1/2/4 on the grid of the reference series
+  (T1c), with that series' true affine.
+
+Files are written to a temporary name and renamed, so a crash never leaves a
+half-written result behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicom_io.nifti import write_nifti
+from dicom_io.scan import scan
+from dicom_io.study import load_study, survey
+from inference.analyze import Models, analyze
+from inference.findings import RESEARCH_USE, Findings
+from inference.model_dir import ModelError
+from inference.preprocess import PreprocessingError
+from inference.segmenters import load_segmenter
+from node.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyOutcome:
+    """What happened to one study: ``status`` is ``done`` or ``failed`` (``error`` says why)."""
+
+    study_instance_uid: str
+    status: str
+    folder: Path
+    error: str | None = None
+    findings: Findings | None = None
+
+
+def load_models(config: Config) -> Models:
+    """The models the configuration names, loaded and checksum-checked."""
+    seg = config.models.segmentation
+    segmenter = load_segmenter(seg.kind, seg.path, seg.brain_extraction if seg.kind != "glioma-node" else None,
+                               tuple(seg.folds), seg.checkpoint)
+    return Models(segmenter, seg.min_component_ml)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_outputs(findings: Findings, folder: Path, extra: dict[str, Any] | None = None) -> None:
+    """findings.json and nifti/labels.nii.gz of one study into ``folder``."""
+    (folder / "nifti").mkdir(parents=True, exist_ok=True)
+    mask = findings.masks[findings.reference_role]
+    tmp = folder / "nifti" / "labels.partial.nii.gz"
+    write_nifti(tmp, mask.labels, mask.affine)
+    os.replace(tmp, folder / "nifti" / "labels.nii.gz")
+    _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), **(extra or {})})
+
+
+def process(path: Path, out: Path, config: Config, models: Models | None = None) -> list[StudyOutcome]:
+    """Process every study under ``path`` into ``out`` (see the module doc)."""
+    models = models or load_models(config)
+    started = time.perf_counter()
+    result = scan(path)
+    for bad, reason in result.bad_files:
+        log.warning("skipped %s: %s", bad, reason)
+    outcomes = []
+    for study in survey(result, config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence):
+        folder = out / study.study_instance_uid
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        try:
+            if study.missing_roles:
+                raise PreprocessingError(f"sequences missing: {', '.join(study.missing_roles)} "
+                                         f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
+                                         "`glioma-node inspect` to see how each series was recognised")
+            study_input = load_study(study)
+            findings = analyze(study_input, models)
+            findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
+            write_outputs(findings, folder)
+            outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings))
+        except (PreprocessingError, ModelError, ValueError, RuntimeError, OSError) as exc:
+            log.error("study %s failed: %s", study.study_instance_uid, exc)
+            _write_json(folder / "findings.json", {"status": "failed", "study_instance_uid": study.study_instance_uid,
+                                                   "error": str(exc), "notice": RESEARCH_USE})
+            outcomes.append(StudyOutcome(study.study_instance_uid, "failed", folder, error=str(exc)))
+    log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)
+    return outcomes

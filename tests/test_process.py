@@ -1,0 +1,90 @@
+"""`glioma-node process PATH --out OUT` on synthetic studies, as a user runs it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dicom_io.nifti import read_nifti
+from dicom_io.scan import scan
+from dicom_io.study import load_study, survey
+from inference.grid import Grid, resample
+from inference.regions import region_dice
+from tests.helpers import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("synth")]
+
+
+def _process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node.cli", "process", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def processed(synth_cohort, tmp_path_factory):
+    dicom = synth_cohort / "dicom"
+    (dicom / "README.txt").write_text("not DICOM: must be ignored")
+    out = tmp_path_factory.mktemp("processed")
+    result = _process(str(dicom), "--out", str(out))
+    return result, out
+
+
+def test_every_study_gets_findings_and_labels(processed, synth_cohort, config):
+    result, out = processed
+    assert result.returncode == 0, result.stderr
+    studies = survey(scan(synth_cohort / "dicom"), config.sequences, decode=False)
+    assert len(studies) == 3
+    for study in studies:
+        folder = out / study.study_instance_uid
+        findings = json.loads((folder / "findings.json").read_text())
+        assert findings["status"] == "done"
+        assert findings["notice"] == "Research use only, not for diagnosis."
+        seg = findings["segmentation"]
+        assert set(seg["volumes_ml"]) >= {"whole_tumour", "tumour_core", "enhancing_tumour", "edema",
+                                          "necrotic_core", "enhancing"}
+        (model,) = findings["models"]
+        assert model["name"] and model["version"] and len(model["sha256"]) == 64
+        assert {"segmentation_preprocess", "segmentation_inference", "read_series"} <= set(findings["timings_s"])
+        # labels.nii.gz lies exactly on the reference (T1c) series grid
+        t1c = load_study(study).volumes["T1c"]
+        assert seg["reference_series_instance_uid"] == t1c.metadata.series_instance_uid
+        labels, affine = read_nifti(folder / "nifti" / "labels.nii.gz")
+        assert labels.shape == t1c.shape
+        assert np.allclose(affine, t1c.affine, atol=1e-3)
+        assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+
+def test_tumour_matches_the_synthetic_truth(processed, synth_cohort, config):
+    """Held-out synthetic cases (seed 11; training used other seeds): whole tumour found where it is."""
+    _, out = processed
+    for study in survey(scan(synth_cohort / "dicom"), config.sequences, decode=False):
+        case = study.series[0].files.instances[0].header.PatientID  # the cohort writes the case name there
+        truth, truth_affine = read_nifti(synth_cohort / "nifti" / case / "seg.nii.gz")
+        labels, affine = read_nifti(out / study.study_instance_uid / "nifti" / "labels.nii.gz")
+        on_truth = resample(labels, Grid(labels.shape, affine), Grid(truth.shape, truth_affine), interpolation="nearest")
+        dice = region_dice(on_truth, truth)
+        assert dice["whole_tumour"] >= 0.7, (case, dice)
+
+
+def test_a_study_without_t2_fails_with_a_reason_and_others_still_run(synth_cohort, tmp_path):
+    source = synth_cohort / "dicom" / "synth-0011-0000"
+    broken = tmp_path / "in" / "synth-0011-0000"
+    shutil.copytree(source, broken)
+    truth = json.loads((synth_cohort / "truth" / "synth-0011-0000.json").read_text())
+    t2_uids = {s["series_instance_uid"] for s in truth["series"] if s["role"] == "T2"}
+    import pydicom
+
+    for path in list(broken.rglob("*.dcm")):
+        if pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID in t2_uids:
+            path.unlink()
+    out = tmp_path / "out"
+    result = _process(str(tmp_path / "in"), "--out", str(out))
+    assert result.returncode == 1
+    (folder,) = list(out.iterdir())
+    findings = json.loads((folder / "findings.json").read_text())
+    assert findings["status"] == "failed" and "T2" in findings["error"]
+    assert "FAILED" in result.stdout and "T2" in result.stdout
