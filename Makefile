@@ -17,13 +17,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps demo test test-fast bench clean
+.PHONY: help install system-deps demo test test-fast bench eval clean
 
 help:
 	@echo "make install      create .venv and install glioma-node with everything it needs"
 	@echo "make demo         synthesise a study and inspect it (runs install first)"
 	@echo "make test         the whole test suite (runs install and system-deps first)"
 	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc)"
+	@echo "make bench        speed and memory figures (table + bench-results/bench.json)"
+	@echo "make eval         segmentation Dice on the real cases (bench-results/segmentation-eval/)"
 
 install: $(STAMP)
 
@@ -48,6 +50,7 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/glioma-node synth --cases 1 --seed 7 --out $(DEMO_DIR)/cohort
 	$(VENV)/bin/glioma-node inspect $(DEMO_DIR)/cohort/dicom
+	$(VENV)/bin/glioma-node process $(DEMO_DIR)/cohort/dicom --out $(DEMO_DIR)/results
 
 test: install system-deps
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
@@ -57,6 +60,10 @@ test-fast: install
 
 bench: install
 	$(PY) -m tests.bench
+
+# Segmentation figures on the real cases of ../shared/data (Dice, baseline, overlays).
+eval: install
+	$(PY) -m tests.eval_segmentation
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -68,7 +68,8 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     from training.seg.train import TrainSettings, train_segmentation
 
     settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
-                             validate_every=args.validate_every)
+                             validate_every=args.validate_every, init=args.init,
+                             learning_rate=args.learning_rate)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet)
     print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
           f"model written to {args.out}")
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--patch", type=int, default=80, help="training crop, voxels of 2 mm per side")
     p.add_argument("--validate-every", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
+    p.add_argument("--init", type=Path, default=None, help="model directory to fine-tune instead of starting afresh")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)

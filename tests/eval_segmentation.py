@@ -42,6 +42,7 @@ from inference.segmenters.native import NativeSegmenter
 from node.config import load_config
 from node.process import process
 from tests.helpers import REPO, SHARED
+from training.seg.card import write_card
 
 TCGA = "tcga-lgg_fg-6692"
 
@@ -171,8 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="segmentation figures on the real cases of ../shared/data")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "segmentation")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "segmentation-eval")
+    parser.add_argument("--card", action="store_true", help="rewrite the model's MODEL_CARD.md with these figures")
     args = parser.parse_args()
-    print(json.dumps(evaluate(args.model, args.out), indent=2))
+    results = evaluate(args.model, args.out)
+    print(json.dumps(results, indent=2))
+    if args.card:
+        print(f"wrote {write_card(args.model, results)}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2),
                                 progress=False)
     assert len(result["train_cases"]) == 2 and len(result["validation_cases"]) == 1
-    for name in ("model.pt", "manifest.json", "curves.png", "training-log.json"):
+    for name in ("model.pt", "manifest.json", "curves.png", "training-log.json", "MODEL_CARD.md"):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
     assert manifest.data["input"]["channels"] == ["FLAIR", "T1", "T1c", "T2"]
@@ -67,3 +67,4 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     log = json.loads((out / "training-log.json").read_text())
     assert [v["step"] for v in log["validation"]] == [2, 3]
     NativeSegmenter(out)  # loads, checksum and architecture agree
+    assert "Research use only, not for diagnosis" in (out / "MODEL_CARD.md").read_text()

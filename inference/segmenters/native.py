@@ -6,7 +6,8 @@ brain, whole tumour, tumour core and enhancing tumour (sigmoids). It runs twice:
 
 1. on the channels z-scored inside the head: its brain output is the brain mask
    (brain extraction that works on scans that were not skull-stripped);
-2. on the channels masked to that brain and z-scored inside it: the tumour outputs.
+2. on the channels masked to that brain and z-scored inside it: the tumour outputs,
+   averaged with those of the left-right mirrored input (manifest ``postprocessing.mirror``).
 
 Outputs are interpolated back to the 1 mm grid (trilinear, the exact inverse geometry
 of the 2× average pooling used going down).
@@ -47,6 +48,7 @@ class NativeSegmenter:
         self.channels: list[str] = list(spec["input"]["channels"])
         self.spacing_mm = float(spec["input"]["spacing_mm"])
         self.outputs: list[str] = list(spec["output"]["channels"])
+        self.mirror = bool(spec.get("postprocessing", {}).get("mirror", True))
         self.device = device()
         self.net = build_network(spec["architecture"])
         try:
@@ -60,9 +62,14 @@ class NativeSegmenter:
         return self.manifest.describe()
 
     @torch.no_grad()
-    def _run(self, channels: np.ndarray) -> np.ndarray:
+    def _run(self, channels: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """Sigmoid outputs; with ``mirror`` averaged with the left-right flipped input's
+        (the network was trained with such flips, so both views are equally valid)."""
         x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
-        return torch.sigmoid(self.net(x))[0].cpu().numpy()
+        prob = torch.sigmoid(self.net(x))
+        if mirror:
+            prob = (prob + torch.sigmoid(self.net(x.flip(-1))).flip(-1)) / 2
+        return prob[0].cpu().numpy()
 
     def _low(self, prepared: PreparedStudy) -> tuple[np.ndarray, int]:
         """Channels averaged down to the network's spacing, and the pooling factor."""
@@ -89,7 +96,7 @@ class NativeSegmenter:
     def predict(self, prepared: PreparedStudy) -> RegionMaps:
         low, factor = self._low(prepared)
         brain = self._brain(low)
-        second = self._run(np.stack([zscore(c, head_mask(c)) for c in low * brain]))
+        second = self._run(np.stack([zscore(c, head_mask(c)) for c in low * brain]), mirror=self.mirror)
         second[1:] *= ndimage.binary_dilation(brain, iterations=2)[None]
         second[0] = brain
         maps = self._up(second, prepared, factor)

@@ -66,28 +66,37 @@ def merge_labels(tissues: np.ndarray, seg: np.ndarray) -> np.ndarray:
 
 
 def _class_means(rng: np.random.Generator) -> np.ndarray:
-    """(4 sequences, N_CLASSES) mean intensities for one sample (see the module doc)."""
+    """(4 sequences, N_CLASSES) mean intensities for one sample (see the module doc).
+
+    Tumour compartments are drawn relative to the brighter of grey and white matter of
+    the same sequence, so edema is always conspicuous on FLAIR and T2 (as it is on real
+    scans); necrosis is fluid-like on T2 but never as dark as CSF on FLAIR and T1
+    (protein and debris), so the ventricles are not a model of necrosis.
+    """
     means = np.zeros((len(CHANNELS), N_CLASSES), np.float32)
-    core_kind = rng.choice(["necrosis", "solid", "mismatch"], p=[0.45, 0.4, 0.15])
-    jitter = {t: float(np.exp(rng.normal(0, 0.3))) for t in _TISSUE_ORDER[1:]}
+    core_kind = rng.choice(["necrosis", "solid", "mismatch"], p=[0.45, 0.45, 0.1])
+    jitter = {t: float(np.exp(rng.normal(0, 0.2))) for t in _TISSUE_ORDER[1:]}
     for c, seq in enumerate(CHANNELS):
         base = MEANS[seq]
         for i, tissue in enumerate(_TISSUE_ORDER[1:], start=1):
-            means[c, i] = base[tissue] * jitter[tissue] * np.exp(rng.normal(0, 0.15))
+            means[c, i] = base[tissue] * jitter[tissue] * np.exp(rng.normal(0, 0.1))
     wm = means[:, TISSUE_LABELS["wm"]]
+    gm = means[:, TISSUE_LABELS["gm"]]
     csf = means[:, TISSUE_LABELS["csf"]]
+    parenchyma = np.maximum(wm, gm)
     f, t1, t1c, t2 = (CHANNELS.index(s) for s in ("FLAIR", "T1", "T1c", "T2"))
     u = rng.uniform
-    edema = {f: wm[f] * u(1.3, 2.6), t2: wm[t2] * u(1.5, 3.2), t1: wm[t1] * u(0.5, 0.95)}
+    edema = {f: parenchyma[f] * u(1.15, 2.2), t2: parenchyma[t2] * u(1.2, 2.5), t1: wm[t1] * u(0.5, 0.95)}
     edema[t1c] = edema[t1] * u(0.95, 1.15)
     if core_kind == "necrosis":
-        core = {f: wm[f] * u(0.4, 1.8), t2: max(csf[t2] * u(0.6, 1.0), wm[t2] * 1.3), t1: csf[t1] * u(0.8, 1.8)}
+        core = {f: max(csf[f] * u(2.5, 5.0), wm[f] * u(0.6, 1.6)), t2: max(csf[t2] * u(0.6, 1.0), parenchyma[t2] * 1.3),
+                t1: min(csf[t1] * u(1.3, 2.2), wm[t1] * 0.8)}
     elif core_kind == "solid":
-        core = {f: wm[f] * u(1.3, 2.8), t2: wm[t2] * u(1.5, 3.2), t1: wm[t1] * u(0.45, 0.9)}
+        core = {f: parenchyma[f] * u(1.15, 2.4), t2: parenchyma[t2] * u(1.2, 2.8), t1: wm[t1] * u(0.45, 0.9)}
     else:  # T2-FLAIR mismatch: bright on T2, suppressed on FLAIR
-        core = {f: csf[f] * u(1.0, 3.0), t2: wm[t2] * u(2.0, 3.5), t1: wm[t1] * u(0.45, 0.8)}
+        core = {f: csf[f] * u(1.5, 3.0), t2: parenchyma[t2] * u(1.6, 3.0), t1: wm[t1] * u(0.45, 0.8)}
     core[t1c] = core[t1] * u(0.95, 1.2)
-    enhancing = {f: wm[f] * u(1.1, 2.3), t2: wm[t2] * u(1.2, 2.5), t1: wm[t1] * u(0.55, 1.0),
+    enhancing = {f: parenchyma[f] * u(1.05, 2.0), t2: parenchyma[t2] * u(1.05, 2.2), t1: wm[t1] * u(0.55, 1.0),
                  t1c: wm[t1c] * u(1.2, 2.2)}
     for c in range(len(CHANNELS)):
         means[c, CORE], means[c, EDEMA_CLASS], means[c, ENHANCING_CLASS] = core[c], edema[c], enhancing[c]

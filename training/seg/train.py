@@ -24,10 +24,11 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from inference.model_dir import write_manifest
+from inference.model_dir import read_manifest, write_manifest
 from inference.networks import DEFAULT_ARCHITECTURE, build_network, device
 from inference.preprocess import ROLES
 from inference.regions import REGIONS
+from training.seg.card import write_card
 from training.seg.dataset import Case, find_cases, load_case
 from training.seg.generator import Sample, augment, synthesise
 
@@ -47,6 +48,7 @@ class TrainSettings:
     validate_every: int = 200
     seed: int = 0
     threads: int = 2
+    init: Path | None = None  # a model directory to start from (fine-tuning) instead of random weights
 
 
 def _random_spatial(case: Case, rng: np.random.Generator, patch: int) -> tuple[np.ndarray | None, np.ndarray | None,
@@ -159,7 +161,11 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     val_samples = [draw(c, val_rng, settings.patch) for c in val_cases for _ in range(2)]
 
     dev = device()
-    net = build_network(DEFAULT_ARCHITECTURE).to(dev)
+    net = build_network(DEFAULT_ARCHITECTURE)
+    if settings.init is not None:
+        net.load_state_dict(torch.load(read_manifest(settings.init, SEG_KIND).weights_path, map_location="cpu",
+                                       weights_only=True))
+    net = net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.learning_rate, total_steps=settings.iterations,
                                                 pct_start=0.05)
@@ -198,7 +204,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
             break
     bar.close()
     seconds = time.time() - start
-    result = {"settings": settings.__dict__, "train_cases": [c.name for c in train_cases],
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()}, "train_cases": [c.name for c in train_cases],
               "validation_cases": [c.name for c in val_cases], "seconds": round(seconds, 1),
               "device": str(dev), "host": platform.node(), "best_validation_mean_dice": round(best, 4),
               "validation": val_log, "loss": log}
@@ -222,6 +228,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
                      "best_validation_mean_dice": round(best, 4)},
         "intended_use": "research use only, not for diagnosis",
     })
+    write_card(out)
     return result
 
 
