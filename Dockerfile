@@ -16,6 +16,7 @@ COPY node ./node
 COPY inference ./inference
 COPY dicom_io ./dicom_io
 COPY training ./training
+COPY models ./models
 RUN make install PYTHON=python3 && rm -rf /root/.cache/pip
 
 ENV PATH=/opt/glioma-node/.venv/bin:$PATH

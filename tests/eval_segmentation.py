@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -177,6 +178,8 @@ def main() -> None:
     results = evaluate(args.model, args.out)
     print(json.dumps(results, indent=2))
     if args.card:
+        for png in args.out.glob("*.png"):
+            shutil.copyfile(png, args.model / f"eval-{png.name}")
         print(f"wrote {write_card(args.model, results)}")
 
 

@@ -55,19 +55,14 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         "## Training data: synthetic only",
         f"- {len(log['train_cases'])} training and {len(log['validation_cases'])} validation label maps from "
         "`glioma-node synth --nifti-only` (MNI152 2009 heads, random deformation, grown tumours). No real image "
-        "or real label was used in training or in choosing the checkpoint.",
+        "or real label was used in training or in choosing the checkpoint (see the disclosure below, if any).",
         "- Each step draws new images from the labels with random contrasts and scanner effects "
         "(training/seg/generator.py).",
         "",
         "## Reproduce",
-        "```sh",
-        "glioma-node synth --cases 15 --seed 1000 --out train/cohort --nifti-only   # see the note on case counts",
-        "glioma-node train seg --data train --out models/segmentation "
-        f"--iterations {training['iterations']}",
-        "make eval   # the real-case figures below",
-        "```",
-        f"Trained for {training['iterations']} steps in {training['seconds'] / 60:.0f} min on "
-        f"{training['device']} ({log.get('host', '')}, 2 cores), batch 1, 80³ crops.",
+        f"Last training command: `{training['command']}` ({training['iterations']} steps in "
+        f"{training['seconds'] / 60:.0f} min on {training['device']}, batch 1, 80³ crops). "
+        "`make eval` gives the real-case figures below.",
         "",
         "## Synthetic held-out figures",
         f"Validation Dice on fixed samples of the held-out synthetic cases at the kept step ({best['step']}): "
@@ -81,6 +76,11 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
             "tumour. The baseline is inference/segmenters/classical.py (hand-set thresholds after normalisation, "
             "inside the same brain mask). The TCGA references are algorithm output, not expert truth.",
             ""]
+        for png in sorted(model_dir.glob("eval-*.png")):
+            lines += [f"![{png.stem}]({png.name})", ""]
+    notes_file = model_dir / "training-notes.md"
+    if notes_file.is_file():  # how the weights were really made, written by whoever trained them
+        lines += [notes_file.read_text().strip(), ""]
     if notes:
         lines += [notes.strip(), ""]
     lines += ["## Limits",

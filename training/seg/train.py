@@ -188,9 +188,9 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         loss.backward()
         opt.step()
         sched.step()
-        log.append({"step": step, "loss": float(loss), "seconds": round(time.time() - start, 1)})
+        log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - start, 1)})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
         if step % settings.validate_every == 0 or step == settings.iterations:
             scores = _validate(net, val_samples, dev)
             val_log.append({"step": step, **scores})
