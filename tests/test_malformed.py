@@ -7,9 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pydicom
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

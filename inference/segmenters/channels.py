@@ -19,19 +19,19 @@ _REGION_PATTERNS = (
 )
 
 
+def _match(name: str, patterns: tuple[tuple[str, str], ...], what: str) -> str:
+    text = name.strip().lower()
+    for ours, pattern in patterns:
+        if re.search(pattern, text):
+            return ours
+    raise ModelError(f"{name!r} is not {what}")
+
+
 def role_of(name: str) -> str:
     """Our role for a channel name such as ``T1c``, ``t1ce``, ``T1Gd``, ``t2f`` or ``FLAIR``."""
-    text = name.strip().lower()
-    for role, pattern in _ROLE_PATTERNS:
-        if re.search(pattern, text):
-            return role
-    raise ModelError(f"input channel {name!r} is not a sequence glioma-node knows (FLAIR, T1, T1c, T2)")
+    return _match(name, _ROLE_PATTERNS, "an input sequence glioma-node knows (FLAIR, T1, T1c, T2)")
 
 
 def region_of(name: str) -> str:
     """Our region for an output name such as ``Whole tumor``, ``tumor core`` or ``ET``."""
-    text = name.strip().lower()
-    for region, pattern in _REGION_PATTERNS:
-        if re.search(pattern, text):
-            return region
-    raise ModelError(f"output {name!r} is not a BraTS region (whole tumour, tumour core, enhancing tumour)")
+    return _match(name, _REGION_PATTERNS, "a BraTS region (whole tumour, tumour core, enhancing tumour)")
