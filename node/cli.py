@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
                              validate_every=args.validate_every, init=args.init,
                              learning_rate=args.learning_rate)
-    result = train_segmentation(args.data, args.out, settings, progress=not args.quiet)
+    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
     print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
           f"model written to {args.out}")
     return 0
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from dicom_io.scan import tolerate_nonconformant_values
 
     tolerate_nonconformant_values()

@@ -10,27 +10,17 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
-from dicom_io.nifti import find_role_files, read_nifti
 from inference.segmentation import segment
-from inference.segmenters import load_segmenter
-from inference.volume import SeriesMetadata, Volume
 from node.config import load_config
-from tests.helpers import SHARED
+from node.process import load_models
+from tests.helpers import SHARED, nifti_volumes
 
 
 def main(runs: int = 3) -> None:
-    case = SHARED / "brats23-gli-00001-000"
-    volumes = {}
-    for role, path in find_role_files(case).items():
-        voxels, affine = read_nifti(path)
-        volumes[role] = Volume(voxels.astype(np.float32), affine, [f"2.25.{k}" for k in range(voxels.shape[0])],
-                               SeriesMetadata("2.25.1", f"2.25.{role}"))
-    config = load_config()
-    seg = config.models.segmentation
-    segmenter = load_segmenter(seg.kind, seg.path)
+    volumes = nifti_volumes(SHARED / "brats23-gli-00001-000")
+    segmenter = load_models(load_config()).segmenter
     times, stages = [], []
     for _ in range(runs):
         start = time.perf_counter()

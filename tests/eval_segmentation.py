@@ -36,7 +36,7 @@ from dicom_io.nifti import find_role_files, nifti_case_to_dicom, read_nifti
 from inference.analyze import Models
 from inference.findings import Findings
 from inference.grid import Grid, resample
-from inference.regions import region_dice
+from inference.regions import region_dice, volumes_ml
 from inference.segmenters.base import Segmenter
 from inference.segmenters.classical import ClassicalSegmenter
 from inference.segmenters.native import NativeSegmenter
@@ -160,10 +160,7 @@ def evaluate(model: Path, out: Path, cases: tuple[str, ...] = ("tcga-brats-space
                     overlay_png(out / f"{name}.png", image.astype(np.float32), on_image,
                                 f"{name}: network (colour) vs reference (white), FLAIR", ref_on_image)
             if reference is not None:
-                entry["reference_volumes_ml"] = {k: round(float(np.isin(reference, v).sum()) *
-                                                          abs(np.linalg.det(ref_affine[:3, :3])) / 1000, 2)
-                                                 for k, v in (("whole_tumour", (1, 2, 4)), ("tumour_core", (1, 4)),
-                                                              ("enhancing_tumour", (4,)))}
+                entry["reference_volumes_ml"] = volumes_ml(reference, Grid(reference.shape, ref_affine).voxel_ml)
             results["cases"][name] = entry
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

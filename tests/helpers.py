@@ -56,3 +56,17 @@ def dcm2niix(folder: Path, out: Path) -> list[Path]:
     subprocess.run(["dcm2niix", "-z", "n", "-b", "n", "-f", "%s_%e_%p", "-o", str(out), str(folder)],
                    check=True, capture_output=True, text=True)
     return sorted(out.glob("*.nii"))
+
+
+def nifti_volumes(case_dir: Path) -> dict:
+    """Role → Volume of a NIfTI case (names as dicom_io.nifti.find_role_files knows them),
+    with made-up UIDs: for tests and benchmarks of inference/ that need no DICOM."""
+    from dicom_io.nifti import find_role_files, read_nifti
+    from inference.volume import SeriesMetadata, Volume
+
+    volumes = {}
+    for role, path in find_role_files(case_dir).items():
+        voxels, affine = read_nifti(path)
+        volumes[role] = Volume(voxels.astype(np.float32), affine, [f"2.25.{k}" for k in range(voxels.shape[0])],
+                               SeriesMetadata("2.25.1", f"2.25.{role}"))
+    return volumes

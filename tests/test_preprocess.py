@@ -10,15 +10,9 @@ from inference.grid import Grid, canonical_grid, resample
 from inference.intensity import head_mask, zscore
 from inference.preprocess import PreprocessingError, prepare
 from inference.registration import register_rigid
-from inference.volume import SeriesMetadata, Volume
-from tests.helpers import shared
+from tests.helpers import nifti_volumes, shared
 
 TCGA = ("tcga-lgg_fg-6692",)
-
-
-def _volume(voxels: np.ndarray, affine: np.ndarray, uid: str = "1.2.3") -> Volume:
-    return Volume(voxels.astype(np.float32), affine, [f"{uid}.{k}" for k in range(voxels.shape[0])],
-                  SeriesMetadata("1.2", uid))
 
 
 def _moved(voxels: np.ndarray, affine: np.ndarray, angles_deg: tuple, shift_mm: tuple) -> tuple[np.ndarray, sitk.Transform]:
@@ -59,9 +53,9 @@ def test_runaway_registration_is_rejected_and_scanner_coordinates_kept():
 
 
 def test_prepare_names_missing_sequences():
-    t1c, affine = read_nifti(shared(*TCGA, "brats_space", "t1c.nii.gz"))
+    volumes = nifti_volumes(shared(*TCGA, "brats_space"))
     with pytest.raises(PreprocessingError, match="FLAIR, T1, T2"):
-        prepare({"T1c": _volume(t1c, affine)})
+        prepare({"T1c": volumes["T1c"]})
 
 
 def test_canonical_grid_is_axis_aligned_whatever_the_acquisition_plane():
@@ -77,11 +71,7 @@ def test_canonical_grid_is_axis_aligned_whatever_the_acquisition_plane():
 def test_masks_map_back_exactly_onto_each_source_series():
     """A box drawn in scanner space must come back on every series' own grid in the same place,
     however differently the series are sampled (the native TCGA series: four matrices)."""
-    vols = {}
-    for role, name in (("FLAIR", "flair"), ("T1", "t1"), ("T1c", "t1c"), ("T2", "t2")):
-        voxels, affine = read_nifti(shared(*TCGA, "native", f"{name}.nii.gz"))
-        vols[role] = _volume(voxels, affine, uid=f"1.2.{len(vols)}")
-    prepared = prepare(vols)
+    prepared = prepare(nifti_volumes(shared(*TCGA, "native")))
     centre = prepared.grid.corners().mean(axis=0)
     z, y, x = np.meshgrid(*[np.arange(n) for n in prepared.grid.shape], indexing="ij")
     world = prepared.grid.affine @ np.stack([x, y, z, np.ones_like(x)]).reshape(4, -1)

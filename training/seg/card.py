@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 from inference.networks import build_network
-
-REGIONS = ("whole_tumour", "tumour_core", "enhancing_tumour")
+from inference.regions import REGIONS
 
 
 def _real_table(evaluation: dict) -> list[str]:

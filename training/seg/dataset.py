@@ -51,7 +51,8 @@ def find_cases(root: Path) -> list[Path]:
     """Case folders under ``root`` that hold a label map (recursively, sorted)."""
     if not root.is_dir():
         raise FileNotFoundError(f"training data folder not found: {root}")
-    return sorted({p.parent for p in root.rglob("*.nii*") if _label_file(p.parent) == p})
+    folders = {p.parent for p in root.rglob("*.nii*")}
+    return sorted(f for f in folders if _label_file(f) is not None)
 
 
 def _to_grid(voxels: np.ndarray, source: Grid, target: Grid, soft: bool) -> np.ndarray:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from tqdm import tqdm
 from inference.model_dir import read_manifest, write_manifest
 from inference.networks import DEFAULT_ARCHITECTURE, build_network, device
 from inference.preprocess import ROLES
-from inference.regions import REGIONS
+from inference.regions import REGIONS, dice
 from training.seg.card import write_card
 from training.seg.dataset import Case, find_cases, load_case
 from training.seg.generator import Sample, augment, synthesise
@@ -107,14 +105,6 @@ class _Stream(torch.utils.data.IterableDataset):
             yield torch.from_numpy(sample.image), torch.from_numpy(sample.target)
 
 
-def _dice(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
-    p, t = pred > 0.5, target > 0.5
-    out = []
-    for c in range(p.shape[1]):
-        total = int(p[:, c].sum() + t[:, c].sum())
-        out.append(1.0 if total == 0 else 2.0 * float((p[:, c] & t[:, c]).sum()) / total)
-    return out
-
 
 def _plot(log: list[dict], val: list[dict], path: Path) -> None:
     import matplotlib
@@ -143,8 +133,13 @@ def _plot(log: list[dict], val: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = None, progress: bool = True) -> dict:
-    """Train on the cases under ``data`` and write the model directory ``out``; returns the log."""
+def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = None, progress: bool = True,
+                       command: str = "") -> dict:
+    """Train on the cases under ``data`` and write the model directory ``out``; returns the log.
+
+    ``command`` is the command line that ran this training, recorded in the manifest so
+    the model card can say how to reproduce it.
+    """
     from monai.losses import DiceLoss
 
     settings = settings or TrainSettings()
@@ -222,8 +217,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         "output": {"channels": list(OUTPUTS), "activation": "sigmoid", "threshold": 0.5},
         "postprocessing": {"min_component_ml": 0.3},
         "training": {"data": "synthetic only (glioma-node synth), label-driven domain randomisation",
-                     "command": "glioma-node train seg " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-                     if len(sys.argv) > 3 else "glioma-node train seg",
+                     "command": command or f"train_segmentation({str(data)!r}, {str(out)!r})",
                      "iterations": settings.iterations, "seconds": round(seconds), "device": str(dev),
                      "best_validation_mean_dice": round(best, 4)},
         "intended_use": "research use only, not for diagnosis",
@@ -237,7 +231,7 @@ def _validate(net: torch.nn.Module, samples: list[Sample], dev: torch.device) ->
     net.eval()
     scores = []
     for s in samples:
-        prob = torch.sigmoid(net(torch.from_numpy(s.image)[None].to(dev))).cpu()
-        scores.append(_dice(prob, torch.from_numpy(s.target)[None]))
+        prob = torch.sigmoid(net(torch.from_numpy(s.image)[None].to(dev)))[0].cpu().numpy()
+        scores.append([dice(p > 0.5, t > 0.5) for p, t in zip(prob, s.target)])
     mean = np.mean(scores, axis=0)
     return {name: round(float(v), 4) for name, v in zip(OUTPUTS, mean)}
