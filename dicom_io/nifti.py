@@ -29,7 +29,7 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ROLE_FILE_PATTERNS: dict[str, list[str]] = {
     "FLAIR": [r"^flair$", r"[_-]flair$", r"-t2f$"],
     "T1": [r"^t1$", r"_t1$", r"-t1n$"],
-    "T1c": [r"^t1c$", r"^t1ce$", r"_t1ce$", r"-t1c$", r"_t1c$"],
+    "T1c": [r"^t1c$", r"^t1ce$", r"_t1ce$", r"-t1c$", r"_t1c$", r"_t1gd$"],
     "T2": [r"^t2$", r"_t2$", r"-t2w$"],
 }
 

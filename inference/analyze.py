@@ -2,24 +2,59 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from inference.findings import Findings, LabelMask
-from inference.segmentation import segment
+from inference.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
+from inference.radiogenomics.model import POSITIVE, RadiogenomicModel
+from inference.radiogenomics.tumour_study import tumour_study
+from inference.segmentation import Segmentation, segment
 from inference.segmenters.base import Segmenter
 from inference.study import StudyInput
 
 
 @dataclass
 class Models:
-    """The loaded models a study runs through (see :func:`inference.segmenters.load_segmenter`)."""
+    """The loaded models a study runs through (see :func:`inference.segmenters.load_segmenter`).
+
+    ``radiogenomics`` None: segmentation only. ``thresholds`` override the stored decision
+    thresholds per target (None keeps the model's); ``workers``: radiomics processes.
+    """
 
     segmenter: Segmenter
     min_component_ml: float = 0.3
+    radiogenomics: RadiogenomicModel | None = None
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    workers: int = 1
+
+
+def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tuple[Radiogenomics, dict, list[str]]:
+    rg = models.radiogenomics
+    prepared = seg.prepared
+    ts = tumour_study(seg.grid, prepared.channels, seg.labels, seg.brain, study.age_years)
+    result = rg.run(ts, models.workers, models.thresholds)
+    predictions = {}
+    for target, p in result.probabilities.items():
+        positive, negative = POSITIVE[target]
+        threshold = result.thresholds[target]
+        predictions[target] = Prediction(target, p, threshold, positive if p >= threshold else negative,
+                                         result.variants[target], result.attributions.get(target, []),
+                                         result.attention.get(target, {}))
+    risk = None
+    if result.risk is not None:
+        risk = RiskScore(result.risk[0], result.risk[1], result.risk[2], result.risk_attributions)
+    role = prepared.reference_role
+    volume = study.volumes[role]
+    heat_maps = {target: HeatMap(target, role, volume.metadata.series_instance_uid,
+                                 prepared.to_source(cam, role, "linear").clip(0, 1), volume.affine,
+                                 list(volume.sop_instance_uids), volume.frame_numbers)
+                 for target, cam in result.cams.items()}
+    return Radiogenomics(predictions, risk, heat_maps, rg.describe()), result.timings_s, result.warnings
 
 
 def analyze(study: StudyInput, models: Models) -> Findings:
-    """Segment ``study`` and describe the result; masks are given on every role's source grid."""
+    """Segment ``study``, then (when a radiogenomic model is loaded and a tumour was found)
+    predict MGMT, IDH and the risk group with their explanations; masks and heat maps are
+    given on the source grids."""
     start = time.perf_counter()
     seg = segment(study.volumes, models.segmenter, same_frame=study.shared_frame_of_reference,
                   min_component_ml=models.min_component_ml)
@@ -29,6 +64,17 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         masks[role] = LabelMask(role, volume.metadata.series_instance_uid, labels, volume.affine,
                                 list(volume.sop_instance_uids), volume.frame_numbers)
     timings = {f"segmentation_{k}": v for k, v in seg.timings_s.items()}
+    warnings = list(study.warnings) + seg.warnings
+    model_list = [{"task": "segmentation", **seg.model}]
+    radiogenomics = None
+    if models.radiogenomics is not None:
+        model_list.append({"task": "radiogenomics", **models.radiogenomics.describe()})
+        if (seg.labels > 0).any():
+            radiogenomics, rg_timings, rg_warnings = _radiogenomics(study, seg, models)
+            timings.update(rg_timings)
+            warnings += rg_warnings
+        else:
+            warnings.append("no tumour segmented: MGMT, IDH and risk were not predicted")
     timings["analyze_total"] = round(time.perf_counter() - start, 2)
     return Findings(
         study_instance_uid=study.study_instance_uid,
@@ -36,8 +82,9 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         masks=masks,
         volumes_ml=seg.volumes_ml,
         brain_volume_ml=seg.brain_volume_ml,
-        models=[{"task": "segmentation", **seg.model}],
+        models=model_list,
         timings_s=timings,
-        warnings=list(study.warnings) + seg.warnings,
+        warnings=warnings,
         registration={role: reg.summary() for role, reg in seg.prepared.registrations.items()},
+        radiogenomics=radiogenomics,
     )

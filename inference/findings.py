@@ -30,6 +30,73 @@ class LabelMask:
 
 
 @dataclass
+class HeatMap:
+    """A Grad-CAM map (float32 ``[z, y, x]``, 0–1, no unit) on the grid of one source series.
+
+    1 marks the voxels that most raised the prediction named by ``target``; the values
+    are relative within the map.
+    """
+
+    target: str
+    role: str
+    series_instance_uid: str
+    values: np.ndarray
+    affine: np.ndarray
+    sop_instance_uids: list[str]
+    frame_numbers: list[int] | None = None
+
+
+@dataclass
+class Prediction:
+    """A calibrated probability for one target (``mgmt``: promoter methylated, ``idh``: mutant).
+
+    ``status`` is the positive label when ``probability >= threshold``. ``top_features``:
+    SHAP attributions (log-odds) as dicts ``feature, value, shap``; ``attention``: the
+    attention-fusion weight of each feature group, when that variant ran.
+    """
+
+    target: str
+    probability: float
+    threshold: float
+    status: str
+    variant: str
+    top_features: list[dict[str, Any]] = field(default_factory=list)
+    attention: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RiskScore:
+    """Cox risk: ``score`` (log relative hazard, higher = shorter expected survival), the
+    training-median ``cutoff`` and the ``group`` (high or low)."""
+
+    score: float
+    cutoff: float
+    group: str
+    top_features: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Radiogenomics:
+    """What the radiogenomic stage concludes: predictions, risk and Grad-CAM maps."""
+
+    predictions: dict[str, Prediction]
+    risk: RiskScore | None
+    heat_maps: dict[str, HeatMap]
+    model: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "predictions": {k: {"probability": round(p.probability, 4), "threshold": round(p.threshold, 4),
+                                "status": p.status, "variant": p.variant, "top_features": p.top_features,
+                                **({"attention": p.attention} if p.attention else {})}
+                            for k, p in self.predictions.items()},
+            "risk": None if self.risk is None else {"score": round(self.risk.score, 4), "cutoff": round(self.risk.cutoff, 4),
+                                                    "group": self.risk.group, "top_features": self.risk.top_features},
+            "heat_maps": {k: {"role": h.role, "series_instance_uid": h.series_instance_uid} for k, h in self.heat_maps.items()},
+        }
+
+
+@dataclass
 class Findings:
     """The results for one study; see DESIGN.md, "Key types".
 
@@ -48,6 +115,7 @@ class Findings:
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     registration: dict[str, dict] = field(default_factory=dict)
+    radiogenomics: Radiogenomics | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no voxel arrays): what findings.json holds."""
@@ -62,6 +130,7 @@ class Findings:
                 "reference_series_instance_uid": self.masks[self.reference_role].series_instance_uid,
                 "series": {role: m.series_instance_uid for role, m in self.masks.items()},
             },
+            "radiogenomics": None if self.radiogenomics is None else self.radiogenomics.to_json(),
             "registration": self.registration,
             "models": self.models,
             "timings_s": self.timings_s,

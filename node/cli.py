@@ -40,6 +40,13 @@ def _cmd_process(args: argparse.Namespace) -> int:
             v = o.findings.volumes_ml
             print(f"{o.study_instance_uid}: whole tumour {v['whole_tumour']:.1f} ml, core {v['tumour_core']:.1f} ml, "
                   f"enhancing {v['enhancing_tumour']:.1f} ml -> {o.folder}")
+            rg = o.findings.radiogenomics
+            if rg is not None:
+                parts = [f"{t.upper()} {p.status} (p={p.probability:.2f}, threshold {p.threshold:.2f}, {p.variant})"
+                         for t, p in sorted(rg.predictions.items())]
+                if rg.risk is not None:
+                    parts.append(f"risk group {rg.risk.group} (score {rg.risk.score:.2f}, cutoff {rg.risk.cutoff:.2f})")
+                print("    " + "; ".join(parts) + " [research use only, not for diagnosis]")
         else:
             print(f"{o.study_instance_uid}: FAILED: {o.error}")
     if not outcomes:
@@ -62,6 +69,34 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from training.synth.cohort import write_cohort
 
     write_cohort(Path(args.out), cases=args.cases, seed=args.seed, progress=not args.quiet, dicom=not args.nifti_only)
+    return 0
+
+
+def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
+    from inference.radiogenomics.cnn import DEFAULT_CNN
+    from inference.radiogenomics.encoder import DEFAULT_ENCODER
+    from training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
+
+    targets = ("mgmt", "idh", "survival") if args.target in ("all", "survival") else (args.target,)
+    encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
+               "crop_spacing_mm": args.crop_spacing}
+    if args.medicalnet:
+        encoder["widths"] = [64, 128, 256, 512]
+    settings = RadiogenomicSettings(
+        targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
+        cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
+        cnn_weights=str(args.cnn_weights) if args.cnn_weights else None,
+        medicalnet=str(args.medicalnet) if args.medicalnet else None, workers=args.workers, cache=args.cache,
+        segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
+    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
+    for target, res in result["targets"].items():
+        if "variants" in res:
+            auc = res["variants"][res["default_variant"]]["test"]["auc"]
+            print(f"{target}: default {res['default_variant']}, test AUC {auc}")
+    if "survival" in result and "test" in result["survival"]:
+        print(f"survival: test C-index {result['survival']['test']['c_index']}")
+    print(f"model written to {args.out}")
     return 0
 
 
@@ -102,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nifti-only", action="store_true", help="skip the DICOM studies (a training cohort, 3x faster)")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("train", help="train a model (segmentation)")
+    p = sub.add_parser("train", help="train a model (segmentation, radiogenomics)")
     train_sub = p.add_subparsers(dest="model", required=True)
     p = train_sub.add_parser("seg", help="train the tumour segmenter with domain randomisation")
     p.add_argument("--data", type=Path, required=True, help="a synth cohort or a BraTS-layout folder")
@@ -115,6 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)
+    p = train_sub.add_parser("radiogenomics", help="train MGMT/IDH fusion classifiers and the Cox risk model")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset folder: synthetic, brats2021, rsna-miccai, ucsf-pdgm or upenn-gbm layout")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--target", choices=("mgmt", "idh", "survival", "all"), default="all",
+                   help="what to train (survival needs mgmt and idh probabilities, so it trains them too)")
+    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
+    p.add_argument("--encoder-variant", choices=("crop", "patch"), default="crop",
+                   help="encoder input: one tumour-centred crop, or patches inside the tumour")
+    p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")
+    p.add_argument("--cnn", action="append", choices=("mgmt", "idh"), default=[],
+                   help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
+    p.add_argument("--cnn-weights", type=Path, default=None,
+                   help="pretrained EfficientNetBN-3D state_dict (else pretrained on the data's segmentations)")
+    p.add_argument("--cnn-steps", type=int, default=300)
+    p.add_argument("--crop-size", type=int, default=64, help="CNN crop side, voxels")
+    p.add_argument("--crop-spacing", type=float, default=2.0, help="CNN crop voxel size, mm (whole numbers)")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
+    p.add_argument("--segmentation-model", type=Path, default=None,
+                   help="segmentation model for cases without masks (default: the configured one)")
+    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_radiogenomics)
 
     p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
     p.add_argument("case_dir", type=Path)

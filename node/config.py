@@ -124,9 +124,19 @@ class SegmentationModel(_Strict):
     min_component_ml: float = Field(default=0.3, ge=0)
 
 
+class RadiogenomicsModel(_Strict):
+    """Which radiogenomic model runs, and which variant per target; see conf/glioma-node.yaml."""
+
+    path: Path
+    mgmt: Literal["default", "early", "attention", "cnn"] = "default"
+    idh: Literal["default", "early", "attention", "cnn"] = "default"
+    workers: int | None = Field(default=None, ge=1, le=64)
+    enabled: bool = True
+
+
 class Models(_Strict):
     segmentation: SegmentationModel
-    radiogenomics: Path
+    radiogenomics: RadiogenomicsModel
 
 
 class Thresholds(_Strict):
@@ -185,8 +195,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             models["segmentation"] = {k: resolve(v) if k in ("path", "brain_extraction") else v for k, v in seg.items()}
         elif seg is not None:
             models["segmentation"] = {"path": resolve(seg)}
-        if "radiogenomics" in models:
-            models["radiogenomics"] = resolve(models["radiogenomics"])
+        rg = models.get("radiogenomics")
+        if isinstance(rg, dict):
+            models["radiogenomics"] = {k: resolve(v) if k == "path" else v for k, v in rg.items()}
+        elif rg is not None:
+            models["radiogenomics"] = {"path": resolve(rg)}
         raw["models"] = models
     node = raw.get("node")
     if isinstance(node, dict) and isinstance(node.get("tls"), dict):

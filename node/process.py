@@ -7,7 +7,9 @@ writes ``OUT/<StudyInstanceUID>/``:
   sha256), timings, warnings; on failure the error instead, so no study is silently
   skipped;
 * ``nifti/labels.nii.gz``: BraTS labels 1/2/4 on the grid of the reference series
-  (T1c), with that series' true affine.
+  (T1c), with that series' true affine;
+* ``nifti/gradcam-<target>.nii.gz``: the Grad-CAM map (0–1) of each prediction on the
+  same grid, and ``explanations.png``: the SHAP bar charts.
 
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written result behind.
@@ -29,6 +31,9 @@ from inference.analyze import Models, analyze
 from inference.findings import RESEARCH_USE, Findings
 from inference.model_dir import ModelError
 from inference.preprocess import PreprocessingError
+from inference.radiogenomics.model import RadiogenomicModel
+from inference.radiogenomics.radiomics import default_workers
+from inference.radiogenomics.shap_plot import plot_attributions
 from inference.segmenters import load_segmenter
 from node.config import Config
 
@@ -51,7 +56,10 @@ def load_models(config: Config) -> Models:
     seg = config.models.segmentation
     segmenter = load_segmenter(seg.kind, seg.path, seg.brain_extraction if seg.kind != "glioma-node" else None,
                                tuple(seg.folds), seg.checkpoint)
-    return Models(segmenter, seg.min_component_ml)
+    rg = config.models.radiogenomics
+    radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None
+    thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant}
+    return Models(segmenter, seg.min_component_ml, radiogenomics, thresholds, rg.workers or default_workers())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -61,12 +69,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_outputs(findings: Findings, folder: Path, extra: dict[str, Any] | None = None) -> None:
-    """findings.json and nifti/labels.nii.gz of one study into ``folder``."""
+    """findings.json, the NIfTI masks and maps, and explanations.png of one study into ``folder``."""
     (folder / "nifti").mkdir(parents=True, exist_ok=True)
     mask = findings.masks[findings.reference_role]
-    tmp = folder / "nifti" / "labels.partial.nii.gz"
-    write_nifti(tmp, mask.labels, mask.affine)
-    os.replace(tmp, folder / "nifti" / "labels.nii.gz")
+    arrays = {"labels": (mask.labels, mask.affine)}
+    if findings.radiogenomics is not None:
+        arrays.update({f"gradcam-{t}": (h.values, h.affine) for t, h in findings.radiogenomics.heat_maps.items()})
+        plot_attributions(findings.radiogenomics, folder / "explanations.png")
+    for name, (voxels, affine) in arrays.items():
+        tmp = folder / "nifti" / f"{name}.partial.nii.gz"
+        write_nifti(tmp, voxels, affine)
+        os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
     _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), **(extra or {})})
 
 

@@ -40,11 +40,19 @@ def _segmentation(results: list) -> int:
     return peak
 
 
+def _radiogenomics(results: list) -> None:
+    """The radiogenomic-stage benchmark in a child process (it reports its own peak RSS)."""
+    child = subprocess.run([sys.executable, "-m", "tests.bench_radiogenomics"], capture_output=True, text=True,
+                           cwd=REPO, check=True)
+    results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     tolerate_nonconformant_values()
     config = load_config()
     results: list[dict] = []
     segmentation_peak = _segmentation(results)
+    _radiogenomics(results)
     for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
                    "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom"):
         path = SHARED / folder
@@ -77,8 +85,10 @@ def main() -> None:
     for r in results:
         print(f"{r['benchmark']:{width}s}  {r['seconds']:7.2f}  {r.get('megavoxels_per_s') or '':>6}  "
               f"{r.get('peak_rss_mb') or '':>7}")
-    seg = results[0]
+    seg, rg = results[0], results[1]
     print(f"segmentation stages (s): {seg['stages_s']} on {seg['device']}; budget 20 s and 4096 MB on 2 CPU cores")
+    print(f"radiogenomic stages (s): {rg['stages_s']}, first study {rg['first_run_s']} s (starts "
+          f"{rg['workers']} radiomics workers); budget 20 s on 2 CPU cores")
     print(f"peak RSS of this process {record['peak_rss_mb']} MB; saved {out / 'bench.json'}")
 
 

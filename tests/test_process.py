@@ -46,9 +46,11 @@ def test_every_study_gets_findings_and_labels(processed, synth_cohort, config):
         seg = findings["segmentation"]
         assert set(seg["volumes_ml"]) >= {"whole_tumour", "tumour_core", "enhancing_tumour", "edema",
                                           "necrotic_core", "enhancing"}
-        (model,) = findings["models"]
-        assert model["name"] and model["version"] and len(model["sha256"]) == 64
-        assert {"segmentation_preprocess", "segmentation_inference", "read_series"} <= set(findings["timings_s"])
+        assert [m["task"] for m in findings["models"]] == ["segmentation", "radiogenomics"]
+        for model in findings["models"]:
+            assert model["name"] and model["version"] and len(model["sha256"]) == 64
+        assert {"segmentation_preprocess", "segmentation_inference", "read_series", "radiomics", "deep_features",
+                "explanations"} <= set(findings["timings_s"])
         # labels.nii.gz lies exactly on the reference (T1c) series grid
         t1c = load_study(study).volumes["T1c"]
         assert seg["reference_series_instance_uid"] == t1c.metadata.series_instance_uid
@@ -56,6 +58,28 @@ def test_every_study_gets_findings_and_labels(processed, synth_cohort, config):
         assert labels.shape == t1c.shape
         assert np.allclose(affine, t1c.affine, atol=1e-3)
         assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+
+def test_every_study_gets_mgmt_idh_risk_and_explanations(processed, synth_cohort, config):
+    _, out = processed
+    for study in survey(scan(synth_cohort / "dicom"), config.sequences, decode=False):
+        folder = out / study.study_instance_uid
+        rg = json.loads((folder / "findings.json").read_text())["radiogenomics"]
+        for target, positive, negative in (("mgmt", "methylated", "unmethylated"), ("idh", "mutant", "wildtype")):
+            p = rg["predictions"][target]
+            assert 0 <= p["probability"] <= 1 and 0 < p["threshold"] < 1
+            assert p["status"] == (positive if p["probability"] >= p["threshold"] else negative)
+            assert p["top_features"] and all({"feature", "value", "shap"} <= set(f) for f in p["top_features"])
+        assert rg["risk"]["group"] in ("high", "low")
+        assert (rg["risk"]["group"] == "high") == (rg["risk"]["score"] >= rg["risk"]["cutoff"])
+        labels, affine = read_nifti(folder / "nifti" / "labels.nii.gz")
+        for target in ("mgmt", "idh"):
+            cam, cam_affine = read_nifti(folder / "nifti" / f"gradcam-{target}.nii.gz")
+            assert cam.shape == labels.shape and np.allclose(cam_affine, affine)
+            assert 0 <= cam.min() and 0 < cam.max() <= 1
+            # the heat map looks at the tumour, not at the corners of the field of view
+            assert cam[labels > 0].mean() > cam[labels == 0].mean()
+        assert (folder / "explanations.png").stat().st_size > 10_000
 
 
 def test_tumour_matches_the_synthetic_truth(processed, synth_cohort, config):

@@ -182,11 +182,15 @@ def write_cohort(out: Path, cases: int, seed: int = 0, progress: bool = True, di
     if cases < 1:
         raise ValueError("--cases must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
-    results = [synthesise_case(i, seed, out, dicom) for i in tqdm(range(cases), desc="synthesising", unit="case", disable=not progress)]
+    # Rows are appended as cases finish, so an interrupted run keeps what it made.
     with open(out / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, LABEL_COLUMNS)
         writer.writeheader()
-        writer.writerows(r.label_row for r in results)
+        results = []
+        for i in tqdm(range(cases), desc="synthesising", unit="case", disable=not progress):
+            results.append(synthesise_case(i, seed, out, dicom))
+            writer.writerow(results[-1].label_row)
+            f.flush()
     with open(out / "series.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, SERIES_COLUMNS)
         writer.writeheader()

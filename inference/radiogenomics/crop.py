@@ -1,0 +1,90 @@
+"""Tumour-centred crops for the CNNs, and the way back to the study grid for heat maps.
+
+A crop is a cube of ``size`` voxels of ``spacing_mm`` (the 1 mm study grid averaged in
+blocks of ``spacing_mm`` voxels) centred on the whole tumour's centroid, zero outside
+the image. Keeping a fixed physical size (not stretching the tumour box to fit) keeps
+the tumour's size visible to the network. The patch variant takes several 1 mm cubes
+inside the tumour instead, for encoders trained on small patches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where a crop came from: ``corner`` (z, y, x) in voxels of the pooled grid, ``factor``
+    the pooling factor from the 1 mm grid, ``size`` the cube side in pooled voxels."""
+
+    corner: tuple[int, int, int]
+    factor: int
+    size: int
+
+
+def _pool(array: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return array
+    pad = [(0, 0)] * (array.ndim - 3) + [(0, (-n) % factor) for n in array.shape[-3:]]
+    a = np.pad(array, pad)
+    s = a.shape[-3:]
+    a = a.reshape(a.shape[:-3] + (s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor))
+    return a.mean(axis=(-5, -3, -1))
+
+
+def _cut(array: np.ndarray, corner: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(array.shape[:-3] + (size,) * 3, np.float32)
+    src = [slice(max(0, c), min(n, c + size)) for c, n in zip(corner, array.shape[-3:])]
+    dst = [slice(s.start - c, s.stop - c) for s, c in zip(src, corner)]
+    out[(...,) + tuple(dst)] = array[(...,) + tuple(src)]
+    return out
+
+
+def tumour_crop(stack: np.ndarray, labels: np.ndarray, size: int, spacing_mm: float) -> tuple[np.ndarray, Crop]:
+    """A ``(C, size, size, size)`` float32 crop of ``stack`` (``(C, z, y, x)`` on the 1 mm grid)."""
+    if not (labels > 0).any():
+        raise ValueError("no tumour voxels: the tumour crop needs a segmented tumour")
+    factor = max(1, int(round(spacing_mm)))
+    centre = np.array(ndimage.center_of_mass(labels > 0)) / factor
+    corner = np.round(centre - size / 2).astype(int)
+    crop = _cut(_pool(stack.astype(np.float32), factor), corner, size)
+    return crop, Crop(tuple(int(c) for c in corner), factor, size)
+
+
+def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count: int = 8) -> tuple[np.ndarray, list[Crop]]:
+    """``(count, C, size, size, size)`` 1 mm patches centred on tumour voxels, spread over the tumour,
+    and where each came from.
+
+    Centres are the tumour voxels farthest from each other (greedy), starting from the
+    centroid, so large tumours are covered from several sides; deterministic.
+    """
+    points = np.argwhere(labels[::4, ::4, ::4] > 0) * 4
+    if not len(points):
+        raise ValueError("no tumour voxels: tumour patches need a segmented tumour")
+    chosen = [points[np.argmin(((points - points.mean(0)) ** 2).sum(1))]]
+    dist = ((points - chosen[0]) ** 2).sum(1)
+    while len(chosen) < count:
+        chosen.append(points[int(np.argmax(dist))])
+        dist = np.minimum(dist, ((points - chosen[-1]) ** 2).sum(1))
+    corners = [np.asarray(c) - size // 2 for c in chosen]
+    return (np.stack([_cut(stack, c, size) for c in corners]),
+            [Crop(tuple(int(v) for v in c), 1, size) for c in corners])
+
+
+def uncrop(values: np.ndarray, crop: Crop, shape: tuple[int, int, int]) -> np.ndarray:
+    """``values`` (any cube resolution over the crop) placed back on the 1 mm grid of ``shape``.
+
+    Linear interpolation to the crop's voxels, then up by the pooling factor; 0 outside the crop.
+    """
+    pooled_shape = tuple(-(-n // crop.factor) for n in shape)
+    cube = ndimage.zoom(values.astype(np.float32), crop.size / values.shape[0], order=1)
+    canvas = np.zeros(pooled_shape, np.float32)
+    src = [slice(max(0, -c), min(crop.size, n - c)) for c, n in zip(crop.corner, pooled_shape)]
+    dst = [slice(max(0, c), max(0, c) + (s.stop - s.start)) for c, s in zip(crop.corner, src)]
+    if all(s.stop > s.start for s in src):
+        canvas[tuple(dst)] = cube[tuple(src)]
+    if crop.factor > 1:
+        canvas = ndimage.zoom(canvas, crop.factor, order=1)
+    return canvas[: shape[0], : shape[1], : shape[2]]

@@ -1,0 +1,74 @@
+"""The deep-feature encoder: a 3D ResNet-18 on the four-channel tumour crop → 128 numbers.
+
+The backbone is MONAI's ResNet with ResNet-18's layout (basic blocks, [2, 2, 2, 2]) and
+MedicalNet's shortcut type A, so MedicalNet's ``resnet_18.pth`` (Chen et al. 2019, trained
+on 23 medical datasets) loads into it when a user supplies the file: its one-channel first
+convolution is inflated to four channels. Nothing is downloaded. The default widths are a
+quarter of ResNet-18's (16–128 instead of 64–512) so the network trains on a CPU; with
+MedicalNet weights the full widths are used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+EMBEDDING_SIZE = 128
+RESNET18_WIDTHS = (64, 128, 256, 512)
+DEFAULT_ENCODER: dict[str, Any] = {"widths": [16, 32, 64, 128], "crop_size": 64, "crop_spacing_mm": 2.0,
+                                   "variant": "crop", "patch_size": 32, "patch_count": 8}
+
+
+class DeepEncoder(nn.Module):
+    """ResNet-18 backbone, global pooling and a linear map to a 128-dimensional embedding.
+
+    ``heads`` (optional) maps the embedding to one logit per training target; inference
+    uses the embedding only. Input: ``(N, 4, D, H, W)`` z-scored FLAIR, T1, T1c, T2.
+    """
+
+    def __init__(self, widths: tuple[int, ...] | list[int] = (16, 32, 64, 128), in_channels: int = 4,
+                 targets: int = 0) -> None:
+        super().__init__()
+        from monai.networks.nets.resnet import ResNet, get_medicalnet_pretrained_resnet_args
+
+        bias_downsample, shortcut = get_medicalnet_pretrained_resnet_args(18)
+        self.backbone = ResNet("basic", [2, 2, 2, 2], list(widths), spatial_dims=3, n_input_channels=in_channels,
+                               conv1_t_size=7, conv1_t_stride=2, shortcut_type=shortcut,
+                               bias_downsample=bias_downsample, feed_forward=False)
+        self.project = nn.Sequential(nn.Linear(widths[-1], EMBEDDING_SIZE), nn.LayerNorm(EMBEDDING_SIZE))
+        self.heads = nn.Linear(EMBEDDING_SIZE, targets) if targets else None
+
+    @property
+    def last_conv(self) -> nn.Module:
+        """The layer Grad-CAM reads (the last residual stage)."""
+        return self.backbone.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding ``(N, 128)``."""
+        return self.project(self.backbone(x))
+
+
+def load_medicalnet(encoder: DeepEncoder, path: Path) -> list[str]:
+    """Copy MedicalNet ResNet-18 weights (``resnet_18.pth``) into ``encoder``'s backbone.
+
+    The first convolution (one input channel) is repeated over the four channels and
+    divided by four, so a constant image gives the same response. Returns the names of
+    the backbone parameters the file did not have (a mismatch raises ValueError).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith(("fc.", "conv_seg"))}
+    own = encoder.backbone.state_dict()
+    if "conv1.weight" in state and state["conv1.weight"].shape[1] != own["conv1.weight"].shape[1]:
+        w = state["conv1.weight"]
+        state["conv1.weight"] = w.repeat(1, own["conv1.weight"].shape[1], 1, 1, 1) / own["conv1.weight"].shape[1]
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{path}: shapes do not match a ResNet-18 with widths {RESNET18_WIDTHS} "
+                         f"({', '.join(wrong[:3])}); is it MedicalNet's resnet_18.pth?")
+    result = encoder.backbone.load_state_dict(state, strict=False)
+    if len(result.missing_keys) > len(own) // 2:
+        raise ValueError(f"{path}: holds almost none of a ResNet-18's weights; is it MedicalNet's resnet_18.pth?")
+    return list(result.missing_keys)

@@ -1,0 +1,141 @@
+"""Small fabricated cases in the public dataset layouts, for the adapter and training tests.
+
+Each case is a 48 mm cube at 1 mm: a brain ball with four contrasts and one tumour whose
+phenotype follows its labels as in ``glioma-node synth`` (IDH-wildtype: larger, enhancing
+rim around necrosis, wider edema; MGMT-methylated: narrower edema), so a working
+pipeline must learn IDH from it.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from dicom_io.nifti import write_nifti
+
+N = 48
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+# Intensity of (background brain, necrosis, edema, enhancing) per role.
+CONTRAST = {"FLAIR": (0.5, 0.6, 1.0, 0.8), "T1": (0.7, 0.3, 0.5, 0.5), "T1c": (0.7, 0.3, 0.5, 1.2), "T2": (0.5, 1.1, 0.9, 0.7)}
+
+
+def tiny_case(rng: np.random.Generator, idh: int, mgmt: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(role → image, BraTS labels, brain mask) of one fabricated case, ``[z, y, x]``."""
+    zz, yy, xx = np.mgrid[:N, :N, :N].astype(float)
+    brain = (zz - 24) ** 2 + (yy - 24) ** 2 + (xx - 24) ** 2 < 21 ** 2
+    centre = np.array([24, 24, 24]) + rng.integers(-4, 5, 3)
+    r = np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2)
+    core = rng.uniform(4, 5.5) if idh else rng.uniform(6, 8)
+    margin = (rng.uniform(2, 3.5) if idh else rng.uniform(4, 6)) * (0.8 if mgmt else 1.0)
+    labels = np.zeros((N, N, N), np.uint8)
+    labels[(r < core + margin) & brain] = 2
+    if idh:
+        labels[r < core] = 1
+    else:
+        labels[r < core] = 4
+        labels[r < core - 2.5] = 1
+    images = {}
+    for role, (base, nec, ede, enh) in CONTRAST.items():
+        img = np.where(brain, base, 0.0)
+        img = np.where(labels == 1, nec, np.where(labels == 2, ede, np.where(labels == 4, enh, img)))
+        img = img * (1 + 0.08 * rng.standard_normal(img.shape)) * brain
+        images[role] = (img * 1000).astype(np.float32)
+    return images, labels, brain
+
+
+def _phenotype(i: int) -> tuple[int, int, int, float, int]:
+    rng = np.random.default_rng(1000 + i)
+    idh = int(i % 3 == 0)
+    mgmt = int(rng.random() < (0.8 if idh else 0.4))
+    age = float(rng.normal(40 if idh else 62, 5))
+    days = int(rng.exponential(1500 if idh else 400)) + 30
+    return idh, mgmt, int(rng.random() < 0.8), age, days
+
+
+def write_synthetic(root: Path, cases: int) -> None:
+    rows = []
+    for i in range(cases):
+        idh, mgmt, event, age, days = _phenotype(i)
+        images, labels, brain = tiny_case(np.random.default_rng(i), idh, mgmt)
+        folder = root / "nifti" / f"tiny-{i:03d}"
+        for role, img in images.items():
+            write_nifti(folder / f"{role.lower()}.nii.gz", img, AFFINE)
+        write_nifti(folder / "seg.nii.gz", labels, AFFINE)
+        write_nifti(folder / "brainmask.nii.gz", brain.astype(np.uint8), AFFINE)
+        rows.append({"case": f"tiny-{i:03d}", "age": age, "sex": "F", "IDH": idh, "MGMT": mgmt,
+                     "survival_days": days, "event": event})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_brats2021(root: Path, cases: int) -> None:
+    names = {"FLAIR": "flair", "T1": "t1", "T1c": "t1ce", "T2": "t2"}
+    with open(root / "train_labels.csv", "w") as f:
+        f.write("BraTS21ID,MGMT_value\n")
+        for i in range(cases):
+            idh, mgmt, *_ = _phenotype(i)
+            images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
+            folder = root / f"BraTS2021_{i:05d}"
+            for role, img in images.items():
+                write_nifti(folder / f"BraTS2021_{i:05d}_{names[role]}.nii.gz", img, AFFINE)
+            write_nifti(folder / f"BraTS2021_{i:05d}_seg.nii.gz", labels, AFFINE)
+            if i != 1:  # case 1 is not in the RSNA labels
+                f.write(f"{i},{mgmt}\n")
+
+
+def write_rsna(root: Path, cases: int) -> None:
+    from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_series
+
+    folders = {"FLAIR": "FLAIR", "T1": "T1w", "T1c": "T1wCE", "T2": "T2w"}
+    with open(root / "train_labels.csv", "w") as f:
+        f.write("BraTS21ID,MGMT_value\n")
+        for i in range(cases):
+            idh, mgmt, *_ = _phenotype(i)
+            images, _, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
+            study = StudyInfo(derived_uid("rsna", i, "study"), derived_uid("rsna", i, "for"), f"RSNA^{i}", f"{i:05d}")
+            for n, (role, img) in enumerate(images.items()):
+                series = SeriesInfo(derived_uid("rsna", i, role), n + 1, folders[role])
+                write_mr_series(img, AFFINE, study, series, root / "train" / f"{i:05d}" / folders[role])
+            f.write(f"{i},{mgmt}\n")
+
+
+def write_ucsf(root: Path, cases: int) -> None:
+    rows = []
+    for i in range(cases):
+        idh, mgmt, event, age, days = _phenotype(i)
+        images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
+        folder = root / f"UCSF-PDGM-{i + 4:04d}_nifti"
+        for role, img in images.items():
+            write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_{role}.nii.gz", img, AFFINE)
+        write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_FLAIR_bias.nii.gz", images["FLAIR"], AFFINE)
+        write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_tumor_segmentation.nii.gz", labels, AFFINE)
+        rows.append({"ID": f"UCSF-PDGM-{i + 4:03d}", "Sex": "M", "Age at MRI": round(age),
+                     "WHO CNS Grade": 4, "MGMT status": ["negative", "positive"][mgmt] if i != 2 else "indeterminate",
+                     "IDH": ["wildtype", "mutant (NOS)"][idh], "1-dead 0-alive": event, "OS": days})
+    with open(root / "UCSF-PDGM-metadata_v2.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_upenn(root: Path, cases: int) -> None:
+    rows = []
+    for i in range(cases):
+        idh, mgmt, event, age, days = _phenotype(i)
+        images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
+        case = f"UPENN-GBM-{i + 1:05d}_11"
+        names = {"FLAIR": "FLAIR", "T1": "T1", "T1c": "T1GD", "T2": "T2"}
+        for role, img in images.items():
+            write_nifti(root / "images_structural" / case / f"{case}_{names[role]}.nii.gz", img, AFFINE)
+        write_nifti(root / "images_segm" / f"{case}_segm.nii.gz", labels, AFFINE)
+        rows.append({"ID": case, "Gender": "F", "Age_at_scan_years": age,
+                     "Survival_from_surgery_days_UPDATED": days if i != 3 else "Not Available",
+                     "Survival_Status": ["Alive", "Deceased"][event], "IDH1": ["Wildtype", "Mutated"][idh] if i != 0 else "NOS/NEC",
+                     "MGMT": ["Unmethylated", "Methylated"][mgmt] if i != 1 else "Not Available"})
+    with open(root / "UPENN-GBM_clinical_info_v2.1.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

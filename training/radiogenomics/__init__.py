@@ -1,0 +1,1 @@
+"""`glioma-node train radiogenomics`: dataset adapters, feature tables, fitting, evaluation."""

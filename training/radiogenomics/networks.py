@@ -1,0 +1,147 @@
+"""Training the CNN parts: the deep-feature encoder and the end-to-end EfficientNet.
+
+Both read the cached tumour crops (float16, ``(N, 4, s, s, s)``, or ``(N, P, 4, s, s, s)`` for
+the patch variant) and use the same 3D augmentation: flips on every axis, a shift of up to
+4 voxels, per-channel intensity scale (±10 %) and offset (±0.1 sd), and Gaussian noise.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import WeightedRandomSampler
+from tqdm import tqdm
+
+from inference.radiogenomics.cnn import TumourCNN, load_backbone
+from inference.radiogenomics.encoder import DeepEncoder, load_medicalnet
+
+
+def augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A randomly flipped, shifted, rescaled and noised copy of ``(B, C, D, H, W)``."""
+    out = batch.clone()
+    for i in range(out.shape[0]):
+        dims = [d + 1 for d in range(3) if rng.random() < 0.5]
+        x = out[i].flip(dims) if dims else out[i]
+        shifts = tuple(int(s) for s in rng.integers(-4, 5, 3))
+        x = torch.roll(x, shifts, dims=(1, 2, 3))
+        scale = torch.tensor(rng.uniform(0.9, 1.1, x.shape[0]), dtype=x.dtype)[:, None, None, None]
+        offset = torch.tensor(rng.uniform(-0.1, 0.1, x.shape[0]), dtype=x.dtype)[:, None, None, None]
+        out[i] = x * scale + offset + 0.05 * torch.randn_like(x)
+    return out
+
+
+def _batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    arr = crops[idx].astype(np.float32)
+    if arr.ndim == 6:  # patches: one random patch per case in training, all of them otherwise
+        arr = arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))] if rng is not None else arr.reshape(-1, *arr.shape[2:])
+    t = torch.from_numpy(arr)
+    return augment(t, rng) if rng is not None else t
+
+
+def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
+                  seed: int = 0, medicalnet: str | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
+    """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
+
+    Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    widths = config["widths"]
+    encoder = DeepEncoder(widths, targets=labels.shape[1])
+    if medicalnet:
+        load_medicalnet(encoder, medicalnet)
+    opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    known = np.isfinite(labels)
+    target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)
+    encoder.train()
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+        idx = rng.integers(0, len(crops), batch)
+        logits = encoder.heads(encoder(_batch(crops, idx, rng)))
+        mask = torch.from_numpy(known[idx]).float()
+        loss = (nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none") * mask).sum() / mask.sum().clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    encoder.eval()
+    return encoder
+
+
+def embed_all(encoder: DeepEncoder, crops: np.ndarray, batch: int = 8) -> np.ndarray:
+    """``(N, 128)`` embeddings (patch variant: the mean over each case's patches)."""
+    encoder.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(crops), batch):
+            idx = np.arange(start, min(start + batch, len(crops)))
+            emb = encoder(_batch(crops, idx, None))
+            if crops.ndim == 6:
+                emb = emb.reshape(len(idx), crops.shape[1], -1).mean(dim=1)
+            out.append(emb.numpy())
+    return np.concatenate(out)
+
+
+def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017): cross-entropy down-weighted on easy cases."""
+    bce = nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config: dict[str, Any], pretrain_steps: int = 200,
+              steps: int = 300, batch: int = 4, seed: int = 0, weights: str | None = None,
+              progress: bool = True) -> TumourCNN:
+    """The end-to-end EfficientNet for one target.
+
+    With ``weights`` (user-supplied) the backbone loads them; otherwise it is pretrained for
+    ``pretrain_steps`` on segmentation-derived descriptors of each crop (log sub-region
+    volumes and position, ``descriptors`` ``(N, K)``, standardised), which needs no
+    molecular label. Then the stem and first ``frozen_blocks`` stages are frozen and the rest
+    trained with focal loss, class-balanced sampling (WeightedRandomSampler), AdamW and a
+    one-cycle learning rate.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = TumourCNN(config["model_name"], outputs=descriptors.shape[1] if not weights else 1)
+    if weights:
+        load_backbone(net, weights)
+    else:
+        d = (descriptors - descriptors.mean(0)) / np.maximum(descriptors.std(0), 1e-6)
+        target = torch.tensor(d, dtype=torch.float32)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        net.train()
+        for _ in tqdm(range(pretrain_steps), desc="cnn pretrain", unit="step", disable=not progress):
+            idx = rng.integers(0, len(crops), batch)
+            loss = nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.replace_output(1)
+    net.freeze_early(int(config["frozen_blocks"]))
+    counts = np.bincount(y.astype(int), minlength=2).astype(float)
+    sampler = list(WeightedRandomSampler((1.0 / np.maximum(counts, 1))[y.astype(int)], num_samples=steps * batch,
+                                         replacement=True, generator=torch.Generator().manual_seed(seed)))
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    target = torch.tensor(y, dtype=torch.float32)
+    net.train()
+    for step in tqdm(range(steps), desc="cnn", unit="step", disable=not progress):
+        idx = np.asarray(sampler[step * batch:(step + 1) * batch])
+        loss = focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    return net
+
+
+def cnn_logits(net: TumourCNN, crops: np.ndarray, batch: int = 4) -> np.ndarray:
+    net.eval()
+    with torch.no_grad():
+        return np.concatenate([net(_batch(crops, np.arange(s, min(s + batch, len(crops))), None))[:, 0].numpy()
+                               for s in range(0, len(crops), batch)])
