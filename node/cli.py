@@ -84,6 +84,7 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         encoder["widths"] = [64, 128, 256, 512]
     settings = RadiogenomicSettings(
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
+        cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
         cnn_weights=str(args.cnn_weights) if args.cnn_weights else None,
         medicalnet=str(args.medicalnet) if args.medicalnet else None, workers=args.workers, cache=args.cache,
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to train (survival needs mgmt and idh probabilities, so it trains them too)")
     p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
     p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
+    p.add_argument("--cross-fit-folds", type=int, default=3,
+                   help="encoders trained to give the training cases embeddings they did not see")
     p.add_argument("--encoder-variant", choices=("crop", "patch"), default="crop",
                    help="encoder input: one tumour-centred crop, or patches inside the tumour")
     p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")

@@ -22,6 +22,8 @@ from training.radiogenomics.fit import calibrate, fit_early
 from training.radiogenomics.metrics import classification, kaplan_meier, logrank
 
 LIGHT = Path(__file__).parent / "radiomics-light.yaml"
+# One worker trains the tiny model once for every test that reads it.
+pytestmark = pytest.mark.xdist_group("radiogenomics")
 
 
 def test_cox_recovers_the_hazard_direction_and_orders_patients():

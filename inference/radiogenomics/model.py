@@ -33,6 +33,7 @@ from inference.radiogenomics.explain import cox_attributions, head_attributions
 from inference.radiogenomics.gradcam import grad_cam
 from inference.radiogenomics.heads import AttentionFusion, FusionHead, build_head
 from inference.radiogenomics.location import location_features
+from inference.radiogenomics.morphology import morphology_features
 from inference.radiogenomics.tumour_study import TumourStudy
 
 KIND = "glioma-node-radiogenomics"
@@ -85,11 +86,12 @@ def embed(encoder: DeepEncoder, config: dict[str, Any], stack: np.ndarray, label
 
 def study_features(study: TumourStudy, params: dict[str, Any], encoder: DeepEncoder, encoder_config: dict[str, Any],
                    workers: int = 1) -> tuple[dict[str, float], dict[str, float]]:
-    """(all named features of one study, seconds per part): radiomics, location, ``deep.NNN``."""
+    """(all named features of one study, seconds per part): radiomics, location, morphology, ``deep.NNN``."""
     t0 = time.perf_counter()
     feats = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers)
     t1 = time.perf_counter()
     feats.update(location_features(study.labels, study.brain, study.grid))
+    feats.update(morphology_features(feats))
     emb = embed(encoder, encoder_config, study.stack(), study.labels)
     feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(emb)})
     return feats, {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
@@ -122,7 +124,7 @@ class RadiogenomicModel:
         self.cnns: dict[str, tuple[TumourCNN, dict[str, Any]]] = {}
         for target, stored in blob.get("cnn", {}).items():
             net = TumourCNN(stored["config"]["model_name"])
-            net.load_state_dict(stored["state"])
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored["state"].items()})
             net.eval()
             self.cnns[target] = (net, dict(stored["config"]))
         self.cox = CoxModel.from_dict(blob["cox"]) if blob.get("cox") else None

@@ -12,7 +12,9 @@ A sub-region smaller than ``minimumROISize`` voxels (an IDH-mutant tumour often 
 enhancing part) gives NaN for its intensity and texture features and 0 for its
 volume: the classifiers impute NaN, and the volume says the region is absent.
 Work is spread over processes (one task per sequence and one for shape), because
-pyradiomics' C code holds the GIL.
+pyradiomics' C code holds the GIL. Workers are spawned, so a script that calls this
+needs the usual ``if __name__ == "__main__":`` guard; when workers cannot start or die,
+the features are computed in the calling process instead (slower, same values).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ REGION_LABELS: dict[str, tuple[int, ...]] = {
     "whole_tumour": (1, 2, 4),
 }
 _pools: dict[int, ProcessPoolExecutor] = {}
+log = logging.getLogger(__name__)
 
 
 def load_settings(path: Path = DEFAULT_SETTINGS) -> dict[str, Any]:
@@ -140,11 +144,18 @@ def extract(images: dict[str, np.ndarray], labels: np.ndarray, spacing_zyx: tupl
     labels = np.ascontiguousarray(labels[box])
     tasks: list[tuple[np.ndarray | None, str]] = [(None, "shape")]
     tasks += [(np.ascontiguousarray(images[role][box], dtype=np.float32), role) for role in sorted(images)]
+    parts = None
     if workers > 1:
-        pool = _pool(workers)
-        futures = [pool.submit(_region_task, image, labels, spacing_zyx, params, prefix) for image, prefix in tasks]
-        parts = [f.result() for f in futures]
-    else:
+        try:
+            pool = _pool(workers)
+            futures = [pool.submit(_region_task, image, labels, spacing_zyx, params, prefix) for image, prefix in tasks]
+            parts = [f.result() for f in futures]
+        except (BrokenProcessPool, RuntimeError, OSError) as exc:
+            # A worker died (memory) or could not start (a script without a main guard,
+            # an embedding interpreter): drop the pool and do the work here instead.
+            log.warning("radiomics workers unavailable (%s); extracting in this process", exc)
+            _pools.pop(workers, None)
+    if parts is None:
         parts = [_region_task(image, labels, spacing_zyx, params, prefix) for image, prefix in tasks]
     features: dict[str, float] = {}
     for part in parts:

@@ -25,6 +25,7 @@ from inference.preprocess import ROLES
 from inference.radiogenomics import radiomics
 from inference.radiogenomics.crop import tumour_crop, tumour_patches
 from inference.radiogenomics.location import location_features
+from inference.radiogenomics.morphology import morphology_features
 from inference.radiogenomics.tumour_study import TumourStudy, tumour_study
 from training.radiogenomics.adapters import LabelledCase
 
@@ -91,6 +92,7 @@ def case_inputs(study: TumourStudy, params: dict[str, Any], encoder_config: dict
     """Named radiomic + location features and the encoder input of one study."""
     features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers=1)
     features.update(location_features(study.labels, study.brain, study.grid))
+    features.update(morphology_features(features))
     stack = study.stack()
     if encoder_config.get("variant", "crop") == "patch":
         crop, _ = tumour_patches(stack, study.labels, encoder_config["patch_size"], encoder_config["patch_count"])
@@ -153,7 +155,9 @@ def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], e
         if not path.exists():
             continue
         with np.load(path) as data:
-            feats.append(json.loads(str(data["features"])))
+            features = json.loads(str(data["features"]))
             crops.append(data["crop"])
+        features.update(morphology_features(features))  # derived: caches written before it existed gain it too
+        feats.append(features)
         kept.append(case)
     return kept, feats, np.stack(crops) if crops else np.zeros((0,))

@@ -40,6 +40,14 @@ def _batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) 
     return augment(t, rng) if rng is not None else t
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
 def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
                   seed: int = 0, medicalnet: str | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
     """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
@@ -62,10 +70,7 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
         logits = encoder.heads(encoder(_batch(crops, idx, rng)))
         mask = torch.from_numpy(known[idx]).float()
         loss = (nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none") * mask).sum() / mask.sum().clamp(min=1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        _step(opt, loss, sched)
     encoder.eval()
     return encoder
 
@@ -115,10 +120,7 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
         net.train()
         for _ in tqdm(range(pretrain_steps), desc="cnn pretrain", unit="step", disable=not progress):
             idx = rng.integers(0, len(crops), batch)
-            loss = nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            _step(opt, nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx]))
         net.replace_output(1)
     net.freeze_early(int(config["frozen_blocks"]))
     counts = np.bincount(y.astype(int), minlength=2).astype(float)
@@ -131,11 +133,7 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
     net.train()
     for step in tqdm(range(steps), desc="cnn", unit="step", disable=not progress):
         idx = np.asarray(sampler[step * batch:(step + 1) * batch])
-        loss = focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        _step(opt, focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx]), sched)
     net.eval()
     return net
 

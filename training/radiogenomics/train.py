@@ -135,8 +135,10 @@ def _oof_probability(head_variant: str, names: list[str], x: np.ndarray, y: np.n
     return out
 
 
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+def _state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    """A copy of the weights; ``half`` stores floats as float16 (the EfficientNet: half the file)."""
+    return {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
+            for k, v in module.state_dict().items()}
 
 
 def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress: bool = True,
@@ -215,7 +217,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
             curves[target]["cnn"] = (yt[rows["test"]], p)
             cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
                    "platt": [a, b], "threshold": thr}
-            cnns[target] = {"config": cfg, "state": _state(net)}
+            cnns[target] = {"config": cfg, "state": _state(net, half=True)}
         best = max(("early", "attention"), key=lambda v: (per_variant[v]["cv"]["auc_mean"]))
         defaults[target] = best
         results["targets"][target] = {"variants": per_variant, "default_variant": best}
