@@ -128,7 +128,8 @@ def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     assert set(idh["variants"]) == {"radiomics", "deep", "early", "attention", "cnn"}
     assert idh["variants"]["radiomics"]["test"]["auc"] >= 0.8  # IDH-wildtype tumours are larger here
     assert idh["default_variant"] in ("early", "attention")
-    assert 0.5 <= result["survival"]["test"]["c_index"] <= 1.0
+    surv = result["survival"]
+    assert surv["train_cv_c_index"] > 0.6 and surv["test"]["c_index_ci95"][0] <= surv["test"]["c_index"]
     for name in ("model.pt", "manifest.json", "MODEL_CARD.md", "metrics.json", "roc-idh.png", "km-risk-groups.png"):
         assert (root / "model" / name).exists(), name
     card = (root / "model" / "MODEL_CARD.md").read_text()

@@ -111,7 +111,8 @@ class RadiogenomicModel:
         self.encoder_config: dict[str, Any] = dict(blob["encoder"]["config"])
         self.encoder = DeepEncoder(self.encoder_config["widths"])
         # The training heads (IDH and MGMT logits on the embedding) are not used here.
-        self.encoder.load_state_dict({k: v for k, v in blob["encoder"]["state"].items() if not k.startswith("heads.")})
+        self.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                      for k, v in blob["encoder"]["state"].items() if not k.startswith("heads.")})
         self.encoder.eval()
         self.heads: dict[str, dict[str, FusionHead]] = {}
         for target, by_variant in blob["heads"].items():
@@ -128,7 +129,9 @@ class RadiogenomicModel:
             net.eval()
             self.cnns[target] = (net, dict(stored["config"]))
         self.cox = CoxModel.from_dict(blob["cox"]) if blob.get("cox") else None
-        self.background = np.asarray(blob["background"], np.float64)
+        stored = blob["background"]
+        self.background = np.full((stored["values"].shape[0], len(self.feature_names)), np.nan)
+        self.background[:, np.asarray(stored["columns"])] = np.asarray(stored["values"], np.float64)
         self.cox_background = np.asarray(blob["cox_background"], np.float64) if blob.get("cox") else None
         defaults = dict(blob["default_variants"])
         chosen = {**defaults, **{k: v for k, v in (variants or {}).items() if v not in (None, "default")}}

@@ -67,9 +67,10 @@ def _shap(out: Path, heads: dict[str, FusionHead], x_test: np.ndarray, backgroun
             for a in head_attributions(head, row, background, top=1000):
                 totals[a.feature] = totals.get(a.feature, 0.0) + abs(a.shap) / min(20, len(x_test))
         top = sorted(totals.items(), key=lambda kv: -kv[1])[:12][::-1]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(8, 4))
         ax.barh([k for k, _ in top], [v for _, v in top], color="#3b6ea8")
-        ax.set(xlabel="mean |SHAP| (log-odds), test cases", title=f"{NAMES[target]}: {variant} fusion")
+        ax.set_xlabel("mean |SHAP| (log-odds), test cases")
+        ax.set_title(f"{NAMES[target]}: {variant} fusion", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         fig.tight_layout()
         fig.savefig(out / f"shap-{target}-{variant}.png", dpi=100)
@@ -110,7 +111,7 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
             cv = m.get("cv", {})
             lines.append(f"| {variant} | {_ci(t, 'auc')} | {_fmt(t['accuracy'])} | {_fmt(t['precision'])} | "
                          f"{_fmt(t['recall'])} | {_fmt(t['f1'])} | "
-                         f"{_fmt(cv.get('auc_mean'))} ± {_fmt(cv.get('auc_sd'))} | {m.get('features', '–')} |")
+                         f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | {m.get('features', '–')} |")
         t = res["variants"][res["default_variant"]]["test"]
         lines += ["", f"Confusion matrix of the default variant on test ([[TN, FP], [FN, TP]], threshold "
                       f"{t['threshold']}): {t['confusion_matrix']}", ""]
@@ -136,10 +137,9 @@ def write_report(out: Path, results: dict, curves: dict, heads: dict[str, Fusion
     """ROC, Kaplan–Meier and SHAP plots, and MODEL_CARD.md, into ``out``."""
     import json
 
-    import torch
+    from inference.radiogenomics.model import RadiogenomicModel
 
-    blob = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
-    background = np.asarray(blob["background"])
+    background = RadiogenomicModel(out).background
     plots = _roc(out, curves) + _km(out, curves, results.get("survival", {}).get("logrank_p_test"))
     plots += _shap(out, heads, x_test, background)
     manifest = json.loads((out / "manifest.json").read_text())

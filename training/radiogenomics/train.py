@@ -88,7 +88,12 @@ def _head_columns(names: list[str], variant: str, x: np.ndarray, y: np.ndarray, 
     if variant == "deep":
         return deep
     if variant in ("radiomics", "early"):
-        chosen = rank_columns(x, y, other, top=s.radiomic_features)
+        # Shape, morphology and location (a few dozen descriptors) are ranked apart from the
+        # thousands of texture features, so noise among the many cannot crowd them out.
+        compact = [i for i in other if group_of(names[i]) == "shape"]
+        texture = [i for i in other if group_of(names[i]) != "shape"]
+        n_compact = s.radiomic_features // 3
+        chosen = rank_columns(x, y, compact, top=n_compact) + rank_columns(x, y, texture, top=s.radiomic_features - n_compact)
         return chosen + (deep if variant == "early" else [])
     chosen = []
     for group in ("FLAIR", "T1", "T1c", "T2", "shape"):
@@ -136,7 +141,7 @@ def _oof_probability(head_variant: str, names: list[str], x: np.ndarray, y: np.n
 
 
 def _state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
-    """A copy of the weights; ``half`` stores floats as float16 (the EfficientNet: half the file)."""
+    """A copy of the weights; ``half`` stores floats as float16 (half the file; loading widens them again)."""
     return {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
             for k, v in module.state_dict().items()}
 
@@ -242,7 +247,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
             p[te] = head.probability(x[te])
             probs[target] = p
         extra = np.column_stack([probs["mgmt"], probs["idh"], age])
-        candidates = [i for i, n in enumerate(names_all) if not n.startswith("deep.")]
+        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
         if len(tr) >= 20 and event[tr].sum() >= 5:
             cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], list(COX_EXTRA), seed=s.seed)
             design = lambda rows: np.column_stack([x[rows][:, [names_all.index(n) for n in cox.names if n in names_all]], extra[rows]])  # noqa: E731
@@ -261,17 +266,22 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
 
     rng = np.random.default_rng(s.seed)
     background = x[rng.choice(train, min(64, len(train)), replace=False)]
+    # SHAP needs the background only in the columns some head reads; the rest stay NaN
+    # (never read), so the stored matrix is small.
+    used = sorted({c for by_variant in heads.values() for h in by_variant.values() for c in h["config"]["columns"]})
+    background_columns = torch.tensor(used, dtype=torch.long)
+    background_values = torch.tensor(background[:, used], dtype=torch.float32)
     blob = {
         "format": 1,
         "feature_names": names_all,
         "radiomics_settings": params,
         "radiomics_sha256": radiomics.settings_digest(params),
-        "encoder": {"config": dict(s.encoder), "state": _state(encoder)},
+        "encoder": {"config": dict(s.encoder), "state": _state(encoder, half=True)},
         "heads": heads,
         "cnn": cnns,
         "cox": cox.to_dict() if cox is not None else None,
-        "background": torch.tensor(background),
-        "cox_background": torch.tensor(cox_background[:64]) if cox is not None else None,
+        "background": {"columns": background_columns, "values": background_values},
+        "cox_background": torch.tensor(cox_background[:64], dtype=torch.float32) if cox is not None else None,
         "default_variants": defaults,
     }
     torch.save(blob, out / "model.pt")
