@@ -11,7 +11,7 @@ original + LoG + wavelet images, all IBSI feature classes). Feature names are st
 A sub-region smaller than ``minimumROISize`` voxels (an IDH-mutant tumour often has no
 enhancing part) gives NaN for its intensity and texture features and 0 for its
 volume: the classifiers impute NaN, and the volume says the region is absent.
-Work is spread over processes (one task per sequence and one for shape), because
+Work is spread over processes (one task per sequence and sub-region, and per shape), because
 pyradiomics' C code holds the GIL. Workers are spawned, so a script that calls this
 needs the usual ``if __name__ == "__main__":`` guard; when workers cannot start or die,
 the features are computed in the calling process instead (slower, same values).
@@ -81,14 +81,14 @@ def _sitk(array: np.ndarray, spacing_zyx: tuple[float, float, float]):
 
 
 def _region_task(image: np.ndarray | None, labels: np.ndarray, spacing: tuple[float, float, float],
-                 params: dict[str, Any], prefix: str) -> dict[str, float]:
-    """Features of every present sub-region, for one image (or shape when ``image`` is None)."""
+                 params: dict[str, Any], prefix: str, regions: tuple[str, ...] = tuple(REGION_LABELS)) -> dict[str, float]:
+    """Features of the present sub-regions among ``regions``, for one image (or shape when ``image`` is None)."""
     extractor = _extractor(params, shape=image is None)
     min_voxels = int(params["setting"].get("minimumROISize", 1))
     out: dict[str, float] = {}
     sitk_image = _sitk((image if image is not None else (labels > 0)).astype(np.float32), spacing)
-    for region, values in REGION_LABELS.items():
-        mask = np.isin(labels, values)
+    for region in regions:
+        mask = np.isin(labels, REGION_LABELS[region])
         if int(mask.sum()) < min_voxels:
             continue
         result = extractor.execute(sitk_image, _sitk(mask.astype(np.uint8), spacing), label=1)
@@ -142,13 +142,19 @@ def extract(images: dict[str, np.ndarray], labels: np.ndarray, spacing_zyx: tupl
     pad = int(params["setting"].get("padDistance", 5)) + 2
     box = crop_box(labels, pad)
     labels = np.ascontiguousarray(labels[box])
-    tasks: list[tuple[np.ndarray | None, str]] = [(None, "shape")]
-    tasks += [(np.ascontiguousarray(images[role][box], dtype=np.float32), role) for role in sorted(images)]
+    crops = {role: np.ascontiguousarray(images[role][box], dtype=np.float32) for role in sorted(images)}
     parts = None
     if workers > 1:
+        # One task per (sequence, sub-region) and per sub-region's shape, largest first, so
+        # that two or four workers finish together.
+        tasks = [(crops[role], role, (region,)) for role in crops for region in REGION_LABELS]
+        tasks += [(None, "shape", (region,)) for region in REGION_LABELS]
+        size = {r: int(np.isin(labels, v).sum()) for r, v in REGION_LABELS.items()}
+        tasks.sort(key=lambda t: -size[t[2][0]])
         try:
             pool = _pool(workers)
-            futures = [pool.submit(_region_task, image, labels, spacing_zyx, params, prefix) for image, prefix in tasks]
+            futures = [pool.submit(_region_task, image, labels, spacing_zyx, params, prefix, regions)
+                       for image, prefix, regions in tasks]
             parts = [f.result() for f in futures]
         except (BrokenProcessPool, RuntimeError, OSError) as exc:
             # A worker died (memory) or could not start (a script without a main guard,
@@ -156,7 +162,8 @@ def extract(images: dict[str, np.ndarray], labels: np.ndarray, spacing_zyx: tupl
             log.warning("radiomics workers unavailable (%s); extracting in this process", exc)
             _pools.pop(workers, None)
     if parts is None:
-        parts = [_region_task(image, labels, spacing_zyx, params, prefix) for image, prefix in tasks]
+        parts = [_region_task(None, labels, spacing_zyx, params, "shape")]
+        parts += [_region_task(crop, labels, spacing_zyx, params, role) for role, crop in crops.items()]
     features: dict[str, float] = {}
     for part in parts:
         features.update(part)
