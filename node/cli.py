@@ -74,14 +74,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     from inference.radiogenomics.cnn import DEFAULT_CNN
-    from inference.radiogenomics.encoder import DEFAULT_ENCODER
+    from inference.radiogenomics.encoder import DEFAULT_ENCODER, RESNET18_WIDTHS
     from training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
 
     targets = ("mgmt", "idh", "survival") if args.target in ("all", "survival") else (args.target,)
     encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
                "crop_spacing_mm": args.crop_spacing}
     if args.medicalnet:
-        encoder["widths"] = [64, 128, 256, 512]
+        encoder["widths"] = list(RESNET18_WIDTHS)  # MedicalNet's weights are full width
     settings = RadiogenomicSettings(
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
         cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -53,22 +54,30 @@ def _phenotype(i: int) -> tuple[int, int, int, float, int]:
     return idh, mgmt, int(rng.random() < 0.8), age, days
 
 
+def _write_images(images: dict[str, np.ndarray], path_of: Callable[[str], Path]) -> None:
+    for role, img in images.items():
+        write_nifti(path_of(role), img, AFFINE)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def write_synthetic(root: Path, cases: int) -> None:
     rows = []
     for i in range(cases):
         idh, mgmt, event, age, days = _phenotype(i)
         images, labels, brain = tiny_case(np.random.default_rng(i), idh, mgmt)
         folder = root / "nifti" / f"tiny-{i:03d}"
-        for role, img in images.items():
-            write_nifti(folder / f"{role.lower()}.nii.gz", img, AFFINE)
+        _write_images(images, lambda role: folder / f"{role.lower()}.nii.gz")
         write_nifti(folder / "seg.nii.gz", labels, AFFINE)
         write_nifti(folder / "brainmask.nii.gz", brain.astype(np.uint8), AFFINE)
         rows.append({"case": f"tiny-{i:03d}", "age": age, "sex": "F", "IDH": idh, "MGMT": mgmt,
                      "survival_days": days, "event": event})
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(root / "labels.csv", rows)
 
 
 def write_brats2021(root: Path, cases: int) -> None:
@@ -79,8 +88,7 @@ def write_brats2021(root: Path, cases: int) -> None:
             idh, mgmt, *_ = _phenotype(i)
             images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
             folder = root / f"BraTS2021_{i:05d}"
-            for role, img in images.items():
-                write_nifti(folder / f"BraTS2021_{i:05d}_{names[role]}.nii.gz", img, AFFINE)
+            _write_images(images, lambda role: folder / f"BraTS2021_{i:05d}_{names[role]}.nii.gz")
             write_nifti(folder / f"BraTS2021_{i:05d}_seg.nii.gz", labels, AFFINE)
             if i != 1:  # case 1 is not in the RSNA labels
                 f.write(f"{i},{mgmt}\n")
@@ -108,17 +116,13 @@ def write_ucsf(root: Path, cases: int) -> None:
         idh, mgmt, event, age, days = _phenotype(i)
         images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
         folder = root / f"UCSF-PDGM-{i + 4:04d}_nifti"
-        for role, img in images.items():
-            write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_{role}.nii.gz", img, AFFINE)
+        _write_images(images, lambda role: folder / f"UCSF-PDGM-{i + 4:04d}_{role}.nii.gz")
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_FLAIR_bias.nii.gz", images["FLAIR"], AFFINE)
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_tumor_segmentation.nii.gz", labels, AFFINE)
         rows.append({"ID": f"UCSF-PDGM-{i + 4:03d}", "Sex": "M", "Age at MRI": round(age),
                      "WHO CNS Grade": 4, "MGMT status": ["negative", "positive"][mgmt] if i != 2 else "indeterminate",
                      "IDH": ["wildtype", "mutant (NOS)"][idh], "1-dead 0-alive": event, "OS": days})
-    with open(root / "UCSF-PDGM-metadata_v2.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(root / "UCSF-PDGM-metadata_v2.csv", rows)
 
 
 def write_upenn(root: Path, cases: int) -> None:
@@ -128,14 +132,10 @@ def write_upenn(root: Path, cases: int) -> None:
         images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
         case = f"UPENN-GBM-{i + 1:05d}_11"
         names = {"FLAIR": "FLAIR", "T1": "T1", "T1c": "T1GD", "T2": "T2"}
-        for role, img in images.items():
-            write_nifti(root / "images_structural" / case / f"{case}_{names[role]}.nii.gz", img, AFFINE)
+        _write_images(images, lambda role: root / "images_structural" / case / f"{case}_{names[role]}.nii.gz")
         write_nifti(root / "images_segm" / f"{case}_segm.nii.gz", labels, AFFINE)
         rows.append({"ID": case, "Gender": "F", "Age_at_scan_years": age,
                      "Survival_from_surgery_days_UPDATED": days if i != 3 else "Not Available",
                      "Survival_Status": ["Alive", "Deceased"][event], "IDH1": ["Wildtype", "Mutated"][idh] if i != 0 else "NOS/NEC",
                      "MGMT": ["Unmethylated", "Methylated"][mgmt] if i != 1 else "Not Available"})
-    with open(root / "UPENN-GBM_clinical_info_v2.1.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(root / "UPENN-GBM_clinical_info_v2.1.csv", rows)

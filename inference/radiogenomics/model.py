@@ -27,7 +27,7 @@ from inference.model_dir import ModelError, read_manifest
 from inference.radiogenomics import radiomics
 from inference.radiogenomics.cnn import TumourCNN
 from inference.radiogenomics.cox import CoxModel
-from inference.radiogenomics.crop import tumour_crop, tumour_patches, uncrop
+from inference.radiogenomics.crop import Crop, tumour_crop, tumour_patches, uncrop
 from inference.radiogenomics.encoder import DeepEncoder
 from inference.radiogenomics.explain import cox_attributions, head_attributions
 from inference.radiogenomics.gradcam import grad_cam
@@ -39,7 +39,6 @@ from inference.radiogenomics.tumour_study import TumourStudy
 KIND = "glioma-node-radiogenomics"
 TARGETS = ("mgmt", "idh")
 POSITIVE = {"mgmt": ("methylated", "unmethylated"), "idh": ("mutant", "wildtype")}
-VARIANTS = ("early", "attention", "cnn")
 COX_EXTRA = ("mgmt_probability", "idh_probability", "age_years")
 # Feature columns whose absence means "this sub-region is not there" (0 ml), not "unknown".
 ZERO_WHEN_ABSENT = ("MeshVolume", "VoxelVolume", "SurfaceArea")
@@ -73,28 +72,21 @@ def feature_vector(features: dict[str, float], names: list[str]) -> np.ndarray:
     return out
 
 
-def embed(encoder: DeepEncoder, config: dict[str, Any], stack: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The 128-number embedding of one study (``stack``: ``(4, z, y, x)`` z-scored, 1 mm)."""
-    encoder.eval()
-    with torch.no_grad():
-        if config.get("variant", "crop") == "patch":
-            patches, _ = tumour_patches(stack, labels, config["patch_size"], config["patch_count"])
-            return encoder(torch.from_numpy(patches)).mean(dim=0).numpy()
-        crop, _ = tumour_crop(stack, labels, config["crop_size"], config["crop_spacing_mm"])
-        return encoder(torch.from_numpy(crop)[None])[0].numpy()
+def encoder_input(stack: np.ndarray, labels: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, list[Crop]]:
+    """The encoder's input for one study and where each piece came from: one tumour-centred
+    crop ``(1, 4, s, s, s)`` or, for the patch variant, ``(P, 4, s, s, s)`` patches."""
+    if config.get("variant", "crop") == "patch":
+        return tumour_patches(stack, labels, config["patch_size"], config["patch_count"])
+    crop, where = tumour_crop(stack, labels, config["crop_size"], config["crop_spacing_mm"])
+    return crop[None], [where]
 
 
-def study_features(study: TumourStudy, params: dict[str, Any], encoder: DeepEncoder, encoder_config: dict[str, Any],
-                   workers: int = 1) -> tuple[dict[str, float], dict[str, float]]:
-    """(all named features of one study, seconds per part): radiomics, location, morphology, ``deep.NNN``."""
-    t0 = time.perf_counter()
-    feats = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers)
-    t1 = time.perf_counter()
-    feats.update(location_features(study.labels, study.brain, study.grid))
-    feats.update(morphology_features(feats))
-    emb = embed(encoder, encoder_config, study.stack(), study.labels)
-    feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(emb)})
-    return feats, {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
+def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1) -> dict[str, float]:
+    """Radiomic, location and morphology features of one study, by name (training uses it too)."""
+    features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers)
+    features.update(location_features(study.labels, study.brain, study.grid))
+    features.update(morphology_features(features))
+    return features
 
 
 class RadiogenomicModel:
@@ -144,79 +136,67 @@ class RadiogenomicModel:
     def describe(self) -> dict[str, str]:
         return {**self.manifest.describe(), "variants": ", ".join(f"{k}={v}" for k, v in sorted(self.variants.items()))}
 
-    def _deep_output(self, head: FusionHead, x: np.ndarray,
-                     fixed: tuple[torch.Tensor, int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The head's logit as a function of the encoder input, the other features held at ``x``.
-
-        ``fixed``: embeddings of all patches and the index of the one the input replaces.
-        """
+    def _deep_output(self, head: FusionHead, x: np.ndarray, others: torch.Tensor,
+                     index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The head's logit as a function of encoder input piece ``index`` (crop or patch), the
+        other pieces' embeddings (``others``) and the other features held at their values."""
         deep = [i for i, n in enumerate(self.feature_names) if n.startswith("deep.")]
         base = torch.tensor(x, dtype=torch.float32)
 
-        def output(crop: torch.Tensor) -> torch.Tensor:
+        def output(piece: torch.Tensor) -> torch.Tensor:
             full = base.clone()
-            emb = self.encoder(crop)
-            if fixed is not None:
-                others, index = fixed
-                emb = torch.cat([others[:index], emb, others[index + 1:]])
-            full[deep] = emb.mean(dim=0)
+            emb = torch.cat([others[:index], self.encoder(piece), others[index + 1:]])
+            full[deep] = emb.mean(dim=0)  # the embedding averages the pieces (one for a crop)
             return head.logit_standardised(head.standardise(full[None]))[0]
 
         return output
 
-    def _fusion_cam(self, head: FusionHead, x: np.ndarray, study: TumourStudy, stack: np.ndarray) -> np.ndarray:
-        cfg = self.encoder_config
-        if cfg.get("variant", "crop") == "patch":
-            patches, crops = tumour_patches(stack, study.labels, cfg["patch_size"], cfg["patch_count"])
-            out = np.zeros(study.labels.shape, np.float32)
-            # The embedding averages the patches, so each patch is explained with the
-            # others held fixed, and the maps are merged by their maximum.
-            batch = torch.from_numpy(patches)
-            with torch.no_grad():
-                all_embeddings = self.encoder(batch)
-            for i, crop in enumerate(crops):
-                output = self._deep_output(head, x, fixed=(all_embeddings, i))
-                cam = grad_cam(batch[i:i + 1], self.encoder.last_conv, output)
-                out = np.maximum(out, uncrop(cam, crop, study.labels.shape))
-            return out
-        crop, where = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
-        cam = grad_cam(torch.from_numpy(crop)[None], self.encoder.last_conv, self._deep_output(head, x))
-        return uncrop(cam, where, study.labels.shape)
+    def _fusion_cam(self, head: FusionHead, x: np.ndarray, pieces: torch.Tensor, embeddings: torch.Tensor,
+                    where: list[Crop], shape: tuple[int, int, int]) -> np.ndarray:
+        """Grad-CAM of the head's logit through the encoder, one map per piece merged by maximum."""
+        out = np.zeros(shape, np.float32)
+        for i, crop in enumerate(where):
+            cam = grad_cam(pieces[i:i + 1], self.encoder.last_conv, self._deep_output(head, x, embeddings, i))
+            out = np.maximum(out, uncrop(cam, crop, shape))
+        return out
 
-    def run(self, study: TumourStudy, workers: int = 1, thresholds: dict[str, float | None] | None = None,
-            explain: bool = True) -> StageResult:
+    def run(self, study: TumourStudy, workers: int = 1, thresholds: dict[str, float | None] | None = None) -> StageResult:
         """Predict, score and explain one study. ``thresholds`` override the stored ones."""
         t0 = time.perf_counter()
-        feats, timings = study_features(study, self.params, self.encoder, self.encoder_config, workers)
-        x = feature_vector(feats, self.feature_names)
+        feats = image_features(study, self.params, workers)
+        t1 = time.perf_counter()
         stack = study.stack()
+        arrays, where = encoder_input(stack, study.labels, self.encoder_config)
+        pieces = torch.from_numpy(arrays)
+        with torch.no_grad():
+            embeddings = self.encoder(pieces)
+        feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(embeddings.mean(dim=0).numpy())})
+        timings = {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
+        x = feature_vector(feats, self.feature_names)
         probs, thr, attributions, attention, cams = {}, {}, {}, {}, {}
         warnings: list[str] = []
         t_explain = 0.0
         for target, variant in sorted(self.variants.items()):
             if variant == "cnn":
                 net, cfg = self.cnns[target]
-                crop, where = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
+                crop, crop_at = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
                 tensor = torch.from_numpy(crop)[None]
                 with torch.no_grad():
                     logit = net(tensor)[0, 0]
                 probs[target] = float(torch.sigmoid(cfg["platt"][0] * logit + cfg["platt"][1]))
                 thr[target] = float(cfg["threshold"])
                 te = time.perf_counter()
-                if explain:
-                    cams[target] = uncrop(grad_cam(tensor, net.last_conv, lambda t: net(t)[0, 0]), where, study.labels.shape)
-                    attributions[target] = []
-                t_explain += time.perf_counter() - te
-                continue
-            head = self.heads[target][variant]
-            probs[target] = float(head.probability(x[None])[0])
-            thr[target] = float(head.threshold)
-            if isinstance(head, AttentionFusion):
-                attention[target] = head.group_weights(x)
-            te = time.perf_counter()
-            if explain:
+                cams[target] = uncrop(grad_cam(tensor, net.last_conv, lambda t: net(t)[0, 0]), crop_at, study.labels.shape)
+                attributions[target] = []
+            else:
+                head = self.heads[target][variant]
+                probs[target] = float(head.probability(x[None])[0])
+                thr[target] = float(head.threshold)
+                if isinstance(head, AttentionFusion):
+                    attention[target] = head.group_weights(x)
+                te = time.perf_counter()
                 attributions[target] = [a.to_json() for a in head_attributions(head, x, self.background)]
-                cams[target] = self._fusion_cam(head, x, study, stack)
+                cams[target] = self._fusion_cam(head, x, pieces, embeddings, where, study.labels.shape)
             t_explain += time.perf_counter() - te
         for target, value in (thresholds or {}).items():
             if value is not None and target in thr:
@@ -231,8 +211,7 @@ class RadiogenomicModel:
             covariates = np.array([extra[n] if n in extra else x[self.feature_names.index(n)] for n in self.cox.names])
             score = float(self.cox.risk(covariates)[0])
             risk = (score, self.cox.cutoff, self.cox.group(score))
-            if explain:
-                risk_attr = [a.to_json() for a in cox_attributions(self.cox, covariates, self.cox_background)]
+            risk_attr = [a.to_json() for a in cox_attributions(self.cox, covariates, self.cox_background)]
         timings.update({"explanations": round(t_explain, 2), "radiogenomics_total": round(time.perf_counter() - t0, 2)})
         return StageResult(probs, thr, dict(self.variants), attributions, attention, risk, risk_attr, cams, feats,
                            timings, warnings)

@@ -117,6 +117,12 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return _pools[workers]
 
 
+def shutdown_workers() -> None:
+    """Stop the worker processes (they start again at the next extraction)."""
+    while _pools:
+        _pools.popitem()[1].shutdown()
+
+
 def default_workers() -> int:
     """Worker processes for one study: the CPUs this process may use, at most 4."""
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

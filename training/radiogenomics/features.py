@@ -4,8 +4,8 @@ A case becomes a :class:`inference.radiogenomics.tumour_study.TumourStudy` exact
 inference: four sequences z-scored inside the brain on a 1 mm axis-aligned grid, with
 its BraTS labels. Cases with a mask file use it (ground truth, as published radiogenomic
 work does); cases without one (RSNA-MICCAI) are segmented by the segmentation model.
-The cache (``<cache>/<case>.npz``) holds the radiomic and location features and the
-encoder's input crop, keyed by the radiomics settings' digest, so re-training (other
+The cache (``<cache>/<case>.npz``) holds the named image features and the encoder's
+input pieces, keyed by the radiomics settings' digest, so re-training (other
 heads, other splits) costs seconds, and an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -23,9 +23,7 @@ from dicom_io.nifti import read_nifti
 from inference.grid import Grid, canonical_grid, resample
 from inference.preprocess import ROLES
 from inference.radiogenomics import radiomics
-from inference.radiogenomics.crop import tumour_crop, tumour_patches
-from inference.radiogenomics.location import location_features
-from inference.radiogenomics.morphology import morphology_features
+from inference.radiogenomics.model import encoder_input, image_features
 from inference.radiogenomics.tumour_study import TumourStudy, tumour_study
 from training.radiogenomics.adapters import LabelledCase
 
@@ -89,16 +87,10 @@ def load_study(case: LabelledCase, segmentation_model: Path | None = None) -> Tu
 
 
 def case_inputs(study: TumourStudy, params: dict[str, Any], encoder_config: dict[str, Any]) -> dict[str, Any]:
-    """Named radiomic + location features and the encoder input of one study."""
-    features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers=1)
-    features.update(location_features(study.labels, study.brain, study.grid))
-    features.update(morphology_features(features))
-    stack = study.stack()
-    if encoder_config.get("variant", "crop") == "patch":
-        crop, _ = tumour_patches(stack, study.labels, encoder_config["patch_size"], encoder_config["patch_count"])
-    else:
-        crop, _ = tumour_crop(stack, study.labels, encoder_config["crop_size"], encoder_config["crop_spacing_mm"])
-    return {"features": features, "crop": crop.astype(np.float16)}
+    """Named image features and the encoder input pieces ``(P, 4, s, s, s)`` of one study,
+    made by the functions inference uses."""
+    pieces, _ = encoder_input(study.stack(), study.labels, encoder_config)
+    return {"features": image_features(study, params), "crop": pieces.astype(np.float16)}
 
 
 def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str, str | None]:
@@ -115,7 +107,8 @@ def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str,
 
 def cache_key(params: dict[str, Any], encoder_config: dict[str, Any]) -> str:
     crop = {k: encoder_config[k] for k in ("variant", "crop_size", "crop_spacing_mm", "patch_size", "patch_count")}
-    return radiomics.settings_digest({"radiomics": params, "crop": crop})[:12]
+    # format 2: the encoder input is stored as pieces (P, 4, s, s, s), P = 1 for a crop.
+    return radiomics.settings_digest({"radiomics": params, "crop": crop, "format": 2})[:12]
 
 
 def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any],
@@ -147,7 +140,7 @@ def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], 
 
 def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any]
                ) -> tuple[list[LabelledCase], list[dict[str, float]], np.ndarray]:
-    """(cases found, their feature dicts, their crops ``(N, ...)`` float16) from the cache."""
+    """(cases found, their feature dicts, their encoder inputs ``(N, P, 4, s, s, s)`` float16) from the cache."""
     folder = cache / cache_key(params, encoder_config)
     kept, feats, crops = [], [], []
     for case in cases:
@@ -157,7 +150,6 @@ def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], e
         with np.load(path) as data:
             features = json.loads(str(data["features"]))
             crops.append(data["crop"])
-        features.update(morphology_features(features))  # derived: caches written before it existed gain it too
         feats.append(features)
         kept.append(case)
     return kept, feats, np.stack(crops) if crops else np.zeros((0,))

@@ -35,19 +35,28 @@ def rank_columns(x: np.ndarray, y: np.ndarray, columns: list[int], max_missing: 
     more than ``max_missing`` NaN or no variance, and any column correlated above
     ``max_correlation`` with a better one; the first ``top``."""
     sub = x[:, columns]
-    ok = (np.isnan(sub).mean(axis=0) <= max_missing)
     filled = _filled(sub)
-    ok &= filled.std(axis=0) > 1e-9
-    scores = np.where(ok, np.abs(auc(y, filled) - 0.5), -1.0)
-    chosen: list[int] = []
+    scores = np.where(_usable(sub, filled, max_missing), np.abs(auc(y, filled) - 0.5), -1.0)
+    return [columns[j] for j in _pick(filled, scores, top, max_correlation)]
+
+
+def _usable(raw: np.ndarray, filled: np.ndarray, max_missing: float) -> np.ndarray:
+    """Columns with at most ``max_missing`` NaN and some variance."""
+    return (np.isnan(raw).mean(axis=0) <= max_missing) & (filled.std(axis=0) > 1e-9)
+
+
+def _pick(filled: np.ndarray, scores: np.ndarray, top: int, max_correlation: float) -> list[int]:
+    """Positions of the ``top`` best-scoring columns (score < 0: unusable), greedily skipping
+    any column correlated above ``max_correlation`` with one already picked."""
     z = (filled - filled.mean(0)) / np.maximum(filled.std(0), 1e-9)
+    chosen: list[int] = []
     for j in np.argsort(-scores):
         if scores[j] < 0 or len(chosen) >= top:
             break
         if chosen and np.max(np.abs(z[:, chosen].T @ z[:, j]) / len(z)) > max_correlation:
             continue
         chosen.append(int(j))
-    return [columns[j] for j in chosen]
+    return chosen
 
 
 def fit_early(x: np.ndarray, y: np.ndarray, columns: list[int], names: list[str], seed: int = 0) -> EarlyFusion:
@@ -108,9 +117,17 @@ def calibrate(head: FusionHead, x: np.ndarray, y: np.ndarray) -> None:
     """Platt scaling and the Youden-optimal threshold, fitted on (``x``, ``y``) (the validation split)."""
     with torch.no_grad():
         logit = head.logit_standardised(head.standardise(x)).numpy()
-    a, b = platt(logit, y)
+    a, b, threshold = calibration(logit, y)
     head.platt.copy_(torch.tensor([a, b]))
-    head.threshold.copy_(torch.tensor(youden_threshold(y, head.probability(x))))
+    head.threshold.copy_(torch.tensor(threshold))
+
+
+def calibration(logit: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Platt coefficients (a, b) and the Youden threshold on the calibrated probabilities,
+    for validation logits and labels (what every classifier stores)."""
+    y = np.asarray(y, int)
+    a, b = platt(logit, y)
+    return a, b, youden_threshold(y, 1.0 / (1.0 + np.exp(-(a * np.asarray(logit) + b))))
 
 
 def platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -150,22 +167,12 @@ def fit_survival(x: np.ndarray, time: np.ndarray, event: np.ndarray, names: list
                  extra: np.ndarray, extra_names: list[str], top: int = 8, seed: int = 0) -> CoxModel:
     """Cox model on the ``top`` candidate features (univariate C-index, decorrelated) plus ``extra``
     columns (MGMT and IDH probabilities, age); the ridge penalty picked by 5-fold CV C-index."""
-    filled = _filled(x[:, candidates])
-    scores = []
-    for j in range(len(candidates)):
-        if np.isnan(x[:, candidates[j]]).mean() > 0.2 or filled[:, j].std() < 1e-9:
-            scores.append(-1.0)
-            continue
-        scores.append(abs(concordance_index(time, filled[:, j], event) - 0.5))
-    z = (filled - filled.mean(0)) / np.maximum(filled.std(0), 1e-9)
-    chosen: list[int] = []
-    for j in np.argsort(-np.asarray(scores)):
-        if scores[j] < 0 or len(chosen) >= top:
-            break
-        if chosen and np.max(np.abs(z[:, chosen].T @ z[:, j]) / len(z)) > 0.8:
-            continue
-        chosen.append(int(j))
-    cols = [candidates[j] for j in chosen]
+    raw = x[:, candidates]
+    filled = _filled(raw)
+    usable = _usable(raw, filled, 0.2)
+    scores = np.array([abs(concordance_index(time, filled[:, j], event) - 0.5) if usable[j] else -1.0
+                       for j in range(len(candidates))])
+    cols = [candidates[j] for j in _pick(filled, scores, top, 0.8)]
     design = np.column_stack([x[:, cols], extra])
     design_names = [names[c] for c in cols] + list(extra_names)
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Training the CNN parts: the deep-feature encoder and the end-to-end EfficientNet.
 
-Both read the cached tumour crops (float16, ``(N, 4, s, s, s)``, or ``(N, P, 4, s, s, s)`` for
-the patch variant) and use the same 3D augmentation: flips on every axis, a shift of up to
+Both read the cached encoder inputs (float16 ``(N, P, 4, s, s, s)``: P = 1 for the
+tumour-centred crop, P patches for the patch variant) and use the same 3D augmentation: flips on every axis, a shift of up to
 4 voxels, per-channel intensity scale (±10 %) and offset (±0.1 sd), and Gaussian noise.
 """
 from __future__ import annotations
@@ -32,12 +32,24 @@ def augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return out
 
 
-def _batch(crops: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-    arr = crops[idx].astype(np.float32)
-    if arr.ndim == 6:  # patches: one random patch per case in training, all of them otherwise
-        arr = arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))] if rng is not None else arr.reshape(-1, *arr.shape[2:])
-    t = torch.from_numpy(arr)
-    return augment(t, rng) if rng is not None else t
+def _batch(pieces: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    """Training (``rng`` given): one random piece per case, augmented. Otherwise every piece
+    of every case, in order, ``(len(idx) * P, 4, s, s, s)``."""
+    arr = pieces[idx].astype(np.float32)
+    if rng is None:
+        return torch.from_numpy(arr.reshape(-1, *arr.shape[2:]))
+    return augment(torch.from_numpy(arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))]), rng)
+
+
+def _per_case(net: nn.Module, pieces: np.ndarray, batch: int) -> np.ndarray:
+    """``net``'s output per case, averaged over its pieces, without gradients."""
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pieces), batch):
+            idx = np.arange(start, min(start + batch, len(pieces)))
+            out.append(net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).mean(dim=1).numpy())
+    return np.concatenate(out)
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> None:
@@ -75,18 +87,9 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     return encoder
 
 
-def embed_all(encoder: DeepEncoder, crops: np.ndarray, batch: int = 8) -> np.ndarray:
-    """``(N, 128)`` embeddings (patch variant: the mean over each case's patches)."""
-    encoder.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(crops), batch):
-            idx = np.arange(start, min(start + batch, len(crops)))
-            emb = encoder(_batch(crops, idx, None))
-            if crops.ndim == 6:
-                emb = emb.reshape(len(idx), crops.shape[1], -1).mean(dim=1)
-            out.append(emb.numpy())
-    return np.concatenate(out)
+def embed_all(encoder: DeepEncoder, pieces: np.ndarray, batch: int = 8) -> np.ndarray:
+    """``(N, 128)`` embeddings (the mean over each case's pieces, as at inference)."""
+    return _per_case(encoder, pieces, batch)
 
 
 def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -138,8 +141,6 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
     return net
 
 
-def cnn_logits(net: TumourCNN, crops: np.ndarray, batch: int = 4) -> np.ndarray:
-    net.eval()
-    with torch.no_grad():
-        return np.concatenate([net(_batch(crops, np.arange(s, min(s + batch, len(crops))), None))[:, 0].numpy()
-                               for s in range(0, len(crops), batch)])
+def cnn_logits(net: TumourCNN, pieces: np.ndarray, batch: int = 4) -> np.ndarray:
+    """The CNN's logit per case (``(N,)``)."""
+    return _per_case(net, pieces, batch)[:, 0]

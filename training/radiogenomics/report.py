@@ -21,6 +21,13 @@ PUBLISHED = ("On real patients, published MRI-based results are: MGMT promoter m
 NAMES = {"mgmt": "MGMT promoter methylation", "idh": "IDH mutation"}
 
 
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def _roc(out: Path, curves: dict) -> list[str]:
     files = []
     for target, by_variant in curves.items():
@@ -33,10 +40,7 @@ def _roc(out: Path, curves: dict) -> list[str]:
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{NAMES[target]} (test)")
         ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"roc-{target}.png", dpi=100)
-        plt.close(fig)
-        files.append(f"roc-{target}.png")
+        files.append(_save(fig, out, f"roc-{target}.png"))
     return files
 
 
@@ -52,10 +56,7 @@ def _km(out: Path, curves: dict, p: float | None) -> list[str]:
     ax.set(xlabel="days", ylabel="survival probability", ylim=(0, 1.02),
            title=f"Risk groups (test), log-rank p = {p:.3g}" if p is not None else "Risk groups (test)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "km-risk-groups.png", dpi=100)
-    plt.close(fig)
-    return ["km-risk-groups.png"]
+    return [_save(fig, out, "km-risk-groups.png")]
 
 
 def _shap(out: Path, heads: dict[str, FusionHead], x_test: np.ndarray, background: np.ndarray) -> list[str]:
@@ -72,10 +73,7 @@ def _shap(out: Path, heads: dict[str, FusionHead], x_test: np.ndarray, backgroun
         ax.set_xlabel("mean |SHAP| (log-odds), test cases")
         ax.set_title(f"{NAMES[target]}: {variant} fusion", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out / f"shap-{target}-{variant}.png", dpi=100)
-        plt.close(fig)
-        files.append(f"shap-{target}-{variant}.png")
+        files.append(_save(fig, out, f"shap-{target}-{variant}.png"))
     return files
 
 

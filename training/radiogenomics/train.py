@@ -34,8 +34,8 @@ from inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vect
 from training.radiogenomics import metrics
 from training.radiogenomics.adapters import LabelledCase, load_cases
 from training.radiogenomics.features import build_cache, read_cache
-from training.radiogenomics.fit import (calibrate, fit_attention, fit_early, fit_survival, group_of, platt, rank_columns,
-                                       youden_threshold)
+from training.radiogenomics.fit import (calibrate, calibration, fit_attention, fit_early, fit_survival, group_of,
+                                       rank_columns)
 from training.radiogenomics.networks import cnn_logits, embed_all, train_cnn, train_encoder
 
 VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
@@ -154,6 +154,8 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     params = radiomics.load_settings(s.radiomics_settings)
+    if s.cnn_targets and s.encoder.get("variant", "crop") != "crop":
+        raise ValueError("the end-to-end CNN reads the tumour-centred crop: use --encoder-variant crop with --cnn")
     cases = load_cases(data, s.layout)
     cache = s.cache or out / "cache"
     errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress)
@@ -207,17 +209,12 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
                 heads[target][variant] = {"config": head.config(), "state": _state(head)}
                 shap_rows[f"{target}:{variant}"] = head
         if target in s.cnn_targets:
-            desc = np.column_stack([np.log1p(np.nan_to_num(radiomic_x[:, names.index(f"shape.{r}.MeshVolume")]) / 1000)
-                                    if f"shape.{r}.MeshVolume" in names else np.zeros(len(cases))
-                                    for r in ("whole_tumour", "necrotic_core", "edema", "enhancing")]
-                                   + [radiomic_x[:, names.index(n)] for n in names if n.startswith("location.")])
-            net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(desc[rows["train"]]), s.cnn,
+            # Pretraining targets that need no molecular label: sizes, composition, position.
+            descriptors = radiomic_x[:, [i for i, n in enumerate(names) if n.startswith(("morphology.", "location."))]]
+            net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(descriptors[rows["train"]]), s.cnn,
                             s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress)
-            lv = cnn_logits(net, crops[rows["val"]])
-            a, b = platt(lv, yt[rows["val"]])
-            prob = lambda logits: 1 / (1 + np.exp(-(a * logits + b)))  # noqa: E731
-            thr = youden_threshold(yt[rows["val"]].astype(int), prob(lv))
-            p = prob(cnn_logits(net, crops[rows["test"]]))
+            a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
+            p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
             per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
             curves[target]["cnn"] = (yt[rows["test"]], p)
             cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
