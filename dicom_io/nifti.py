@@ -20,7 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_series
+from dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+from dicom_io.uids import derived_uid
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

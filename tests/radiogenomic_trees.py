@@ -95,7 +95,8 @@ def write_brats2021(root: Path, cases: int) -> None:
 
 
 def write_rsna(root: Path, cases: int) -> None:
-    from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_series
+    from dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+    from dicom_io.uids import derived_uid
 
     folders = {"FLAIR": "FLAIR", "T1": "T1w", "T1c": "T1wCE", "T2": "T2w"}
     with open(root / "train_labels.csv", "w") as f:

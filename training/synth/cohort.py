@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dicom_io.mr_writer import SeriesInfo, StudyInfo, derived_uid, write_mr_series
+from dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+from dicom_io.uids import derived_uid
 from dicom_io.nifti import write_nifti
 from training.synth.anatomy import build_head, load_template, random_deformation, tissue_map
 from training.synth.contrast import SEQUENCES, render, tumour_masks
