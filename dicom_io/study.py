@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from dicom_io.errors import SeriesRefused
 from dicom_io.geometry import affine_directions
@@ -64,6 +65,11 @@ class StudySurvey:
     @property
     def missing_roles(self) -> list[str]:
         return [r for r in ROLES if r not in self.roles]
+
+    def source_headers(self) -> dict[str, list[Dataset]]:
+        """SeriesInstanceUID → instance headers of each chosen role series (what the
+        result writers reference)."""
+        return {item.series_instance_uid: [i.header for i in item.files.instances] for item in self.roles.values()}
 
     @property
     def shared_frame_of_reference(self) -> bool:

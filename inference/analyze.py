@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 from inference.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
@@ -87,4 +88,5 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         warnings=warnings,
         registration={role: reg.summary() for role, reg in seg.prepared.registrations.items()},
         radiogenomics=radiogenomics,
+        completed_utc=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )

@@ -103,7 +103,8 @@ class Findings:
     ``volumes_ml``: millilitres per label (necrotic_core, edema, enhancing) and region
     (whole_tumour, tumour_core, enhancing_tumour). ``masks``: role → LabelMask on that
     role's source series; ``reference_role`` names the one reports point at.
-    ``timings_s``: seconds per stage.
+    ``timings_s``: seconds per stage. ``completed_utc``: when the analysis finished (ISO
+    8601, UTC); the DICOM results carry it as their content date and time.
     """
 
     study_instance_uid: str
@@ -116,6 +117,7 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
     registration: dict[str, dict] = field(default_factory=dict)
     radiogenomics: Radiogenomics | None = None
+    completed_utc: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no voxel arrays): what findings.json holds."""
@@ -135,4 +137,5 @@ class Findings:
             "models": self.models,
             "timings_s": self.timings_s,
             "warnings": self.warnings,
+            "completed_utc": self.completed_utc,
         }

@@ -9,7 +9,10 @@ writes ``OUT/<StudyInstanceUID>/``:
 * ``nifti/labels.nii.gz``: BraTS labels 1/2/4 on the grid of the reference series
   (T1c), with that series' true affine;
 * ``nifti/gradcam-<target>.nii.gz``: the Grad-CAM map (0–1) of each prediction on the
-  same grid, and ``explanations.png``: the SHAP bar charts.
+  same grid, and ``explanations.png``: the SHAP bar charts;
+* ``dicom/``: the DICOM results (SEG on T1c and on FLAIR, Grad-CAM Parametric Maps,
+  the TID 1500 SR, the summary Secondary Capture; see :mod:`dicom_io.results.writer`)
+  and ``summary.png``, the summary image.
 
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written result behind.
@@ -24,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 from dicom_io.nifti import write_nifti
+from dicom_io.results.writer import write_results
 from dicom_io.scan import scan
 from dicom_io.study import load_study, survey
 from inference.analyze import Models, analyze
@@ -35,6 +41,7 @@ from inference.radiogenomics.model import RadiogenomicModel
 from inference.radiogenomics.radiomics import default_workers
 from inference.radiogenomics.shap_plot import plot_attributions
 from inference.segmenters import load_segmenter
+from inference.volume import Volume
 from node.config import Config
 
 log = logging.getLogger(__name__)
@@ -68,8 +75,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(findings: Findings, folder: Path, extra: dict[str, Any] | None = None) -> None:
-    """findings.json, the NIfTI masks and maps, and explanations.png of one study into ``folder``."""
+def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Dataset]], reference: Volume) -> None:
+    """Everything of one study into ``folder``: the DICOM result objects, the NIfTI masks
+    and maps, summary.png, explanations.png, and findings.json last (it lists the DICOM
+    objects, so its presence means the study's outputs are complete).
+
+    ``sources``: SeriesInstanceUID → instance headers of the analysed series;
+    ``reference``: the reference-role volume.
+    """
     (folder / "nifti").mkdir(parents=True, exist_ok=True)
     mask = findings.masks[findings.reference_role]
     arrays = {"labels": (mask.labels, mask.affine)}
@@ -80,7 +93,10 @@ def write_outputs(findings: Findings, folder: Path, extra: dict[str, Any] | None
         tmp = folder / "nifti" / f"{name}.partial.nii.gz"
         write_nifti(tmp, voxels, affine)
         os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
-    _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), **(extra or {})})
+    written = write_results(findings, sources, reference, folder)
+    dicom = [{"kind": w.kind, "file": str(w.path.relative_to(folder)), "sop_class_uid": w.sop_class_uid,
+              "sop_instance_uid": w.sop_instance_uid, "series_instance_uid": w.series_instance_uid} for w in written]
+    _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), "dicom": dicom})
 
 
 def process(path: Path, out: Path, config: Config, models: Models | None = None) -> list[StudyOutcome]:
@@ -103,7 +119,7 @@ def process(path: Path, out: Path, config: Config, models: Models | None = None)
             study_input = load_study(study)
             findings = analyze(study_input, models)
             findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
-            write_outputs(findings, folder)
+            write_outputs(findings, folder, study.source_headers(), study_input.volumes[findings.reference_role])
             outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings))
         except (PreprocessingError, ModelError, ValueError, RuntimeError, OSError) as exc:
             log.error("study %s failed: %s", study.study_instance_uid, exc)
