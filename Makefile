@@ -12,18 +12,19 @@ GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_PIN := $(if $(GPU),,-c requirements/cpu-torch.txt)
 CONSTRAINTS := -c requirements/constraints.txt $(TORCH_PIN)
 # Debian packages the tests drive as real peers and judges.
-SYSTEM_PACKAGES := dcmtk dicom3tools dcm2niix orthanc orthanc-python orthanc-dicomweb
+SYSTEM_PACKAGES := dcmtk dicom3tools dcm2niix orthanc orthanc-python orthanc-dicomweb chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps demo test test-fast bench eval clean
+.PHONY: help install system-deps viewer demo test test-fast bench eval clean
 
 help:
 	@echo "make install      create .venv and install glioma-node with everything it needs"
 	@echo "make demo         synthesise a study and inspect it (runs install first)"
 	@echo "make test         the whole test suite (runs install and system-deps first)"
-	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc)"
+	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium)"
+	@echo "make viewer       fetch the built OHIF viewer (npm @ohif/app) the viewer test serves"
 	@echo "make bench        speed and memory figures (table + bench-results/bench.json)"
 	@echo "make eval         segmentation Dice on the real cases (bench-results/segmentation-eval/)"
 
@@ -52,7 +53,11 @@ demo: install
 	$(VENV)/bin/glioma-node inspect $(DEMO_DIR)/cohort/dicom
 	$(VENV)/bin/glioma-node process $(DEMO_DIR)/cohort/dicom --out $(DEMO_DIR)/results
 
-test: install system-deps
+# The built OHIF viewer for the viewer test, into .cache/ (integrity pinned in tests/fetch_ohif.py).
+viewer: install
+	$(PY) -m tests.fetch_ohif
+
+test: install system-deps viewer
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
@@ -66,4 +71,4 @@ eval: install
 	$(PY) -m tests.eval_segmentation
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .cache

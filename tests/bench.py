@@ -47,6 +47,25 @@ def _radiogenomics(results: list) -> None:
     results.append(json.loads(child.stdout.strip().splitlines()[-1]))
 
 
+def _write_results(cohort: Path, out: Path, config, results: list) -> None:
+    """Writing one study's DICOM results (2 SEG, 2 Parametric Maps, SR, summary image and
+    PNG) from findings on a synthetic study's real series; median of three writes."""
+    from dicom_io.results.writer import write_results
+    from tests.result_fixtures import fabricated_findings
+
+    study = survey(scan(cohort), config.sequences, decode=False)[0]
+    findings, sources, reference = fabricated_findings(study)
+    times = []
+    for n in range(3):
+        start = time.perf_counter()
+        written = write_results(findings, sources, reference, out / str(n))
+        times.append(time.perf_counter() - start)
+    size = sum(w.path.stat().st_size for w in written) / 1e6
+    shape = "x".join(str(d) for d in findings.masks["T1c"].labels.shape)
+    results.append({"benchmark": f"write DICOM results (6 objects, T1c {shape})", "seconds": round(sorted(times)[1], 3),
+                    "megabytes": round(size, 1)})
+
+
 def main() -> None:
     tolerate_nonconformant_values()
     config = load_config()
@@ -73,6 +92,7 @@ def main() -> None:
 
         _timed("nifti2dicom tcga-lgg native (4 series)", convert, results)
         _timed("synth one case (DICOM + NIfTI)", synthesise, results)
+        _write_results(Path(tmp) / "s", Path(tmp) / "results", config, results)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = REPO / "bench-results"
     out.mkdir(exist_ok=True)

@@ -20,3 +20,20 @@ def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
     write_cohort(out, cases=3, seed=11, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def processed(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``glioma-node process`` run once over the synthetic cohort (plus a non-DICOM file):
+    (completed process, output folder). Tests using it share the "synth" xdist group."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    dicom = synth_cohort / "dicom"
+    (dicom / "README.txt").write_text("not DICOM: must be ignored")
+    out = tmp_path_factory.mktemp("processed")
+    result = subprocess.run([sys.executable, "-m", "node.cli", "process", str(dicom), "--out", str(out)],
+                            capture_output=True, text=True, cwd=REPO, timeout=1800)
+    return result, out

@@ -24,15 +24,6 @@ def _process(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def processed(synth_cohort, tmp_path_factory):
-    dicom = synth_cohort / "dicom"
-    (dicom / "README.txt").write_text("not DICOM: must be ignored")
-    out = tmp_path_factory.mktemp("processed")
-    result = _process(str(dicom), "--out", str(out))
-    return result, out
-
-
 def test_every_study_gets_findings_and_labels(processed, synth_cohort, config):
     result, out = processed
     assert result.returncode == 0, result.stderr
@@ -112,3 +103,31 @@ def test_a_study_without_t2_fails_with_a_reason_and_others_still_run(synth_cohor
     findings = json.loads((folder / "findings.json").read_text())
     assert findings["status"] == "failed" and "T2" in findings["error"]
     assert "FAILED" in result.stdout and "T2" in result.stdout
+
+
+def test_every_study_gets_its_dicom_results(processed, synth_cohort, config):
+    import pydicom
+
+    _, out = processed
+    for study in survey(scan(synth_cohort / "dicom"), config.sequences, decode=False):
+        folder = out / study.study_instance_uid
+        findings = json.loads((folder / "findings.json").read_text())
+        assert sorted(d["kind"] for d in findings["dicom"]) == ["pmap", "pmap", "sc", "seg", "seg", "sr"]
+        for item in findings["dicom"]:
+            ds = pydicom.dcmread(folder / item["file"])
+            assert ds.StudyInstanceUID == study.study_instance_uid
+            assert (ds.SOPInstanceUID, ds.SeriesInstanceUID) == (item["sop_instance_uid"], item["series_instance_uid"])
+        # the SEG's whole-tumour segment is labels.nii.gz > 0, frame by frame on the T1c grid
+        seg = pydicom.dcmread(folder / "dicom" / "seg-t1c.dcm")
+        labels, _ = read_nifti(folder / "nifti" / "labels.nii.gz")
+        t1c = study.roles["T1c"].files.instances
+        by_source = {}
+        for frame, group in zip(seg.pixel_array, seg.PerFrameFunctionalGroupsSequence):
+            if group.SegmentIdentificationSequence[0].ReferencedSegmentNumber == 4:
+                source = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                by_source[source] = frame
+        volume = load_study(study).volumes["T1c"]
+        whole = np.stack([by_source[uid] for uid in volume.sop_instance_uids])
+        assert len(by_source) == len(t1c) and np.array_equal(whole > 0, labels > 0)
+        assert (folder / "summary.png").stat().st_size > 10_000
+        assert findings["timings_s"]["write_dicom"] > 0
