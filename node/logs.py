@@ -1,0 +1,51 @@
+"""Structured JSON logs, one object per line, with no patient names or IDs in them.
+
+Patient identifiers are replaced by :func:`pseudonym` (a salted SHA-256 prefix), so a
+log line can be matched to a study by someone who has the data, and by no one else.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+
+_SALT = b"glioma-node-log-pseudonym-v1"
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def pseudonym(value: str | None) -> str | None:
+    """A stable 12-character stand-in for a patient identifier (None stays None)."""
+    if not value:
+        return None
+    return hashlib.sha256(_SALT + str(value).encode("utf-8", "replace")).hexdigest()[:12]
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...extra fields}`` per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: int | None = None, stream=None) -> None:
+    """JSON logs to ``stream`` (stderr) for the whole process; quiets the libraries' chatter.
+
+    ``level`` defaults to ``GLIOMA_NODE_LOG_LEVEL`` (DEBUG, INFO, WARNING, ...) or INFO;
+    child processes inherit the variable, so one setting covers the node and its worker."""
+    if level is None:
+        level = getattr(logging, os.environ.get("GLIOMA_NODE_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for chatty in ("pynetdicom", "highdicom", "PIL", "matplotlib"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

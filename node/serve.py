@@ -1,0 +1,135 @@
+"""`glioma-node serve`: the node. Receive, assemble, process, send back, durably.
+
+One process listens (:mod:`node.scp`), assembles studies (:mod:`node.assembly`), sends
+results (:func:`node.worker.send_pending`) and serves /health and /metrics; a child
+process runs the models (:func:`node.worker.worker_main`). Everything that matters is
+on disk (spool, SQLite state, results, outbox), so after a crash — even kill -9 — a
+restart reconciles the spool with the database, re-queues interrupted jobs, and goes on:
+nothing acknowledged is lost and no result is sent twice under different UIDs.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pydicom
+
+from node.assembly import tick
+from node.config import Config
+from node.logs import pseudonym
+from node.scp import MR_CLASSES, StorageScp, expected_instances
+from node.spool import Spool
+from node.state import SqliteQueue
+from node.worker import Paths, send_pending, worker_main
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(spool: Spool, queue: SqliteQueue) -> int:
+    """Record spooled instances the database missed (a crash between fsync and commit)."""
+    removed = spool.remove_partials()
+    known = queue.known_paths()
+    added = 0
+    for path in spool.root.rglob("*.dcm"):
+        if str(path) in known:
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # a file we wrote is complete (atomic rename); anything else is not ours
+            continue
+        if str(ds.SOPClassUID) in MR_CLASSES:
+            added += queue.record_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
+                                           str(ds.SOPClassUID), str(path), "", expected_instances(ds),
+                                           pseudonym(str(ds.get("PatientID", ""))))
+    if removed or added:
+        log.info("reconciled spool", extra={"partials_removed": removed, "instances_added": added})
+    return added
+
+
+class Node:
+    """The running node (see the module doc); :meth:`run` blocks until :meth:`stop`."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.paths = Paths(config.data_dir)
+        self.spool = Spool(self.paths.spool, config.node.min_free_mb * 1024**2)
+        self.queue = SqliteQueue(self.paths.database)
+        self.scp = StorageScp(config, self.spool, self.queue)
+        self.stopping = threading.Event()
+        self.worker: multiprocessing.Process | None = None
+        self.metrics = None
+
+    def health(self) -> dict:
+        free = self.spool.free_bytes()
+        worker_alive = self.worker is not None and self.worker.is_alive()
+        ok = worker_alive and free >= self.spool.min_free_bytes
+        return {"status": "ok" if ok else "degraded", "worker_alive": worker_alive, "spool_free_bytes": free,
+                "listening": self.scp.server is not None}
+
+    def metric_values(self) -> dict[str, float]:
+        values = dict(self.queue.metrics())
+        for name, count in self.scp.counters.counts.items():
+            values[f"glioma_node_{name}_total"] = count
+        values["glioma_node_spool_free_bytes"] = self.spool.free_bytes()
+        values["glioma_node_worker_up"] = int(self.worker is not None and self.worker.is_alive())
+        return values
+
+    def _start_worker(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.worker = context.Process(target=worker_main, args=(self.config, os.getpid()), name="glioma-node-worker",
+                                      daemon=False)
+        self.worker.start()
+
+    def start(self) -> None:
+        requeued = self.queue.recover()
+        reconcile(self.spool, self.queue)
+        if requeued:
+            log.info("jobs re-queued after restart", extra={"jobs": requeued})
+        self._start_worker()
+        self.scp.start()
+        if self.config.node.metrics_port:
+            from node.metrics import MetricsServer
+            self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values)
+
+    def run(self) -> None:
+        """Assemble and dispatch until stopped (the SCP and the worker run alongside)."""
+        last_tick = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                tick(self.queue, self.spool, self.config)
+                last_tick = now
+                if self.worker is not None and not self.worker.is_alive():
+                    log.error("worker process ended; restarting it", extra={"exitcode": self.worker.exitcode})
+                    self._start_worker()
+            if not send_pending(self.config, self.queue, self.paths):
+                self.stopping.wait(0.2)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.scp.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.terminate()
+            self.worker.join(timeout=30)
+
+
+def serve(config: Config) -> None:
+    """Run the node until SIGINT or SIGTERM."""
+    node = Node(config)
+    node.start()
+
+    def on_signal(signum, frame) -> None:
+        log.info("stopping", extra={"signal": signum})
+        node.stopping.set()
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        node.run()
+    finally:
+        node.stop()
