@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make install      create .venv and install glioma-node with everything it needs"
-	@echo "make demo         synthesise a study and inspect it (runs install first)"
+	@echo "make demo         run the node end to end on a synthetic study, results into a local PACS"
 	@echo "make test         the whole test suite (runs install and system-deps first)"
 	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium)"
 	@echo "make viewer       fetch the built OHIF viewer (npm @ohif/app) the viewer test serves"
@@ -47,11 +47,10 @@ system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); fi
 
+# The node end to end: a local PACS (Orthanc if installed), `serve`, a synthetic study
+# replayed as a scanner sends it, results back in the PACS. KEEP=1 leaves both running.
 demo: install
-	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/glioma-node synth --cases 1 --seed 7 --out $(DEMO_DIR)/cohort
-	$(VENV)/bin/glioma-node inspect $(DEMO_DIR)/cohort/dicom
-	$(VENV)/bin/glioma-node process $(DEMO_DIR)/cohort/dicom --out $(DEMO_DIR)/results
+	$(PY) -m node.demo --out $(DEMO_DIR) $(if $(KEEP),--keep,)
 
 # The built OHIF viewer for the viewer test, into .cache/ (integrity pinned in tests/fetch_ohif.py).
 viewer: install

@@ -114,6 +114,43 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from node.config import with_overrides
+    from node.logs import configure
+    from node.serve import serve
+
+    configure()
+    config = with_overrides(args.settings, data_dir=args.data_dir, port=args.port, ae_title=args.ae_title,
+                            allow=args.allow, destinations=args.destination, metrics_port=args.metrics_port)
+    serve(config)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from node.replay import replay
+
+    result = replay(args.path, args.to, calling_ae=args.calling_ae, per_series=not args.one_association,
+                    progress=not args.quiet)
+    print(f"sent {result.sent} instance(s) in {result.associations} association(s); {len(result.failed)} failed")
+    for path, reason in result.failed[:10]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 0 if not result.failed else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from node.state import SqliteQueue
+    from node.status import render
+
+    data_dir = (args.data_dir or args.settings.data_dir).resolve()
+    database = data_dir / "state.db"
+    if not database.exists():
+        print(f"glioma-node: no node state in {data_dir} (has `glioma-node serve` run with this data dir?)",
+              file=sys.stderr)
+        return 1
+    print(render(SqliteQueue(database)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioma-node", description="DICOM node for brain-tumour MRI. Research use only, not for diagnosis.")
     parser.add_argument("--config", type=Path, default=None, help="configuration YAML (default: conf/glioma-node.yaml)")
@@ -178,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_radiogenomics)
+
+    p = sub.add_parser("serve", help="run the DICOM node: receive, process, send results back")
+    p.add_argument("--data-dir", type=Path, default=None, help="spool, state, results and outbox (default: config)")
+    p.add_argument("--port", type=int, default=None, help="DICOM port to listen on")
+    p.add_argument("--ae-title", default=None, help="our AE title")
+    p.add_argument("--allow", action="append", default=None, metavar="AET@HOST[:PORT]",
+                   help="allowed calling peer (repeatable; replaces the configured list)")
+    p.add_argument("--destination", action="append", default=None, metavar="AET@HOST:PORT",
+                   help="where results go by C-STORE (repeatable; replaces the configured list)")
+    p.add_argument("--metrics-port", type=int, default=None, help="HTTP port for /health and /metrics (0: off)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("replay", help="send a DICOM folder to a node the way a scanner does")
+    p.add_argument("path", type=Path)
+    p.add_argument("--to", required=True, metavar="AET@HOST:PORT")
+    p.add_argument("--calling-ae", default="GLIOMA_REPLAY")
+    p.add_argument("--one-association", action="store_true", help="everything in one association (default: one per series)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("status", help="studies and jobs of a node (its data directory)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
     p.add_argument("case_dir", type=Path)

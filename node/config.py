@@ -54,6 +54,8 @@ def check_host(value: str) -> str:
 class Peer(_Strict):
     ae_title: str
     host: str
+    # The peer's own Storage SCP port, for dispatch.return_to_caller (None: not sent back).
+    port: int | None = Field(default=None, ge=1, le=65535)
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("host")(check_host)
@@ -94,6 +96,8 @@ class NodeSettings(_Strict):
     max_associations: int = Field(ge=1, le=256)
     max_pdu_bytes: int = Field(ge=0)
     tls: TLS = TLS()
+    metrics_port: int = Field(default=11180, ge=0, le=65535)
+    min_free_mb: int = Field(default=2048, ge=0)
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("bind_address")(check_host)
@@ -103,6 +107,7 @@ class Assembly(_Strict):
     required_roles: list[str] = Field(min_length=1)
     quiet_period_s: float = Field(gt=0)
     force_timeout_s: float = Field(gt=0)
+    reprocess_new_series: bool = True
 
     @field_validator("required_roles")
     @classmethod
@@ -111,6 +116,21 @@ class Assembly(_Strict):
         if bad:
             raise ValueError(f"unknown role(s) {bad}; roles are {', '.join(ROLE_NAMES)}")
         return roles
+
+
+class StowDestination(_Strict):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://")
+
+
+class Dispatch(_Strict):
+    """How results leave the node; see conf/glioma-node.yaml."""
+
+    return_to_caller: bool = False
+    dicomweb: list[StowDestination] = Field(default_factory=list)
+    retry_initial_s: float = Field(default=5, gt=0)
+    retry_max_s: float = Field(default=300, gt=0)
+    max_attempts: int = Field(default=100, ge=1)
 
 
 class SegmentationModel(_Strict):
@@ -150,6 +170,7 @@ class Config(_Strict):
 
     node: NodeSettings
     destinations: list[Destination]
+    dispatch: Dispatch = Dispatch()
     data_dir: Path
     assembly: Assembly
     models: Models
@@ -233,3 +254,42 @@ def load_config(path: str | Path | None = None) -> Config:
         return parse_config(raw, path.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_peer(text: str) -> dict[str, Any]:
+    """``AET@HOST`` (or ``AET@HOST:PORT``) → a peer mapping; ValueError with the expected form."""
+    ae, sep, rest = text.partition("@")
+    host, _, port = rest.partition(":")
+    if not sep or not ae or not host or (port and not port.isdigit()):
+        raise ValueError(f"expected AET@HOST or AET@HOST:PORT, got {text!r}")
+    return {"ae_title": ae, "host": host, **({"port": int(port)} if port else {})}
+
+
+def with_overrides(config: Config, data_dir: Path | None = None, port: int | None = None,
+                   ae_title: str | None = None, allow: list[str] | None = None,
+                   destinations: list[str] | None = None, metrics_port: int | None = None) -> Config:
+    """``config`` with command-line values in place of the file's, validated again."""
+    raw = config.model_dump()
+    node = raw["node"]
+    if port is not None:
+        node["port"] = port
+    if ae_title is not None:
+        node["ae_title"] = ae_title
+    if metrics_port is not None:
+        node["metrics_port"] = metrics_port
+    if allow:
+        node["allowed_peers"] = [parse_peer(a) for a in allow]
+    if destinations:
+        raw["destinations"] = []
+        for n, text in enumerate(destinations):
+            peer = parse_peer(text)
+            if "port" not in peer:
+                raise ValueError(f"a destination needs a port: AET@HOST:PORT, got {text!r}")
+            raw["destinations"].append({"name": f"{peer['ae_title'].lower()}-{n}", **peer})
+    if data_dir is not None:
+        raw["data_dir"] = data_dir.resolve()
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid command-line value ({len(exc.errors())} problem(s)):\n{problems}") from None

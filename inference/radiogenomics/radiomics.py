@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from inference.lifetime import die_with_parent
+
 DEFAULT_SETTINGS = Path(__file__).resolve().parents[2] / "conf" / "radiomics.yaml"
 # BraTS labels of each sub-region.
 REGION_LABELS: dict[str, tuple[int, ...]] = {
@@ -104,6 +106,7 @@ def _init_worker() -> None:
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    die_with_parent()  # a node worker stopped or killed must not leave its radiomics workers running
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
