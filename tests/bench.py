@@ -66,12 +66,20 @@ def _write_results(cohort: Path, out: Path, config, results: list) -> None:
                     "megabytes": round(size, 1)})
 
 
+def _node(results: list) -> None:
+    """The node benchmarks (receive vs storescp and Orthanc, turnaround, load) in a child process."""
+    child = subprocess.run([sys.executable, "-m", "tests.bench_node"], capture_output=True, text=True, cwd=REPO,
+                           check=True)
+    results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+
+
 def main() -> None:
     tolerate_nonconformant_values()
     config = load_config()
     results: list[dict] = []
     segmentation_peak = _segmentation(results)
     _radiogenomics(results)
+    _node(results)
     for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
                    "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom"):
         path = SHARED / folder
@@ -109,6 +117,10 @@ def main() -> None:
     print(f"segmentation stages (s): {seg['stages_s']} on {seg['device']}; budget 20 s and 4096 MB on 2 CPU cores")
     print(f"radiogenomic stages (s): {rg['stages_s']}, first study {rg['first_run_s']} s (starts "
           f"{rg['workers']} radiomics workers); budget 20 s on 2 CPU cores")
+    for r in results:
+        if "storescp_s" in r:
+            print(f"receive: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
+                  f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)")
     print(f"peak RSS of this process {record['peak_rss_mb']} MB; saved {out / 'bench.json'}")
 
 

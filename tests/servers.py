@@ -27,21 +27,27 @@ def free_port() -> int:
 
 class Orthanc:
     """An Orthanc with its DICOMweb plugin, storage in ``folder``, no remote access,
-    no authentication (loopback only), its DICOM listener off unless ``dicom_port``."""
+    no authentication (loopback only), its DICOM listener off unless ``dicom_port``;
+    with ``modalities`` (name → [AE, host, port]) only those may store."""
 
-    def __init__(self, folder: Path, dicom_port: int | None = None, extra: dict | None = None):
+    def __init__(self, folder: Path, dicom_port: int | None = None, extra: dict | None = None,
+                 ae_title: str = "ORTHANC", modalities: dict[str, list] | None = None):
         if not shutil.which("Orthanc"):
             pytest.fail("Orthanc is not installed; run `make system-deps`")
         self.folder = folder
+        self.dicom_port = dicom_port
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         config = {
-            "Name": "glioma-node-test", "StorageDirectory": str(folder / "storage"),
+            "Name": "glioma-node-test", "DicomAet": ae_title, "StorageDirectory": str(folder / "storage"),
             "IndexDirectory": str(folder / "storage"), "HttpPort": self.http_port,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomServerEnabled": dicom_port is not None, "DicomPort": dicom_port or free_port(),
             "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            "StableAge": 2, "HttpCompressionEnabled": False, **(extra or {}),
+            "StableAge": 2, "HttpCompressionEnabled": False,
+            # only the listed modalities (AE, host, port) may store, and only from their host
+            "DicomAlwaysAllowStore": not modalities, "DicomModalities": modalities or {},
+            "DicomCheckModalityHost": True, **(extra or {}),
         }
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
@@ -62,6 +68,12 @@ class Orthanc:
 
     def get(self, path: str) -> object:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post_json(self, path: str, body: object) -> object:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
     def upload(self, path: Path) -> dict:

@@ -1,0 +1,147 @@
+"""A glioma-node started as users start it (`glioma-node --config FILE serve`), on free
+ports on 127.0.0.1, with its own data directory; and dcmtk as the scanner."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from node.config import DEFAULT_CONFIG
+from tests.helpers import REPO, require_tool
+from tests.servers import free_port
+
+
+def node_config(folder: Path, radiogenomics: bool = False, **changes) -> Path:
+    """The embedded default configuration with paths made absolute, test ports, a short
+    quiet period and fast retries; ``changes`` are dotted keys (``node.min_free_mb``)."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    base = DEFAULT_CONFIG.parent
+    seg, rg = raw["models"]["segmentation"], raw["models"]["radiogenomics"]
+    for block, keys in ((seg, ("path", "brain_extraction")), (rg, ("path",))):
+        for key in keys:
+            block[key] = str((base / block[key]).resolve())
+    rg["enabled"] = radiogenomics
+    rg["workers"] = 1
+    raw["data_dir"] = str(folder / "data")
+    raw["node"].update(port=free_port(), metrics_port=free_port(), min_free_mb=50)
+    raw["node"]["allowed_peers"] = [{"ae_title": ae, "host": "127.0.0.1"}
+                                    for ae in ("STORESCU", "DCMSEND", "GLIOMA_REPLAY", "SENDER_B")]
+    raw["assembly"].update(quiet_period_s=2, force_timeout_s=120)
+    raw["dispatch"].update(retry_initial_s=1, retry_max_s=3)
+    for key, value in changes.items():
+        target = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "node.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class RunningNode:
+    """`glioma-node serve` in a child process; :meth:`kill` is kill -9."""
+
+    def __init__(self, config: Path):
+        self.config_path = config
+        self.config = yaml.safe_load(config.read_text())
+        self.port = self.config["node"]["port"]
+        self.metrics_port = self.config["node"]["metrics_port"]
+        self.data_dir = Path(self.config["data_dir"])
+        self.log = open(config.parent / "serve.log", "a")
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "node.cli", "--config", str(self.config_path), "serve"],
+                                        cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}; see {self.log.name}")
+            if echo(self.port, "STORESCU"):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"serve did not answer C-ECHO; see {self.log.name}")
+
+    def kill(self) -> None:
+        """kill -9, no chance to clean up (its worker dies with it)."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=10) as response:
+            return json.loads(response.read())
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines if line)}
+
+    def state(self):
+        from node.state import SqliteQueue
+        return SqliteQueue(self.data_dir / "state.db")
+
+    def wait_study(self, study_uid: str, states: tuple[str, ...], timeout: float = 600):
+        deadline = time.monotonic() + timeout
+        study = None
+        while time.monotonic() < deadline:
+            study = self.state().study(study_uid)
+            if study is not None and study.state in states:
+                return study
+            time.sleep(1)
+        raise AssertionError(f"study {study_uid} not in {states} after {timeout:.0f} s: {study}")
+
+
+def echo(port: int, calling_ae: str) -> bool:
+    require_tool("echoscu")
+    return subprocess.run(["echoscu", "-aet", calling_ae, "-aec", "GLIOMA_NODE", "127.0.0.1", str(port)],
+                          capture_output=True, timeout=30).returncode == 0
+
+
+def storescu(folder: Path, port: int, calling_ae: str = "STORESCU", background: bool = False):
+    """dcmtk storescu as the scanner: every file under ``folder``, one association."""
+    require_tool("storescu")
+    command = ["storescu", "-aet", calling_ae, "-aec", "GLIOMA_NODE", "+sd", "+r", "-nh", "127.0.0.1", str(port),
+               str(folder)]
+    if background:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def dcmsend(folder: Path, port: int, calling_ae: str = "DCMSEND") -> subprocess.CompletedProcess:
+    require_tool("dcmsend")
+    return subprocess.run(["dcmsend", "-aet", calling_ae, "-aec", "GLIOMA_NODE", "+sd", "+r", "127.0.0.1", str(port),
+                           str(folder)], capture_output=True, text=True, timeout=600)
+
+
+def orthanc_result_instances(orthanc, study_uid: str) -> list[dict]:
+    """The instances of ``study_uid`` in Orthanc whose series came from glioma-node."""
+    found = orthanc.post_json("/tools/find", {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid},
+                                               "Expand": True})
+    series = {}
+    out = []
+    for instance in found:
+        parent = instance["ParentSeries"]
+        if parent not in series:
+            series[parent] = orthanc.get(f"/series/{parent}")["MainDicomTags"]
+        if series[parent].get("SeriesDescription", "").startswith("glioma-node"):
+            out.append({**instance, "series": series[parent]})
+    return out

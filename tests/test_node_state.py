@@ -1,0 +1,86 @@
+"""The node's durable state and its rules, without a network: job queue semantics,
+series completeness, command-line overrides, JSON logs without patient identifiers."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from node.assembly import series_complete
+from node.config import ConfigError, with_overrides
+from node.logs import JsonFormatter, pseudonym
+from node.state import Series, SqliteQueue
+from node.worker import backoff_s
+
+
+def test_jobs_run_once_per_version_and_come_back_after_a_crash(tmp_path):
+    queue = SqliteQueue(tmp_path / "state.db")
+    assert queue.enqueue("process", "1.2.3", 1)
+    assert not queue.enqueue("process", "1.2.3", 1)  # the same job twice is one job
+    job = queue.claim(("process",))
+    assert job is not None and job.attempts == 1 and queue.claim(("process",)) is None
+    # a crash while running: the next start queues it again (at-least-once)
+    assert SqliteQueue(tmp_path / "state.db").recover() == 1
+    again = queue.claim(("process",))
+    assert again.id == job.id and again.attempts == 2
+    queue.retry(again.id, "PACS down", delay_s=3600)
+    assert queue.claim(("process",)) is None  # not due yet
+    queue.finish(again.id)
+    assert [j.state for j in queue.jobs("1.2.3")] == ["done"]
+
+
+def test_instances_are_counted_once_and_studies_wake_from_waiting(tmp_path):
+    queue = SqliteQueue(tmp_path / "state.db")
+    queue.association_opened("a1", "STORESCU", "127.0.0.1")
+    assert queue.record_instance("1.2", "1.2.1", "1.2.1.1", "1.2.840.10008.5.1.4.1.1.4", "p", "a1", 2, "x")
+    assert not queue.record_instance("1.2", "1.2.1", "1.2.1.1", "1.2.840.10008.5.1.4.1.1.4", "p", "a1", 2, "x")
+    assert queue.has_open_association("1.2")
+    queue.set_state("1.2", "waiting", "missing T2")
+    queue.record_instance("1.2", "1.2.9", "1.2.9.1", "1.2.840.10008.5.1.4.1.1.4", "q", "a1", None, "x")
+    study = queue.study("1.2")
+    assert study.state == "received" and study.instances == 2 and study.calling_ae == "STORESCU"
+    queue.association_closed("a1")
+    assert not queue.has_open_association("1.2")
+    assert queue.metrics()["glioma_node_instances_stored"] == 2
+
+
+def test_series_complete_by_count_or_by_quiet_period_after_release():
+    counted = Series("s", "t", instances=20, expected=20, last_at=100.0)
+    assert series_complete(counted, open_association=True, quiet_s=5, now=100.0)
+    partial = Series("s", "t", instances=12, expected=20, last_at=100.0)
+    assert not series_complete(partial, open_association=True, quiet_s=5, now=200.0)
+    assert not series_complete(partial, open_association=False, quiet_s=5, now=103.0)
+    assert series_complete(partial, open_association=False, quiet_s=5, now=106.0)
+
+
+def test_command_line_overrides_are_validated(config):
+    changed = with_overrides(config, port=4242, ae_title="NODE_X", allow=["CT1@10.0.0.5"],
+                             destinations=["PACS@127.0.0.1:4242"])
+    assert changed.node.port == 4242 and changed.node.ae_title == "NODE_X"
+    assert [(p.ae_title, p.host) for p in changed.node.allowed_peers] == [("CT1", "10.0.0.5")]
+    assert (changed.destinations[0].ae_title, changed.destinations[0].port) == ("PACS", 4242)
+    with pytest.raises(ConfigError, match="ae_title"):
+        with_overrides(config, ae_title="A" * 17)
+    with pytest.raises(ValueError, match="AET@HOST:PORT"):
+        with_overrides(config, destinations=["PACS@127.0.0.1"])
+
+
+def test_backoff_doubles_up_to_its_cap(config):
+    delays = [backoff_s(n, config) for n in range(1, 10)]
+    assert delays[:3] == [5, 10, 20] and max(delays) == config.dispatch.retry_max_s
+
+
+def test_logs_are_json_without_patient_identifiers():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("glioma-test")
+    logger.addHandler(handler)
+    logger.warning("study failed", extra={"patient": pseudonym("PAT-12345"), "study": "1.2.3"})
+    logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "study failed" and entry["study"] == "1.2.3"
+    assert "PAT-12345" not in stream.getvalue() and len(entry["patient"]) == 12
+    assert pseudonym("PAT-12345") == entry["patient"] and pseudonym(None) is None
