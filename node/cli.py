@@ -151,6 +151,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_orthanc_config(args: argparse.Namespace) -> int:
+    from node.orthanc_config import write_orthanc_config
+
+    written = write_orthanc_config(args.out, args.settings, args.http_port, args.dicom_port, args.allow or [],
+                                   ae_title=args.ae_title)
+    for name, path in written.items():
+        print(f"{name:8s} {path}")
+    print(f"run: Orthanc {written['orthanc']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioma-node", description="DICOM node for brain-tumour MRI. Research use only, not for diagnosis.")
     parser.add_argument("--config", type=Path, default=None, help="configuration YAML (default: conf/glioma-node.yaml)")
@@ -238,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="studies and jobs of a node (its data directory)")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("orthanc-config", help="write an Orthanc configuration that runs the node as a plugin")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--http-port", type=int, required=True, help="Orthanc's HTTP port (loopback only)")
+    p.add_argument("--dicom-port", type=int, required=True, help="Orthanc's DICOM port")
+    p.add_argument("--allow", action="append", default=None, metavar="AET@HOST[:PORT]",
+                   help="a sender allowed to store into Orthanc (repeatable)")
+    p.add_argument("--ae-title", default="GLIOMA_ORTHANC", help="Orthanc's AE title")
+    p.set_defaults(func=_cmd_orthanc_config)
 
     p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
     p.add_argument("case_dir", type=Path)

@@ -97,6 +97,7 @@ class NodeSettings(_Strict):
     max_pdu_bytes: int = Field(ge=0)
     tls: TLS = TLS()
     metrics_port: int = Field(default=11180, ge=0, le=65535)
+    metrics_bind_address: str = "127.0.0.1"
     min_free_mb: int = Field(default=2048, ge=0)
 
     _ae = field_validator("ae_title")(check_ae_title)
@@ -128,6 +129,8 @@ class Dispatch(_Strict):
 
     return_to_caller: bool = False
     dicomweb: list[StowDestination] = Field(default_factory=list)
+    # Plugin mode: store the results back into the Orthanc the node runs in.
+    orthanc_self: bool = False
     retry_initial_s: float = Field(default=5, gt=0)
     retry_max_s: float = Field(default=300, gt=0)
     max_attempts: int = Field(default=100, ge=1)

@@ -12,6 +12,7 @@ import logging
 import uuid
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -76,18 +77,28 @@ def stow(files: list[Path], destination: StowDestination) -> int:
 
 
 def targets(config: Config, calling_ae: str | None) -> list[str]:
-    """The send targets of a study: every destination, STOW endpoint, and the caller if asked."""
+    """The send targets of a study: every destination, STOW endpoint, the caller if asked,
+    and in plugin mode the Orthanc the node runs in."""
     out = [f"dicom:{d.name}" for d in config.destinations] + [f"stow:{d.name}" for d in config.dispatch.dicomweb]
+    if config.dispatch.orthanc_self:
+        out.append("orthanc:self")
     if config.dispatch.return_to_caller and calling_ae:
         if any(p.ae_title == calling_ae and p.port for p in config.node.allowed_peers):
             out.append(f"caller:{calling_ae}")
     return out
 
 
-def send(target: str, files: list[Path], config: Config) -> int:
-    """Send ``files`` to one target (as :func:`targets` names it)."""
+def send(target: str, files: list[Path], config: Config, local: Callable[[bytes], None] | None = None) -> int:
+    """Send ``files`` to one target (as :func:`targets` names it); ``local`` stores one
+    Part 10 file into the Orthanc the node runs in (plugin mode)."""
     kind, _, name = target.partition(":")
     try:
+        if kind == "orthanc":
+            if local is None:
+                raise DispatchError("orthanc:self needs the Orthanc plugin (the node is not running inside Orthanc)")
+            for path in files:
+                local(path.read_bytes())
+            return len(files)
         if kind == "dicom":
             destination = next(d for d in config.destinations if d.name == name)
             return c_store(files, destination, config.node.ae_title)

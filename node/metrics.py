@@ -1,4 +1,4 @@
-"""Health and Prometheus metrics over HTTP, on 127.0.0.1 only.
+"""Health and Prometheus metrics over HTTP, on 127.0.0.1 unless configured otherwise.
 
 ``GET /health``: ``{"status": "ok"|"degraded", ...}`` (degraded: spool below its
 watermark or the worker process gone; HTTP 503 then). ``GET /metrics``: the Prometheus
@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class MetricsServer:
-    """Serves ``health()`` and ``metrics()`` (name → value) on 127.0.0.1:``port``."""
+    """Serves ``health()`` and ``metrics()`` (name → value) on ``address``:``port``."""
 
-    def __init__(self, port: int, health: Callable[[], dict], metrics: Callable[[], dict[str, float]]):
+    def __init__(self, port: int, health: Callable[[], dict], metrics: Callable[[], dict[str, float]],
+                 address: str = "127.0.0.1"):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,7 +41,7 @@ class MetricsServer:
                 self.wfile.write(body)
 
         self.health, self.metrics = health, metrics
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((address, port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="metrics")
         self.thread.start()

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pydicom
+import yaml
 
 from node.assembly import tick
 from node.config import Config
@@ -24,9 +29,10 @@ from node.logs import pseudonym
 from node.scp import MR_CLASSES, StorageScp, expected_instances
 from node.spool import Spool
 from node.state import SqliteQueue
-from node.worker import Paths, send_pending, worker_main
+from node.worker import Paths, send_pending
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def reconcile(spool: Spool, queue: SqliteQueue) -> int:
@@ -51,38 +57,53 @@ def reconcile(spool: Spool, queue: SqliteQueue) -> int:
 
 
 class Node:
-    """The running node (see the module doc); :meth:`run` blocks until :meth:`stop`."""
+    """The running node (see the module doc); :meth:`run` blocks until :meth:`stop`.
 
-    def __init__(self, config: Config):
+    ``listen`` False: no DICOM listener (the Orthanc plugin feeds the spool itself);
+    ``local`` stores a result file into the Orthanc the node runs in; ``on_tick`` runs
+    once a second in the loop (the plugin's ingest and status reports).
+    """
+
+    def __init__(self, config: Config, listen: bool = True, local: Callable[[bytes], None] | None = None,
+                 on_tick: Callable[[], None] | None = None):
         self.config = config
         self.paths = Paths(config.data_dir)
         self.spool = Spool(self.paths.spool, config.node.min_free_mb * 1024**2)
         self.queue = SqliteQueue(self.paths.database)
-        self.scp = StorageScp(config, self.spool, self.queue)
+        self.scp = StorageScp(config, self.spool, self.queue) if listen else None
+        self.local, self.on_tick = local, on_tick
         self.stopping = threading.Event()
-        self.worker: multiprocessing.Process | None = None
+        self.worker: subprocess.Popen | None = None
         self.metrics = None
 
     def health(self) -> dict:
         free = self.spool.free_bytes()
-        worker_alive = self.worker is not None and self.worker.is_alive()
+        worker_alive = self._worker_alive()
         ok = worker_alive and free >= self.spool.min_free_bytes
         return {"status": "ok" if ok else "degraded", "worker_alive": worker_alive, "spool_free_bytes": free,
-                "listening": self.scp.server is not None}
+                "listening": self.scp is not None and self.scp.server is not None}
 
     def metric_values(self) -> dict[str, float]:
         values = dict(self.queue.metrics())
-        for name, count in self.scp.counters.counts.items():
+        for name, count in (self.scp.counters.counts.items() if self.scp else ()):
             values[f"glioma_node_{name}_total"] = count
         values["glioma_node_spool_free_bytes"] = self.spool.free_bytes()
-        values["glioma_node_worker_up"] = int(self.worker is not None and self.worker.is_alive())
+        values["glioma_node_worker_up"] = int(self._worker_alive())
         return values
 
     def _start_worker(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.worker = context.Process(target=worker_main, args=(self.config, os.getpid()), name="glioma-node-worker",
-                                      daemon=False)
-        self.worker.start()
+        # A plain child process running `python -m node.worker`, not multiprocessing's
+        # spawn: inside Orthanc the parent is an embedded interpreter whose sys.path
+        # (Debian's stdlib) must not be handed to the environment's Python.
+        path = self.paths.data_dir / "worker-config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
+        self.worker = subprocess.Popen([str(python), "-m", "node.worker", "--config", str(path),
+                                        "--parent-pid", str(os.getpid())], cwd=REPO)
+
+    def _worker_alive(self) -> bool:
+        return self.worker is not None and self.worker.poll() is None
 
     def start(self) -> None:
         requeued = self.queue.recover()
@@ -90,10 +111,12 @@ class Node:
         if requeued:
             log.info("jobs re-queued after restart", extra={"jobs": requeued})
         self._start_worker()
-        self.scp.start()
+        if self.scp is not None:
+            self.scp.start()
         if self.config.node.metrics_port:
             from node.metrics import MetricsServer
-            self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values)
+            self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values,
+                                         self.config.node.metrics_bind_address)
 
     def run(self) -> None:
         """Assemble and dispatch until stopped (the SCP and the worker run alongside)."""
@@ -101,22 +124,28 @@ class Node:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now - last_tick >= 1.0:
+                if self.on_tick is not None:
+                    self.on_tick()
                 tick(self.queue, self.spool, self.config)
                 last_tick = now
-                if self.worker is not None and not self.worker.is_alive():
-                    log.error("worker process ended; restarting it", extra={"exitcode": self.worker.exitcode})
+                if self.worker is not None and not self._worker_alive():
+                    log.error("worker process ended; restarting it", extra={"exitcode": self.worker.returncode})
                     self._start_worker()
-            if not send_pending(self.config, self.queue, self.paths):
+            if not send_pending(self.config, self.queue, self.paths, self.local):
                 self.stopping.wait(0.2)
 
     def stop(self) -> None:
         self.stopping.set()
-        self.scp.stop()
+        if self.scp is not None:
+            self.scp.stop()
         if self.metrics is not None:
             self.metrics.stop()
-        if self.worker is not None and self.worker.is_alive():
+        if self._worker_alive():
             self.worker.terminate()
-            self.worker.join(timeout=30)
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
 
 
 def serve(config: Config) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 STUDY_STATES = ("received", "waiting", "processing", "sending", "done", "failed")
+SCHEMA_VERSION = 1  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies(
@@ -113,6 +114,18 @@ class SqliteQueue:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._db().executescript(_SCHEMA)  # executescript commits on its own
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older node's database to this version's schema (an upgrade keeps the
+        spool and the queue); refuse one written by a newer version."""
+        db = self._db()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} was written by a newer glioma-node (schema {version}, this one knows "
+                               f"{SCHEMA_VERSION}); upgrade glioma-node or point data_dir elsewhere")
+        if version < SCHEMA_VERSION:  # version 0: created before versioning; its tables are already schema 1
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

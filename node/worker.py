@@ -124,15 +124,15 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
                 queue.retry(job.id, f"{type(exc).__name__}: {exc}", 10 * job.attempts)
 
 
-def send_pending(config: Config, queue: SqliteQueue, paths: Paths) -> bool:
-    """Run one due send job, if any; True when one ran."""
+def send_pending(config: Config, queue: SqliteQueue, paths: Paths, local=None) -> bool:
+    """Run one due send job, if any; True when one ran (``local``: see :func:`node.dispatch.send`)."""
     job = queue.claim(("send",))
     if job is None:
         return False
     box = paths.outbox(job.target, job.study_uid, job.version)
     files = sorted(box.glob("*.dcm"))
     try:
-        count = send(job.target, files, config) if files else 0
+        count = send(job.target, files, config, local) if files else 0
     except DispatchError as exc:
         if job.attempts >= config.dispatch.max_attempts:
             queue.fail(job.id, str(exc))
@@ -151,3 +151,20 @@ def send_pending(config: Config, queue: SqliteQueue, paths: Paths) -> bool:
             queue.set_state(job.study_uid, "done", None)
     log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": job.target, "objects": count})
     return True
+
+
+def main() -> None:
+    """``python -m node.worker --config FILE --parent-pid PID`` (started by the node)."""
+    import argparse
+
+    from node.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m node.worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args()
+    worker_main(load_config(args.config), args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()
