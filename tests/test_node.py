@@ -242,3 +242,33 @@ def test_demo_prints_what_a_radiologist_wants(tmp_path):
         assert line in result.stdout, line
     summary = next(line for line in result.stdout.splitlines() if "summary image:" in line).split(": ", 1)[1]
     assert Path(summary.strip()).stat().st_size > 10_000
+
+
+def test_a_series_after_processing_makes_version_2(cases, tmp_path):
+    from dicom_io.uids import derived_uid
+
+    node = RunningNode(node_config(tmp_path))
+    try:
+        uid = _study_uid(cases[1])
+        assert storescu(cases[1], node.port).returncode == 0
+        first = node.wait_study(uid, ("done", "failed"))
+        assert first.state == "done" and first.version == 1
+        late = tmp_path / "late"  # one more series of the same study: a repeat acquisition
+        source = next(p for p in sorted(cases[1].iterdir()) if p.is_dir())
+        for n, path in enumerate(sorted(p for p in source.rglob("*") if p.is_file())):
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = derived_uid("late", ds.SeriesInstanceUID)
+            ds.SOPInstanceUID = derived_uid("late", ds.SOPInstanceUID)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            late.mkdir(exist_ok=True)
+            ds.save_as(late / f"{n:04d}.dcm")
+        assert storescu(late, node.port).returncode == 0
+        deadline = time.monotonic() + 600
+        while (study := node.state().study(uid)).version < 2 or study.state not in ("done", "failed"):
+            assert time.monotonic() < deadline, study
+            time.sleep(1)
+        assert study.state == "done"
+        versions = sorted(p.name for p in (node.data_dir / "results").glob("*/v*"))
+        assert versions == ["v1", "v2"]
+    finally:
+        node.stop()

@@ -84,3 +84,15 @@ def test_logs_are_json_without_patient_identifiers():
     assert entry["message"] == "study failed" and entry["study"] == "1.2.3"
     assert "PAT-12345" not in stream.getvalue() and len(entry["patient"]) == 12
     assert pseudonym("PAT-12345") == entry["patient"] and pseudonym(None) is None
+
+
+def test_a_database_from_a_newer_version_is_refused_not_overwritten(tmp_path):
+    import sqlite3
+
+    SqliteQueue(tmp_path / "state.db").enqueue("process", "1.2", 1)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="newer glioma-node"):
+        SqliteQueue(tmp_path / "state.db")
