@@ -23,7 +23,7 @@ def render(queue: SqliteQueue) -> str:
     lines.append("")
     lines.append(f"jobs open or failed: {len(pending)}")
     for j in pending:
+        due = f"  next in {max(j.next_at - time.time(), 0):.0f}s" if j.state == "queued" else ""
         lines.append(f"  #{j.id} {j.kind:7s} {j.state:8s} v{j.version} {j.target or '-':20s} attempts {j.attempts}"
-                     f"{'  next in ' + _age(2 * time.time() - j.next_at) if j.state == 'queued' else ''}"
-                     f"{'  ' + j.error if j.error else ''}")
+                     f"{due}{'  ' + j.error if j.error else ''}")
     return "\n".join(lines)
