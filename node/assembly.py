@@ -75,8 +75,7 @@ def tick(queue: SqliteQueue, spool: Spool, config: Config, now: float | None = N
     decisions = []
     candidates = queue.studies(("received", "waiting"))
     if config.assembly.reprocess_new_series:
-        candidates += [s for s in queue.studies(("done", "failed")) if s.processed_at and s.last_at
-                       and s.last_at > s.processed_at]
+        candidates += queue.arrived_after_processing()
     for study in candidates:
         decision = decide(study, queue, spool, config, now)
         if decision.action == "process":

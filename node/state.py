@@ -94,6 +94,7 @@ class JobQueue(Protocol):
     def association_closed(self, association: str) -> None: ...
     def has_open_association(self, study_uid: str) -> bool: ...
     def studies(self, states: tuple[str, ...] | None = None) -> list[Study]: ...
+    def arrived_after_processing(self) -> list[Study]: ...
     def study(self, study_uid: str) -> Study | None: ...
     def series(self, study_uid: str) -> list[Series]: ...
     def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None: ...
@@ -193,18 +194,26 @@ class SqliteQueue:
         return {r[0] for r in self._db().execute("SELECT path FROM instances")}
 
     # studies ---------------------------------------------------------------------
+    _STUDY = "SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) FROM studies s"
+
     def _study(self, row: tuple) -> Study:
         return Study(*row)
 
     def studies(self, states: tuple[str, ...] | None = None) -> list[Study]:
-        query = ("SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) FROM studies s")
+        query = self._STUDY
         if states:
             query += f" WHERE state IN ({','.join('?' * len(states))})"
         return [self._study(r) for r in self._db().execute(query + " ORDER BY first_at", states or ())]
 
+    def arrived_after_processing(self) -> list[Study]:
+        """Done or failed studies with instances newer than their last processing (found
+        in SQL: the assembly asks every second, and the list of finished studies only grows)."""
+        rows = self._db().execute(self._STUDY + " WHERE state IN ('done','failed') AND processed_at IS NOT NULL "
+                                  "AND last_at > processed_at ORDER BY first_at")
+        return [self._study(r) for r in rows]
+
     def study(self, study_uid: str) -> Study | None:
-        row = self._db().execute("SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) "
-                                 "FROM studies s WHERE study_uid=?", (study_uid,)).fetchone()
+        row = self._db().execute(self._STUDY + " WHERE study_uid=?", (study_uid,)).fetchone()
         return self._study(row) if row else None
 
     def series(self, study_uid: str) -> list[Series]:

@@ -96,3 +96,13 @@ def test_a_database_from_a_newer_version_is_refused_not_overwritten(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="newer glioma-node"):
         SqliteQueue(tmp_path / "state.db")
+
+
+def test_only_studies_with_instances_after_processing_are_candidates_again(tmp_path):
+    queue = SqliteQueue(tmp_path / "state.db")
+    for study in ("1.1", "1.2"):
+        queue.record_instance(study, study + ".1", study + ".1.1", "x", "p", "", None, None)
+        queue.set_state(study, "done", None, processed_at=1e12)  # processed after every instance so far
+    assert queue.arrived_after_processing() == []
+    queue.set_state("1.2", "done", None, processed_at=1.0)  # an instance came after this processing
+    assert [s.study_uid for s in queue.arrived_after_processing()] == ["1.2"]
