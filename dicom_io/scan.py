@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_io.errors import NotDicomError, UnreadableDicomError
+from dicom_io.uids import InvalidUid, check_uid
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -82,6 +83,11 @@ def read_header(path: Path) -> Dataset:
     missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
     if missing:
         raise UnreadableDicomError(f"{path}: missing {', '.join(missing)}; every instance needs these UIDs")
+    for keyword in _REQUIRED_UIDS:  # a UID names folders and result objects: only real UIDs pass
+        try:
+            setattr(ds, keyword, check_uid(ds.get(keyword), keyword).value)
+        except InvalidUid as exc:
+            raise UnreadableDicomError(f"{path}: {exc}") from exc
     return ds
 
 

@@ -83,9 +83,27 @@ def _description_role(text: str, rules: SequenceRules) -> tuple[str | None, str]
     return None, f"description {text!r} matches no role pattern"
 
 
+def _spans(patterns: list[str], text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), p) for p in patterns for m in re.finditer(p, text)]
+
+
+def _negated(post: tuple[int, int, str], pre_spans: list[tuple[int, int, str]], text: str) -> bool:
+    """A post-contrast marker that a pre/without marker overlaps or stands right before
+    ("pre gd", "w o contrast", "non contrast"; at most one word between) says the opposite."""
+    start, end, _ = post
+    for pre_start, pre_end, _ in pre_spans:
+        if pre_start < end and start < pre_end:
+            return True
+        if pre_end <= start and len(text[pre_end:start].split()) <= 1:
+            return True
+    return False
+
+
 def _contrast(h: SeriesHeader, text: str, rules: SequenceRules) -> tuple[bool, str]:
-    post = next((p for p in rules.contrast.post if re.search(p, text)), None)
-    pre = next((p for p in rules.contrast.pre if re.search(p, text)), None)
+    pre_spans = _spans(rules.contrast.pre, text)
+    post = next((p for *span, p in _spans(rules.contrast.post, text)
+                 if not _negated((*span, p), pre_spans, text)), None)
+    pre = pre_spans[0][2] if pre_spans else None
     if pre and not post:
         return False, f"description says pre-contrast ({pre!r})" + (
             f" although ContrastBolusAgent is {h.contrast_agent!r}" if h.contrast_agent else ""

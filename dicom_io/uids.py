@@ -1,7 +1,11 @@
-"""UIDs glioma-node makes: derived from their inputs, so a retry never makes a duplicate."""
+"""UIDs: the ones glioma-node makes (derived from their inputs, so a retry never makes a
+duplicate) and the check of the ones it receives (:func:`check_uid`)."""
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
+from dataclasses import dataclass
 
 from pydicom.uid import UID
 
@@ -20,3 +24,63 @@ def derived_uid(*parts: object) -> str:
     """
     name = "\x1f".join(str(p) for p in parts)
     return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
+
+
+class InvalidUid(ValueError):
+    """A value that is not a DICOM UID (PS3.5 §9.1); the message says which rule it breaks."""
+
+
+_UID_CHARS = re.compile(r"^[0-9.]+$")
+
+
+@dataclass(frozen=True)
+class CheckedUid:
+    """A UID that passed :func:`check_uid`: ``value`` as it is to be used (padding
+    removed) and ``tolerated``, the harmless violations it carries (for a log line)."""
+
+    value: str
+    tolerated: tuple[str, ...] = ()
+
+
+def check_uid(value: object, keyword: str = "UID") -> CheckedUid:
+    """``value`` as a UID, or :class:`InvalidUid`.
+
+    PS3.5 §9.1: components of digits separated by dots, at most 64 characters, no
+    empty component, no leading zero in a component of more than one digit. Older
+    equipment pads with a trailing space or NUL and writes leading zeros; those are
+    tolerated (padding removed, the violation named in ``tolerated``) because they are
+    unambiguous and cannot form a path. Anything else (letters, slashes, ``..``, empty
+    components, over 64 characters) is refused.
+    """
+    if value is None:
+        raise InvalidUid(f"{keyword} is missing")
+    raw = str(value)
+    text = raw.rstrip(" \0")
+    tolerated = []
+    if text != raw:
+        tolerated.append("trailing padding (space or NUL)")
+    if not text:
+        raise InvalidUid(f"{keyword} is empty")
+    if len(text) > 64:
+        raise InvalidUid(f"{keyword} has {len(text)} characters; a UID has at most 64")
+    if not _UID_CHARS.match(text):
+        shown = text[:40].encode("ascii", "backslashreplace").decode()
+        raise InvalidUid(f"{keyword} {shown!r} is not a UID: only digits and dots are allowed")
+    components = text.split(".")
+    if any(c == "" for c in components):
+        raise InvalidUid(f"{keyword} {text!r} has an empty component (leading, trailing or double dot)")
+    if any(len(c) > 1 and c[0] == "0" for c in components):
+        tolerated.append("a component with a leading zero")
+    return CheckedUid(text, tuple(tolerated))
+
+
+def safe_part(uid: object) -> str:
+    """The one way a UID (or any received value) becomes a file or folder name.
+
+    A valid UID (see :func:`check_uid`, padding removed) is its own name; anything else
+    becomes ``x`` + a SHA-256 prefix of it, so no tag value can ever climb out of the
+    folder it is placed in (no ``..``, no slashes, no NUL) or collide with a UID."""
+    try:
+        return check_uid(uid).value
+    except InvalidUid:
+        return "x" + hashlib.sha256(str(uid or "").encode("utf-8", "replace")).hexdigest()[:40]

@@ -32,11 +32,26 @@ class Decision:
     reason: str = ""
 
 
-def series_complete(series: Series, open_association: bool, quiet_s: float, now: float) -> bool:
-    """Complete by count (when the header announces one) or by the quiet period once no association is open."""
+def series_complete(series: Series, open_association: bool, quiet_s: float, now: float, broken: bool = False) -> bool:
+    """Complete by count (when the header announces one) or by the quiet period once no association is open.
+
+    ``broken``: some of the series came on an association that was aborted or was open
+    when the node died. Such a series with fewer instances than announced is never
+    complete by the quiet period: the sender was cut off, and only the force timeout
+    (or the missing instances) ends the wait.
+    """
     if series.expected and series.instances >= series.expected:
         return True
+    if broken and series.expected:
+        return False
     return not open_association and series.last_at is not None and now - series.last_at >= quiet_s
+
+
+def incomplete_series(series: list[Series]) -> list[str]:
+    """One warning per series holding fewer instances than its headers announce."""
+    return [f"INCOMPLETE DATA: {s.instances} of {s.expected} instances of series {s.series_uid} (as its headers "
+            "announce); results were computed without the missing ones" for s in series
+            if s.expected and s.instances < s.expected]
 
 
 def missing_roles(spool: Spool, study_uid: str, config: Config) -> tuple[list[str], list[str]]:
@@ -53,7 +68,9 @@ def decide(study: Study, queue: SqliteQueue, spool: Spool, config: Config, now: 
     rules = config.assembly
     series = queue.series(study.study_uid)
     open_association = queue.has_open_association(study.study_uid)
-    complete = all(series_complete(s, open_association, rules.quiet_period_s, now) for s in series)
+    broken = queue.broken_series(study.study_uid)
+    complete = all(series_complete(s, open_association, rules.quiet_period_s, now, s.series_uid in broken)
+                   for s in series)
     forced = study.last_at is not None and now - study.last_at >= rules.force_timeout_s
     if not (complete or forced):
         return Decision(study.study_uid, "none")
@@ -81,13 +98,14 @@ def tick(queue: SqliteQueue, spool: Spool, config: Config, now: float | None = N
         if decision.action == "process":
             version = study.version + 1
             queue.set_state(study.study_uid, "processing", decision.reason, version=version, surveyed_at=now,
-                            processed_at=now)
+                            processed_at=now, processed_instances=study.instances)
             queue.enqueue("process", study.study_uid, version)
             log.info("study ready", extra={"study": study.study_uid, "version": version, "reason": decision.reason})
         elif decision.action == "wait":
             queue.set_state(study.study_uid, "waiting", decision.reason, surveyed_at=now)
         elif decision.action == "fail":
-            queue.set_state(study.study_uid, "failed", decision.reason, surveyed_at=now, processed_at=now)
+            queue.set_state(study.study_uid, "failed", decision.reason, surveyed_at=now, processed_at=now,
+                            processed_instances=study.instances)
             log.warning("study failed", extra={"study": study.study_uid, "reason": decision.reason})
         if decision.action != "none":
             decisions.append(decision)

@@ -99,6 +99,12 @@ class NodeSettings(_Strict):
     metrics_port: int = Field(default=11180, ge=0, le=65535)
     metrics_bind_address: str = "127.0.0.1"
     min_free_mb: int = Field(default=2048, ge=0)
+    # Reject associations calling another AE title than ae_title (false: promiscuous).
+    require_called_ae_title: bool = True
+    acse_timeout_s: float = Field(default=30, gt=0)
+    network_timeout_s: float = Field(default=60, gt=0)
+    dimse_timeout_s: float = Field(default=60, gt=0)
+    tls_handshake_timeout_s: float = Field(default=10, gt=0)
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("bind_address")(check_host)

@@ -47,5 +47,8 @@ def configure(level: int | None = None, stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python warnings (pydicom's about a received value, a library's deprecation) become
+    # JSON records of the "py.warnings" logger instead of bare lines on stderr
+    logging.captureWarnings(True)
     for chatty in ("pynetdicom", "highdicom", "PIL", "matplotlib"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -73,6 +73,11 @@ def write_orthanc_config(out: Path, config: Config, http_port: int, dicom_port: 
         "StorageDirectory": str(out / "orthanc-db"), "IndexDirectory": str(out / "orthanc-db"),
         "StableAge": 5, "DicomAlwaysAllowStore": False, "DicomCheckModalityHost": True,
         "DicomModalities": modalities,
+        # the compressed syntaxes the node decodes (Debian's Orthanc refuses some unless told):
+        # a PACS that forwards JPEG 2000 must be able to reach the plugin
+        "DeflatedTransferSyntaxAccepted": True, "JpegTransferSyntaxAccepted": True,
+        "Jpeg2000TransferSyntaxAccepted": True, "JpegLosslessTransferSyntaxAccepted": True,
+        "RleTransferSyntaxAccepted": True,
         "Plugins": [str(p) for p in plugins], "PythonScript": str(script), "PythonVerbose": False,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "UserMetadata": {"GliomaNodeStatus": 1024},

@@ -18,25 +18,21 @@ modified plugin script.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import queue
 import threading
 
 import orthanc  # provided by the orthanc-python plugin
-import pydicom
 
 from node.config import load_config
-from node.logs import configure, pseudonym
-from node.scp import MR_CLASSES, expected_instances
+from node.intake import MR_CLASSES, Intake, Outcome
+from node.logs import configure
 from node.serve import Node
 
 log = logging.getLogger(__name__)
 
 STATUS_METADATA = "GliomaNodeStatus"
-_NEEDED = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID",
-           "ImagesInAcquisition", "NumberOfFrames"]
 
 
 class OrthancBridge:
@@ -45,6 +41,7 @@ class OrthancBridge:
     def __init__(self) -> None:
         self.stable: queue.Queue[str] = queue.Queue()
         self.node: Node | None = None
+        self.intake: Intake | None = None
         self.reported: dict[str, str] = {}
         self.rescan = False
 
@@ -64,20 +61,16 @@ class OrthancBridge:
 
     # the node's thread ---------------------------------------------------------
     def ingest(self, study_id: str) -> int:
-        """Copy the MR instances of one Orthanc study into the spool; how many were new."""
-        node = self.node
+        """Copy the MR instances of one Orthanc study into the spool through the node's
+        intake (the checks of the standalone node); how many were new."""
         added = 0
         for instance in json.loads(orthanc.RestApiGet(f"/studies/{study_id}/instances")):
             sop_class = orthanc.RestApiGet(f"/instances/{instance['ID']}/metadata/SopClassUid").decode()
             if sop_class not in MR_CLASSES:
                 continue
-            data = orthanc.RestApiGet(f"/instances/{instance['ID']}/file")
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_NEEDED)
-            path, new = node.spool.store(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-                                         data)
-            added += node.queue.record_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                                str(ds.SOPInstanceUID), sop_class, str(path), "",
-                                                expected_instances(ds), pseudonym(str(ds.get("PatientID", ""))))
+            answer = self.intake.accept(orthanc.RestApiGet(f"/instances/{instance['ID']}/file"), sop_class,
+                                        peer=f"orthanc:{instance['ID']}")
+            added += answer.outcome is Outcome.RECEIVED
         return added
 
     def store_back(self, data: bytes) -> None:
@@ -127,6 +120,7 @@ def register() -> None:
     config = load_config(settings.get("Config"))
     node = Node(config, listen=False, local=_bridge.store_back, on_tick=_bridge.on_tick)
     _bridge.node = node
+    _bridge.intake = Intake(node.spool, node.queue)
     node.start()
     orthanc.RegisterOnChangeCallback(_bridge.on_change)  # Orthanc's database is not ours to read before it starts
     orthanc.RegisterRestCallback("/glioma-node/status", _bridge.on_status)

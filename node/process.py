@@ -29,10 +29,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicom_io.errors import DicomInputError
 from dicom_io.nifti import write_nifti
 from dicom_io.results.writer import write_results
 from dicom_io.scan import scan
 from dicom_io.study import load_study, survey
+from dicom_io.uids import safe_part
 from inference.analyze import Models, analyze
 from inference.findings import RESEARCH_USE, Findings
 from inference.model_dir import ModelError
@@ -45,6 +47,8 @@ from inference.volume import Volume
 from node.config import Config
 
 log = logging.getLogger(__name__)
+# Failures whose message is written for users; anything else gets its type named too.
+_EXPECTED = (PreprocessingError, ModelError, DicomInputError, ValueError)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class StudyOutcome:
     folder: Path
     error: str | None = None
     findings: Findings | None = None
+    instances: int = 0  # instance files of the study that were found (the snapshot processed)
 
 
 def load_models(config: Config) -> Models:
@@ -99,8 +104,15 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
     _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), "dicom": dicom})
 
 
-def process(path: Path, out: Path, config: Config, models: Models | None = None) -> list[StudyOutcome]:
-    """Process every study under ``path`` into ``out`` (see the module doc)."""
+def process(path: Path, out: Path, config: Config, models: Models | None = None,
+            warnings: list[str] | tuple[str, ...] = ()) -> list[StudyOutcome]:
+    """Process every study under ``path`` into ``out`` (see the module doc).
+
+    ``warnings`` are added to every study's findings (the node passes what it knows
+    about the data, such as series with fewer instances than their headers announce).
+    One study's failure, whatever its cause, is written to its own findings.json and
+    never stops the others.
+    """
     models = models or load_models(config)
     started = time.perf_counter()
     result = scan(path)
@@ -108,8 +120,9 @@ def process(path: Path, out: Path, config: Config, models: Models | None = None)
         log.warning("skipped %s: %s", bad, reason)
     outcomes = []
     for study in survey(result, config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence):
-        folder = out / study.study_instance_uid
+        folder = out / safe_part(study.study_instance_uid)
         folder.mkdir(parents=True, exist_ok=True)
+        instances = sum(len(s.files.instances) for s in study.series)
         t0 = time.perf_counter()
         try:
             if study.missing_roles:
@@ -117,14 +130,18 @@ def process(path: Path, out: Path, config: Config, models: Models | None = None)
                                          f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
                                          "`glioma-node inspect` to see how each series was recognised")
             study_input = load_study(study)
+            study_input.warnings.extend(warnings)
             findings = analyze(study_input, models)
             findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
             write_outputs(findings, folder, study.source_headers(), study_input.volumes[findings.reference_role])
-            outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings))
-        except (PreprocessingError, ModelError, ValueError, RuntimeError, OSError) as exc:
-            log.error("study %s failed: %s", study.study_instance_uid, exc)
+            outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings,
+                                         instances=instances))
+        except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the next one runs
+            error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
+            log.error("study %s failed: %s", study.study_instance_uid, error,
+                      exc_info=not isinstance(exc, _EXPECTED))
             _write_json(folder / "findings.json", {"status": "failed", "study_instance_uid": study.study_instance_uid,
-                                                   "error": str(exc), "notice": RESEARCH_USE})
-            outcomes.append(StudyOutcome(study.study_instance_uid, "failed", folder, error=str(exc)))
+                                                   "error": error, "warnings": list(warnings), "notice": RESEARCH_USE})
+            outcomes.append(StudyOutcome(study.study_instance_uid, "failed", folder, error=error, instances=instances))
     log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)
     return outcomes

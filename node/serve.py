@@ -20,40 +20,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 import yaml
 
 from node.assembly import tick
 from node.config import Config
-from node.logs import pseudonym
-from node.scp import MR_CLASSES, StorageScp, expected_instances
+from node.intake import reconcile
+from node.scp import StorageScp
 from node.spool import Spool
 from node.state import SqliteQueue
 from node.worker import Paths, send_pending
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def reconcile(spool: Spool, queue: SqliteQueue) -> int:
-    """Record spooled instances the database missed (a crash between fsync and commit)."""
-    removed = spool.remove_partials()
-    known = queue.known_paths()
-    added = 0
-    for path in spool.root.rglob("*.dcm"):
-        if str(path) in known:
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # a file we wrote is complete (atomic rename); anything else is not ours
-            continue
-        if str(ds.SOPClassUID) in MR_CLASSES:
-            added += queue.record_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-                                           str(ds.SOPClassUID), str(path), "", expected_instances(ds),
-                                           pseudonym(str(ds.get("PatientID", ""))))
-    if removed or added:
-        log.info("reconciled spool", extra={"partials_removed": removed, "instances_added": added})
-    return added
 
 
 class Node:

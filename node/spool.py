@@ -1,8 +1,8 @@
 """The durable spool: every received instance on disk, fsynced, before it is acknowledged.
 
-Layout: ``<data_dir>/spool/<study>/<series>/<sop>.dcm``. Path parts are the UIDs when
-they are valid UIDs (digits and dots, at most 64 characters) and a hash otherwise, so
-no tag value ever becomes a path (no ``..``, no slashes). A second copy of a SOP
+Layout: ``<data_dir>/spool/<study>/<series>/<sop>.dcm``. Path parts come from
+:func:`dicom_io.uids.safe_part` (the UID when it is one, a hash otherwise), so no tag
+value ever becomes a path (no ``..``, no slashes). A second copy of a SOP
 Instance UID is accepted and dropped (the first is kept): C-STORE retries are
 idempotent. Below the free-space watermark :meth:`Spool.store` refuses with
 :class:`SpoolFull`, which the SCP answers with "out of resources" (0xA700): the sender
@@ -10,25 +10,15 @@ keeps the instance and retries, nothing is lost.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 from pathlib import Path
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+from dicom_io.uids import safe_part
 
 
 class SpoolFull(OSError):
     """Free space is below the watermark; the instance was not stored."""
-
-
-def safe_part(uid: str) -> str:
-    """``uid`` if it is a valid DICOM UID, else ``x`` + a SHA-256 prefix of it."""
-    uid = (uid or "").strip().rstrip("\0")
-    if _UID.match(uid) and len(uid) <= 64:
-        return uid
-    return "x" + hashlib.sha256(uid.encode("utf-8", "replace")).hexdigest()[:40]
 
 
 def _fsync_dir(path: Path) -> None:

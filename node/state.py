@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Protocol
 
 STUDY_STATES = ("received", "waiting", "processing", "sending", "done", "failed")
-SCHEMA_VERSION = 1  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
+SCHEMA_VERSION = 2  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
+ASSOCIATION_STATES = ("open", "released", "aborted", "interrupted")  # interrupted: open when the node died
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies(
     study_uid TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, version INTEGER NOT NULL DEFAULT 0,
     patient TEXT, first_at REAL, last_at REAL, surveyed_at REAL, processed_at REAL, updated_at REAL,
-    calling_ae TEXT);
+    calling_ae TEXT, processed_instances INTEGER);
 CREATE TABLE IF NOT EXISTS series(
     series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, instances INTEGER NOT NULL DEFAULT 0,
     expected INTEGER, last_at REAL);
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS instances(
     sop_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, sop_class TEXT,
     path TEXT NOT NULL, association TEXT, received_at REAL);
 CREATE TABLE IF NOT EXISTS associations(
-    id TEXT PRIMARY KEY, calling_ae TEXT, address TEXT, opened_at REAL);
+    id TEXT PRIMARY KEY, calling_ae TEXT, address TEXT, opened_at REAL, state TEXT NOT NULL DEFAULT 'open',
+    closed_at REAL);
 CREATE TABLE IF NOT EXISTS jobs(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, study_uid TEXT NOT NULL, version INTEGER NOT NULL,
     target TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -45,6 +47,19 @@ CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
 CREATE INDEX IF NOT EXISTS instances_by_association ON instances(association);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, next_at);
 """
+
+
+@dataclass(frozen=True)
+class Received:
+    """The facts of one checked instance that the state records (see :mod:`node.intake`)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class: str
+    expected: int | None
+    patient: str | None
+    tolerated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Study:
     processed_at: float | None
     updated_at: float | None
     calling_ae: str | None = None
+    processed_instances: int | None = None
     instances: int = 0
 
 
@@ -88,11 +104,12 @@ class Job:
 class JobQueue(Protocol):
     """What the node needs of its durable state (see the module doc)."""
 
-    def record_instance(self, study_uid: str, series_uid: str, sop_uid: str, sop_class: str, path: str,
-                        association: str, expected: int | None, patient: str | None) -> bool: ...
+    def record_instance(self, instance: Received, path: str, association: str) -> bool: ...
+    def instance_location(self, sop_uid: str) -> tuple[str, str] | None: ...
     def association_opened(self, association: str, calling_ae: str, address: str) -> None: ...
-    def association_closed(self, association: str) -> None: ...
+    def association_closed(self, association: str, state: str = "released") -> None: ...
     def has_open_association(self, study_uid: str) -> bool: ...
+    def broken_series(self, study_uid: str) -> set[str]: ...
     def studies(self, states: tuple[str, ...] | None = None) -> list[Study]: ...
     def arrived_after_processing(self) -> list[Study]: ...
     def study(self, study_uid: str) -> Study | None: ...
@@ -125,7 +142,18 @@ class SqliteQueue:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer glioma-node (schema {version}, this one knows "
                                f"{SCHEMA_VERSION}); upgrade glioma-node or point data_dir elsewhere")
-        if version < SCHEMA_VERSION:  # version 0: created before versioning; its tables are already schema 1
+        if version < 2:  # version 0 (before versioning) has schema 1's tables
+            with self._tx() as tx:
+                columns = {r[1] for r in tx.execute("PRAGMA table_info(studies)")}
+                if "processed_instances" not in columns:
+                    tx.execute("ALTER TABLE studies ADD COLUMN processed_instances INTEGER")
+                    # a finished study of schema 1 counts as processed with what it had
+                    tx.execute("UPDATE studies SET processed_instances=(SELECT COUNT(*) FROM instances i "
+                               "WHERE i.study_uid=studies.study_uid) WHERE processed_at IS NOT NULL")
+                columns = {r[1] for r in tx.execute("PRAGMA table_info(associations)")}
+                if "state" not in columns:
+                    tx.execute("ALTER TABLE associations ADD COLUMN state TEXT NOT NULL DEFAULT 'open'")
+                    tx.execute("ALTER TABLE associations ADD COLUMN closed_at REAL")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
@@ -156,39 +184,58 @@ class SqliteQueue:
         return self._Tx(self._db())
 
     # instances and associations -------------------------------------------------
-    def record_instance(self, study_uid: str, series_uid: str, sop_uid: str, sop_class: str, path: str,
-                        association: str, expected: int | None, patient: str | None) -> bool:
+    def record_instance(self, instance: Received, path: str, association: str) -> bool:
         """Note a stored instance; False when the SOP Instance UID was already known."""
         now = time.time()
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone():
+            if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (instance.sop_uid,)).fetchone():
                 return False
             db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?)",
-                       (sop_uid, study_uid, series_uid, sop_class, path, association, now))
+                       (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, path,
+                        association, now))
             db.execute("INSERT INTO series(series_uid, study_uid, instances, expected, last_at) VALUES (?,?,1,?,?) "
                        "ON CONFLICT(series_uid) DO UPDATE SET instances=instances+1, last_at=excluded.last_at, "
-                       "expected=COALESCE(excluded.expected, expected)", (series_uid, study_uid, expected, now))
+                       "expected=COALESCE(excluded.expected, expected)",
+                       (instance.series_uid, instance.study_uid, instance.expected, now))
             calling = db.execute("SELECT calling_ae FROM associations WHERE id=?", (association,)).fetchone()
             db.execute("INSERT INTO studies(study_uid, state, patient, first_at, last_at, updated_at, calling_ae) "
                        "VALUES (?,'received',?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET last_at=excluded.last_at, "
                        "state=CASE WHEN state='waiting' THEN 'received' ELSE state END",
-                       (study_uid, patient, now, now, now, calling[0] if calling else None))
+                       (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
         return True
+
+    def instance_location(self, sop_uid: str) -> tuple[str, str] | None:
+        """(study, series) an already recorded SOP Instance UID belongs to, or None."""
+        row = self._db().execute("SELECT study_uid, series_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def association_opened(self, association: str, calling_ae: str, address: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO associations VALUES (?,?,?,?)",
-                       (association, calling_ae, address, time.time()))
+            db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state) "
+                       "VALUES (?,?,?,?,'open')", (association, calling_ae, address, time.time()))
 
-    def association_closed(self, association: str) -> None:
+    def association_closed(self, association: str, state: str = "released") -> None:
+        """An association ended: ``released`` (A-RELEASE) or ``aborted`` (A-ABORT, lost
+        connection); only the first report counts."""
+        if state not in ASSOCIATION_STATES[1:]:
+            raise ValueError(f"unknown association end {state!r}")
         with self._tx() as db:
-            db.execute("DELETE FROM associations WHERE id=?", (association,))
+            db.execute("UPDATE associations SET state=?, closed_at=? WHERE id=? AND state='open'",
+                       (state, time.time(), association))
 
     def has_open_association(self, study_uid: str) -> bool:
         row = self._db().execute(
-            "SELECT 1 FROM associations a WHERE EXISTS (SELECT 1 FROM instances i WHERE i.association=a.id "
-            "AND i.study_uid=?) LIMIT 1", (study_uid,)).fetchone()
+            "SELECT 1 FROM associations a WHERE a.state='open' AND EXISTS (SELECT 1 FROM instances i "
+            "WHERE i.association=a.id AND i.study_uid=?) LIMIT 1", (study_uid,)).fetchone()
         return row is not None
+
+    def broken_series(self, study_uid: str) -> set[str]:
+        """Series of the study with instances from an association that did not end with
+        a release (aborted, or open when the node died): the sender may not be done."""
+        rows = self._db().execute(
+            "SELECT DISTINCT i.series_uid FROM instances i JOIN associations a ON a.id=i.association "
+            "WHERE i.study_uid=? AND a.state IN ('aborted','interrupted')", (study_uid,))
+        return {r[0] for r in rows}
 
     def known_paths(self) -> set[str]:
         return {r[0] for r in self._db().execute("SELECT path FROM instances")}
@@ -206,10 +253,12 @@ class SqliteQueue:
         return [self._study(r) for r in self._db().execute(query + " ORDER BY first_at", states or ())]
 
     def arrived_after_processing(self) -> list[Study]:
-        """Done or failed studies with instances newer than their last processing (found
-        in SQL: the assembly asks every second, and the list of finished studies only grows)."""
-        rows = self._db().execute(self._STUDY + " WHERE state IN ('done','failed') AND processed_at IS NOT NULL "
-                                  "AND last_at > processed_at ORDER BY first_at")
+        """Done or failed studies holding more instances than the snapshot last processed
+        (counts, never clocks: instances are only ever added; found in SQL because the
+        assembly asks every second and the list of finished studies only grows)."""
+        rows = self._db().execute(self._STUDY + " WHERE state IN ('done','failed') AND processed_instances IS NOT NULL "
+                                  "AND (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) "
+                                  "> processed_instances ORDER BY first_at")
         return [self._study(r) for r in rows]
 
     def study(self, study_uid: str) -> Study | None:
@@ -224,7 +273,7 @@ class SqliteQueue:
     def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None:
         if state not in STUDY_STATES:
             raise ValueError(f"unknown study state {state!r}")
-        allowed = {"version", "surveyed_at", "processed_at"}
+        allowed = {"version", "surveyed_at", "processed_at", "processed_instances"}
         extra = {k: v for k, v in fields.items() if k in allowed}
         sets = ", ".join([f"{k}=?" for k in extra])
         with self._tx() as db:
@@ -280,11 +329,14 @@ class SqliteQueue:
         return int(row[0])
 
     def recover(self) -> int:
-        """After a restart: jobs a crash interrupted run again; no association is open."""
+        """After a restart: jobs a crash interrupted run again; associations that were open
+        are interrupted (their series count as unfinished, see :mod:`node.assembly`)."""
+        now = time.time()
         with self._tx() as db:
-            count = db.execute("UPDATE jobs SET state='queued', next_at=? WHERE state='running'",
-                               (time.time(),)).rowcount
-            db.execute("DELETE FROM associations")
+            count = db.execute("UPDATE jobs SET state='queued', next_at=? WHERE state='running'", (now,)).rowcount
+            db.execute("UPDATE associations SET state='interrupted', closed_at=? WHERE state='open'", (now,))
+            # an ended association matters only while its study is assembled
+            db.execute("DELETE FROM associations WHERE state!='open' AND closed_at < ?", (now - 30 * 86400,))
         return count
 
     def metrics(self) -> dict[str, float]:

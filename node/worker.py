@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.lifetime import die_with_parent
+from node.assembly import incomplete_series
 from node.config import Config
 from node.dispatch import DispatchError, send, targets
-from node.spool import Spool, safe_part
+from dicom_io.uids import safe_part
+from node.spool import Spool
 from node.state import Job, SqliteQueue
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def backoff_s(attempts: int, config: Config) -> float:
 
 
 def _study_result(folder: Path, study_uid: str) -> tuple[dict | None, Path]:
-    study_folder = folder / study_uid
+    study_folder = folder / safe_part(study_uid)
     findings = study_folder / "findings.json"
     return (json.loads(findings.read_text()) if findings.exists() else None), study_folder
 
@@ -71,6 +73,16 @@ def _queue_sends(job: Job, config: Config, queue: SqliteQueue, paths: Paths, stu
     return len(planned)
 
 
+def processing_warnings(queue: SqliteQueue, study_uid: str) -> list[str]:
+    """What the results must say about the data they were computed on: series with fewer
+    instances than announced, and a study processed at the force timeout."""
+    warnings = incomplete_series(queue.series(study_uid))
+    study = queue.study(study_uid)
+    if study is not None and (study.reason or "").startswith("forced"):
+        warnings.append(f"processed at the force timeout, not because every series was complete ({study.reason})")
+    return warnings
+
+
 def run_process(job: Job, config: Config, models, queue: SqliteQueue, paths: Paths) -> None:
     """Process one study version from the spool into results/, then queue its sends."""
     from node.process import process
@@ -78,21 +90,28 @@ def run_process(job: Job, config: Config, models, queue: SqliteQueue, paths: Pat
     folder = paths.results(job.study_uid, job.version)
     findings, study_folder = _study_result(folder, job.study_uid)
     started = time.time()
+    processed: dict[str, int] = {}
     if findings is None or findings.get("status") != "done":
-        outcomes = process(Spool(paths.spool).study_dir(job.study_uid), folder, config, models)
+        warnings = processing_warnings(queue, job.study_uid)
+        outcomes = process(Spool(paths.spool).study_dir(job.study_uid), folder, config, models, warnings)
         outcome = next((o for o in outcomes if o.study_instance_uid == job.study_uid), None)
+        snapshot = queue.study(job.study_uid)
+        if outcome is not None and snapshot is not None:  # never below the snapshot the assembly decided on,
+            # so a recorded file the scan cannot use does not look new forever
+            processed["processed_instances"] = max(outcome.instances, snapshot.processed_instances or 0)
         if outcome is None or outcome.status != "done":
             reason = outcome.error if outcome else "no readable study in the spool"
             queue.fail(job.id, reason)
-            queue.set_state(job.study_uid, "failed", reason)
+            queue.set_state(job.study_uid, "failed", reason, **processed)
             log.warning("processing failed", extra={"study": job.study_uid, "version": job.version, "reason": reason})
             return
         findings, study_folder = _study_result(folder, job.study_uid)
     sends = _queue_sends(job, config, queue, paths, study_folder)
-    queue.set_state(job.study_uid, "sending" if sends else "done", None)
+    queue.set_state(job.study_uid, "sending" if sends else "done", None, **processed)
     queue.finish(job.id)
     log.info("processed", extra={"study": job.study_uid, "version": job.version, "seconds": round(time.time() - started, 2),
-                                 "sends": sends, "whole_tumour_ml": findings["segmentation"]["volumes_ml"]["whole_tumour"]})
+                                 "sends": sends, "whole_tumour_ml": findings["segmentation"]["volumes_ml"]["whole_tumour"],
+                                 "warnings": len(findings.get("warnings", []))})
 
 
 def worker_main(config: Config, parent_pid: int | None = None) -> None:

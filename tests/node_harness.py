@@ -50,7 +50,9 @@ def node_config(folder: Path, radiogenomics: bool = False, **changes) -> Path:
 class RunningNode:
     """`glioma-node serve` in a child process; :meth:`kill` is kill -9."""
 
-    def __init__(self, config: Path):
+    def __init__(self, config: Path, ready=None):
+        """``ready(port)``: how to tell the node answers (default: a plain C-ECHO)."""
+        self.ready = ready or (lambda port: echo(port, "STORESCU"))
         self.config_path = config
         self.config = yaml.safe_load(config.read_text())
         self.port = self.config["node"]["port"]
@@ -67,7 +69,7 @@ class RunningNode:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited with {self.process.returncode}; see {self.log.name}")
-            if echo(self.port, "STORESCU"):
+            if self.ready(self.port):
                 return
             time.sleep(0.3)
         raise AssertionError(f"serve did not answer C-ECHO; see {self.log.name}")

@@ -11,10 +11,12 @@ import pydicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicom_io.errors import DicomInputError, SeriesRefused
+from dicom_io.errors import SeriesRefused
 from dicom_io.scan import scan
 from dicom_io.series_reader import read_series
+from dicom_io.uids import derived_uid
 from inference.volume import Volume
+from node.intake import Refused, StoreStatus, inspect
 from tests.helpers import REPO, shared
 
 SOURCE = ("dcmqi", "segmentations", "24x38x3", "image")
@@ -95,7 +97,7 @@ def test_gap_and_missing_slice_are_refused(tmp_path):
     files = _copy_series(tmp_path)
     files[1].unlink()  # 3 slices at 2.5 mm, the middle one gone: 2 slices 5 mm apart is still uniform
     extra = pydicom.dcmread(files[2])
-    extra.SOPInstanceUID = extra.SOPInstanceUID + ".9"
+    extra.SOPInstanceUID = derived_uid("extra slice", extra.SOPInstanceUID)
     extra.ImagePositionPatient = [float(v) for v in extra.ImagePositionPatient[:2]] + [float(extra.ImagePositionPatient[2]) + 2.5]
     extra.save_as(tmp_path / "extra.dcm")
     _, (refusal,) = _read_all(tmp_path)
@@ -139,9 +141,23 @@ def test_fuzzed_bytes_never_crash(tmp_path, data):
         raw = raw[: data.draw(st.integers(0, len(raw)))]
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
     (folder / "x.dcm").write_bytes(bytes(raw))
+    found = scan(folder)  # documented never to raise on a bad file: any exception fails the test
+    listed = [i.path for st in found.studies.values() for se in st.series.values() for i in se.instances]
+    bad = {path: reason for path, reason in found.bad_files}
+    assert len(listed) + len(bad) + len(found.skipped_not_dicom) == 1
+    assert all(reason.strip() for reason in bad.values())
+    for study in found.studies.values():
+        for series in study.series.values():
+            try:
+                volume = read_series(series.instances)
+            except SeriesRefused as exc:
+                assert exc.code and str(exc)
+                continue
+            assert isinstance(volume, Volume) and volume.voxels.ndim == 3 and volume.voxels.size > 0
+    # the node's intake on the same bytes answers a status: it stores or refuses, never raises
     try:
-        found, results = _read_all(folder)
-    except DicomInputError:
-        return
-    for r in results:
-        assert isinstance(r, (SeriesRefused, Volume))
+        received = inspect(bytes(raw), "1.2.840.10008.5.1.4.1.1.4")
+    except Refused as exc:
+        assert exc.status != StoreStatus.SUCCESS and str(exc)
+    else:
+        assert received.study_uid and received.sop_uid

@@ -13,7 +13,8 @@ import pytest
 from pynetdicom import AE
 
 from dicom_io.scan import scan
-from node.spool import Spool, SpoolFull, safe_part
+from dicom_io.uids import safe_part
+from node.spool import Spool, SpoolFull
 from tests.node_harness import (RunningNode, dcmsend, echo, node_config, orthanc_result_instances, storescu)
 from tests.servers import Orthanc, free_port
 

@@ -11,8 +11,14 @@ import pytest
 from node.assembly import series_complete
 from node.config import ConfigError, with_overrides
 from node.logs import JsonFormatter, pseudonym
-from node.state import Series, SqliteQueue
+from node.state import Received, Series, SqliteQueue
 from node.worker import backoff_s
+
+MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def instance(study: str, series: str, sop: str, expected: int | None = None) -> Received:
+    return Received(study, series, sop, MR, expected, "x")
 
 
 def test_jobs_run_once_per_version_and_come_back_after_a_crash(tmp_path):
@@ -34,11 +40,12 @@ def test_jobs_run_once_per_version_and_come_back_after_a_crash(tmp_path):
 def test_instances_are_counted_once_and_studies_wake_from_waiting(tmp_path):
     queue = SqliteQueue(tmp_path / "state.db")
     queue.association_opened("a1", "STORESCU", "127.0.0.1")
-    assert queue.record_instance("1.2", "1.2.1", "1.2.1.1", "1.2.840.10008.5.1.4.1.1.4", "p", "a1", 2, "x")
-    assert not queue.record_instance("1.2", "1.2.1", "1.2.1.1", "1.2.840.10008.5.1.4.1.1.4", "p", "a1", 2, "x")
+    assert queue.record_instance(instance("1.2", "1.2.1", "1.2.1.1", 2), "p", "a1")
+    assert not queue.record_instance(instance("1.2", "1.2.1", "1.2.1.1", 2), "p", "a1")
+    assert queue.instance_location("1.2.1.1") == ("1.2", "1.2.1") and queue.instance_location("9.9") is None
     assert queue.has_open_association("1.2")
     queue.set_state("1.2", "waiting", "missing T2")
-    queue.record_instance("1.2", "1.2.9", "1.2.9.1", "1.2.840.10008.5.1.4.1.1.4", "q", "a1", None, "x")
+    queue.record_instance(instance("1.2", "1.2.9", "1.2.9.1"), "q", "a1")
     study = queue.study("1.2")
     assert study.state == "received" and study.instances == 2 and study.calling_ae == "STORESCU"
     queue.association_closed("a1")
@@ -98,11 +105,67 @@ def test_a_database_from_a_newer_version_is_refused_not_overwritten(tmp_path):
         SqliteQueue(tmp_path / "state.db")
 
 
-def test_only_studies_with_instances_after_processing_are_candidates_again(tmp_path):
+def test_a_new_version_needs_a_new_instance_not_a_later_clock(tmp_path):
     queue = SqliteQueue(tmp_path / "state.db")
     for study in ("1.1", "1.2"):
-        queue.record_instance(study, study + ".1", study + ".1.1", "x", "p", "", None, None)
-        queue.set_state(study, "done", None, processed_at=1e12)  # processed after every instance so far
+        queue.record_instance(instance(study, study + ".1", study + ".1.1"), "p", "")
+        # processed_at long before the last instance: a clock says "new", the count does not
+        queue.set_state(study, "done", None, processed_at=1.0, processed_instances=1)
     assert queue.arrived_after_processing() == []
-    queue.set_state("1.2", "done", None, processed_at=1.0)  # an instance came after this processing
+    queue.record_instance(instance("1.2", "1.2.1", "1.2.1.2"), "p", "")  # one more instance after the snapshot
     assert [s.study_uid for s in queue.arrived_after_processing()] == ["1.2"]
+
+
+def test_after_a_crash_an_open_association_leaves_its_series_unfinished(tmp_path, config):
+    from node.assembly import decide
+
+    queue = SqliteQueue(tmp_path / "state.db")
+    queue.association_opened("a1", "STORESCU", "127.0.0.1")
+    for n in range(17):
+        queue.record_instance(instance("1.5", "1.5.1", f"1.5.1.{n}", expected=30), "p", "a1")
+    SqliteQueue(tmp_path / "state.db").recover()  # the node died with the association open
+    assert queue.broken_series("1.5") == {"1.5.1"} and not queue.has_open_association("1.5")
+    series = queue.series("1.5")[0]
+    # long past the quiet period, the cut-off series still waits; the force timeout ends the wait
+    assert not series_complete(series, open_association=False, quiet_s=5, now=series.last_at + 60, broken=True)
+    study = queue.study("1.5")
+    assert decide(study, queue, None, config, now=series.last_at + 60).action == "none"
+    # a series whose sender released normally is complete after the quiet period, as before
+    assert series_complete(series, open_association=False, quiet_s=5, now=series.last_at + 60, broken=False)
+
+
+def test_incomplete_series_are_named_in_warnings():
+    from node.assembly import incomplete_series
+
+    warnings = incomplete_series([Series("1.5.1", "1.5", 17, 30, 0.0), Series("1.5.2", "1.5", 30, 30, 0.0),
+                                  Series("1.5.3", "1.5", 4, None, 0.0)])
+    assert len(warnings) == 1 and "17 of 30" in warnings[0] and "1.5.1" in warnings[0]
+
+
+def test_an_aborted_association_counts_as_cut_off_a_released_one_does_not(tmp_path):
+    queue = SqliteQueue(tmp_path / "state.db")
+    for name, end in (("a1", "aborted"), ("a2", "released")):
+        queue.association_opened(name, "STORESCU", "127.0.0.1")
+        queue.record_instance(instance("1.6", f"1.6.{name[-1]}", f"1.6.{name[-1]}.1", expected=3), "p", name)
+        queue.association_closed(name, end)
+        queue.association_closed(name, "aborted")  # the connection closing afterwards changes nothing
+    assert queue.broken_series("1.6") == {"1.6.1"}
+
+
+def test_a_schema_1_database_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript("""
+        CREATE TABLE studies(study_uid TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, version INTEGER NOT NULL
+            DEFAULT 0, patient TEXT, first_at REAL, last_at REAL, surveyed_at REAL, processed_at REAL,
+            updated_at REAL, calling_ae TEXT);
+        CREATE TABLE instances(sop_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL,
+            sop_class TEXT, path TEXT NOT NULL, association TEXT, received_at REAL);
+        CREATE TABLE associations(id TEXT PRIMARY KEY, calling_ae TEXT, address TEXT, opened_at REAL);
+        INSERT INTO studies VALUES ('1.7', 'done', NULL, 1, NULL, 1, 2, 2, 3, 3, NULL);
+        INSERT INTO instances VALUES ('1.7.1.1', '1.7', '1.7.1', 'x', 'p', '', 1);
+        PRAGMA user_version=1;""")
+    db.close()
+    queue = SqliteQueue(tmp_path / "state.db")
+    assert queue.study("1.7").processed_instances == 1 and queue.arrived_after_processing() == []

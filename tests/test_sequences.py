@@ -43,6 +43,14 @@ T1_SE = dict(ScanningSequence=["SE"], RepetitionTime=550, EchoTime=10)
     ("T1W_3D_TFE +C", dict(ScanningSequence=["GR"], RepetitionTime=8.1, EchoTime=3.7, FlipAngle=8), "T1c"),
     ("AX T1 PRE", {**T1_SE, "ContrastBolusAgent": "GADOLINIUM"}, "T1"),  # description says pre: it wins over a stale tag
     ("BRATS-t1n", {}, "T1"),
+    # A pre/without marker beside the agent's name is pre-contrast, not a post marker:
+    ("AX T1 pre gd", T1_SE, "T1"),
+    ("AX T1 PRE-GD", {}, "T1"),
+    ("T1 w/o contrast", T1_SE, "T1"),
+    ("T1 non contrast", T1_SE, "T1"),
+    ("AX T1 pre gd", {**T1_SE, "ContrastBolusAgent": "GADOVIST"}, "T1"),
+    ("AX T1 post gd", T1_SE, "T1c"),
+    ("T1 pre and post gd", T1_SE, "T1c"),  # a second, un-negated post marker
     # Never one of the four:
     ("ep2d_diff_3scan_trace", dict(ScanningSequence=["EP"], RepetitionTime=5000, EchoTime=90), "other"),
     ("AX SWI", dict(ScanningSequence=["GR"], RepetitionTime=40, EchoTime=25), "other"),

@@ -40,6 +40,7 @@ PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")  # CID 7005
 
 # SR (TID 1500 and TID 1501)
 BRAIN_MRI = Code("24590-2", "LN", "Brain MRI")  # CID 646; procedure reported
+COMMENT = Code("121106", "DCM", "Comment")  # TEXT in TID 1500's Qualitative Evaluations: data warnings
 VOLUME = Code("118565006", "SCT", "Volume")
 MILLILITER = Code("ml", "UCUM", "milliliter")
 AREA = Code("42798000", "SCT", "Area")  # CID 7469

@@ -146,6 +146,38 @@ class ResultContext:
         return ds
 
 
+def text_neutral(sources: dict[str, list[Dataset]]) -> tuple[dict[str, list[Dataset]], str | list[str] | None]:
+    """(views of ``sources`` with every text value decoded and no Specific Character Set,
+    the reference character set to give the results).
+
+    highdicom accepts only the character sets of its own enumeration (not a first value
+    left empty as ISO 2022 Japanese studies write it, nor ISO_IR 192 or GB18030), so the
+    builders get decoded copies, and :func:`apply_character_set` puts the source's own
+    value back on each result: pydicom then encodes the copied patient and study text in
+    exactly the character set the scanner used."""
+    views: dict[str, list[Dataset]] = {}
+    charset = None
+    for uid in sorted(sources):
+        views[uid] = []
+        for ds in sources[uid]:
+            if charset is None and "SpecificCharacterSet" in ds:
+                charset = ds.SpecificCharacterSet
+            ds.decode()  # text values become str, read in the dataset's own character set
+            view = Dataset()
+            view.update(ds)
+            if "SpecificCharacterSet" in view:
+                del view.SpecificCharacterSet
+            views[uid].append(view)
+    return views, charset
+
+
+def apply_character_set(ds: Dataset, charset: str | list[str] | None) -> Dataset:
+    """Give a result object the sources' Specific Character Set (see :func:`text_neutral`)."""
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    return ds
+
+
 def created_time(findings: Findings) -> datetime:
     """When the findings were completed (UTC); now for findings that do not say."""
     if findings.completed_utc:

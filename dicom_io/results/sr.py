@@ -136,11 +136,17 @@ def _evaluation(name, value, numbers, algorithm: hd.sr.AlgorithmIdentification) 
     return item
 
 
-def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics) -> hd.sr.ContainerContentItem:
+def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics | None) -> hd.sr.ContainerContentItem:
     """TID 1500's study-level Qualitative Evaluations container: MGMT status, IDH status
-    and the risk group, each with its probability (or Cox risk score) and threshold."""
+    and the risk group, each with its probability (or Cox risk score) and threshold; and
+    each warning about the data the results were computed on (an incomplete series, a
+    missing sequence) as a TEXT Comment, so a reader of the SR alone learns it too."""
+    items: list = [hd.sr.TextContentItem(name=codes.COMMENT, value=f"Warning: {warning}"[:1024],
+                                         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+                   for warning in ctx.findings.warnings]
+    if rg is None:
+        return _container(items)
     algorithm = _algorithm(ctx, "radiogenomics")
-    items = []
     for target, prediction in rg.predictions.items():
         name, values = codes.STATUS[target]
         items.append(_evaluation(name, values[prediction.status],
@@ -150,6 +156,10 @@ def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics) -> hd.sr.Con
         items.append(_evaluation(codes.RISK_GROUP, codes.RISK[rg.risk.group],
                                  [(codes.COX_RISK_SCORE, round(rg.risk.score, 4)),
                                   (codes.RISK_CUTOFF, round(rg.risk.cutoff, 4))], algorithm))
+    return _container(items)
+
+
+def _container(items: list) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(name=codes.QUALITATIVE_EVALUATIONS,
                                            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     container.ContentSequence = hd.sr.ContentSequence(items)
@@ -189,7 +199,7 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
     groups: list = [*_volume_groups(ctx, seg), *_outline_groups(ctx)]
     report = hd.sr.MeasurementReport(observation_context=_observer(ctx), procedure_reported=codes.BRAIN_MRI,
                                      imaging_measurements=groups, referenced_images=library)
-    if findings.radiogenomics is not None:
+    if findings.radiogenomics is not None or findings.warnings:
         report[0].ContentSequence.append(_qualitative_evaluations(ctx, findings.radiogenomics))
     sources = [ds for uid in sorted(ctx.sources) for ds in ctx.sources[uid]]
     sr = hd.sr.Comprehensive3DSR(

@@ -44,8 +44,10 @@ def _window(image: np.ndarray) -> np.ndarray:
 
 
 def _text_lines(findings: Findings) -> list[tuple[str, str]]:
-    """(text, style) lines of the right-hand column; style is 'head', 'body' or 'small'."""
-    lines = [("Tumour volumes", "head")]
+    """(text, style) lines of the right-hand column; style is 'head', 'body', 'small' or
+    'warning' (first, in red: what the results must not be read without)."""
+    lines = [(f"WARNING: {warning}"[:88], "warning") for warning in findings.warnings[:4]]
+    lines.append(("Tumour volumes", "head"))
     for spec in SEGMENTS:
         lines.append((f"{spec.label}: {findings.volumes_ml.get(spec.key, 0.0):.1f} ml", "body"))
     rg = findings.radiogenomics
@@ -68,8 +70,6 @@ def _text_lines(findings: Findings) -> list[tuple[str, str]]:
     for model in findings.models:
         lines.append((f"{model.get('task')}: {model.get('name')} {model.get('version')} "
                       f"(sha256 {str(model.get('sha256', ''))[:12]})", "small"))
-    for warning in findings.warnings[:3]:
-        lines.append((f"warning: {warning}"[:90], "small"))
     return lines
 
 
@@ -112,7 +112,8 @@ def render_summary(findings: Findings, reference: Volume) -> np.ndarray:
             ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest", aspect="equal")
             ax.set_title(f"{title}, slice {k + 1}", color="white", fontsize=10, pad=2)
     y = 0.9
-    sizes = {"head": (13, "bold", "#ffd54f"), "body": (12, "normal", "white"), "small": (10, "normal", "#cfd8dc")}
+    sizes = {"head": (13, "bold", "#ffd54f"), "body": (12, "normal", "white"), "small": (10, "normal", "#cfd8dc"),
+             "warning": (10, "bold", "#ff5252")}
     for text, style in _text_lines(findings):
         size, weight, colour = sizes[style]
         if style == "head":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicom_io.results.context import SERIES, ResultContext, created_time, save
+from dicom_io.results.context import SERIES, ResultContext, apply_character_set, created_time, save, text_neutral
 from dicom_io.results.pmap import heat_map
 from dicom_io.results.seg import tumour_segmentation
 from dicom_io.results.sr import measurement_report
@@ -48,7 +48,8 @@ def build_results(findings: Findings, sources: dict[str, list[Dataset]],
     ``sources``: SeriesInstanceUID → instance headers of every series the findings
     name; ``reference``: the reference-role volume (pixels for the summary image).
     """
-    ctx = ResultContext(findings, sources, created_time(findings))
+    neutral, charset = text_neutral(sources)
+    ctx = ResultContext(findings, neutral, created_time(findings))
     objects: list[tuple[str, str, Dataset]] = []
     segs = {role: tumour_segmentation(ctx, findings.masks[role]) for role in SEG_ROLES if role in findings.masks}
     if findings.reference_role not in segs:
@@ -63,7 +64,7 @@ def build_results(findings: Findings, sources: dict[str, list[Dataset]],
     mask = findings.masks[findings.reference_role]
     header = ctx.ordered_sources(mask.series_instance_uid, mask.sop_instance_uids, mask.frame_numbers)[0]
     objects.append(("sc", SERIES[("sc", "")].stem, summary_image(ctx, rgb, header, reference)))
-    return objects, png_bytes(rgb)
+    return [(kind, stem, apply_character_set(ds, charset)) for kind, stem, ds in objects], png_bytes(rgb)
 
 
 def write_results(findings: Findings, sources: dict[str, list[Dataset]], reference: Volume,
