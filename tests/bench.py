@@ -73,6 +73,35 @@ def _node(results: list) -> None:
     results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
 
 
+def _suite(path: str, artifacts: Path) -> tuple[float, int, int]:
+    """(seconds, tests run, tests failed) of one pytest file run as CI runs it."""
+    import xml.etree.ElementTree as ElementTree
+
+    report = artifacts / f"{Path(path).stem}.xml"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={report}"],
+                   cwd=REPO, capture_output=True, text=True, env={**os.environ, "GLIOMA_NODE_ARTIFACTS": str(artifacts)})
+    seconds = time.perf_counter() - start
+    suite = ElementTree.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    return seconds, int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+
+
+def _hostile(results: list) -> None:
+    """The hostile-input suite and the SIGKILL fault test, run as tests (their figures, not timings of one call)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = Path(tmp)
+        seconds, cases, failed = _suite("tests/test_hostile.py", artifacts)
+        results.append({"benchmark": f"hostile-input suite ({cases} cases against the running node)",
+                        "seconds": round(seconds, 1), "cases": cases, "failed": failed})
+        seconds, _, failed = _suite("tests/test_faults.py", artifacts)
+        figures = json.loads((artifacts / "fault-test.json").read_text()) if not failed else {}
+        results.append({"benchmark": "fault test: SIGKILL during receive and processing, 2 interleaved studies",
+                        "seconds": round(seconds, 1), "failed": failed, "kills": figures.get("kills"),
+                        "instances": figures.get("instances_acknowledged"), "studies": figures.get("studies"),
+                        "duplicates": figures.get("duplicates_at_pacs"), "seed": figures.get("seed")})
+
+
 def main() -> None:
     tolerate_nonconformant_values()
     config = load_config()
@@ -80,6 +109,7 @@ def main() -> None:
     segmentation_peak = _segmentation(results)
     _radiogenomics(results)
     _node(results)
+    _hostile(results)
     for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
                    "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom"):
         path = SHARED / folder
@@ -121,6 +151,12 @@ def main() -> None:
         if "storescp_s" in r:
             print(f"receive: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
                   f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)")
+    for r in results:
+        if "cases" in r:
+            print(f"hostile-input suite: {r['cases']} cases, {r['failed']} failed, {r['seconds']} s")
+        if "kills" in r:
+            print(f"fault test (seed {r['seed']}): {r['kills']} kills, {r['instances']} instances acknowledged, "
+                  f"{r['studies']} studies, duplicates at the PACS: {r['duplicates']}, failed: {r['failed']}")
     print(f"peak RSS of this process {record['peak_rss_mb']} MB; saved {out / 'bench.json'}")
 
 

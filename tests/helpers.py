@@ -1,6 +1,7 @@
 """Test helpers: where the shared data is, and exact geometry comparison of two grids."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,10 @@ SHARED = REPO.parent / "shared" / "data"
 def shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
+        # in CI the data is always laid beside the checkout: a missing file is a failure there,
+        # never a quiet skip that lets a third of the suite through untested
+        if os.environ.get("CI"):
+            pytest.fail(f"shared test data missing in CI: {path}")
         pytest.skip(f"shared test data missing: {path}")
     return path
 

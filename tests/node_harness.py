@@ -147,3 +147,88 @@ def orthanc_result_instances(orthanc, study_uid: str) -> list[dict]:
         if series[parent].get("SeriesDescription", "").startswith("glioma-node"):
             out.append({**instance, "series": series[parent]})
     return out
+
+
+class Sender:
+    """A scanner that remembers what the node acknowledged: each file of ``folder`` sent
+    by C-STORE on one association (in a thread), the SOP Instance UIDs answered 0x0000
+    kept in :attr:`acknowledged`. A killed node ends the association; :attr:`error` says so."""
+
+    def __init__(self, folder: Path, port: int, calling_ae: str = "GLIOMA_REPLAY"):
+        import threading
+
+        self.files = sorted(p for p in folder.rglob("*") if p.is_file())
+        self.port, self.calling_ae = port, calling_ae
+        self.acknowledged: list[str] = []
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import pydicom
+        from pynetdicom import AE
+
+        try:
+            ae = AE(ae_title=self.calling_ae)
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+            headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in self.files]
+            for pair in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers}:
+                ae.add_requested_context(*pair)
+            assoc = ae.associate("127.0.0.1", self.port, ae_title="GLIOMA_NODE")
+            if not assoc.is_established:
+                self.error = "association not established"
+                return
+            for path, header in zip(self.files, headers):
+                status = assoc.send_c_store(path)
+                if not status or not assoc.is_established:
+                    self.error = "association ended"
+                    return
+                if status.Status == 0x0000:
+                    self.acknowledged.append(str(header.SOPInstanceUID))
+            assoc.release()
+        except Exception as exc:  # noqa: BLE001 - a killed peer ends the sender, and that is what it reports
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait(self, timeout: float = 300) -> "Sender":
+        self.thread.join(timeout)
+        return self
+
+
+def sends_done(node: "RunningNode", study_uid: str) -> list[tuple[int, str]]:
+    """(version, target) of each finished send job of the study: a result set delivered
+    once to one target is one entry (Orthanc keeps a resent instance silently, so its
+    own count cannot show a duplicate)."""
+    return sorted((j.version, j.target) for j in node.state().jobs(study_uid) if j.kind == "send" and j.state == "done")
+
+
+class CountingPacs:
+    """A Storage SCP on 127.0.0.1 that keeps every reception: :attr:`received` lists the
+    SOP Instance UID of each C-STORE it got, repeats included, so a result sent twice
+    shows up as twice (Orthanc would keep the one copy silently)."""
+
+    def __init__(self, ae_title: str = "PACS"):
+        import threading
+
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+        self.port = free_port()
+        self.received: list[tuple[str, str]] = []  # (StudyInstanceUID, SOPInstanceUID)
+        self._lock = threading.Lock()
+        ae = AE(ae_title=ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+
+    def _on_store(self, event) -> int:
+        ds = event.dataset
+        with self._lock:
+            self.received.append((str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)))
+        return 0x0000
+
+    def for_study(self, study_uid: str) -> list[str]:
+        with self._lock:
+            return [sop for study, sop in self.received if study == study_uid]
+
+    def stop(self) -> None:
+        self.server.shutdown()

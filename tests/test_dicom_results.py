@@ -260,3 +260,35 @@ def test_without_radiogenomics_only_segmentation_objects_and_volumes(studies, tm
     assert objects == {"seg-t1c", "seg-flair", "report", "summary"}
     sr = pydicom.dcmread(tmp_path / "dicom" / "report.dcm")
     assert not any(p[-1] == "GN0001" for p in _concept_paths(sr))
+
+
+@pytest.mark.parametrize("charset, name", [
+    (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    (["ISO 2022 IR 6", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    (["", "ISO 2022 IR 149"], "Hong^Gildong=洪^吉洞=홍^길동"),
+    ("ISO_IR 192", "Wang^XiaoDong=王^小東"),
+    ("GB18030", "Wang^XiaoDong=王^小東"),
+    ("ISO_IR 100", "Müller^Jürgen"),
+])
+def test_any_character_set_a_scanner_writes_passes_through_unchanged(studies, config, tmp_path, charset, name):
+    source = studies[0]
+    folder = tmp_path / "in"
+    for series in source.series:
+        for instance in series.files.instances:
+            ds = pydicom.dcmread(instance.path)
+            ds.SpecificCharacterSet = charset
+            ds.PatientName = name
+            ds.StudyDescription = name.split("=")[-1]
+            target = folder / instance.path.relative_to(instance.path.parents[1])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(target)
+    (study,) = survey(scan(folder), config.sequences, decode=False)
+    findings, sources, reference = fabricated_findings(study)
+    objects = write_results(findings, sources, reference, tmp_path / "out")
+    assert len(objects) == 6
+    for obj in objects:
+        ds = pydicom.dcmread(obj.path)
+        assert ds.SpecificCharacterSet == charset, obj.kind
+        assert str(ds.PatientName) == name and ds.StudyDescription == name.split("=")[-1], obj.kind
+        dump = subprocess.run([require_tool("dcmdump"), "-q", str(obj.path)], capture_output=True)
+        assert dump.returncode == 0, dump.stderr

@@ -15,7 +15,8 @@ from pynetdicom import AE
 from dicom_io.scan import scan
 from dicom_io.uids import safe_part
 from node.spool import Spool, SpoolFull
-from tests.node_harness import (RunningNode, dcmsend, echo, node_config, orthanc_result_instances, storescu)
+from tests.node_harness import (RunningNode, Sender, dcmsend, echo, node_config, orthanc_result_instances, sends_done,
+                                storescu)
 from tests.servers import Orthanc, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("node")]
@@ -108,7 +109,8 @@ def test_study_from_storescu_comes_back_to_orthanc_once(cases, tmp_path, orthanc
         assert len(found) == RESULTS
         modalities = sorted(i["series"]["Modality"] for i in found)
         assert modalities == ["OT", "OT", "OT", "SEG", "SEG", "SR"], modalities  # the Parametric Maps are OT
-        assert time.monotonic() - started < 600
+        assert sends_done(node, _study_uid(cases[0])) == [(1, "pacs")]  # one result set, sent once
+        assert time.monotonic() - started < 300
     finally:
         node.stop()
 
@@ -156,6 +158,7 @@ def test_pacs_down_then_up_gets_the_results_once(cases, tmp_path):
         study = node.wait_study(uid, ("done", "failed"), timeout=120)
         assert study.state == "done", study.reason
         assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2  # no radiogenomics: no Parametric Maps
+        assert sends_done(node, uid) == [(1, "pacs")]
     finally:
         node.stop()
         if orthanc:
@@ -168,16 +171,19 @@ def test_kill_9_while_receiving_and_while_processing(cases, tmp_path, orthanc):
     node = RunningNode(config)
     uid = _study_uid(cases[0])
     try:
-        sender = storescu(cases[0], node.port, background=True)
+        sender = Sender(cases[0], node.port)
         deadline = time.monotonic() + 60
-        while len(list((node.data_dir / "spool").rglob("*.dcm"))) < 20:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        while len(sender.acknowledged) < 20:
+            assert time.monotonic() < deadline and sender.error is None, sender.error
+            time.sleep(0.02)
         node.kill()
-        sender.wait(timeout=60)
-        acknowledged = len(list((node.data_dir / "spool").rglob("*.dcm")))
+        sender.wait(60)
+        assert sender.error is not None and len(sender.acknowledged) < len(sender.files)  # cut off mid-study
         node.start()
-        assert len(list((node.data_dir / "spool").rglob("*.dcm"))) >= acknowledged
+        state = node.state()
+        lost = [sop for sop in sender.acknowledged if state.instance_location(sop) is None]
+        assert not lost, f"{len(lost)} acknowledged instance(s) lost"
+        assert node.state().study(uid).state == "received"  # the cut-off series waits, it is not processed
         assert storescu(cases[0], node.port).returncode == 0  # the scanner retries what failed
         node.wait_study(uid, ("processing",), timeout=120)
         time.sleep(3)
@@ -185,8 +191,11 @@ def test_kill_9_while_receiving_and_while_processing(cases, tmp_path, orthanc):
         node.start()
         study = node.wait_study(uid, ("done", "failed"))
         assert study.state == "done", study.reason
-        assert study.instances == _instances(cases[0])
-        assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2  # once, whatever the restarts
+        assert study.instances == _instances(cases[0]) and study.version == 1
+        (process,) = [j for j in node.state().jobs(uid) if j.kind == "process"]
+        assert process.attempts >= 2  # the interrupted job really ran again
+        assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2
+        assert sends_done(node, uid) == [(1, "pacs")]  # once, whatever the restarts
     finally:
         node.stop()
 

@@ -85,24 +85,38 @@ def test_tumour_matches_the_synthetic_truth(processed, synth_cohort, config):
         assert dice["whole_tumour"] >= 0.7, (case, dice)
 
 
-def test_a_study_without_t2_fails_with_a_reason_and_others_still_run(synth_cohort, tmp_path):
-    source = synth_cohort / "dicom" / "synth-0011-0000"
-    broken = tmp_path / "in" / "synth-0011-0000"
-    shutil.copytree(source, broken)
-    truth = json.loads((synth_cohort / "truth" / "synth-0011-0000.json").read_text())
-    t2_uids = {s["series_instance_uid"] for s in truth["series"] if s["role"] == "T2"}
+def test_broken_studies_fail_with_their_reasons_and_the_good_one_is_done(synth_cohort, tmp_path):
+    """Three studies in one folder: one without T2, one with a T1c slice whose pixel data
+    was cut short, one intact. Each broken one is `failed` with its own reason in its
+    findings.json; the intact one is `done` whatever order they come in."""
     import pydicom
 
-    for path in list(broken.rglob("*.dcm")):
-        if pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID in t2_uids:
+    from tests.node_harness import node_config
+
+    cases = sorted(p for p in (synth_cohort / "dicom").iterdir() if p.is_dir())[:3]
+    folders = [tmp_path / "in" / case.name for case in cases]
+    for case, folder in zip(cases, folders):
+        shutil.copytree(case, folder)
+    headers = {path: pydicom.dcmread(path, stop_before_pixels=True) for path in folders[0].rglob("*.dcm")}
+    truth = [json.loads((synth_cohort / "truth" / f"{case.name}.json").read_text()) for case in cases]
+    role_of = [{s["series_instance_uid"]: s["role"] for s in t["series"]} for t in truth]
+    for path, ds in headers.items():  # study 0: no T2
+        if role_of[0].get(ds.SeriesInstanceUID) == "T2":
             path.unlink()
+    t1c = sorted(p for p in folders[1].rglob("*.dcm")
+                 if role_of[1].get(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) == "T1c")
+    t1c[len(t1c) // 2].write_bytes(t1c[len(t1c) // 2].read_bytes()[:-2000])  # study 1: a truncated slice
+    config = node_config(tmp_path / "config", radiogenomics=False)
     out = tmp_path / "out"
-    result = _process(str(tmp_path / "in"), "--out", str(out))
-    assert result.returncode == 1
-    (folder,) = list(out.iterdir())
-    findings = json.loads((folder / "findings.json").read_text())
-    assert findings["status"] == "failed" and "T2" in findings["error"]
-    assert "FAILED" in result.stdout and "T2" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "node.cli", "--config", str(config), "process", str(tmp_path / "in"),
+                             "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    uids = [next(iter(scan(folder).studies)) for folder in folders]
+    findings = [json.loads((out / uid / "findings.json").read_text()) for uid in uids]
+    states = [f["status"] for f in findings]
+    assert states == ["failed", "failed", "done"], (states, result.stdout, result.stderr[-2000:])
+    assert "T2" in findings[0]["error"]
+    assert t1c[len(t1c) // 2].name in findings[1]["error"]
+    assert result.returncode == 1 and result.stdout.count("FAILED") == 2
 
 
 def test_every_study_gets_its_dicom_results(processed, synth_cohort, config):

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-seg")]
 # and 0.75) are not reached; these thresholds guard what is reached.
 WT_BRATS_SPACE = 0.68
 WT_NATIVE = 0.75
-BRATS23_WT_ML = (40.0, 200.0)
+BRATS23_WT_ML = (72.0, 121.0)  # ±25 % around the 96.7 ml measured
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,21 @@ def test_tcga_brats_space_against_the_fusion_of_five_brats_algorithms(figures):
     assert dice["whole_tumour"] >= WT_BRATS_SPACE, dice
 
 
-@pytest.mark.xfail(strict=True, reason="known failure: the brain extraction learned on synthetic heads takes the "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known failure: the brain extraction learned on synthetic heads takes the "
                    "whole head of this unstripped 5.5 mm scan as brain (2811 ml), so tumour is sought in scalp and "
                    "skull base; see the model card")
 def test_tcga_native_scanner_space_not_skull_stripped(figures):
     case = figures["tcga-native"]["network"]
     assert case["dice"]["whole_tumour"] >= WT_NATIVE, case["dice"]
     assert 1000 <= case["brain_volume_ml"] <= 1800, "brain extraction on the unstripped head"
+
+
+def test_tcga_native_case_runs_end_to_end(figures):
+    """The xfail above may only fail on its goal (raises=AssertionError): the case itself
+    must be read, segmented and measured."""
+    case = figures["tcga-native"]["network"]
+    assert 0.0 <= case["dice"]["whole_tumour"] <= 1.0 and case["brain_volume_ml"] > 500
+    assert set(case["dice"]) >= {"whole_tumour", "tumour_core", "enhancing_tumour"}
 
 
 def test_network_beats_the_threshold_baseline(figures):
