@@ -84,3 +84,16 @@ def safe_part(uid: object) -> str:
         return check_uid(uid).value
     except InvalidUid:
         return "x" + hashlib.sha256(str(uid or "").encode("utf-8", "replace")).hexdigest()[:40]
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def safe_file_name(name: object) -> str:
+    """A case or dataset name (from a folder or a label CSV) as a file name: itself when
+    it is a plain name (letters, digits, ``._-``, not starting with a dot), else a hash
+    as :func:`safe_part` makes, so a label file cannot point a cache outside its folder."""
+    text = str(name or "")
+    if _PLAIN_NAME.match(text) and ".." not in text:
+        return text
+    return "x" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:40]

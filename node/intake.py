@@ -269,7 +269,7 @@ def reconcile(spool: Spool, state: SqliteQueue) -> int:
                                             specific_tags=["SOPClassUID"]).SOPClassUID)
             if UID(sop_class) in MR_CLASSES:
                 added += state.record_instance(inspect(data, sop_class), str(path), "")
-        except (Refused, OSError, Exception) as exc:  # noqa: BLE001 - a file we did not check is kept, not used
+        except Exception as exc:  # noqa: BLE001 - Refused, OSError, a parse error: the file is kept, not used
             log.warning("spooled file not recorded: %s", exc, extra={"path": str(path)})
     if removed or added:
         log.info("reconciled spool", extra={"partials_removed": removed, "instances_added": added})

@@ -152,6 +152,8 @@ def main() -> None:
             print(f"receive: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
                   f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)")
     for r in results:
+        if "processed_twice" in r:
+            print(f"load: {r['processed']} studies processed, {r['processed_twice']} of them twice (goal 0)")
         if "cases" in r:
             print(f"hostile-input suite: {r['cases']} cases, {r['failed']} failed, {r['seconds']} s")
         if "kills" in r:

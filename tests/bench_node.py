@@ -150,6 +150,8 @@ def load(study: Path, work: Path, studies: int = 20, senders: int = 4) -> dict:
         received = time.perf_counter() - start
         done = [node.wait_study(uid, ("done", "failed"), timeout=3600) for uid in uids]
         seconds = time.perf_counter() - start
+        time.sleep(5)  # long enough for the assembly to start a needless second version, if it would
+        versions = [node.state().study(uid).version for uid in uids]
         peak = _peak_rss_mb(node.process.pid)
         expected = sum(1 for c in copies for p in c.rglob("*") if p.is_file())
         stored = len(list((node.data_dir / "spool").rglob("*.dcm")))
@@ -159,6 +161,7 @@ def load(study: Path, work: Path, studies: int = 20, senders: int = 4) -> dict:
             "seconds": round(seconds, 1), "receive_s": round(received, 1),
             "processed": sum(s.state == "done" for s in done), "failed": sum(s.state != "done" for s in done),
             "instances_expected": expected, "instances_stored": stored, "sender_errors": len(errors),
+            "processed_twice": sum(v > 1 for v in versions),
             "peak_rss_mb": round(peak)}
 
 

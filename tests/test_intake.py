@@ -162,3 +162,12 @@ def test_a_folder_with_a_traversal_uid_is_reported_never_used(tmp_path):
     (tmp_path / "in" / "a.dcm").write_bytes(part10(ds))
     result = scan(tmp_path / "in")
     assert result.studies == {} and "not a UID" in result.bad_files[0][1]
+
+
+def test_case_names_from_label_files_cannot_leave_the_cache():
+    from dicom_io.uids import safe_file_name
+
+    assert safe_file_name("BraTS2021_00001") == "BraTS2021_00001"
+    for crafted in ("../../etc/x", "..", ".hidden", "a/b", "", "x" * 200):
+        name = safe_file_name(crafted)
+        assert name.startswith("x") and "/" not in name and ".." not in name and len(name) <= 41

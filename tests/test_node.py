@@ -109,7 +109,7 @@ def test_study_from_storescu_comes_back_to_orthanc_once(cases, tmp_path, orthanc
         assert len(found) == RESULTS
         modalities = sorted(i["series"]["Modality"] for i in found)
         assert modalities == ["OT", "OT", "OT", "SEG", "SEG", "SR"], modalities  # the Parametric Maps are OT
-        assert sends_done(node, _study_uid(cases[0])) == [(1, "pacs")]  # one result set, sent once
+        assert sends_done(node, _study_uid(cases[0])) == [(1, "dicom:pacs")]  # one result set, sent once
         assert time.monotonic() - started < 300
     finally:
         node.stop()
@@ -158,7 +158,7 @@ def test_pacs_down_then_up_gets_the_results_once(cases, tmp_path):
         study = node.wait_study(uid, ("done", "failed"), timeout=120)
         assert study.state == "done", study.reason
         assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2  # no radiogenomics: no Parametric Maps
-        assert sends_done(node, uid) == [(1, "pacs")]
+        assert sends_done(node, uid) == [(1, "dicom:pacs")]
     finally:
         node.stop()
         if orthanc:
@@ -195,7 +195,7 @@ def test_kill_9_while_receiving_and_while_processing(cases, tmp_path, orthanc):
         (process,) = [j for j in node.state().jobs(uid) if j.kind == "process"]
         assert process.attempts >= 2  # the interrupted job really ran again
         assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2
-        assert sends_done(node, uid) == [(1, "pacs")]  # once, whatever the restarts
+        assert sends_done(node, uid) == [(1, "dicom:pacs")]  # once, whatever the restarts
     finally:
         node.stop()
 

@@ -169,3 +169,33 @@ def test_a_schema_1_database_is_migrated_in_place(tmp_path):
     db.close()
     queue = SqliteQueue(tmp_path / "state.db")
     assert queue.study("1.7").processed_instances == 1 and queue.arrived_after_processing() == []
+
+
+def test_status_never_prints_a_peer_s_control_characters(tmp_path):
+    from node.status import render
+
+    queue = SqliteQueue(tmp_path / "state.db")
+    crafted = "1.2.3\x1b[2J\x1b]0;owned\x07"  # clear screen, set the terminal title
+    queue.record_instance(instance(crafted, "1.2.3.1", "1.2.3.1.1"), "p", "")
+    queue.set_state(crafted, "failed", "description \x1b[31mred\r\x9b")
+    text = render(queue)
+    assert not any(ord(c) < 32 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in text)
+    assert "\\x1b[2J" in text and "\\x9b" in text
+
+
+def test_python_warnings_become_json_log_lines():
+    import warnings
+
+    from node.logs import configure
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure(logging.INFO, stream)
+        warnings.warn("a value that breaks its VR", UserWarning)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], root.level = saved
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines and lines[-1]["logger"] == "py.warnings" and "breaks its VR" in lines[-1]["message"]

@@ -12,7 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless
 
 from dicom_io.scan import scan
 from tests.helpers import REPO, require_tool
@@ -125,8 +127,15 @@ def test_a_failing_study_leaves_orthanc_serving_and_says_why(case, tmp_path):
         series = sorted(p for p in case.iterdir() if p.is_dir())
         for folder in series[:2]:  # two series: the study never has its four sequences
             shutil.copytree(folder, partial / folder.name)
-        subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "GLIOMA_ORTHANC", "+sd", "+r", "-nh", "127.0.0.1",
-                        str(orthanc.dicom_port), str(partial)], check=True, capture_output=True, timeout=600)
+        # a PACS forwards JPEG 2000 as it holds it (-R: no conversion); the plugin's Orthanc must take it
+        first = sorted((partial / series[0].name).iterdir())[0]
+        ds = pydicom.dcmread(first)
+        ds.compress(JPEG2000Lossless)
+        ds.save_as(first)
+        sent = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "GLIOMA_ORTHANC", "+sd", "+r", "-R", "-nh",
+                               "127.0.0.1", str(orthanc.dicom_port), str(partial)], capture_output=True, text=True,
+                              timeout=600)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
         uid = next(iter(scan(partial).studies))
         state = orthanc.wait(uid, ("failed", "done"), timeout=300)
         assert state["state"] == "failed" and "missing" in state["reason"], state

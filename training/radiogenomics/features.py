@@ -4,7 +4,7 @@ A case becomes a :class:`inference.radiogenomics.tumour_study.TumourStudy` exact
 inference: four sequences z-scored inside the brain on a 1 mm axis-aligned grid, with
 its BraTS labels. Cases with a mask file use it (ground truth, as published radiogenomic
 work does); cases without one (RSNA-MICCAI) are segmented by the segmentation model.
-The cache (``<cache>/<case>.npz``) holds the named image features and the encoder's
+The cache (``<cache>/<case>.npz``, the name through :func:`dicom_io.uids.safe_file_name`) holds the named image features and the encoder's
 input pieces, keyed by the radiomics settings' digest, so re-training (other
 heads, other splits) costs seconds, and an interrupted run resumes where it stopped.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dicom_io.nifti import read_nifti
+from dicom_io.uids import safe_file_name
 from inference.grid import Grid, canonical_grid, resample
 from inference.preprocess import ROLES
 from inference.radiogenomics import radiomics
@@ -116,8 +117,8 @@ def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], 
     """Extract every case not yet in ``cache``; returns case name → error for those that failed."""
     folder = cache / cache_key(params, encoder_config)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [(c, folder / f"{c.name}.npz", params, encoder_config, segmentation_model) for c in cases
-            if not (folder / f"{c.name}.npz").exists()]
+    todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in cases
+            if not (folder / f"{safe_file_name(c.name)}.npz").exists()]
     errors: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc="features", unit="case", disable=not progress)
     if workers > 1 and len(todo) > 1:
@@ -144,7 +145,7 @@ def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], e
     folder = cache / cache_key(params, encoder_config)
     kept, feats, crops = [], [], []
     for case in cases:
-        path = folder / f"{case.name}.npz"
+        path = folder / f"{safe_file_name(case.name)}.npz"
         if not path.exists():
             continue
         with np.load(path) as data:
