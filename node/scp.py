@@ -33,7 +33,7 @@ from node import reactor
 from node.config import Config
 from node.intake import Intake, StoreStatus
 from node.spool import Spool
-from node.state import SqliteQueue
+from node.state import AssociationState, SqliteQueue
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,15 @@ class StorageScp:
             event.assoc.kill()
 
     def _on_rejected(self, event: evt.Event) -> None:
-        primitive = event.assoc.requestor.primitive
-        if primitive is not None and self.ae.require_called_aet \
-                and primitive.called_ae_title.strip() != self.ae.ae_title.strip():
-            self.counters.add("associations_rejected")
-            log.warning("association rejected: called AE title is not ours",
-                        extra={"called_ae": primitive.called_ae_title.strip(), "address": event.assoc.requestor.address})
+        """pynetdicom's own rejections: another called AE title, or too many associations."""
+        self.counters.add("associations_rejected")
+        answer = event.assoc.acceptor.primitive
+        reason = {0x07: "called AE title is not ours", 0x02: "too many associations"}.get(
+            getattr(answer, "diagnostic", None), "rejected")
+        requested = event.assoc.requestor.primitive
+        log.warning("association rejected: %s", reason,
+                    extra={"called_ae": requested.called_ae_title.strip() if requested else None,
+                           "address": event.assoc.requestor.address})
 
     def _on_accepted(self, event: evt.Event) -> None:
         event.assoc.glioma_id = uuid.uuid4().hex
@@ -113,12 +116,12 @@ class StorageScp:
                                       event.assoc.requestor.address)
 
     def _on_released(self, event: evt.Event) -> None:
-        self._closed(event, "released")
+        self._closed(event, AssociationState.RELEASED)
 
     def _on_aborted(self, event: evt.Event) -> None:
-        self._closed(event, "aborted")
+        self._closed(event, AssociationState.ABORTED)
 
-    def _closed(self, event: evt.Event, how: str) -> None:
+    def _closed(self, event: evt.Event, how: AssociationState) -> None:
         association = getattr(event.assoc, "glioma_id", None)
         if association:  # a connection closed without release or abort counts as aborted
             self.queue.association_closed(association, how)

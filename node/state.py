@@ -13,6 +13,7 @@ queued again at the next start, and every job's output is idempotent (same UIDs)
 """
 from __future__ import annotations
 
+import enum
 import sqlite3
 import threading
 import time
@@ -22,7 +23,15 @@ from typing import Protocol
 
 STUDY_STATES = ("received", "waiting", "processing", "sending", "done", "failed")
 SCHEMA_VERSION = 2  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
-ASSOCIATION_STATES = ("open", "released", "aborted", "interrupted")  # interrupted: open when the node died
+
+
+class AssociationState(str, enum.Enum):
+    """How an association stands; INTERRUPTED: it was open when the node died."""
+
+    OPEN = "open"
+    RELEASED = "released"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies(
@@ -107,7 +116,7 @@ class JobQueue(Protocol):
     def record_instance(self, instance: Received, path: str, association: str) -> bool: ...
     def instance_location(self, sop_uid: str) -> tuple[str, str] | None: ...
     def association_opened(self, association: str, calling_ae: str, address: str) -> None: ...
-    def association_closed(self, association: str, state: str = "released") -> None: ...
+    def association_closed(self, association: str, state: AssociationState = AssociationState.RELEASED) -> None: ...
     def has_open_association(self, study_uid: str) -> bool: ...
     def broken_series(self, study_uid: str) -> set[str]: ...
     def studies(self, states: tuple[str, ...] | None = None) -> list[Study]: ...
@@ -214,14 +223,15 @@ class SqliteQueue:
             db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state) "
                        "VALUES (?,?,?,?,'open')", (association, calling_ae, address, time.time()))
 
-    def association_closed(self, association: str, state: str = "released") -> None:
-        """An association ended: ``released`` (A-RELEASE) or ``aborted`` (A-ABORT, lost
-        connection); only the first report counts."""
-        if state not in ASSOCIATION_STATES[1:]:
-            raise ValueError(f"unknown association end {state!r}")
+    def association_closed(self, association: str,
+                           state: AssociationState = AssociationState.RELEASED) -> None:
+        """An association ended: RELEASED (A-RELEASE) or ABORTED (A-ABORT, lost
+        connection, network timeout); only the first report counts."""
+        if state not in (AssociationState.RELEASED, AssociationState.ABORTED):
+            raise ValueError(f"an association ends released or aborted, not {state!r}")
         with self._tx() as db:
             db.execute("UPDATE associations SET state=?, closed_at=? WHERE id=? AND state='open'",
-                       (state, time.time(), association))
+                       (AssociationState(state).value, time.time(), association))
 
     def has_open_association(self, study_uid: str) -> bool:
         row = self._db().execute(

@@ -11,7 +11,7 @@ import pytest
 from node.assembly import series_complete
 from node.config import ConfigError, with_overrides
 from node.logs import JsonFormatter, pseudonym
-from node.state import Received, Series, SqliteQueue
+from node.state import AssociationState, Received, Series, SqliteQueue
 from node.worker import backoff_s
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -144,11 +144,11 @@ def test_incomplete_series_are_named_in_warnings():
 
 def test_an_aborted_association_counts_as_cut_off_a_released_one_does_not(tmp_path):
     queue = SqliteQueue(tmp_path / "state.db")
-    for name, end in (("a1", "aborted"), ("a2", "released")):
+    for name, end in (("a1", AssociationState.ABORTED), ("a2", AssociationState.RELEASED)):
         queue.association_opened(name, "STORESCU", "127.0.0.1")
         queue.record_instance(instance("1.6", f"1.6.{name[-1]}", f"1.6.{name[-1]}.1", expected=3), "p", name)
         queue.association_closed(name, end)
-        queue.association_closed(name, "aborted")  # the connection closing afterwards changes nothing
+        queue.association_closed(name, AssociationState.ABORTED)  # the connection closing afterwards changes nothing
     assert queue.broken_series("1.6") == {"1.6.1"}
 
 
