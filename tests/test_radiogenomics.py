@@ -149,8 +149,9 @@ def test_trained_model_predicts_and_explains_a_new_case(trained):
         assert all(0 <= p <= 1 for p in result.probabilities.values())
         assert result.risk is not None and result.risk[2] in ("high", "low")
         assert any("age unknown" in w for w in result.warnings)
+        assert set(result.cams) == {"mgmt", "idh"}  # a heat map per prediction, never an empty dict
         for target, cam in result.cams.items():
-            assert cam.shape == labels.shape and 0 <= cam.min() and cam.max() <= 1.0
+            assert cam.shape == labels.shape and 0 <= cam.min() and 0 < cam.max() <= 1.0
         if variants.get("mgmt") == "attention":
             assert abs(sum(result.attention["mgmt"].values()) - 1) < 1e-3
         assert result.attributions["mgmt"] and "shap" in result.attributions["mgmt"][0]
