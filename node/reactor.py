@@ -3,7 +3,8 @@
 pynetdicom 3.0's ``Association._run_reactor`` sleeps 1 ms before it looks for each
 DIMSE message, and its DUL thread sleeps 1 ms whenever a loop found nothing to do, so
 every C-STORE waits one to two milliseconds for nothing: a third of the time of a
-one-association transfer of 800 instances. :func:`install` swaps in the same loop
+one-association transfer of 800 instances. :func:`install` swaps in, for the
+associations the node accepts (requestors keep the stock loop), the same loop
 waiting on the message queue (it wakes when a message arrives, and still checks for
 release, abort, a dead DUL and the network timeout every millisecond), and shortens
 the DUL's idle delay of the node's associations. It changes nothing else and only
@@ -26,6 +27,13 @@ _original = Association._run_reactor
 
 
 def _run_reactor(self: Association) -> None:
+    if not self.is_acceptor:
+        # A requestor pauses its reactor to send and then reads the answer itself; waiting
+        # on the queue here would widen pynetdicom's pause race until this loop takes the
+        # C-STORE-RSP meant for send_c_store ("Received unexpected C-STORE service
+        # message", then a DIMSE timeout). The node's dispatch, and a replay run in the
+        # same process as the node (make demo), keep the stock loop.
+        return _original(self)
     self._is_paused = False
     while not self._kill:
         self._is_paused = True
