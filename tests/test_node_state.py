@@ -199,3 +199,18 @@ def test_python_warnings_become_json_log_lines():
         root.handlers[:], root.level = saved
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines and lines[-1]["logger"] == "py.warnings" and "breaks its VR" in lines[-1]["message"]
+
+
+def test_requestor_associations_keep_pynetdicom_s_own_loop(monkeypatch):
+    """The node's queue-waiting loop is for associations it accepts; a requestor (the
+    node's dispatch, a replay in the same process) must keep the stock loop, whose pause
+    before each send keeps the loop off the response the sender waits for."""
+    from types import SimpleNamespace
+
+    from node import reactor
+
+    stock: list = []
+    monkeypatch.setattr(reactor, "_original", stock.append)
+    requestor = SimpleNamespace(is_acceptor=False)
+    reactor._run_reactor(requestor)
+    assert stock == [requestor]
