@@ -80,14 +80,11 @@ def read_header(path: Path) -> Dataset:
         raise UnreadableDicomError(f"{path}: cannot be read: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on corrupt data (ValueError, struct.error, ...)
         raise UnreadableDicomError(f"{path}: corrupt DICOM header: {exc.__class__.__name__}: {exc}") from exc
-    missing = [kw for kw in _REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
-    if missing:
-        raise UnreadableDicomError(f"{path}: missing {', '.join(missing)}; every instance needs these UIDs")
     for keyword in _REQUIRED_UIDS:  # a UID names folders and result objects: only real UIDs pass
         try:
             setattr(ds, keyword, check_uid(ds.get(keyword), keyword).value)
         except InvalidUid as exc:
-            raise UnreadableDicomError(f"{path}: {exc}") from exc
+            raise UnreadableDicomError(f"{path}: {exc}; every instance needs these three UIDs") from exc
     return ds
 
 

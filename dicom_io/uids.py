@@ -83,7 +83,12 @@ def safe_part(uid: object) -> str:
     try:
         return check_uid(uid).value
     except InvalidUid:
-        return "x" + hashlib.sha256(str(uid or "").encode("utf-8", "replace")).hexdigest()[:40]
+        return _hashed(uid)
+
+
+def _hashed(value: object) -> str:
+    """``x`` + a SHA-256 prefix: the name of anything that may not name itself."""
+    return "x" + hashlib.sha256(str(value or "").encode("utf-8", "replace")).hexdigest()[:40]
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -94,6 +99,4 @@ def safe_file_name(name: object) -> str:
     it is a plain name (letters, digits, ``._-``, not starting with a dot), else a hash
     as :func:`safe_part` makes, so a label file cannot point a cache outside its folder."""
     text = str(name or "")
-    if _PLAIN_NAME.match(text) and ".." not in text:
-        return text
-    return "x" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:40]
+    return text if _PLAIN_NAME.match(text) and ".." not in text else _hashed(text)

@@ -23,6 +23,8 @@ from node.spool import Spool
 from node.state import Series, SqliteQueue, Study
 
 log = logging.getLogger(__name__)
+# the reason a study carries while it is processed at the force timeout (the worker warns on it)
+FORCED = "forced: some series may be incomplete"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def decide(study: Study, queue: SqliteQueue, spool: Spool, config: Config, now: 
         return Decision(study.study_uid, "none")  # nothing new since the last survey
     missing, found = missing_roles(spool, study.study_uid, config)
     if not missing:
-        return Decision(study.study_uid, "process", "forced: some series may be incomplete" if forced and not complete
+        return Decision(study.study_uid, "process", FORCED if forced and not complete
                         else "required roles complete")
     reason = f"missing {', '.join(missing)} (found {', '.join(found) or 'none'})"
     if forced:

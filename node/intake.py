@@ -5,8 +5,9 @@ Storage SCP, the Orthanc plugin); :func:`reconcile` records what the spool holds
 a crash with the same checks. The checks are the cheap ones that catch what would
 otherwise fail late, after the instance was acknowledged:
 
-* the header parses, and the dataset body is encoded as the transfer syntax under
-  which it arrived says (explicit or implicit VR; native or encapsulated pixels);
+* the header parses, no element's length field runs past the end of the data, and
+  the dataset body is encoded as the transfer syntax under which it arrived says
+  (explicit or implicit VR; native or encapsulated pixels);
 * Study, Series and SOP Instance UID are UIDs (:func:`dicom_io.uids.check_uid`): a
   value such as ``../../tmp/x`` is refused, never used; trailing padding and leading
   zeros are tolerated with a logged warning;
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (UID, EnhancedMRImageStorage, ExplicitVRBigEndian, ImplicitVRLittleEndian,
                          LegacyConvertedEnhancedMRImageStorage, MRImageStorage)
 
@@ -186,6 +188,17 @@ def _check_pixels(ds: Dataset, data: bytes, offset: int, syntax: UID) -> None:
                       f"{samples} sample(s) × {bits} bits need {expected}")
 
 
+def _check_lengths(ds: Dataset) -> None:
+    """pydicom stops quietly at the end of the data and keeps what it read of an element
+    whose length field runs past it; such a data set is cut short or crafted."""
+    for element in ds.elements():
+        value = getattr(element, "value", None)
+        length = getattr(element, "length", 0)
+        if isinstance(value, bytes) and length != _UNDEFINED and len(value) < length:
+            raise Refused(StoreStatus.CANNOT_UNDERSTAND,
+                          f"element {element.tag} claims {length} bytes but the data set ends after {len(value)}")
+
+
 def inspect(data: bytes, sop_class: str) -> Received:
     """Check one MR instance (a Part 10 byte string whose file meta names the transfer
     syntax it arrived in); its facts, or :class:`Refused` (see the module doc)."""
@@ -201,7 +214,9 @@ def inspect(data: bytes, sop_class: str) -> Received:
                       f"the header cannot be parsed: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not syntax.is_transfer_syntax:
         raise Refused(StoreStatus.CANNOT_UNDERSTAND, f"unknown transfer syntax {syntax}")
-    if not syntax.is_deflated:  # a deflated body is checked by parsing it (above) only
+    _check_lengths(ds)
+    raw = not syntax.is_deflated  # a deflated body is checked by parsing it (above) only
+    if raw:
         _check_body_encoding(data, syntax)
     checked, tolerated = {}, []
     for keyword in _UID_KEYWORDS:
@@ -211,7 +226,7 @@ def inspect(data: bytes, sop_class: str) -> Received:
             raise Refused(StoreStatus.INVALID_UID, str(exc)) from exc
         checked[keyword] = uid.value
         tolerated += [f"{keyword}: {t}" for t in uid.tolerated]
-    if not syntax.is_deflated:
+    if raw:
         _check_pixels(ds, data, pixel_offset, syntax)
     return Received(checked["StudyInstanceUID"], checked["SeriesInstanceUID"], checked["SOPInstanceUID"],
                     str(sop_class), expected_instances(ds), pseudonym(str(values["PatientID"] or "")),
@@ -264,11 +279,10 @@ def reconcile(spool: Spool, state: SqliteQueue) -> int:
         if str(path) in known:
             continue
         try:
-            data = path.read_bytes()
-            sop_class = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                                            specific_tags=["SOPClassUID"]).SOPClassUID)
+            # the spool holds Part 10 files the intake wrote: the meta names the class
+            sop_class = str(read_file_meta_info(path).MediaStorageSOPClassUID)
             if UID(sop_class) in MR_CLASSES:
-                added += state.record_instance(inspect(data, sop_class), str(path), "")
+                added += state.record_instance(inspect(path.read_bytes(), sop_class), str(path), "")
         except Exception as exc:  # noqa: BLE001 - Refused, OSError, a parse error: the file is kept, not used
             log.warning("spooled file not recorded: %s", exc, extra={"path": str(path)})
     if removed or added:

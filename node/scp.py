@@ -119,11 +119,12 @@ class StorageScp:
         self._closed(event, AssociationState.RELEASED)
 
     def _on_aborted(self, event: evt.Event) -> None:
+        """A-ABORT, a network timeout, or a connection closed (after a release this changes nothing)."""
         self._closed(event, AssociationState.ABORTED)
 
     def _closed(self, event: evt.Event, how: AssociationState) -> None:
         association = getattr(event.assoc, "glioma_id", None)
-        if association:  # a connection closed without release or abort counts as aborted
+        if association:  # rejected associations were never recorded
             self.queue.association_closed(association, how)
 
     def _on_echo(self, event: evt.Event) -> int:

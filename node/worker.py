@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_io.uids import safe_part
 from inference.lifetime import die_with_parent
-from node.assembly import incomplete_series
+from node.assembly import FORCED, incomplete_series
 from node.config import Config
 from node.dispatch import DispatchError, send, targets
-from dicom_io.uids import safe_part
 from node.spool import Spool
-from node.state import Job, SqliteQueue
+from node.state import Job, SqliteQueue, Study
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,11 @@ def _queue_sends(job: Job, config: Config, queue: SqliteQueue, paths: Paths, stu
     return len(planned)
 
 
-def processing_warnings(queue: SqliteQueue, study_uid: str) -> list[str]:
+def processing_warnings(queue: SqliteQueue, study: Study) -> list[str]:
     """What the results must say about the data they were computed on: series with fewer
     instances than announced, and a study processed at the force timeout."""
-    warnings = incomplete_series(queue.series(study_uid))
-    study = queue.study(study_uid)
-    if study is not None and (study.reason or "").startswith("forced"):
+    warnings = incomplete_series(queue.series(study.study_uid))
+    if study.reason == FORCED:
         warnings.append(f"processed at the force timeout, not because every series was complete ({study.reason})")
     return warnings
 
@@ -92,13 +91,14 @@ def run_process(job: Job, config: Config, models, queue: SqliteQueue, paths: Pat
     started = time.time()
     processed: dict[str, int] = {}
     if findings is None or findings.get("status") != "done":
-        warnings = processing_warnings(queue, job.study_uid)
+        study = queue.study(job.study_uid)
+        warnings = processing_warnings(queue, study) if study else []
         outcomes = process(Spool(paths.spool).study_dir(job.study_uid), folder, config, models, warnings)
         outcome = next((o for o in outcomes if o.study_instance_uid == job.study_uid), None)
-        snapshot = queue.study(job.study_uid)
-        if outcome is not None and snapshot is not None:  # never below the snapshot the assembly decided on,
-            # so a recorded file the scan cannot use does not look new forever
-            processed["processed_instances"] = max(outcome.instances, snapshot.processed_instances or 0)
+        if outcome is not None:  # never below the snapshot the assembly decided on, so a
+            # recorded file the scan cannot use does not look new forever
+            snapshot = study.processed_instances if study else None
+            processed["processed_instances"] = max(outcome.instances, snapshot or 0)
         if outcome is None or outcome.status != "done":
             reason = outcome.error if outcome else "no readable study in the spool"
             queue.fail(job.id, reason)

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+import zlib
 from io import BytesIO
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def _crafted() -> list[tuple[str, object, int]]:
     """(name, how to build it, the status the node must answer) of each crafted C-STORE."""
     def with_(**change):
         def build():
-            ds = mr_dataset(hash(str(change)) % 10000)
+            # a SOP Instance UID of its own per case, the same in every run
+            ds = mr_dataset(zlib.crc32(repr(sorted(change.items())).encode()) % 100_000 + 100)
             for keyword, value in change.items():
                 if value is None:
                     delattr(ds, keyword)

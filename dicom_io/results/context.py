@@ -162,9 +162,9 @@ def text_neutral(sources: dict[str, list[Dataset]]) -> tuple[dict[str, list[Data
         for ds in sources[uid]:
             if charset is None and "SpecificCharacterSet" in ds:
                 charset = ds.SpecificCharacterSet
-            ds.decode()  # text values become str, read in the dataset's own character set
             view = Dataset()
             view.update(ds)
+            view.decode()  # text values become str, read in the dataset's own character set
             if "SpecificCharacterSet" in view:
                 del view.SpecificCharacterSet
             views[uid].append(view)
