@@ -5,7 +5,9 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
+from inference.brain_extraction import BrainExtractor
 from inference.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
+from inference.preprocess import ROLES
 from inference.radiogenomics.model import POSITIVE, RadiogenomicModel
 from inference.radiogenomics.tumour_study import tumour_study
 from inference.segmentation import Segmentation, segment
@@ -17,6 +19,7 @@ from inference.study import StudyInput
 class Models:
     """The loaded models a study runs through (see :func:`inference.segmenters.load_segmenter`).
 
+    ``brain_extractor``: deepbet unless configured otherwise (:mod:`inference.brain_extraction`).
     ``radiogenomics`` None: segmentation only. ``thresholds`` override the stored decision
     thresholds per target (None keeps the model's); ``workers``: radiomics processes.
     """
@@ -26,6 +29,7 @@ class Models:
     radiogenomics: RadiogenomicModel | None = None
     thresholds: dict[str, float | None] = field(default_factory=dict)
     workers: int = 1
+    brain_extractor: BrainExtractor = field(default_factory=BrainExtractor)
 
 
 def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tuple[Radiogenomics, dict, list[str]]:
@@ -57,8 +61,8 @@ def analyze(study: StudyInput, models: Models) -> Findings:
     predict MGMT, IDH and the risk group with their explanations; masks and heat maps are
     given on the source grids."""
     start = time.perf_counter()
-    seg = segment(study.volumes, models.segmenter, same_frame=study.shared_frame_of_reference,
-                  min_component_ml=models.min_component_ml)
+    seg = segment(study.volumes, models.segmenter, models.brain_extractor,
+                  same_frame=study.shared_frame_of_reference, min_component_ml=models.min_component_ml)
     masks = {}
     for role, labels in seg.source_labels.items():
         volume = study.volumes[role]
@@ -66,11 +70,15 @@ def analyze(study: StudyInput, models: Models) -> Findings:
                                 list(volume.sop_instance_uids), volume.frame_numbers)
     timings = {f"segmentation_{k}": v for k, v in seg.timings_s.items()}
     warnings = list(study.warnings) + seg.warnings
-    model_list = [{"task": "segmentation", **seg.model}]
+    model_list = [seg.brain_extraction, {"task": "segmentation", **seg.model}]
     radiogenomics = None
+    lacking = [r for r in ROLES if r not in seg.prepared.channels]
     if models.radiogenomics is not None:
         model_list.append({"task": "radiogenomics", **models.radiogenomics.describe()})
-        if (seg.labels > 0).any():
+        if lacking:
+            warnings.append(f"MGMT, IDH and risk withheld: the radiogenomic model was trained on FLAIR, T1, T1c and "
+                            f"T2 and this study lacks {', '.join(lacking)}")
+        elif (seg.labels > 0).any():
             radiogenomics, rg_timings, rg_warnings = _radiogenomics(study, seg, models)
             timings.update(rg_timings)
             warnings += rg_warnings

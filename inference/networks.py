@@ -17,7 +17,7 @@ ARCHITECTURES = ("SegResNet", "DynUNet", "UNet", "SwinUNETR")
 # stays ~1.2 M parameters (about 5 MB) so it trains on a CPU and runs in seconds.
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "class": "SegResNet",
-    "kwargs": {"spatial_dims": 3, "in_channels": 4, "out_channels": 4, "init_filters": 8,
+    "kwargs": {"spatial_dims": 3, "in_channels": 4, "out_channels": 3, "init_filters": 8,
                "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1], "dropout_prob": 0.1},
 }
 

@@ -64,19 +64,28 @@ def volume_grid(volume: Volume) -> Grid:
     return Grid(volume.shape, volume.affine)
 
 
-def prepare(volumes: Mapping[str, Volume], reference_role: str = "T1c", spacing_mm: float = 1.0,
-            same_frame: bool = True, multiple: int = 16, roles: tuple[str, ...] = ROLES) -> PreparedStudy:
+# The series every other one is registered to, best first: T1c shows the tumour parts
+# SEG and Grad-CAM are read on; FLAIR defines the whole tumour when there is no T1.
+REFERENCE_ORDER = ("T1c", "T1", "FLAIR", "T2")
+
+
+def prepare(volumes: Mapping[str, Volume], reference_role: str | None = None, spacing_mm: float = 1.0,
+            same_frame: bool = True, multiple: int = 16, roles: tuple[str, ...] | None = None) -> PreparedStudy:
     """Co-register ``volumes`` (role → Volume) to ``reference_role`` and resample them.
 
+    ``roles``: the roles to prepare (default: those of :data:`ROLES` present);
+    ``reference_role``: default the first present of :data:`REFERENCE_ORDER`.
     ``same_frame``: the series share a Frame of Reference (registration starts from the
     scanner alignment). ``multiple``: grid dimensions are rounded up to a multiple of it
     (a network that halves its input four times needs 16).
     Raises :class:`PreprocessingError` naming the missing roles.
     """
+    roles = roles or tuple(r for r in ROLES if r in volumes)
     missing = [r for r in roles if r not in volumes]
-    if missing:
-        raise PreprocessingError(f"sequences missing for segmentation: {', '.join(missing)} "
+    if missing or not roles:
+        raise PreprocessingError(f"sequences missing for segmentation: {', '.join(missing) or 'all'} "
                                  f"(found {', '.join(sorted(volumes)) or 'none'})")
+    reference_role = reference_role or next(r for r in REFERENCE_ORDER if r in roles)
     reference = volumes[reference_role]
     ref_grid = volume_grid(reference)
     grid = canonical_grid(ref_grid.corners(), spacing_mm, multiple)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from inference.brain_extraction import BrainExtractor, BrainMask
 from inference.grid import Grid
-from inference.preprocess import PreparedStudy, prepare
+from inference.preprocess import ROLES, PreparedStudy, PreprocessingError, prepare
 from inference.regions import labels_from_regions, volumes_ml
 from inference.segmenters.base import RegionMaps, Segmenter
 from inference.volume import Volume
@@ -25,19 +26,22 @@ class Segmentation:
 
     ``labels`` is uint8 BraTS labels on ``grid`` (1 mm canonical); ``source_labels[role]``
     the same labels on the grid of that role's source series (what SEG objects and
-    ``labels.nii.gz`` carry). ``timings_s`` in seconds; ``volumes_ml`` in millilitres.
+    ``labels.nii.gz`` carry). ``brain`` is the brain mask on ``grid`` and
+    ``brain_extraction`` how it was made (extractor, series). ``timings_s`` in seconds;
+    ``volumes_ml`` and ``brain_volume_ml`` in millilitres.
     """
 
     grid: Grid
     labels: np.ndarray
     source_labels: dict[str, np.ndarray]
-    brain: np.ndarray | None
+    brain: np.ndarray
     volumes_ml: dict[str, float]
-    brain_volume_ml: float | None
+    brain_volume_ml: float
     model: dict[str, str]
     prepared: PreparedStudy
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    brain_extraction: dict[str, str] = field(default_factory=dict)
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -67,31 +71,53 @@ def _to_source(prepared: PreparedStudy, maps: RegionMaps, role: str, threshold: 
     return compose(on_source, threshold, int(min_voxels * scale))
 
 
-def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, same_frame: bool = True,
-            min_component_ml: float = 0.3, threshold: float = 0.5) -> Segmentation:
-    """Segment the study made of ``volumes`` (role → Volume; FLAIR, T1, T1c, T2).
+def missing_input_warnings(present: tuple[str, ...] | list[str], segmenter: Segmenter) -> list[str]:
+    """What a study segmented without some of the four sequences must say about it."""
+    missing = [r for r in ROLES if r not in present]
+    if not missing:
+        return []
+    lines = [f"segmented without {', '.join(missing)}: {segmenter.describe()['name']} ran on "
+             f"{', '.join(r for r in ROLES if r in present)} only"]
+    if "T1c" in missing:
+        lines.append("no T1c: tumour core and enhancing tumour cannot be told apart from edema and are not reported")
+    return lines
 
-    ``min_component_ml``: tumour islands smaller than this are dropped (noise, vessels).
+
+def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: BrainExtractor | None = None,
+            same_frame: bool = True, min_component_ml: float = 0.3, threshold: float = 0.5) -> Segmentation:
+    """Segment the study made of ``volumes`` (role → Volume; FLAIR, T1, T1c, T2, or the
+    subset of them ``segmenter.required_roles`` allows).
+
+    ``extractor``: brain extraction (default: deepbet, see :mod:`inference.brain_extraction`);
+    tumour is only sought inside its mask. ``min_component_ml``: tumour islands smaller
+    than this are dropped (noise, vessels).
     """
+    needed = [r for r in segmenter.required_roles if r not in volumes]
+    if needed:
+        raise PreprocessingError(f"{segmenter.describe()['name']} needs {', '.join(segmenter.required_roles)}; "
+                                 f"this study lacks {', '.join(needed)} (found {', '.join(sorted(volumes)) or 'none'})")
+    extractor = extractor or BrainExtractor()
     t0 = time.perf_counter()
     prepared = prepare(volumes, same_frame=same_frame)
     t1 = time.perf_counter()
-    maps = segmenter.predict(prepared)
+    brain: BrainMask = extractor.extract(prepared)
     t2 = time.perf_counter()
+    maps = segmenter.predict(prepared, brain.mask)
+    # Tumour only inside the brain (two voxels of margin for partial volume at its surface).
+    inside = ndimage.binary_dilation(brain.mask, iterations=2).astype(np.float32)
+    core = maps.tumour_core * inside if "T1c" in prepared.channels else np.zeros_like(maps.tumour_core)
+    enhancing = maps.enhancing_tumour * inside if "T1c" in prepared.channels else np.zeros_like(core)
+    maps = RegionMaps(maps.whole_tumour * inside, core, enhancing)
+    t3 = time.perf_counter()
     min_voxels = int(round(min_component_ml / prepared.grid.voxel_ml))
     labels = compose(maps, threshold, min_voxels)
     source = {role: _to_source(prepared, maps, role, threshold, min_voxels) for role in prepared.source_grids}
-    t3 = time.perf_counter()
-    warnings = list(prepared.warnings)
-    brain_ml = None
-    if maps.brain is not None:
-        brain_ml = round(float(maps.brain.sum()) * prepared.grid.voxel_ml, 1)
-        if not 700 <= brain_ml <= 2200:
-            warnings.append(f"brain volume {brain_ml:.0f} ml is outside 700-2200 ml: check the field of view "
-                            "and that the series show a whole brain")
+    t4 = time.perf_counter()
+    warnings = list(prepared.warnings) + brain.warnings() + missing_input_warnings(list(prepared.channels), segmenter)
     volumes = volumes_ml(labels, prepared.grid.voxel_ml)
     if volumes["whole_tumour"] == 0:
         warnings.append("no tumour found")
-    return Segmentation(prepared.grid, labels, source, maps.brain, volumes, brain_ml, segmenter.describe(), prepared,
-                        {"preprocess": round(t1 - t0, 2), "inference": round(t2 - t1, 2),
-                         "postprocess": round(t3 - t2, 2)}, warnings)
+    return Segmentation(prepared.grid, labels, source, brain.mask, volumes, brain.volume_ml, segmenter.describe(),
+                        prepared, {"preprocess": round(t1 - t0, 2), "brain_extraction": round(t2 - t1, 2),
+                         "inference": round(t3 - t2, 2), "postprocess": round(t4 - t3, 2)}, warnings,
+                        {**extractor.describe(), "method": brain.method, "series_role": brain.role or ""})

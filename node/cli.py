@@ -106,7 +106,8 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
 
     settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
                              validate_every=args.validate_every, init=args.init,
-                             learning_rate=args.learning_rate)
+                             learning_rate=args.learning_rate, resume=args.resume, threads=args.threads,
+                             stop_after=args.stop_after)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
     print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-every", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
     p.add_argument("--init", type=Path, default=None, help="model directory to fine-tune instead of starting afresh")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint.pt is in --out (same --iterations)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="steps to run in this sitting; then checkpoint and stop (continue with --resume)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)

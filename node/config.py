@@ -122,6 +122,8 @@ class Assembly(_Strict):
         bad = [r for r in roles if r not in ROLE_NAMES]
         if bad:
             raise ValueError(f"unknown role(s) {bad}; roles are {', '.join(ROLE_NAMES)}")
+        if "FLAIR" not in roles:
+            raise ValueError("FLAIR must be required: the whole tumour is defined on FLAIR")
         return roles
 
 
@@ -147,7 +149,6 @@ class SegmentationModel(_Strict):
 
     kind: Literal["glioma-node", "monai-bundle", "nnunet"] = "glioma-node"
     path: Path
-    brain_extraction: Path | None = None
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     checkpoint: str = "checkpoint_final.pth"
     min_component_ml: float = Field(default=0.3, ge=0)
@@ -163,7 +164,14 @@ class RadiogenomicsModel(_Strict):
     enabled: bool = True
 
 
+class BrainExtraction(_Strict):
+    """How the skull is stripped before any segmenter runs; see conf/glioma-node.yaml."""
+
+    kind: Literal["deepbet", "none"] = "deepbet"
+
+
 class Models(_Strict):
+    brain_extraction: BrainExtraction = BrainExtraction()
     segmentation: SegmentationModel
     radiogenomics: RadiogenomicsModel
 
@@ -222,7 +230,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         models = dict(raw["models"])
         seg = models.get("segmentation")
         if isinstance(seg, dict):
-            models["segmentation"] = {k: resolve(v) if k in ("path", "brain_extraction") else v for k, v in seg.items()}
+            models["segmentation"] = {k: resolve(v) if k == "path" else v for k, v in seg.items()}
         elif seg is not None:
             models["segmentation"] = {"path": resolve(seg)}
         rg = models.get("radiogenomics")

@@ -36,12 +36,14 @@ from dicom_io.scan import scan
 from dicom_io.study import load_study, survey
 from dicom_io.uids import safe_part
 from inference.analyze import Models, analyze
+from inference.brain_extraction import BrainExtractor, ExtractorKind
 from inference.findings import RESEARCH_USE, Findings
 from inference.model_dir import ModelError
 from inference.preprocess import PreprocessingError
 from inference.radiogenomics.model import RadiogenomicModel
 from inference.radiogenomics.radiomics import default_workers
 from inference.radiogenomics.shap_plot import plot_attributions
+from inference.networks import device
 from inference.segmenters import load_segmenter
 from inference.volume import Volume
 from node.config import Config
@@ -66,12 +68,13 @@ class StudyOutcome:
 def load_models(config: Config) -> Models:
     """The models the configuration names, loaded and checksum-checked."""
     seg = config.models.segmentation
-    segmenter = load_segmenter(seg.kind, seg.path, seg.brain_extraction if seg.kind != "glioma-node" else None,
-                               tuple(seg.folds), seg.checkpoint)
+    segmenter = load_segmenter(seg.kind, seg.path, tuple(seg.folds), seg.checkpoint)
+    extractor = BrainExtractor(ExtractorKind(config.models.brain_extraction.kind), device())
     rg = config.models.radiogenomics
     radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None
     thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant}
-    return Models(segmenter, seg.min_component_ml, radiogenomics, thresholds, rg.workers or default_workers())
+    return Models(segmenter, seg.min_component_ml, radiogenomics, thresholds, rg.workers or default_workers(),
+                  extractor)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -125,8 +128,9 @@ def process(path: Path, out: Path, config: Config, models: Models | None = None,
         instances = sum(len(s.files.instances) for s in study.series)
         t0 = time.perf_counter()
         try:
-            if study.missing_roles:
-                raise PreprocessingError(f"sequences missing: {', '.join(study.missing_roles)} "
+            missing = [r for r in config.assembly.required_roles if r not in study.roles]
+            if missing:
+                raise PreprocessingError(f"sequences missing: {', '.join(missing)} "
                                          f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
                                          "`glioma-node inspect` to see how each series was recognised")
             study_input = load_study(study)

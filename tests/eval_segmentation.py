@@ -126,7 +126,7 @@ def evaluate(model: Path, out: Path, cases: tuple[str, ...] = ("tcga-brats-space
     """Run each case with the model and with the classical baseline; returns the figures."""
     out.mkdir(parents=True, exist_ok=True)
     network = NativeSegmenter(model)
-    baseline = ClassicalSegmenter(network.brain_mask)
+    baseline = ClassicalSegmenter()
     results: dict = {"model": network.describe(), "cases": {}}
     fusion, fusion_affine = read_nifti(SHARED / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz")
     native = reference_in_native() if "tcga-native" in cases else (None, None)

@@ -24,7 +24,7 @@ def node_config(folder: Path, radiogenomics: bool = False, **changes) -> Path:
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     base = DEFAULT_CONFIG.parent
     seg, rg = raw["models"]["segmentation"], raw["models"]["radiogenomics"]
-    for block, keys in ((seg, ("path", "brain_extraction")), (rg, ("path",))):
+    for block, keys in ((seg, ("path",)), (rg, ("path",))):
         for key in keys:
             block[key] = str((base / block[key]).resolve())
     rg["enabled"] = radiogenomics

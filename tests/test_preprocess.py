@@ -55,7 +55,15 @@ def test_runaway_registration_is_rejected_and_scanner_coordinates_kept():
 def test_prepare_names_missing_sequences():
     volumes = nifti_volumes(shared(*TCGA, "brats_space"))
     with pytest.raises(PreprocessingError, match="FLAIR, T1, T2"):
-        prepare({"T1c": volumes["T1c"]})
+        prepare({"T1c": volumes["T1c"]}, roles=("FLAIR", "T1", "T1c", "T2"))
+
+
+def test_prepare_without_t1c_registers_to_t1_and_keeps_only_what_it_has():
+    volumes = nifti_volumes(shared(*TCGA, "brats_space"))
+    prepared = prepare({"FLAIR": volumes["FLAIR"], "T1": volumes["T1"]})
+    assert prepared.reference_role == "T1"
+    assert sorted(prepared.channels) == ["FLAIR", "T1"]
+    assert sorted(prepared.registrations) == ["FLAIR"]
 
 
 def test_canonical_grid_is_axis_aligned_whatever_the_acquisition_plane():

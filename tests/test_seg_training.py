@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from inference.model_dir import read_manifest
 from inference.segmenters.native import NativeSegmenter
@@ -34,13 +35,18 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
     wm, edema, enh = classes == TISSUE_LABELS["wm"], classes == EDEMA_CLASS, classes == ENHANCING_CLASS
     rng = np.random.default_rng(3)
     wm_flair = []
-    for _ in range(25):
+    dropped = {"T1": 0, "T1c": 0, "T2": 0}
+    for _ in range(40):
         s = synthesise(classes, brain, rng)
-        assert s.image.shape == (4, 48, 48, 48) and s.target.shape == (4, 48, 48, 48)
+        assert s.image.shape == (4, 48, 48, 48) and s.target.shape == (3, 48, 48, 48)
         assert 0 <= s.target.min() and s.target.max() <= 1
         flair, t1, t1c, t2 = s.image
-        visible = s.target[0].any(axis=(1, 2))
-        if s.target[1].sum() == 0:  # a healthy draw: no tumour left to compare
+        assert not (s.image[:, ~ndimage.binary_dilation(brain, iterations=3)] != 0).any(), "skull-stripped"
+        assert (flair != 0).any(), "FLAIR is never dropped"
+        for name, channel in (("T1", t1), ("T1c", t1c), ("T2", t2)):
+            dropped[name] += int(not (channel != 0).any())
+        visible = (flair != 0).any(axis=(1, 2))
+        if s.target[0].sum() == 0 or not (t1c != 0).any():  # healthy, or T1c dropped: nothing to compare
             continue
         sl = visible[:, None, None]
         assert flair[edema & sl].mean() > flair[wm & sl].mean(), "edema is brighter than white matter on FLAIR"
@@ -48,6 +54,8 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
         wm_flair.append(float(flair[wm & sl].mean()))
     # contrasts are randomised: white matter's normalised FLAIR level varies from draw to draw
     assert np.std(wm_flair) > 0.1
+    # sequences are dropped now and then (p = 0.35 x 0.5 each), never always
+    assert all(1 <= n <= 20 for n in dropped.values()), dropped
 
 
 @pytest.mark.slow
@@ -56,13 +64,20 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     from training.seg.train import TrainSettings, train_segmentation
 
     out = tmp_path / "model"
-    result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2),
-                                progress=False)
+    # a sitting that stops after 2 of 3 steps, then a second one that resumes
+    first = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
+                                                                          stop_after=2), progress=False)
+    assert [v["step"] for v in first["validation"]] == [2] and (out / "checkpoint.pt").is_file()
+    result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
+                                                                           resume=True), progress=False)
+    assert [row["step"] for row in result["loss"]] == [1, 2, 3]
     assert len(result["train_cases"]) == 2 and len(result["validation_cases"]) == 1
     for name in ("model.pt", "manifest.json", "curves.png", "training-log.json", "MODEL_CARD.md"):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
     assert manifest.data["input"]["channels"] == ["FLAIR", "T1", "T1c", "T2"]
+    assert manifest.data["input"]["required_channels"] == ["FLAIR"]
+    assert manifest.data["output"]["channels"] == ["whole_tumour", "tumour_core", "enhancing_tumour"]
     assert manifest.data["intended_use"] == "research use only, not for diagnosis"
     log = json.loads((out / "training-log.json").read_text())
     assert [v["step"] for v in log["validation"]] == [2, 3]

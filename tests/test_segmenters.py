@@ -72,7 +72,7 @@ def _bundle(root: Path, inputs: list[str]) -> Path:
 def test_monai_bundle_feeds_declared_channels_and_maps_regions(tmp_path, inputs):
     segmenter = load_segmenter("monai-bundle", _bundle(tmp_path / "bundle", inputs))
     prepared, a, b = _prepared(np.random.default_rng(0))
-    labels = compose(segmenter.predict(prepared))
+    labels = compose(segmenter.predict(prepared, prepared.channels["T1"] > 0))
     assert (labels[b] == 4).all(), "enhancing tumour must follow the T1c channel"
     assert (labels[a & ~b] == 2).all(), "edema must follow the FLAIR channel"
     assert (labels[~a] == 0).all()
@@ -124,7 +124,7 @@ def test_nnunet_region_based_folder(tmp_path):
     folder = _nnunet(tmp_path, labels, [8.0, -8.0, -8.0])
     segmenter = load_segmenter("nnunet", folder)
     prepared, _, _ = _prepared(np.random.default_rng(1))
-    result = compose(segmenter.predict(prepared))
+    result = compose(segmenter.predict(prepared, prepared.channels["T1"] > 0))
     head = prepared.channels["T1"] > 0
     # whole tumour everywhere nnU-Net looked (the non-zero crop), nothing outside it
     assert (result[head] == 2).all()
@@ -136,7 +136,7 @@ def test_nnunet_label_based_folder_maps_names_to_brats(tmp_path):
     labels = {"background": 0, "edema": 1, "non-enhancing tumor core": 2, "enhancing tumor": 3}
     folder = _nnunet(tmp_path, labels, [0.0, 0.0, 0.0, 9.0])
     prepared, _, _ = _prepared(np.random.default_rng(2))
-    result = compose(load_segmenter("nnunet", folder).predict(prepared))
+    result = compose(load_segmenter("nnunet", folder).predict(prepared, prepared.channels["T1"] > 0))
     head = prepared.channels["T1"] > 0
     assert (result[head] == 4).all()
 

@@ -8,26 +8,21 @@ from inference.segmenters.base import RegionMaps, Segmenter
 KINDS = ("glioma-node", "monai-bundle", "nnunet")
 
 
-def load_segmenter(kind: str, path: Path, brain_extraction: Path | None = None, folds: tuple[int, ...] = (0,),
+def load_segmenter(kind: str, path: Path, folds: tuple[int, ...] = (0,),
                    checkpoint: str = "checkpoint_final.pth") -> Segmenter:
-    """Load the segmenter of ``kind`` from ``path`` (raises ModelError saying what is wrong).
-
-    ``brain_extraction``: a glioma-node model directory whose brain output strips the
-    skull before a monai-bundle or nnunet model runs; None leaves the input as it is.
-    """
-    from inference.segmenters.native import NativeSegmenter
-
+    """Load the segmenter of ``kind`` from ``path`` (raises ModelError saying what is wrong)."""
     if kind == "glioma-node":
+        from inference.segmenters.native import NativeSegmenter
+
         return NativeSegmenter(path)
-    extractor = NativeSegmenter(brain_extraction).brain_mask if brain_extraction else None
     if kind == "monai-bundle":
         from inference.segmenters.monai_bundle import MonaiBundleSegmenter
 
-        return MonaiBundleSegmenter(path, extractor)
+        return MonaiBundleSegmenter(path)
     if kind == "nnunet":
         from inference.segmenters.nnunet import NnUNetSegmenter
 
-        return NnUNetSegmenter(path, tuple(folds), checkpoint, extractor)
+        return NnUNetSegmenter(path, tuple(folds), checkpoint)
     raise ValueError(f"segmenter kind {kind!r} is not one of {', '.join(KINDS)}")
 
 

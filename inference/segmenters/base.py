@@ -14,21 +14,26 @@ class RegionMaps:
     """Per-voxel results on the prepared study's 1 mm canonical grid.
 
     ``whole_tumour``, ``tumour_core`` and ``enhancing_tumour`` are probabilities (or 0/1
-    for models that only give labels), float32 ``[z, y, x]``. ``brain`` is the brain
-    mask when the model predicts one, else None.
+    for models that only give labels), float32 ``[z, y, x]``.
     """
 
     whole_tumour: np.ndarray
     tumour_core: np.ndarray
     enhancing_tumour: np.ndarray
-    brain: np.ndarray | None = None
 
 
 class Segmenter(Protocol):
-    """A loaded segmentation model."""
+    """A loaded segmentation model.
+
+    ``required_roles``: the sequences it cannot run without; a role it can do without
+    (trained with that channel dropped) is fed as zeros after normalisation.
+    """
+
+    required_roles: tuple[str, ...]
 
     def describe(self) -> dict[str, str]:
         """name, version, sha256 and kind of the model, for findings and reports."""
 
-    def predict(self, prepared: PreparedStudy) -> RegionMaps:
-        """Region probabilities for a prepared study."""
+    def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
+        """Region probabilities for a prepared study; ``brain`` is the boolean brain mask
+        on the prepared canonical grid (:mod:`inference.brain_extraction`)."""

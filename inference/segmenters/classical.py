@@ -14,31 +14,28 @@ figure for the network can be read next to what simple thresholds already get.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from scipy import ndimage
 
-from inference.intensity import head_mask, zscore
+from inference.intensity import zscore
 from inference.preprocess import PreparedStudy
 from inference.segmenters.base import RegionMaps
 
 
 class ClassicalSegmenter:
-    """Threshold baseline; ``brain_extractor`` strips the skull first (else the head mask)."""
+    """Threshold baseline, inside the brain mask it is given."""
 
-    def __init__(self, brain_extractor: Callable[[PreparedStudy], np.ndarray] | None = None,
-                 flair_z: float = 2.0, t2_z: float = 1.0, enhancement_z: float = 1.5, t1_dark_z: float = -1.5,
+    required_roles = ("FLAIR", "T1", "T1c", "T2")
+
+    def __init__(self, flair_z: float = 2.0, t2_z: float = 1.0, enhancement_z: float = 1.5, t1_dark_z: float = -1.5,
                  min_voxels: int = 300) -> None:
-        self.brain_extractor = brain_extractor
         self.flair_z, self.t2_z, self.enhancement_z, self.t1_dark_z = flair_z, t2_z, enhancement_z, t1_dark_z
         self.min_voxels = min_voxels
 
     def describe(self) -> dict[str, str]:
         return {"name": "classical-threshold-baseline", "version": "1", "sha256": "", "kind": "classical"}
 
-    def predict(self, prepared: PreparedStudy) -> RegionMaps:
-        brain = self.brain_extractor(prepared) if self.brain_extractor else head_mask(prepared.channels["T1c"])
+    def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
         z = {role: zscore(ch, brain) for role, ch in prepared.channels.items()}
         wt = (z["FLAIR"] > self.flair_z) & (z["T2"] > self.t2_z) & brain
         wt = ndimage.binary_opening(wt, iterations=1)
@@ -49,4 +46,4 @@ class ClassicalSegmenter:
         et = wt & ((z["T1c"] - z["T1"]) > self.enhancement_z)
         et = ndimage.binary_opening(et)
         tc = (ndimage.binary_fill_holes(ndimage.binary_closing(et, iterations=2)) | (wt & (z["T1"] < self.t1_dark_z))) & wt
-        return RegionMaps(wt.astype(np.float32), tc.astype(np.float32), et.astype(np.float32), brain)
+        return RegionMaps(wt.astype(np.float32), tc.astype(np.float32), et.astype(np.float32))

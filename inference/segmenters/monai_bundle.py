@@ -17,7 +17,6 @@ over in the axis order MONAI's ``LoadImaged`` gives for a BraTS NIfTI stored LPS
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +52,13 @@ def _config_file(bundle: Path) -> Path:
 class MonaiBundleSegmenter:
     """A MONAI bundle predicting BraTS regions (see the module doc).
 
-    ``brain_extractor`` maps a prepared study to a brain mask; bundles trained on
-    skull-stripped BraTS data need one for scans that were not skull-stripped.
+    The input is masked to the brain first, as BraTS training data were skull-stripped.
     """
 
-    def __init__(self, bundle: Path, brain_extractor: Callable[[PreparedStudy], np.ndarray] | None = None) -> None:
+    def __init__(self, bundle: Path) -> None:
         from monai.bundle import ConfigParser
 
         self.bundle = Path(bundle)
-        self.brain_extractor = brain_extractor
         parser = ConfigParser()
         parser.read_config(str(_config_file(self.bundle)))
         parser["bundle_root"] = str(self.bundle)
@@ -72,6 +69,7 @@ class MonaiBundleSegmenter:
         outputs = fmt.get("outputs", {}).get("pred", {}).get("channel_def")
         self.inputs = [role_of(inputs[k]) for k in sorted(inputs, key=int)] if inputs else list(DEFAULT_INPUTS)
         self.outputs = [region_of(outputs[k]) for k in sorted(outputs, key=int)] if outputs else list(DEFAULT_OUTPUTS)
+        self.required_roles = tuple(self.inputs)
         if sorted(set(self.outputs)) != sorted(DEFAULT_OUTPUTS) or len(self.outputs) != 3:
             raise ModelError(f"{self.bundle}: outputs {self.outputs} are not the three BraTS regions")
         try:
@@ -100,17 +98,16 @@ class MonaiBundleSegmenter:
                 "kind": "monai-bundle"}
 
     @torch.no_grad()
-    def predict(self, prepared: PreparedStudy) -> RegionMaps:
+    def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
         from monai.inferers import sliding_window_inference
 
-        brain = self.brain_extractor(prepared) if self.brain_extractor else None
         channels = []
         for role in self.inputs:
-            ch = prepared.channels[role] * brain if brain is not None else prepared.channels[role]
+            ch = prepared.channels[role] * brain
             channels.append(nonzero_zscore(ch).transpose(2, 1, 0))
         x = torch.from_numpy(np.ascontiguousarray(np.stack(channels)))[None].to(self.device)
         roi = tuple(min(r, s) for r, s in zip(self.roi_size, x.shape[2:]))
         logits = sliding_window_inference(x, roi, 1, self.net, overlap=0.5, mode="gaussian")
         prob = torch.sigmoid(logits)[0].cpu().numpy().transpose(0, 3, 2, 1)
         get = {region: prob[i] for i, region in enumerate(self.outputs)}
-        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"], brain)
+        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])

@@ -1,13 +1,13 @@
-"""glioma-node's own segmenter: one network that finds the brain and the tumour regions.
+"""glioma-node's own segmenter: one network for the tumour regions of a skull-stripped brain.
 
-The network (see :data:`inference.networks.DEFAULT_ARCHITECTURE`) was trained on whole
-heads and on skull-stripped brains, at the manifest's spacing (2 mm), with outputs
-brain, whole tumour, tumour core and enhancing tumour (sigmoids). It runs twice:
-
-1. on the channels z-scored inside the head: its brain output is the brain mask
-   (brain extraction that works on scans that were not skull-stripped);
-2. on the channels masked to that brain and z-scored inside it: the tumour outputs,
-   averaged with those of the left-right mirrored input (manifest ``postprocessing.mirror``).
+The network (see :data:`inference.networks.DEFAULT_ARCHITECTURE`) runs at the
+manifest's spacing (2 mm) on the channels masked to the brain that
+:mod:`inference.brain_extraction` found and z-scored inside it, with sigmoid outputs
+whole tumour, tumour core and enhancing tumour, averaged with those of the left-right
+mirrored input (manifest ``postprocessing.mirror``). A channel the manifest lists as
+optional (``input.required_channels`` leaves it out; the network was trained with it
+dropped at random) is fed as zeros when the study lacks it, which is the value a
+z-scored channel has on average. Older models with a ``brain`` output keep it unused.
 
 Outputs are interpolated back to the 1 mm grid (trilinear, the exact inverse geometry
 of the 2× average pooling used going down).
@@ -21,22 +21,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from inference.intensity import head_mask, zscore
+from inference.intensity import zscore
 from inference.model_dir import Manifest, ModelError, read_manifest
 from inference.networks import build_network, device
 from inference.preprocess import PreparedStudy
 from inference.segmenters.base import RegionMaps
 
 KIND = "glioma-node-segmentation"
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean mask, holes filled."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if n > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == (1 + int(np.argmax(sizes)))
-    return ndimage.binary_fill_holes(mask)
 
 
 class NativeSegmenter:
@@ -46,6 +37,7 @@ class NativeSegmenter:
         self.manifest: Manifest = read_manifest(directory, KIND)
         spec = self.manifest.data
         self.channels: list[str] = list(spec["input"]["channels"])
+        self.required_roles = tuple(spec["input"].get("required_channels", self.channels))
         self.spacing_mm = float(spec["input"]["spacing_mm"])
         self.outputs: list[str] = list(spec["output"]["channels"])
         self.mirror = bool(spec.get("postprocessing", {}).get("mirror", True))
@@ -71,15 +63,9 @@ class NativeSegmenter:
             prob = (prob + torch.sigmoid(self.net(x.flip(-1))).flip(-1)) / 2
         return prob[0].cpu().numpy()
 
-    def _low(self, prepared: PreparedStudy) -> tuple[np.ndarray, int]:
-        """Channels averaged down to the network's spacing, and the pooling factor."""
-        factor = int(round(self.spacing_mm / prepared.grid.spacing[0]))
-        raw = torch.from_numpy(np.stack([prepared.channels[r] for r in self.channels]))[None]
-        return (F.avg_pool3d(raw, factor).numpy()[0] if factor > 1 else raw.numpy()[0]), factor
-
-    def _brain(self, low: np.ndarray) -> np.ndarray:
-        first = self._run(np.stack([zscore(c, head_mask(c)) for c in low]))
-        return largest_component(first[self.outputs.index("brain")] > 0.5)
+    def _down(self, arrays: np.ndarray, factor: int) -> np.ndarray:
+        raw = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))[None]
+        return F.avg_pool3d(raw, factor).numpy()[0] if factor > 1 else raw.numpy()[0]
 
     @staticmethod
     def _up(maps: np.ndarray, prepared: PreparedStudy, factor: int) -> np.ndarray:
@@ -88,17 +74,16 @@ class NativeSegmenter:
             up = F.interpolate(up, size=prepared.grid.shape, mode="trilinear", align_corners=False)
         return up[0].numpy()
 
-    def brain_mask(self, prepared: PreparedStudy) -> np.ndarray:
-        """Brain extraction alone (pass 1): a boolean mask on the prepared 1 mm grid."""
-        low, factor = self._low(prepared)
-        return self._up(self._brain(low)[None], prepared, factor)[0] > 0.5
-
-    def predict(self, prepared: PreparedStudy) -> RegionMaps:
-        low, factor = self._low(prepared)
-        brain = self._brain(low)
-        second = self._run(np.stack([zscore(c, head_mask(c)) for c in low * brain]), mirror=self.mirror)
-        second[1:] *= ndimage.binary_dilation(brain, iterations=2)[None]
-        second[0] = brain
-        maps = self._up(second, prepared, factor)
+    def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
+        factor = int(round(self.spacing_mm / prepared.grid.spacing[0]))
+        zeros = np.zeros(prepared.grid.shape, np.float32)
+        stack = [prepared.channels.get(r, zeros) * brain for r in self.channels]
+        low = self._down(np.stack([*stack, brain.astype(np.float32)]), factor)
+        low_brain = low[-1] > 0.5
+        x = np.stack([zscore(c, low_brain) if r in prepared.channels else np.zeros_like(c)
+                      for r, c in zip(self.channels, low[:-1])])
+        out = self._run(x, mirror=self.mirror)
+        out *= ndimage.binary_dilation(low_brain, iterations=2)[None]
+        maps = self._up(out, prepared, factor)
         get = {name: maps[i] for i, name in enumerate(self.outputs)}
-        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"], get["brain"] > 0.5)
+        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])

@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +67,8 @@ def _label_brats(name: str) -> int:
 class NnUNetSegmenter:
     """A trained nnU-Net v2 configuration folder (see the module doc)."""
 
-    def __init__(self, folder: Path, folds: tuple[int, ...] = (0,), checkpoint: str = "checkpoint_final.pth",
-                 brain_extractor: Callable[[PreparedStudy], np.ndarray] | None = None) -> None:
+    def __init__(self, folder: Path, folds: tuple[int, ...] = (0,), checkpoint: str = "checkpoint_final.pth") -> None:
         self.folder = Path(folder)
-        self.brain_extractor = brain_extractor
         for name in ("plans.json", "dataset.json"):
             if not (self.folder / name).is_file():
                 raise ModelError(f"{self.folder}: no {name}; point the path at an nnU-Net v2 "
@@ -98,6 +95,7 @@ class NnUNetSegmenter:
         self.use_mask = list(config.get("use_mask_for_norm", [True] * len(self.schemes)))
         names = dataset["channel_names"] if "channel_names" in dataset else dataset["modality"]
         self.inputs = [role_of(names[k]) for k in sorted(names, key=int)]
+        self.required_roles = tuple(self.inputs)
         labels = dataset["labels"]
         self.region_based = any(isinstance(v, list) for v in labels.values())
         if self.region_based:
@@ -153,12 +151,10 @@ class NnUNetSegmenter:
         return out
 
     @torch.no_grad()
-    def predict(self, prepared: PreparedStudy) -> RegionMaps:
+    def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
         from monai.inferers import sliding_window_inference
 
-        brain = self.brain_extractor(prepared) if self.brain_extractor else None
-        data = np.stack([prepared.channels[r] * brain if brain is not None else prepared.channels[r]
-                         for r in self.inputs]).transpose([0, *[a + 1 for a in self.transpose]])
+        data = np.stack([prepared.channels[r] * brain for r in self.inputs]).transpose([0, *[a + 1 for a in self.transpose]])
         nonzero = np.argwhere((data != 0).any(axis=0))
         lo, hi = nonzero.min(axis=0), nonzero.max(axis=0) + 1
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -185,8 +181,8 @@ class NnUNetSegmenter:
         full = full.transpose([0, *[a + 1 for a in back]])
         if self.region_based:
             get = {region: full[i] for i, region in enumerate(self.outputs)}
-            return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"], brain)
+            return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])
         by_label = {lab: np.zeros(full.shape[1:], np.float32) for lab in (0, 1, 2, 4)}
         for i, lab in enumerate(self.outputs):
             by_label[lab] += full[i]
-        return RegionMaps(by_label[1] + by_label[2] + by_label[4], by_label[1] + by_label[4], by_label[4], brain)
+        return RegionMaps(by_label[1] + by_label[2] + by_label[4], by_label[1] + by_label[4], by_label[4])

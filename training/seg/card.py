@@ -47,8 +47,9 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         f"- {manifest['architecture']['class']} ({params / 1e6:.2f} M parameters, {size_mb:.1f} MB), "
         f"inputs {', '.join(manifest['input']['channels'])} at {manifest['input']['spacing_mm']} mm, outputs "
         f"{', '.join(manifest['output']['channels'])} (sigmoid, threshold {manifest['output']['threshold']}).",
-        "- Brain extraction and tumour segmentation in one network, run twice (whole head, then the brain); "
-        "see docs/segmentation.md.",
+        "- Tumour segmentation of the skull-stripped brain: brain extraction (deepbet) runs first, and "
+        f"{', '.join(manifest['input'].get('required_channels', manifest['input']['channels']))} is all it "
+        "needs (missing sequences are fed as zeros, as in training); see docs/segmentation.md.",
         f"- Weights sha256 `{manifest['sha256']}`, checked at every load.",
         "",
         "## Training data: synthetic only",
@@ -65,7 +66,7 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         "",
         "## Synthetic held-out figures",
         f"Validation Dice on fixed samples of the held-out synthetic cases at the kept step ({best['step']}): "
-        + ", ".join(f"{k} {best[k]:.3f}" for k in ("brain", *REGIONS)) + ".",
+        + ", ".join(f"{k} {best[k]:.3f}" for k in manifest["output"]["channels"] if k in best) + ".",
         "",
     ]
     if evaluation:

@@ -20,8 +20,12 @@ Each training sample is drawn afresh from a tissue label map and a tumour label 
 * **Noise**: Rician-like background noise.
 * **Distractors**: unlabelled small bright spots on T1c (vessels, choroid plexus) and on
   FLAIR/T2 (small white-matter hyperintensities), so brightness alone is not tumour.
-* **Skull**: half the samples keep the whole head; the others are skull-stripped with
-  a brain mask eroded or dilated by up to 2 voxels, as real brain extraction errs.
+* **Skull**: every sample is skull-stripped, as inference strips the skull first
+  (:mod:`inference.brain_extraction`), with a brain mask eroded or dilated by up to
+  2 voxels (4 mm), as real brain extraction errs.
+* **Missing sequences**: with probability 0.35 some of T1, T1c and T2 are dropped
+  (each with probability 0.5, FLAIR always kept) and fed as zeros, the value inference
+  gives a sequence a study lacks; a study of FLAIR alone is still segmented.
 * **Healthy**: 8 % of samples have the tumour replaced by the tissue around it.
 
 All arrays are ``[z, y, x]`` on an axis-aligned LPS grid at the working spacing (2 mm
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from inference.intensity import head_mask, zscore
+from inference.intensity import zscore
 from inference.preprocess import ROLES as CHANNELS
 from inference.regions import regions_from_labels
 from training.synth.anatomy import TISSUE_LABELS, smooth_noise
@@ -48,8 +52,8 @@ _TISSUE_ORDER = ["air"] + sorted(TISSUE_LABELS, key=TISSUE_LABELS.get)
 
 @dataclass
 class Sample:
-    """One training pair: ``image`` (4, z, y, x) float32 normalised, ``target`` (4, z, y, x)
-    float32 in [0, 1]: brain, whole tumour, tumour core, enhancing tumour."""
+    """One training pair: ``image`` (4, z, y, x) float32 normalised, ``target`` (3, z, y, x)
+    float32 in [0, 1]: whole tumour, tumour core, enhancing tumour."""
 
     image: np.ndarray
     target: np.ndarray
@@ -156,18 +160,16 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     """Scanner effects on raw intensities (4, z, y, x), then the normalisation inference uses.
 
     Bias field, gamma, thick slices, Rician noise, skull stripping with an imperfect
-    mask, truncated field of view and blank slices (see the module doc). ``targets``
-    (4, z, y, x): brain, WT, TC, ET; zeroed where the field of view was cut.
+    mask, truncated field of view, blank slices and dropped sequences (see the module
+    doc). ``targets`` (3, z, y, x): WT, TC, ET; zeroed where the field of view was cut.
     """
     shape = brain.shape
-    skull_stripped = rng.random() < 0.5
     brain_in = brain
-    if skull_stripped:
-        step = int(rng.integers(-2, 3))
-        if step > 0:
-            brain_in = ndimage.binary_dilation(brain, iterations=step)
-        elif step < 0:
-            brain_in = ndimage.binary_erosion(brain, iterations=-step) | tumour
+    step = int(rng.integers(-2, 3))
+    if step > 0:
+        brain_in = ndimage.binary_dilation(brain, iterations=step)
+    elif step < 0:
+        brain_in = ndimage.binary_erosion(brain, iterations=-step) | tumour
     thick_axis = int(rng.integers(0, 3)) if rng.random() < 0.6 else None
     thick = rng.uniform(1.5, 3.5)  # in 2 mm voxels: 3-7 mm slices
     bias_strength = rng.uniform(0.0, 0.35)
@@ -180,8 +182,7 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
             img = _thick_slices(img, thick_axis, thick)
         noise = rng.uniform(0.0, 0.04)
         img = np.sqrt((img + noise * rng.standard_normal(shape)) ** 2 + (noise * rng.standard_normal(shape)) ** 2)
-        if skull_stripped:
-            img = img * brain_in
+        img = img * brain_in
         channels.append(img.astype(np.float32))
     image = np.stack(channels)
     visible = np.ones(shape[0], bool)  # per slice: what was not acquired cannot be labelled
@@ -196,7 +197,12 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     if rng.random() < 0.1:
         visible[rng.integers(0, shape[0], size=int(rng.integers(1, 4)))] = False
     image[:, ~visible] = 0
-    normalised = np.stack([zscore(ch, head_mask(ch)) for ch in image])
+    inside = brain_in & visible[:, None, None]
+    normalised = np.stack([zscore(ch, inside) for ch in image])
+    if rng.random() < 0.35:
+        for role in ("T1", "T1c", "T2"):
+            if rng.random() < 0.5:
+                normalised[CHANNELS.index(role)] = 0.0
     return Sample(normalised, (targets * visible[None, :, None, None]).astype(np.float32))
 
 
@@ -220,7 +226,7 @@ def synthesise(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
         labels = np.select([classes == CORE, classes == EDEMA_CLASS, classes == ENHANCING_CLASS], [1, 2, 4], 0)
         soft_regions = regions_from_labels(labels).astype(np.float32)
     image = render_classes(classes, tumour, brain, rng)
-    return corrupt(image, brain, tumour, np.concatenate([brain[None].astype(np.float32), soft_regions]), rng)
+    return corrupt(image, brain, tumour, soft_regions.astype(np.float32), rng)
 
 
 def augment(images: np.ndarray, brain: np.ndarray, soft_regions: np.ndarray, rng: np.random.Generator) -> Sample:
@@ -228,4 +234,4 @@ def augment(images: np.ndarray, brain: np.ndarray, soft_regions: np.ndarray, rng
     stretch, then :func:`corrupt`. Skull-stripped public data stays skull-stripped."""
     scaled = np.stack([ch * float(np.exp(rng.normal(0, 0.2))) for ch in images])
     tumour = soft_regions[0] > 0.5
-    return corrupt(scaled, brain, tumour, np.concatenate([brain[None].astype(np.float32), soft_regions]), rng)
+    return corrupt(scaled, brain, tumour, soft_regions.astype(np.float32), rng)

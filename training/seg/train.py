@@ -6,7 +6,9 @@ towards the tumour, then synthetic contrasts and scanner effects. Validation use
 fixed samples of held-out cases (seeded, so curves compare across steps).
 
 Writes to ``MODEL_DIR``: ``model.pt`` (best validation Dice), ``manifest.json``,
-``curves.png``, ``training-log.json`` and ``MODEL_CARD.md``.
+``curves.png``, ``training-log.json`` and ``MODEL_CARD.md``. ``checkpoint.pt`` (weights,
+optimiser, schedule, step, logs) is written at every validation, so a run stopped at any
+moment resumes from its last validation with ``--resume`` and the same settings.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from training.seg.card import write_card
 from training.seg.dataset import Case, find_cases, load_case
 from training.seg.generator import Sample, augment, synthesise
 
-OUTPUTS = ("brain", *REGIONS)
+OUTPUTS = REGIONS
 SEG_KIND = "glioma-node-segmentation"
 
 
@@ -47,6 +49,23 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     init: Path | None = None  # a model directory to start from (fine-tuning) instead of random weights
+    resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
+    stop_after: int | None = None  # steps to run in this sitting (then checkpoint and stop; resume later)
+
+
+def initial_weights(net: torch.nn.Module, init: Path) -> None:
+    """Load ``init``'s weights into ``net``; an older model whose outputs were brain, WT,
+    TC, ET gives its WT, TC, ET rows to the three-output head (its brain row is dropped)."""
+    manifest = read_manifest(init, SEG_KIND)
+    state = torch.load(manifest.weights_path, map_location="cpu", weights_only=True)
+    old_outputs = list(manifest.data["output"]["channels"])
+    if old_outputs != list(OUTPUTS):
+        rows = [old_outputs.index(r) for r in OUTPUTS]
+        own = net.state_dict()
+        for key, value in state.items():
+            if key in own and own[key].shape != value.shape and value.shape[0] == len(old_outputs):
+                state[key] = value[rows]
+    net.load_state_dict(state)
 
 
 def _random_spatial(case: Case, rng: np.random.Generator, patch: int) -> tuple[np.ndarray | None, np.ndarray | None,
@@ -158,23 +177,42 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     dev = device()
     net = build_network(DEFAULT_ARCHITECTURE)
     if settings.init is not None:
-        net.load_state_dict(torch.load(read_manifest(settings.init, SEG_KIND).weights_path, map_location="cpu",
-                                       weights_only=True))
+        initial_weights(net, settings.init)
     net = net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.learning_rate, total_steps=settings.iterations,
                                                 pct_start=0.05)
     dice_loss = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
     bce = torch.nn.BCEWithLogitsLoss()
-    loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed), batch_size=1,
-                                         num_workers=1, prefetch_factor=4, persistent_workers=True)
     out.mkdir(parents=True, exist_ok=True)
     log: list[dict] = []
     val_log: list[dict] = []
     best = -1.0
-    start = time.time()
-    bar = tqdm(total=settings.iterations, desc="training", unit="step", disable=not progress)
-    for step, (image, target) in enumerate(loader, start=1):
+    first = 1
+    elapsed = 0.0
+    checkpoint = out / "checkpoint.pt"
+    if settings.resume:
+        if not checkpoint.is_file():
+            raise ValueError(f"{checkpoint}: no checkpoint to resume from (start without --resume)")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["iterations"] != settings.iterations:
+            raise ValueError(f"{checkpoint} belongs to a {saved['iterations']}-step run; resume with "
+                             f"--iterations {saved['iterations']}")
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        log, val_log, best, elapsed = saved["log"], saved["val_log"], saved["best"], saved["elapsed"]
+        first = saved["step"] + 1
+    # The sample stream is seeded by the step it starts at, so a resumed run draws new samples.
+    loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed + 7919 * (first - 1)),
+                                         batch_size=1, num_workers=1, prefetch_factor=4, persistent_workers=True)
+    start = time.time() - elapsed
+    bar = tqdm(total=settings.iterations, initial=first - 1, desc="training", unit="step", disable=not progress)
+    last = settings.iterations if settings.stop_after is None else min(settings.iterations,
+                                                                       first - 1 + settings.stop_after)
+    for step, (image, target) in enumerate(loader, start=first):
+        if step > last:
+            break
         net.train()
         image, target = image.to(dev), target.to(dev)
         logits = net(image)
@@ -186,16 +224,22 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - start, 1)})
         bar.update(1)
         bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-        if step % settings.validate_every == 0 or step == settings.iterations:
+        if step % settings.validate_every == 0 or step == last:
             scores = _validate(net, val_samples, dev)
             val_log.append({"step": step, **scores})
             mean = float(np.mean([scores[r] for r in REGIONS]))
             if mean > best:
                 best = mean
-                torch.save(net.state_dict(), out / "model.pt")
+                torch.save(net.state_dict(), out / "model.partial")
+                (out / "model.partial").replace(out / "model.pt")
             _plot(log, val_log, out / "curves.png")
+            tmp = checkpoint.with_suffix(".partial")
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                        "iterations": settings.iterations, "log": log, "val_log": val_log, "best": best,
+                        "elapsed": time.time() - start}, tmp)
+            tmp.replace(checkpoint)
             bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        if step >= settings.iterations:
+        if step >= last:
             break
     bar.close()
     seconds = time.time() - start
@@ -211,14 +255,17 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         "weights": "model.pt",
         "architecture": DEFAULT_ARCHITECTURE,
         "input": {"channels": list(ROLES), "spacing_mm": settings.spacing_mm,
+                  "required_channels": ["FLAIR"],  # the generator drops T1, T1c and T2 at random
                   "orientation": "axis-aligned LPS (inference.grid.canonical_grid)",
-                  "normalisation": "inference.intensity.zscore in inference.intensity.head_mask, per channel",
+                  "normalisation": "skull-stripped (inference.brain_extraction), inference.intensity.zscore inside "
+                                   "the brain, per channel; a missing channel is zeros",
                   "size_multiple": 8},
         "output": {"channels": list(OUTPUTS), "activation": "sigmoid", "threshold": 0.5},
         "postprocessing": {"min_component_ml": 0.3},
         "training": {"data": "synthetic only (glioma-node synth), label-driven domain randomisation",
                      "command": command or f"train_segmentation({str(data)!r}, {str(out)!r})",
-                     "iterations": settings.iterations, "seconds": round(seconds), "device": str(dev),
+                     "iterations": settings.iterations, "steps_done": last, "seconds": round(seconds),
+                     "device": str(dev),
                      "best_validation_mean_dice": round(best, 4)},
         "intended_use": "research use only, not for diagnosis",
     })
