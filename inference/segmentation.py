@@ -107,13 +107,15 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     inside = ndimage.binary_dilation(brain.mask, iterations=2).astype(np.float32)
     core = maps.tumour_core * inside if "T1c" in prepared.channels else np.zeros_like(maps.tumour_core)
     enhancing = maps.enhancing_tumour * inside if "T1c" in prepared.channels else np.zeros_like(core)
+    notes = list(maps.notes)
     maps = RegionMaps(maps.whole_tumour * inside, core, enhancing)
     t3 = time.perf_counter()
     min_voxels = int(round(min_component_ml / prepared.grid.voxel_ml))
     labels = compose(maps, threshold, min_voxels)
     source = {role: _to_source(prepared, maps, role, threshold, min_voxels) for role in prepared.source_grids}
     t4 = time.perf_counter()
-    warnings = list(prepared.warnings) + brain.warnings() + missing_input_warnings(list(prepared.channels), segmenter)
+    warnings = (list(prepared.warnings) + brain.warnings() + missing_input_warnings(list(prepared.channels), segmenter)
+                + notes)
     volumes = volumes_ml(labels, prepared.grid.voxel_ml)
     if volumes["whole_tumour"] == 0:
         warnings.append("no tumour found")

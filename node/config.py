@@ -144,14 +144,38 @@ class Dispatch(_Strict):
     max_attempts: int = Field(default=100, ge=1)
 
 
-class SegmentationModel(_Strict):
-    """Which segmenter runs; see conf/glioma-node.yaml."""
+SegmenterKindName = Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic", "ensemble"]
 
-    kind: Literal["glioma-node", "monai-bundle", "nnunet"] = "glioma-node"
+
+class SegmenterMember(_Strict):
+    """One model of an ensemble; see conf/glioma-node.yaml."""
+
+    kind: Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic"]
     path: Path
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     checkpoint: str = "checkpoint_final.pth"
+
+
+class SegmentationModel(_Strict):
+    """Which segmenter runs; see conf/glioma-node.yaml."""
+
+    kind: SegmenterKindName = "glioma-node"
+    path: Path | None = None
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    checkpoint: str = "checkpoint_final.pth"
+    members: list[SegmenterMember] = Field(default_factory=list)
     min_component_ml: float = Field(default=0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _path_or_members(self) -> "SegmentationModel":
+        if self.kind == "ensemble":
+            if len(self.members) < 2:
+                raise ValueError("an ensemble needs at least two members (kind and path each)")
+        elif self.path is None:
+            raise ValueError(f"kind {self.kind} needs a path")
+        elif self.members:
+            raise ValueError("members are for kind: ensemble only")
+        return self
 
 
 class RadiogenomicsModel(_Strict):
@@ -231,6 +255,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         seg = models.get("segmentation")
         if isinstance(seg, dict):
             models["segmentation"] = {k: resolve(v) if k == "path" else v for k, v in seg.items()}
+            members = models["segmentation"].get("members")
+            if isinstance(members, list):
+                models["segmentation"]["members"] = [
+                    {k: resolve(v) if k == "path" else v for k, v in m.items()} if isinstance(m, dict) else m
+                    for m in members]
         elif seg is not None:
             models["segmentation"] = {"path": resolve(seg)}
         rg = models.get("radiogenomics")

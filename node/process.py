@@ -44,7 +44,7 @@ from inference.radiogenomics.model import RadiogenomicModel
 from inference.radiogenomics.radiomics import default_workers
 from inference.radiogenomics.shap_plot import plot_attributions
 from inference.networks import device
-from inference.segmenters import load_segmenter
+from inference.segmenters import SegmenterKind, SegmenterSpec, load_segmenter
 from inference.volume import Volume
 from node.config import Config
 
@@ -68,7 +68,8 @@ class StudyOutcome:
 def load_models(config: Config) -> Models:
     """The models the configuration names, loaded and checksum-checked."""
     seg = config.models.segmentation
-    segmenter = load_segmenter(seg.kind, seg.path, tuple(seg.folds), seg.checkpoint)
+    members = [SegmenterSpec(SegmenterKind(m.kind), m.path, tuple(m.folds), m.checkpoint) for m in seg.members]
+    segmenter = load_segmenter(seg.kind, seg.path, tuple(seg.folds), seg.checkpoint, members)
     extractor = BrainExtractor(ExtractorKind(config.models.brain_extraction.kind), device())
     rg = config.models.radiogenomics
     radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None

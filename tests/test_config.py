@@ -76,3 +76,27 @@ def test_cli_stops_on_bad_config_with_the_key(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "destinations[0].host" in result.stderr and "IP address or host name" in result.stderr
+
+
+def test_segmentation_choices_are_checked_where_they_are_written():
+    raw = _raw()
+    raw["models"]["segmentation"] = {"kind": "ensemble", "members": [{"kind": "glioma-node", "path": "x"}]}
+    assert "models.segmentation" in _error(raw) and "at least two members" in _error(raw)
+    raw["models"]["segmentation"] = {"kind": "captk-deepmedic"}
+    assert "needs a path" in _error(raw)
+    raw["models"]["segmentation"] = {"kind": "ensemble", "members": [
+        {"kind": "glioma-node", "path": "../models/segmentation"}, {"kind": "captk-deepmedic", "path": "/opt/dm"}]}
+    config = parse_config(raw, DEFAULT_CONFIG.parent)
+    assert [m.kind for m in config.models.segmentation.members] == ["glioma-node", "captk-deepmedic"]
+    assert config.models.segmentation.members[0].path.is_absolute()
+    raw["models"]["brain_extraction"] = {"kind": "bet2"}
+    assert "models.brain_extraction.kind" in _error(raw)
+
+
+def test_required_roles_may_be_relaxed_down_to_flair_only():
+    raw = _raw()
+    raw["assembly"]["required_roles"] = ["FLAIR"]
+    assert parse_config(raw, DEFAULT_CONFIG.parent).assembly.required_roles == ["FLAIR"]
+    raw["assembly"]["required_roles"] = ["T1c", "T1"]
+    message = _error(raw)
+    assert "assembly.required_roles" in message and "FLAIR" in message

@@ -161,3 +161,35 @@ def test_manifest_checksum_is_checked(tmp_path):
         read_manifest(tmp_path)
     with pytest.raises(ModelError, match="no manifest.json"):
         read_manifest(tmp_path / "elsewhere")
+
+
+class _Constant:
+    """A segmenter whose probabilities are constants (what an ensemble averages)."""
+
+    def __init__(self, name: str, value: float, required: tuple[str, ...]) -> None:
+        self.name, self.value, self.required_roles = name, value, required
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "version": "1", "sha256": self.name * 4, "kind": "test"}
+
+    def predict(self, prepared, brain):
+        from inference.segmenters.base import RegionMaps
+
+        full = np.full(prepared.grid.shape, self.value, np.float32)
+        return RegionMaps(full, full / 2, full / 4)
+
+
+def test_ensemble_averages_members_and_leaves_out_one_that_cannot_run():
+    from inference.segmenters.ensemble import EnsembleSegmenter
+
+    prepared, _, _ = _prepared(np.random.default_rng(2))
+    brain = prepared.channels["T1"] > 0
+    ensemble = EnsembleSegmenter([_Constant("a", 0.8, ("FLAIR",)), _Constant("b", 0.2, ("FLAIR", "T2"))])
+    assert ensemble.required_roles == ("FLAIR",)
+    maps = ensemble.predict(prepared, brain)
+    assert np.allclose(maps.whole_tumour, 0.5) and np.allclose(maps.enhancing_tumour, 0.125) and not maps.notes
+    del prepared.channels["T2"]
+    maps = ensemble.predict(prepared, brain)
+    assert np.allclose(maps.whole_tumour, 0.8)
+    assert maps.notes == ["ensemble without b: it needs FLAIR, T2"]
+    assert ensemble.describe()["name"] == "ensemble of a + b"

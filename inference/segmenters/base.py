@@ -1,7 +1,7 @@
 """What every segmenter gives back, whatever model family it wraps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -14,12 +14,14 @@ class RegionMaps:
     """Per-voxel results on the prepared study's 1 mm canonical grid.
 
     ``whole_tumour``, ``tumour_core`` and ``enhancing_tumour`` are probabilities (or 0/1
-    for models that only give labels), float32 ``[z, y, x]``.
+    for models that only give labels), float32 ``[z, y, x]``. ``notes``: what the
+    findings should say about how they were made (e.g. an ensemble member left out).
     """
 
     whole_tumour: np.ndarray
     tumour_core: np.ndarray
     enhancing_tumour: np.ndarray
+    notes: list[str] = field(default_factory=list)
 
 
 class Segmenter(Protocol):
