@@ -71,6 +71,10 @@ def _to_source(prepared: PreparedStudy, maps: RegionMaps, role: str, threshold: 
     return compose(on_source, threshold, int(min_voxels * scale))
 
 
+# The whole tumour is the T2-weighted hyperintensity: no segmenter runs without one of these.
+WHOLE_TUMOUR_ROLES = ("FLAIR", "T2")
+
+
 def missing_input_warnings(present: tuple[str, ...] | list[str], segmenter: Segmenter) -> list[str]:
     """What a study segmented without some of the four sequences must say about it."""
     missing = [r for r in ROLES if r not in present]
@@ -92,6 +96,9 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     tumour is only sought inside its mask. ``min_component_ml``: tumour islands smaller
     than this are dropped (noise, vessels).
     """
+    if not any(r in volumes for r in WHOLE_TUMOUR_ROLES):
+        raise PreprocessingError(f"no FLAIR or T2 in this study (found {', '.join(sorted(volumes)) or 'none'}): "
+                                 "the whole tumour is defined on them, so it cannot be segmented")
     needed = [r for r in segmenter.required_roles if r not in volumes]
     if needed:
         raise PreprocessingError(f"{segmenter.describe()['name']} needs {', '.join(segmenter.required_roles)}; "

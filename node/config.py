@@ -122,8 +122,8 @@ class Assembly(_Strict):
         bad = [r for r in roles if r not in ROLE_NAMES]
         if bad:
             raise ValueError(f"unknown role(s) {bad}; roles are {', '.join(ROLE_NAMES)}")
-        if "FLAIR" not in roles:
-            raise ValueError("FLAIR must be required: the whole tumour is defined on FLAIR")
+        if "FLAIR" not in roles and "T2" not in roles:
+            raise ValueError("FLAIR or T2 must be required: the whole tumour is defined on them")
         return roles
 
 

@@ -1,32 +1,41 @@
-"""Segmentation figures on the real cases of ../shared/data, for the model card and tests.
+"""Segmentation figures on every real case of ../shared/data, for every segmenter.
 
 ``make eval`` (``python -m tests.eval_segmentation``) turns each case into DICOM
-(nifti2dicom), runs ``glioma-node process`` (:func:`node.process.process`) on it,
-compares with the reference label and writes ``bench-results/segmentation-eval/``:
-``evaluation.json`` and an overlay PNG per case. The tests in
-``tests/test_segmentation_real.py`` assert on the same figures.
+(nifti2dicom) and runs ``glioma-node process`` (:func:`node.process.process`) on it,
+so the path measured is the product's: brain extraction (deepbet), registration,
+segmentation, mapping back onto the series. It compares with the reference label and
+writes ``bench-results/segmentation-eval/``: ``evaluation.json``, ``table.md`` and an
+overlay PNG per case. ``tests/test_segmentation_real.py`` asserts on the same figures.
+
+Segmenters: ``default`` (the shipped glioma-node model), ``captk-deepmedic`` (CaPTk's
+DeepMedic, read from ../shared/data/captk-deepmedic), ``ensemble`` (the mean of the
+two) and ``classical`` (the threshold baseline). A segmenter that cannot run on a case
+(a sequence it needs is missing) is reported as such, never silently skipped.
 
 Cases:
 
-* ``tcga-lgg_fg-6692/brats_space``: skull-stripped, 1 mm, SRI24; reference is
-  ``seg/fusion_simple.nii.gz`` (a fusion of five BraTS-2020 algorithms, not expert truth).
-* ``tcga-lgg_fg-6692/native``: the same patient as acquired (not skull-stripped, 5.5 mm
-  slices, four differently placed series). The reference is the fusion label carried
-  into scanner space by an affine mutual-information registration of the BraTS-space
-  T1c onto the HD-BET-stripped native T1c (:func:`reference_in_native`).
-* ``brats23-gli-00001-000``: no label; the tumour must be found and its volume be plausible.
-
-Each case is also run through the classical threshold baseline
-(:class:`inference.segmenters.classical.ClassicalSegmenter`) so the network's figures
-read against what thresholds get.
+* ``tcga-native``: TCGA-FG-6692 as acquired (Siemens, skull, face and neck, 5.5 mm
+  slices, four differently placed series). Reference: the BraTS-space fusion label
+  carried into scanner space by an affine mutual-information registration of the
+  BraTS-space T1c onto the HD-BET-stripped native T1c (:func:`reference_in_native`).
+* ``tcga-brats-space``: the same patient skull-stripped in SRI24; reference
+  ``seg/fusion_simple.nii.gz`` (five BraTS-2020 algorithms fused, not expert truth).
+* ``brats23-gli-00001``: no label; volumes and a picture.
+* ``upenn-gbm-00002``: T2 alone with its label: the missing-sequence run.
+* ``kaggle-<patient>``: the eight TCGA-LGG patients of ../shared/data/tcga-lgg-kaggle
+  (native slices with skull, FLAIR + T1 + T1c, no T2; manual FLAIR-abnormality masks,
+  compared as whole tumour). Evaluation only: never used for training or tuning.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +43,37 @@ import SimpleITK as sitk
 
 from dicom_io.nifti import find_role_files, nifti_case_to_dicom, read_nifti
 from inference.analyze import Models
+from inference.brain_extraction import BrainExtractor
 from inference.findings import Findings
 from inference.grid import Grid, resample
+from inference.preprocess import prepare
 from inference.regions import region_dice, volumes_ml
-from inference.segmenters.base import Segmenter
+from inference.segmenters import Segmenter, load_segmenter
 from inference.segmenters.classical import ClassicalSegmenter
-from inference.segmenters.native import NativeSegmenter
-from node.config import load_config
+from inference.segmenters.ensemble import EnsembleSegmenter
+from node.config import Config, load_config
 from node.process import process
-from tests.helpers import REPO, SHARED
-from training.seg.card import write_card
+from tests.helpers import REPO, SHARED, nifti_volumes
+from training.seg.card import dice_table, write_card
 
 TCGA = "tcga-lgg_fg-6692"
+KAGGLE = "tcga-lgg-kaggle"
+SEGMENTERS = ("default", "captk-deepmedic", "ensemble", "classical")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A real case: its NIfTI folder, what its reference is, and how to read it.
+
+    ``reference()`` gives (BraTS labels, LPS affine) or None; ``whole_tumour_only``:
+    the reference is a single abnormality mask, compared as whole tumour.
+    """
+
+    name: str
+    folder: Path
+    reference_kind: str
+    reference: Callable[[], tuple[np.ndarray, np.ndarray] | None]
+    whole_tumour_only: bool = False
 
 
 def reference_in_native() -> tuple[np.ndarray, np.ndarray]:
@@ -74,12 +102,58 @@ def reference_in_native() -> tuple[np.ndarray, np.ndarray]:
     return mapped, fixed_affine
 
 
-def run_case(dicom_dir: Path, out: Path, segmenter: Segmenter) -> Findings:
-    """``glioma-node process`` on one DICOM study folder, with ``segmenter``."""
-    (outcome,) = process(dicom_dir, out, load_config(), Models(segmenter))
-    if outcome.findings is None:
-        raise RuntimeError(f"{dicom_dir}: {outcome.error}")
-    return outcome.findings
+def _label(path: Path, whole_tumour_only: bool = False) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    def read() -> tuple[np.ndarray, np.ndarray]:
+        voxels, affine = read_nifti(path)
+        labels = voxels.astype(np.uint8)
+        return ((labels > 0).astype(np.uint8) * 2 if whole_tumour_only else labels), affine
+    return read
+
+
+def all_cases() -> list[Case]:
+    """Every real case of ../shared/data, in report order."""
+    cases = [
+        Case("tcga-native", SHARED / TCGA / "native", "fusion of 5 BraTS-2020 algorithms, carried to scanner space",
+             reference_in_native),
+        Case("tcga-brats-space", SHARED / TCGA / "brats_space", "fusion of 5 BraTS-2020 algorithms",
+             _label(SHARED / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz")),
+        Case("brats23-gli-00001", SHARED / "brats23-gli-00001-000", "none", lambda: None),
+        Case("upenn-gbm-00002", SHARED / "upenn-gbm-00002", "UPENN-GBM label (T2 only: missing-sequence run)",
+             _label(SHARED / "upenn-gbm-00002" / "seg.nii.gz")),
+    ]
+    for folder in sorted((SHARED / KAGGLE).iterdir()):
+        if (folder / "label.nii.gz").is_file():
+            cases.append(Case(f"kaggle-{folder.name}", folder, "manual FLAIR-abnormality mask (whole tumour)",
+                              _label(folder / "label.nii.gz", True), whole_tumour_only=True))
+    return cases
+
+
+def load_segmenters(names: tuple[str, ...] = SEGMENTERS, model: Path = REPO / "models" / "segmentation"
+                    ) -> dict[str, Segmenter]:
+    """The segmenters by report name (see the module doc)."""
+    out: dict[str, Segmenter] = {}
+    default = load_segmenter("glioma-node", model)
+    deepmedic = load_segmenter("captk-deepmedic", SHARED / "captk-deepmedic") \
+        if {"captk-deepmedic", "ensemble"} & set(names) else None
+    for name in names:
+        if name == "default":
+            out[name] = default
+        elif name == "captk-deepmedic":
+            out[name] = deepmedic
+        elif name == "ensemble":
+            out[name] = EnsembleSegmenter([default, deepmedic])
+        elif name == "classical":
+            out[name] = ClassicalSegmenter()
+        else:
+            raise ValueError(f"unknown segmenter {name!r}; choose from {', '.join(SEGMENTERS)}")
+    return out
+
+
+def _config_for(roles: list[str]) -> Config:
+    """The embedded configuration, requiring only the whole-tumour sequences the case has."""
+    config = load_config()
+    needed = [r for r in ("FLAIR", "T2") if r in roles][:1]
+    return config.model_copy(update={"assembly": config.assembly.model_copy(update={"required_roles": needed})})
 
 
 def labels_on(findings: Findings, reference_affine: np.ndarray, reference_shape: tuple[int, ...]) -> np.ndarray:
@@ -97,7 +171,7 @@ def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray, title: str, r
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wt = labels > 0
+    wt = (labels > 0) | (reference > 0 if reference is not None else False)
     zs = np.nonzero(wt.any(axis=(1, 2)))[0]
     if len(zs) == 0:
         zs = np.array([image.shape[0] // 2])
@@ -111,7 +185,7 @@ def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray, title: str, r
             m = labels[z] == lab
             rgb[m] = 0.55 * rgb[m] + 0.45 * np.array(colour)
         ax.imshow(rgb, origin="upper")
-        if reference is not None:
+        if reference is not None and (reference[z] > 0).any():
             ax.contour(reference[z] > 0, levels=[0.5], colors="white", linewidths=0.7)
         ax.set_title(f"slice {z}", fontsize=9)
         ax.axis("off")
@@ -121,59 +195,125 @@ def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray, title: str, r
     plt.close(fig)
 
 
-def evaluate(model: Path, out: Path, cases: tuple[str, ...] = ("tcga-brats-space", "tcga-native",
-                                                                  "brats23-gli-00001")) -> dict:
-    """Run each case with the model and with the classical baseline; returns the figures."""
+def brain_extraction_on_native() -> dict:
+    """deepbet on the native TCGA head against the HD-BET mask of BraTS-Toolkit: volume and Dice."""
+    prepared = prepare(nifti_volumes(SHARED / TCGA / "native"))
+    start = time.perf_counter()
+    brain = BrainExtractor().extract(prepared)
+    seconds = time.perf_counter() - start
+    reference, affine = read_nifti(SHARED / TCGA / "native_skullstripped" / "t1c_brainmask.nii.gz")
+    ours = resample(brain.mask.astype(np.uint8), prepared.grid, Grid(reference.shape, affine),
+                    interpolation="nearest") > 0
+    ref = reference > 0
+    return {"series": brain.role, "volume_ml": brain.volume_ml,
+            "hd_bet_volume_ml": round(float(ref.sum()) * Grid(reference.shape, affine).voxel_ml, 1),
+            "dice_vs_hd_bet": round(float(2 * (ours & ref).sum() / (ours.sum() + ref.sum())), 4),
+            "seconds": round(seconds, 1), "problems": brain.problems}
+
+
+def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_dir: Path, out: Path,
+            segmenter: Segmenter, roles: list[str]) -> dict:
+    """``glioma-node process`` of one case's DICOM with one segmenter: volumes, Dice, time, warnings."""
+    start = time.perf_counter()
+    (outcome,) = process(dicom_dir, out, _config_for(roles), Models(segmenter, brain_extractor=EXTRACTOR))
+    seconds = round(time.perf_counter() - start, 1)
+    if outcome.findings is None:
+        return {"ran": False, "reason": outcome.error, "seconds": seconds}
+    findings = outcome.findings
+    entry = {"ran": True, "volumes_ml": findings.volumes_ml, "seconds": seconds,
+             "brain_volume_ml": findings.brain_volume_ml, "warnings": findings.warnings,
+             "reference_role": findings.reference_role}
+    if reference is not None:
+        labels, affine = reference
+        dice = region_dice(labels_on(findings, affine, labels.shape), labels)
+        # core and enhancing tumour are not reported without T1c: no Dice for what was not claimed
+        wt_only = case.whole_tumour_only or "T1c" not in roles
+        entry["dice"] = {"whole_tumour": dice["whole_tumour"]} if wt_only else dice
+    entry["_findings"] = findings
+    return entry
+
+
+EXTRACTOR = BrainExtractor()  # one deepbet for every run (its networks load once)
+
+
+def evaluate(out: Path, segmenters: dict[str, Segmenter], cases: list[Case] | None = None,
+             pictures: bool = True, only: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Every case through DICOM and ``process`` with every segmenter; returns the figures
+    (and writes evaluation.json, table.md and the PNGs into ``out``). ``only``: segmenter
+    name → the case names it runs on (the others: all cases)."""
     out.mkdir(parents=True, exist_ok=True)
-    network = NativeSegmenter(model)
-    baseline = ClassicalSegmenter()
-    results: dict = {"model": network.describe(), "cases": {}}
-    fusion, fusion_affine = read_nifti(SHARED / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz")
-    native = reference_in_native() if "tcga-native" in cases else (None, None)
-    known = {
-        "tcga-brats-space": (SHARED / TCGA / "brats_space", fusion, fusion_affine),
-        "tcga-native": (SHARED / TCGA / "native", *native),
-        "brats23-gli-00001": (SHARED / "brats23-gli-00001-000", None, None),
-    }
+    cases = cases if cases is not None else all_cases()
+    results: dict = {"segmenters": {name: s.describe() for name, s in segmenters.items()}, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in cases:
-            nifti_dir, reference, ref_affine = known[name]
-            dicom_dir = Path(tmp) / name
-            nifti_case_to_dicom(nifti_dir, dicom_dir, patient_id=name)
-            entry: dict = {}
-            for label, segmenter in (("network", network), ("baseline", baseline)):
-                start = time.perf_counter()
-                findings = run_case(dicom_dir, Path(tmp) / f"{name}-{label}", segmenter)
-                entry[label] = {"volumes_ml": findings.volumes_ml, "seconds": round(time.perf_counter() - start, 1),
-                                "warnings": findings.warnings, "brain_volume_ml": findings.brain_volume_ml}
-                if reference is not None:
-                    pred = labels_on(findings, ref_affine, reference.shape)
-                    entry[label]["dice"] = region_dice(pred, reference)
-                if label == "network":
-                    mask = findings.masks[findings.reference_role]
-                    image, img_affine = read_nifti(find_role_files(nifti_dir)["FLAIR"])
-                    on_image = resample(mask.labels, Grid(mask.labels.shape, mask.affine),
-                                        Grid(image.shape, img_affine), interpolation="nearest")
-                    ref_on_image = None if reference is None else resample(
-                        reference.astype(np.uint8), Grid(reference.shape, ref_affine), Grid(image.shape, img_affine),
-                        interpolation="nearest")
-                    overlay_png(out / f"{name}.png", image.astype(np.float32), on_image,
-                                f"{name}: network (colour) vs reference (white), FLAIR", ref_on_image)
+        for case in cases:
+            roles = sorted(find_role_files(case.folder))
+            dicom_dir = Path(tmp) / case.name
+            nifti_case_to_dicom(case.folder, dicom_dir, patient_id=case.name)
+            reference = case.reference()
+            entry: dict = {"reference": case.reference_kind, "sequences": roles, "segmenters": {}}
             if reference is not None:
-                entry["reference_volumes_ml"] = volumes_ml(reference, Grid(reference.shape, ref_affine).voxel_ml)
-            results["cases"][name] = entry
+                labels, affine = reference
+                ref_volumes = volumes_ml(labels, Grid(labels.shape, affine).voxel_ml)
+                entry["reference_volumes_ml"] = ({"whole_tumour": ref_volumes["whole_tumour"]}
+                                                 if case.whole_tumour_only else ref_volumes)
+            for name, segmenter in segmenters.items():
+                if only and name in only and case.name not in only[name]:
+                    continue
+                result = run_one(case, reference, dicom_dir, Path(tmp) / f"{case.name}-{name}", segmenter, roles)
+                findings = result.pop("_findings", None)
+                if pictures and findings is not None and name == next(iter(segmenters)):
+                    _picture(out / f"{case.name}.png", case, findings, reference, name)
+                entry["segmenters"][name] = result
+            results["cases"][case.name] = entry
+    results["medians"] = kaggle_medians(results)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text("\n".join(dice_table(results)) + "\n")
     return results
+
+
+def _picture(path: Path, case: Case, findings: Findings, reference: tuple | None, name: str) -> None:
+    files = find_role_files(case.folder)
+    image, img_affine = read_nifti(files.get("FLAIR") or files.get("T2") or next(iter(files.values())))
+    grid = Grid(image.shape, img_affine)
+    mask = findings.masks[findings.reference_role]
+    on_image = resample(mask.labels, Grid(mask.labels.shape, mask.affine), grid, interpolation="nearest")
+    ref_on_image = None if reference is None else resample(reference[0], Grid(reference[0].shape, reference[1]), grid,
+                                                           interpolation="nearest")
+    overlay_png(path, image.astype(np.float32), on_image, f"{case.name}: {name} (colour) vs reference (white)",
+                ref_on_image)
+
+
+def kaggle_medians(results: dict) -> dict:
+    """Median and minimum whole-tumour Dice over the TCGA-LGG (kaggle) cases, per segmenter."""
+    out = {}
+    for name in results["segmenters"]:
+        scores = [c["segmenters"][name]["dice"]["whole_tumour"] for key, c in results["cases"].items()
+                  if key.startswith("kaggle-") and c["segmenters"].get(name, {}).get("ran")]
+        ran = sum(1 for key, c in results["cases"].items() if key.startswith("kaggle-"))
+        if scores:
+            out[name] = {"median_whole_tumour": round(statistics.median(scores), 4),
+                         "min_whole_tumour": round(min(scores), 4), "cases": len(scores), "of": ran}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="segmentation figures on the real cases of ../shared/data")
     parser.add_argument("--model", type=Path, default=REPO / "models" / "segmentation")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "segmentation-eval")
+    parser.add_argument("--segmenters", default=",".join(SEGMENTERS), help=f"comma-separated from {SEGMENTERS}")
+    parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--card", action="store_true", help="rewrite the model's MODEL_CARD.md with these figures")
     args = parser.parse_args()
-    results = evaluate(args.model, args.out)
-    print(json.dumps(results, indent=2))
+    cases = all_cases()
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if c.name in wanted]
+    segmenters = load_segmenters(tuple(args.segmenters.split(",")), args.model)
+    results = evaluate(args.out, segmenters, cases)
+    results["brain_extraction_native"] = brain_extraction_on_native()
+    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(dice_table(results)))
+    print(json.dumps(results["brain_extraction_native"]))
     if args.card:
         for png in args.out.glob("*.png"):
             shutil.copyfile(png, args.model / f"eval-{png.name}")

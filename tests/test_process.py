@@ -37,7 +37,7 @@ def test_every_study_gets_findings_and_labels(processed, synth_cohort, config):
         seg = findings["segmentation"]
         assert set(seg["volumes_ml"]) >= {"whole_tumour", "tumour_core", "enhancing_tumour", "edema",
                                           "necrotic_core", "enhancing"}
-        assert [m["task"] for m in findings["models"]] == ["segmentation", "radiogenomics"]
+        assert [m["task"] for m in findings["models"]] == ["brain-extraction", "segmentation", "radiogenomics"]
         for model in findings["models"]:
             assert model["name"] and model["version"] and len(model["sha256"]) == 64
         assert {"segmentation_preprocess", "segmentation_inference", "read_series", "radiomics", "deep_features",
@@ -117,6 +117,36 @@ def test_broken_studies_fail_with_their_reasons_and_the_good_one_is_done(synth_c
     assert "T2" in findings[0]["error"]
     assert t1c[len(t1c) // 2].name in findings[1]["error"]
     assert result.returncode == 1 and result.stdout.count("FAILED") == 2
+
+
+def test_a_study_without_t2_is_segmented_when_configured_and_says_what_it_lacked(synth_cohort, tmp_path):
+    """assembly.required_roles relaxed to FLAIR: a study without T2 is segmented from what it
+    has; findings.json and the SR say T2 was missing, and MGMT, IDH and risk are withheld."""
+    import pydicom
+
+    from tests.node_harness import node_config
+
+    case = sorted(p for p in (synth_cohort / "dicom").iterdir() if p.is_dir())[0]
+    folder = tmp_path / "in" / case.name
+    shutil.copytree(case, folder)
+    truth = json.loads((synth_cohort / "truth" / f"{case.name}.json").read_text())
+    role_of = {s["series_instance_uid"]: s["role"] for s in truth["series"]}
+    for path in list(folder.rglob("*.dcm")):
+        if role_of.get(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID) == "T2":
+            path.unlink()
+    config = node_config(tmp_path / "config", radiogenomics=True, **{"assembly.required_roles": ["FLAIR"]})
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "node.cli", "--config", str(config), "process", str(tmp_path / "in"),
+                             "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    uid = next(iter(scan(folder).studies))
+    findings = json.loads((out / uid / "findings.json").read_text())
+    assert findings["status"] == "done", (result.stdout, result.stderr[-2000:])
+    warnings = " | ".join(findings["warnings"])
+    assert "segmented without T2" in warnings and "MGMT, IDH and risk withheld" in warnings, warnings
+    assert findings.get("radiogenomics") is None
+    assert findings["volumes_ml"]["whole_tumour"] > 1.0
+    sr = next(out.rglob("report.dcm"))
+    assert b"segmented without T2" in sr.read_bytes()
 
 
 def test_every_study_gets_its_dicom_results(processed, synth_cohort, config):

@@ -35,18 +35,18 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
     wm, edema, enh = classes == TISSUE_LABELS["wm"], classes == EDEMA_CLASS, classes == ENHANCING_CLASS
     rng = np.random.default_rng(3)
     wm_flair = []
-    dropped = {"T1": 0, "T1c": 0, "T2": 0}
+    dropped = {"FLAIR": 0, "T1": 0, "T1c": 0, "T2": 0}
     for _ in range(40):
         s = synthesise(classes, brain, rng)
         assert s.image.shape == (4, 48, 48, 48) and s.target.shape == (3, 48, 48, 48)
         assert 0 <= s.target.min() and s.target.max() <= 1
         flair, t1, t1c, t2 = s.image
         assert not (s.image[:, ~ndimage.binary_dilation(brain, iterations=3)] != 0).any(), "skull-stripped"
-        assert (flair != 0).any(), "FLAIR is never dropped"
-        for name, channel in (("T1", t1), ("T1c", t1c), ("T2", t2)):
+        assert (flair != 0).any() or (t2 != 0).any(), "FLAIR and T2 are never both dropped"
+        for name, channel in (("FLAIR", flair), ("T1", t1), ("T1c", t1c), ("T2", t2)):
             dropped[name] += int(not (channel != 0).any())
         visible = (flair != 0).any(axis=(1, 2))
-        if s.target[0].sum() == 0 or not (t1c != 0).any():  # healthy, or T1c dropped: nothing to compare
+        if s.target[0].sum() == 0 or not (t1c != 0).any() or not (flair != 0).any():  # nothing to compare
             continue
         sl = visible[:, None, None]
         assert flair[edema & sl].mean() > flair[wm & sl].mean(), "edema is brighter than white matter on FLAIR"
@@ -76,7 +76,7 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
     assert manifest.data["input"]["channels"] == ["FLAIR", "T1", "T1c", "T2"]
-    assert manifest.data["input"]["required_channels"] == ["FLAIR"]
+    assert manifest.data["input"]["required_channels"] == [] and manifest.data["input"]["required_any"] == ["FLAIR", "T2"]
     assert manifest.data["output"]["channels"] == ["whole_tumour", "tumour_core", "enhancing_tumour"]
     assert manifest.data["intended_use"] == "research use only, not for diagnosis"
     log = json.loads((out / "training-log.json").read_text())

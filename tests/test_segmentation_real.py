@@ -1,61 +1,98 @@
-"""The default segmenter on real patients' scans, through `glioma-node process`.
+"""Segmentation on real patients' scans, through DICOM and `glioma-node process`.
 
-Thresholds sit a little under what the committed model measured (see its model card
-and `make eval`), so a regression fails while run-to-run noise does not; the figures
-are not the goals of the issue where the model falls short of them, and the card says so.
+Every real case of ../shared/data runs with the default model; CaPTk's DeepMedic, the
+ensemble and the threshold baseline run on the cases that tell them apart (all of
+them, on every case, is `make eval`). Thresholds sit a little under what was measured
+(tests/eval_segmentation.py, the model card), so a regression fails while run-to-run
+noise does not; they are not the issue's goals where the figures fall short of them.
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.eval_segmentation import evaluate
-from tests.helpers import REPO
+from tests.eval_segmentation import SEGMENTERS, all_cases, evaluate, load_segmenters
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-seg")]
 
-# Measured with the committed model (models/segmentation/MODEL_CARD.md): WT Dice 0.734 on
-# the BraTS-space case, 96.7 ml whole tumour on BraTS-GLI-00001. The issue's goals (0.85
-# and 0.75) are not reached; these thresholds guard what is reached.
-WT_BRATS_SPACE = 0.68
-WT_NATIVE = 0.75
-BRATS23_WT_ML = (72.0, 121.0)  # ±25 % around the 96.7 ml measured
+KAGGLE = [c.name for c in all_cases() if c.name.startswith("kaggle-")]
+PLAN = {"captk-deepmedic": ("tcga-native",), "ensemble": ("tcga-native",),
+        "classical": ("tcga-brats-space", "tcga-native", "upenn-gbm-00002")}
+
+# Measured with the committed model 2.0.0 (models/segmentation/MODEL_CARD.md, `make eval`):
+# WT 0.513 BraTS space, 0.540 native; DeepMedic 0.862 and the ensemble 0.849 native;
+# 0.704 on T2 alone; TCGA-LGG median 0.786, minimum 0.539; 110 ml on BraTS-GLI-00001.
+# The issue's goals (0.85 / 0.80 / median 0.85, none under 0.70) are met by DeepMedic
+# where it can run, not by the default model; these thresholds guard what is reached.
+WT_BRATS_SPACE = 0.45
+WT_NATIVE = 0.48
+WT_NATIVE_DEEPMEDIC = 0.80
+WT_NATIVE_ENSEMBLE = 0.78
+WT_UPENN_T2_ONLY = 0.62
+KAGGLE_MEDIAN = 0.72
+KAGGLE_MIN = 0.45
+BRATS23_WT_ML = (80.0, 140.0)
 
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
-    return evaluate(REPO / "models" / "segmentation", tmp_path_factory.mktemp("eval"))["cases"]
+    segmenters = load_segmenters(SEGMENTERS)
+    return evaluate(tmp_path_factory.mktemp("eval"), segmenters, all_cases(), pictures=False, only=PLAN)
 
 
-def test_tcga_brats_space_against_the_fusion_of_five_brats_algorithms(figures):
-    dice = figures["tcga-brats-space"]["network"]["dice"]
+def _run(figures, case: str, segmenter: str = "default") -> dict:
+    result = figures["cases"][case]["segmenters"][segmenter]
+    assert result["ran"], result.get("reason")
+    return result
+
+
+def test_native_head_is_skull_stripped_and_segmented(figures):
+    """TCGA-FG-6692 as the scanner wrote it: skull, face, neck, 5.5 mm slices."""
+    case = _run(figures, "tcga-native")
+    assert 1200 <= case["brain_volume_ml"] <= 1800, "deepbet on the unstripped head"
+    assert not any("brain extraction doubtful" in w for w in case["warnings"])
+    assert case["dice"]["whole_tumour"] >= WT_NATIVE, case["dice"]
+
+
+def test_skull_stripped_case_against_the_fusion_of_five_brats_algorithms(figures):
+    dice = _run(figures, "tcga-brats-space")["dice"]
     assert dice["whole_tumour"] >= WT_BRATS_SPACE, dice
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known failure: the brain extraction learned on synthetic heads takes the "
-                   "whole head of this unstripped 5.5 mm scan as brain (2811 ml), so tumour is sought in scalp and "
-                   "skull base; see the model card")
-def test_tcga_native_scanner_space_not_skull_stripped(figures):
-    case = figures["tcga-native"]["network"]
-    assert case["dice"]["whole_tumour"] >= WT_NATIVE, case["dice"]
-    assert 1000 <= case["brain_volume_ml"] <= 1800, "brain extraction on the unstripped head"
-
-
-def test_tcga_native_case_runs_end_to_end(figures):
-    """The xfail above may only fail on its goal (raises=AssertionError): the case itself
-    must be read, segmented and measured."""
-    case = figures["tcga-native"]["network"]
-    assert 0.0 <= case["dice"]["whole_tumour"] <= 1.0 and case["brain_volume_ml"] > 500
-    assert set(case["dice"]) >= {"whole_tumour", "tumour_core", "enhancing_tumour"}
-
-
 def test_network_beats_the_threshold_baseline(figures):
-    for region in ("whole_tumour", "tumour_core", "enhancing_tumour"):
-        net = figures["tcga-brats-space"]["network"]["dice"][region]
-        base = figures["tcga-brats-space"]["baseline"]["dice"][region]
-        assert net > base + 0.1, (region, net, base)
+    for case in ("tcga-brats-space", "tcga-native"):
+        net = _run(figures, case)["dice"]["whole_tumour"]
+        base = _run(figures, case, "classical")["dice"]["whole_tumour"]
+        assert net > base + 0.1, (case, net, base)
+
+
+def test_captk_deepmedic_and_the_ensemble_on_the_native_head(figures):
+    assert _run(figures, "tcga-native", "captk-deepmedic")["dice"]["whole_tumour"] >= WT_NATIVE_DEEPMEDIC
+    assert _run(figures, "tcga-native", "ensemble")["dice"]["whole_tumour"] >= WT_NATIVE_ENSEMBLE
 
 
 def test_brats23_tumour_is_found_with_a_plausible_volume(figures):
-    volumes = figures["brats23-gli-00001"]["network"]["volumes_ml"]
+    volumes = _run(figures, "brats23-gli-00001")["volumes_ml"]
     assert BRATS23_WT_ML[0] <= volumes["whole_tumour"] <= BRATS23_WT_ML[1], volumes
     assert volumes["tumour_core"] < volumes["whole_tumour"]
+
+
+def test_t2_alone_gives_the_whole_tumour_and_says_what_was_missing(figures):
+    case = _run(figures, "upenn-gbm-00002")
+    assert case["dice"]["whole_tumour"] >= WT_UPENN_T2_ONLY, case["dice"]
+    assert set(case["dice"]) == {"whole_tumour"}, "no core or enhancing tumour is claimed without T1c"
+    assert case["volumes_ml"]["tumour_core"] == 0 and case["volumes_ml"]["enhancing_tumour"] == 0
+    assert any("segmented without FLAIR, T1, T1c" in w for w in case["warnings"])
+    baseline = figures["cases"]["upenn-gbm-00002"]["segmenters"]["classical"]
+    assert not baseline["ran"] and "needs FLAIR, T1, T1c, T2" in baseline["reason"]
+
+
+def test_the_eight_tcga_lgg_heads_without_t2(figures):
+    """Native slices with skull, FLAIR + T1 + T1c, manual masks: what a PACS sends."""
+    assert len(KAGGLE) == 8
+    for case in KAGGLE:
+        run = _run(figures, case)
+        assert any("segmented without T2" in w for w in run["warnings"]), (case, run["warnings"])
+    medians = figures["medians"]["default"]
+    assert medians["cases"] == 8
+    assert medians["median_whole_tumour"] >= KAGGLE_MEDIAN, medians
+    assert medians["min_whole_tumour"] >= KAGGLE_MIN, medians

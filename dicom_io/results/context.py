@@ -53,6 +53,9 @@ SERIES = {
     ("pmap", "idh"): ResultSeries(904, "glioma-node Grad-CAM IDH mutation (research)", "gradcam-idh"),
     ("sr", ""): ResultSeries(905, "glioma-node tumour report TID 1500 (research)", "report"),
     ("sc", ""): ResultSeries(906, "glioma-node summary, research use only", "summary"),
+    # a study without T1c is read on its T1, or on its T2 when that is all it has
+    ("seg", "T1"): ResultSeries(907, "glioma-node tumour segmentation on T1 (research)", "seg-t1"),
+    ("seg", "T2"): ResultSeries(908, "glioma-node tumour segmentation on T2 (research)", "seg-t2"),
 }
 
 

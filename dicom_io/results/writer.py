@@ -2,7 +2,8 @@
 
 Into ``OUT/<StudyInstanceUID>/``:
 
-* ``dicom/seg-t1c.dcm``, ``dicom/seg-flair.dcm``: the tumour SEG on each of those series;
+* ``dicom/seg-t1c.dcm``, ``dicom/seg-flair.dcm``: the tumour SEG on each of those series
+  (``seg-t1.dcm`` or ``seg-t2.dcm`` on the reference series of a study without T1c);
 * ``dicom/gradcam-mgmt.dcm``, ``dicom/gradcam-idh.dcm``: the Grad-CAM Parametric Maps;
 * ``dicom/report.dcm``: the TID 1500 Comprehensive 3D SR;
 * ``dicom/summary.dcm`` and ``summary.png``: the summary image.

@@ -8,25 +8,30 @@ from inference.networks import build_network
 from inference.regions import REGIONS
 
 
-def _real_table(evaluation: dict) -> list[str]:
-    lines = ["| case | reference | segmenter | Dice WT | Dice TC | Dice ET | WT ml | TC ml | ET ml | brain ml |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    references = {"tcga-brats-space": "fusion of 5 BraTS-2020 algorithms",
-                  "tcga-native": "same fusion, carried to scanner space", "brats23-gli-00001": "none"}
-    for name, entry in evaluation["cases"].items():
-        ref = entry.get("reference_volumes_ml")
+def dice_table(results: dict) -> list[str]:
+    """The Markdown table of the model card and docs: one row per case and segmenter."""
+    lines = ["| case | sequences | segmenter | Dice WT | Dice TC | Dice ET | WT ml | TC ml | ET ml | brain ml | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, case in results["cases"].items():
+        seqs = "+".join(case["sequences"])
+        ref = case.get("reference_volumes_ml")
         if ref:
-            lines.append(f"| {name} | {references.get(name, '')} | reference | | | | {ref['whole_tumour']:.1f} | "
-                         f"{ref['tumour_core']:.1f} | {ref['enhancing_tumour']:.1f} | |")
-        for who in ("network", "baseline"):
-            r = entry[who]
+            vols = " | ".join(f"{ref[k]:.1f}" if k in ref else "–" for k in REGIONS)
+            lines.append(f"| {name} | {seqs} | reference | | | | {vols} | | |")
+        for seg, r in case["segmenters"].items():
+            if not r["ran"]:
+                lines.append(f"| {name} | {seqs} | {seg} | cannot run: {r['reason'][:70]} | | | | | | | |")
+                continue
             d = r.get("dice", {})
             dice = " | ".join(f"{d[k]:.3f}" if k in d else "–" for k in REGIONS)
             v = r["volumes_ml"]
-            brain = f"{r['brain_volume_ml']:.0f}" if r.get("brain_volume_ml") else "–"
-            lines.append(f"| {name} | {references.get(name, '')} | {who} | {dice} | {v['whole_tumour']:.1f} | "
-                         f"{v['tumour_core']:.1f} | {v['enhancing_tumour']:.1f} | {brain} |")
+            lines.append(f"| {name} | {seqs} | {seg} | {dice} | {v['whole_tumour']:.1f} | {v['tumour_core']:.1f} | "
+                         f"{v['enhancing_tumour']:.1f} | {r['brain_volume_ml']:.0f} | {r['seconds']:.0f} |")
+    for seg, m in results.get("medians", {}).items():
+        lines.append(f"| **TCGA-LGG median ({m['cases']} of {m['of']})** | FLAIR+T1+T1c | {seg} | "
+                     f"**{m['median_whole_tumour']:.3f}** (min {m['min_whole_tumour']:.3f}) | | | | | | | |")
     return lines
+
 
 
 def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "") -> Path:
@@ -47,9 +52,9 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         f"- {manifest['architecture']['class']} ({params / 1e6:.2f} M parameters, {size_mb:.1f} MB), "
         f"inputs {', '.join(manifest['input']['channels'])} at {manifest['input']['spacing_mm']} mm, outputs "
         f"{', '.join(manifest['output']['channels'])} (sigmoid, threshold {manifest['output']['threshold']}).",
-        "- Tumour segmentation of the skull-stripped brain: brain extraction (deepbet) runs first, and "
-        f"{', '.join(manifest['input'].get('required_channels', manifest['input']['channels']))} is all it "
-        "needs (missing sequences are fed as zeros, as in training); see docs/segmentation.md.",
+        "- Tumour segmentation of the skull-stripped brain: brain extraction (deepbet) runs first. It needs "
+        + (", ".join(manifest["input"].get("required_channels", manifest["input"]["channels"])) or "FLAIR or T2")
+        + "; other sequences a study lacks are fed as zeros, as in training (see docs/segmentation.md).",
         f"- Weights sha256 `{manifest['sha256']}`, checked at every load.",
         "",
         "## Training data: synthetic only",
@@ -70,11 +75,14 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         "",
     ]
     if evaluation:
-        lines += ["## Real cases (`make eval`)", ""] + _real_table(evaluation) + [
+        lines += ["## Real cases (`make eval`, every case through DICOM and `glioma-node process`)", ""] \
+            + dice_table(evaluation) + [
             "",
             "Dice is measured on the grid of the reference label; WT whole tumour, TC tumour core, ET enhancing "
-            "tumour. The baseline is inference/segmenters/classical.py (hand-set thresholds after normalisation, "
-            "inside the same brain mask). The TCGA references are algorithm output, not expert truth.",
+            "tumour. `classical` is inference/segmenters/classical.py (hand-set thresholds after normalisation, "
+            "inside the same brain mask); `captk-deepmedic` is CaPTk's DeepMedic model (trained on 587 real "
+            "glioblastomas), `ensemble` the mean of it and this model. The TCGA-FG-6692 references are algorithm "
+            "output, not expert truth; the TCGA-LGG (kaggle) masks are manual.",
             ""]
         for png in sorted(model_dir.glob("eval-*.png")):
             lines += [f"![{png.stem}]({png.name})", ""]
@@ -87,8 +95,8 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
               "- Trained on synthetic brains only: real anatomy, pathology and artefacts it has not seen "
               "(post-operative cavities, haemorrhage, calcification, motion) can be missed or over-called.",
               "- Runs at 2 mm; thin enhancing rims are blurred.",
-              "- Validated on three real cases only. Not a medical device. **Research use only, not for "
-              "diagnosis.**", ""]
+              "- Checked on the twelve real cases above only (`make eval`). Not a medical device. **Research use "
+              "only, not for diagnosis.**", ""]
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path

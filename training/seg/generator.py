@@ -23,9 +23,10 @@ Each training sample is drawn afresh from a tissue label map and a tumour label 
 * **Skull**: every sample is skull-stripped, as inference strips the skull first
   (:mod:`inference.brain_extraction`), with a brain mask eroded or dilated by up to
   2 voxels (4 mm), as real brain extraction errs.
-* **Missing sequences**: with probability 0.35 some of T1, T1c and T2 are dropped
-  (each with probability 0.5, FLAIR always kept) and fed as zeros, the value inference
-  gives a sequence a study lacks; a study of FLAIR alone is still segmented.
+* **Missing sequences**: with probability 0.35 some sequences are dropped (each with
+  probability 0.5, but never both FLAIR and T2, on which the whole tumour is seen) and
+  fed as zeros, the value inference gives a sequence a study lacks; a study of FLAIR
+  alone, or of T2 alone, is still segmented.
 * **Healthy**: 8 % of samples have the tumour replaced by the tissue around it.
 
 All arrays are ``[z, y, x]`` on an axis-aligned LPS grid at the working spacing (2 mm
@@ -200,9 +201,11 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     inside = brain_in & visible[:, None, None]
     normalised = np.stack([zscore(ch, inside) for ch in image])
     if rng.random() < 0.35:
-        for role in ("T1", "T1c", "T2"):
-            if rng.random() < 0.5:
-                normalised[CHANNELS.index(role)] = 0.0
+        dropped = {role for role in CHANNELS if rng.random() < 0.5}
+        if {"FLAIR", "T2"} <= dropped:
+            dropped.discard(str(rng.choice(["FLAIR", "T2"])))
+        for role in dropped:
+            normalised[CHANNELS.index(role)] = 0.0
     return Sample(normalised, (targets * visible[None, :, None, None]).astype(np.float32))
 
 

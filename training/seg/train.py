@@ -255,7 +255,8 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         "weights": "model.pt",
         "architecture": DEFAULT_ARCHITECTURE,
         "input": {"channels": list(ROLES), "spacing_mm": settings.spacing_mm,
-                  "required_channels": ["FLAIR"],  # the generator drops T1, T1c and T2 at random
+                  # the generator drops sequences at random, never FLAIR and T2 together
+                  "required_channels": [], "required_any": ["FLAIR", "T2"],
                   "orientation": "axis-aligned LPS (inference.grid.canonical_grid)",
                   "normalisation": "skull-stripped (inference.brain_extraction), inference.intensity.zscore inside "
                                    "the brain, per channel; a missing channel is zeros",
