@@ -106,13 +106,14 @@ def _distance_to_plausible(candidate: BrainMask) -> float:
 class DeepBet:
     """deepbet's two networks (bounding box at 128³, then the mask at 256³ inside it).
 
-    ``device``: ``cpu`` or ``cuda``; the weights are read from the installed wheel.
+    ``device``: ``cpu`` or ``cuda`` (a string or ``torch.device``); the weights are read
+    from the installed wheel.
     """
 
     name = "deepbet"
 
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
+    def __init__(self, device: object = "cpu") -> None:
+        self.device = str(device).split(":")[0]
 
     @cached_property
     def _bet(self):  # noqa: ANN202 - deepbet's own class
@@ -138,23 +139,15 @@ class DeepBet:
 
     def mask(self, image: np.ndarray) -> np.ndarray:
         """Brain mask (boolean) of ``image``, float ``[z, y, x]`` on an axis-aligned LPS grid."""
-        import torch
-
         bet = self._bet
-        x = _ras(np.nan_to_num(image.astype(np.float32)))
-        torch_threads = torch.get_num_threads()
-        try:
-            probability = bet.run_model(x.copy())
-            mask = bet.postprocess(probability > 0.5)
-        finally:
-            torch.set_num_threads(torch_threads)
-        return _from_ras(mask.astype(bool))
+        probability = bet.run_model(_ras(np.nan_to_num(image.astype(np.float32))))
+        return _from_ras(bet.postprocess(probability > 0.5).astype(bool))
 
 
 class BrainExtractor:
     """Brain extraction of one prepared study, with fallback across series (module doc)."""
 
-    def __init__(self, kind: ExtractorKind = ExtractorKind.DEEPBET, device: str = "cpu") -> None:
+    def __init__(self, kind: ExtractorKind = ExtractorKind.DEEPBET, device: object = "cpu") -> None:
         self.kind = ExtractorKind(kind)
         self.model = DeepBet(device) if self.kind is ExtractorKind.DEEPBET else None
 

@@ -144,7 +144,7 @@ def test_a_study_without_t2_is_segmented_when_configured_and_says_what_it_lacked
     warnings = " | ".join(findings["warnings"])
     assert "segmented without T2" in warnings and "MGMT, IDH and risk withheld" in warnings, warnings
     assert findings.get("radiogenomics") is None
-    assert findings["volumes_ml"]["whole_tumour"] > 1.0
+    assert findings["segmentation"]["volumes_ml"]["whole_tumour"] > 1.0
     sr = next(out.rglob("report.dcm"))
     assert b"segmented without T2" in sr.read_bytes()
 

