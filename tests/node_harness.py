@@ -170,7 +170,9 @@ class Sender:
 
         try:
             ae = AE(ae_title=self.calling_ae)
-            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+            # 90 s, not 30: on a loaded 2-core CI machine (another test writing thousands of DICOM
+            # files) one fsync'd acknowledgement was seen to take longer than 30 s; a hang still fails
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 90
             headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in self.files]
             for pair in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers}:
                 ae.add_requested_context(*pair)
