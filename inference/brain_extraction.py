@@ -16,7 +16,6 @@ to be skull-stripped already: the mask is the non-zero part of the reference cha
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,16 +41,39 @@ class ExtractorKind(str, enum.Enum):
 class BrainMask:
     """A brain mask on the prepared study's canonical grid (boolean ``[z, y, x]``).
 
-    ``role``: the series it was computed on (None for ``none``); ``volume_ml`` in
-    millilitres; ``problems``: why it is doubtful (empty when plausible).
+    ``role``: the series it was computed on; ``volume_ml`` in millilitres; ``cut_sides``:
+    the faces of the field of view the brain reaches (:func:`edge_sides`).
     """
 
     mask: np.ndarray
     role: str | None
     method: str
     volume_ml: float
-    problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    cut_sides: list[str] = field(default_factory=list)
+
+    @classmethod
+    def measure(cls, mask: np.ndarray, role: str | None, method: str, voxel_ml: float) -> BrainMask:
+        return cls(mask, role, method, round(float(mask.sum()) * voxel_ml, 1), edge_sides(mask))
+
+    @property
+    def volume_plausible(self) -> bool:
+        return PLAUSIBLE_BRAIN_ML[0] <= self.volume_ml <= PLAUSIBLE_BRAIN_ML[1]
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the mask is doubtful (empty when plausible)."""
+        lo, hi = PLAUSIBLE_BRAIN_ML
+        problems = [] if self.volume_plausible else [f"brain volume {self.volume_ml:.0f} ml is outside "
+                                                     f"{lo:.0f}-{hi:.0f} ml"]
+        if self.cut_sides:
+            problems.append(f"the brain reaches the edge of the field of view ({', '.join(self.cut_sides)}): "
+                            "the series may not cover the whole brain")
+        return problems
+
+    def distance_to_plausible(self) -> float:
+        """How far from plausible, for choosing among doubtful masks (a cut-off brain counts most)."""
+        lo, hi = PLAUSIBLE_BRAIN_ML
+        return max(lo - self.volume_ml, self.volume_ml - hi, 0.0) + 1000.0 * bool(self.cut_sides)
 
     def warnings(self) -> list[str]:
         """What findings.json, the SR and the summary image should say about this mask."""
@@ -82,25 +104,6 @@ def edge_sides(mask: np.ndarray, min_fraction: float = 0.02) -> list[str]:
             if moved[index].sum() > min_fraction * largest:
                 sides.append(name)
     return sides
-
-
-def _problems(mask: np.ndarray, voxel_ml: float) -> list[str]:
-    volume = float(mask.sum()) * voxel_ml
-    lo, hi = PLAUSIBLE_BRAIN_ML
-    problems = []
-    if not lo <= volume <= hi:
-        problems.append(f"brain volume {volume:.0f} ml is outside {lo:.0f}-{hi:.0f} ml")
-    sides = edge_sides(mask)
-    if sides:
-        problems.append(f"the brain reaches the edge of the field of view ({', '.join(sides)}): "
-                        "the series may not cover the whole brain")
-    return problems
-
-
-def _distance_to_plausible(candidate: BrainMask) -> float:
-    lo, hi = PLAUSIBLE_BRAIN_ML
-    return max(lo - candidate.volume_ml, candidate.volume_ml - hi, 0.0) + 1000.0 * any(
-        "edge" in p for p in candidate.problems)
 
 
 class DeepBet:
@@ -163,26 +166,18 @@ class BrainExtractor:
         voxel_ml = prepared.grid.voxel_ml
         if self.model is None:
             role = prepared.reference_role
-            mask = head_mask(prepared.channels[role])
-            return BrainMask(mask, role, "none", round(float(mask.sum()) * voxel_ml, 1), _problems(mask, voxel_ml))
-        roles = [r for r in candidate_order(prepared) if r in prepared.channels]
+            return BrainMask.measure(head_mask(prepared.channels[role]), role, "none", voxel_ml)
         tried: list[BrainMask] = []
-        for role in roles:
-            start = time.perf_counter()
-            mask = self.model.mask(prepared.channels[role])
-            candidate = BrainMask(mask, role, self.model.name, round(float(mask.sum()) * voxel_ml, 1),
-                                  _problems(mask, voxel_ml), round(time.perf_counter() - start, 2))
+        for role in candidate_order(prepared):
+            candidate = BrainMask.measure(self.model.mask(prepared.channels[role]), role, self.model.name, voxel_ml)
             if not candidate.problems:
                 if tried:
                     candidate.method = f"{self.model.name} (after {', '.join(str(t.role) for t in tried)} failed)"
                 return candidate
             tried.append(candidate)
-            if all("volume" not in p for p in candidate.problems):
-                # Only cut off by the field of view: other series share that field of view.
-                break
-        best = min(tried, key=_distance_to_plausible)
-        best.seconds = round(sum(t.seconds for t in tried), 2)
-        return best
+            if candidate.volume_plausible:
+                break  # only cut off by the field of view, which the other series share
+        return min(tried, key=BrainMask.distance_to_plausible)
 
 
 def candidate_order(prepared: PreparedStudy) -> list[str]:

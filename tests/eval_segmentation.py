@@ -212,13 +212,14 @@ def brain_extraction_on_native() -> dict:
 
 
 def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_dir: Path, out: Path,
-            segmenter: Segmenter, roles: list[str]) -> dict:
-    """``glioma-node process`` of one case's DICOM with one segmenter: volumes, Dice, time, warnings."""
+            segmenter: Segmenter, roles: list[str]) -> tuple[dict, Findings | None]:
+    """``glioma-node process`` of one case's DICOM with one segmenter: (volumes, Dice, time,
+    warnings; the findings, None when it could not run)."""
     start = time.perf_counter()
     (outcome,) = process(dicom_dir, out, _config_for(roles), Models(segmenter, brain_extractor=EXTRACTOR))
     seconds = round(time.perf_counter() - start, 1)
     if outcome.findings is None:
-        return {"ran": False, "reason": outcome.error, "seconds": seconds}
+        return {"ran": False, "reason": outcome.error, "seconds": seconds}, None
     findings = outcome.findings
     entry = {"ran": True, "volumes_ml": findings.volumes_ml, "seconds": seconds,
              "brain_volume_ml": findings.brain_volume_ml, "warnings": findings.warnings,
@@ -229,8 +230,7 @@ def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_d
         # core and enhancing tumour are not reported without T1c: no Dice for what was not claimed
         wt_only = case.whole_tumour_only or "T1c" not in roles
         entry["dice"] = {"whole_tumour": dice["whole_tumour"]} if wt_only else dice
-    entry["_findings"] = findings
-    return entry
+    return entry, findings
 
 
 EXTRACTOR = BrainExtractor()  # one deepbet for every run (its networks load once)
@@ -259,8 +259,8 @@ def evaluate(out: Path, segmenters: dict[str, Segmenter], cases: list[Case] | No
             for name, segmenter in segmenters.items():
                 if only and name in only and case.name not in only[name]:
                     continue
-                result = run_one(case, reference, dicom_dir, Path(tmp) / f"{case.name}-{name}", segmenter, roles)
-                findings = result.pop("_findings", None)
+                result, findings = run_one(case, reference, dicom_dir, Path(tmp) / f"{case.name}-{name}", segmenter,
+                                           roles)
                 if pictures and findings is not None and name == next(iter(segmenters)):
                     _picture(out / f"{case.name}.png", case, findings, reference, name)
                 entry["segmenters"][name] = result

@@ -17,7 +17,7 @@ import torch
 
 from inference.grid import Grid
 from inference.model_dir import ModelError, read_manifest, write_manifest
-from inference.preprocess import PreparedStudy
+from inference.preprocess import PreparedStudy, PreprocessingError
 from inference.segmentation import compose
 from inference.segmenters import load_segmenter
 
@@ -186,6 +186,7 @@ def test_ensemble_averages_members_and_leaves_out_one_that_cannot_run():
     brain = prepared.channels["T1"] > 0
     ensemble = EnsembleSegmenter([_Constant("a", 0.8, ("FLAIR",)), _Constant("b", 0.2, ("FLAIR", "T2"))])
     assert ensemble.required_roles == ("FLAIR",)
+    assert EnsembleSegmenter([_Constant("a", 0.8, ("T1c",)), _Constant("b", 0.2, ("T2",))]).required_roles == ()
     maps = ensemble.predict(prepared, brain)
     assert np.allclose(maps.whole_tumour, 0.5) and np.allclose(maps.enhancing_tumour, 0.125) and not maps.notes
     del prepared.channels["T2"]
@@ -193,3 +194,6 @@ def test_ensemble_averages_members_and_leaves_out_one_that_cannot_run():
     assert np.allclose(maps.whole_tumour, 0.8)
     assert maps.notes == ["ensemble without b: it needs FLAIR, T2"]
     assert ensemble.describe()["name"] == "ensemble of a + b"
+    del prepared.channels["FLAIR"]
+    with pytest.raises(PreprocessingError, match="no member of the ensemble can run"):
+        ensemble.predict(prepared, brain)

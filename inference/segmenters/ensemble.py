@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from inference.preprocess import PreparedStudy
+from inference.preprocess import PreparedStudy, PreprocessingError
 from inference.segmenters.base import RegionMaps, Segmenter
 
 
@@ -24,8 +24,9 @@ class EnsembleSegmenter:
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two segmenters")
         self.members = members
-        # Runs when at least one member can: the least any member needs.
-        self.required_roles = min((tuple(m.required_roles) for m in members), key=len)
+        # What every member needs; a study lacking more still runs the members that can (predict).
+        self.required_roles = tuple(r for r in members[0].required_roles
+                                    if all(r in m.required_roles for m in members[1:]))
 
     def describe(self) -> dict[str, str]:
         parts = [m.describe() for m in self.members]
@@ -37,6 +38,10 @@ class EnsembleSegmenter:
     def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
         usable = [m for m in self.members if all(r in prepared.channels for r in m.required_roles)]
         left_out = [m for m in self.members if m not in usable]
+        if not usable:
+            raise PreprocessingError("no member of the ensemble can run on this study: "
+                                     + "; ".join(f"{m.describe()['name']} needs {', '.join(m.required_roles)}"
+                                                 for m in self.members))
         maps = [m.predict(prepared, brain) for m in usable]
         mean = [np.mean([getattr(m, name) for m in maps], axis=0).astype(np.float32)
                 for name in ("whole_tumour", "tumour_core", "enhancing_tumour")]
