@@ -22,12 +22,7 @@ RUN apt-get update \
 WORKDIR /opt/glioma-node
 COPY pyproject.toml README.md Makefile ./
 COPY requirements ./requirements
-COPY conf ./conf
-COPY node ./node
-COPY inference ./inference
-COPY dicom_io ./dicom_io
-COPY training ./training
-COPY models ./models
+COPY glioma_node ./glioma_node
 # GPU=yes lets pip take the CUDA build of torch (the CPU pin is dropped)
 RUN if [ "$VARIANT" = "cuda" ]; then make install PYTHON=python3 GPU=yes; else make install PYTHON=python3 GPU=; fi
 COPY deploy/docker.yaml /etc/glioma-node/glioma-node.yaml

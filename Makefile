@@ -50,11 +50,11 @@ system-deps:
 # The node end to end: a local PACS (Orthanc if installed), `serve`, a synthetic study
 # replayed as a scanner sends it, results back in the PACS. KEEP=1 leaves both running.
 demo: install
-	$(PY) -m node.demo --out $(DEMO_DIR) $(if $(KEEP),--keep,)
+	$(PY) -m glioma_node.cli.demo --out $(DEMO_DIR) $(if $(KEEP),--keep,)
 
-# The built OHIF viewer for the viewer test, into .cache/ (integrity pinned in tests/fetch_ohif.py).
+# The built OHIF viewer for the viewer test, into .cache/ (integrity pinned in tools/fetch_ohif.py).
 viewer: install
-	$(PY) -m tests.fetch_ohif
+	$(PY) -m tools.fetch_ohif
 
 test: install system-deps viewer
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
@@ -63,11 +63,11 @@ test-fast: install
 	$(PY) -m pytest -n 2 -m "not integration and not slow" $(PYTEST_ARGS)
 
 bench: install
-	$(PY) -m tests.bench
+	$(PY) -m bench
 
 # Segmentation figures on the real cases of ../shared/data (Dice, baseline, overlays).
 eval: install
-	$(PY) -m tests.eval_segmentation
+	$(PY) -m tools.eval_segmentation
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .cache

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config, load_config
+from glioma_node.service.config import Config, load_config
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def config() -> Config:
 @pytest.fixture(scope="session")
 def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three synthetic cases, one per vendor style (cases cycle Siemens, GE, Philips)."""
-    from training.synth.cohort import write_cohort
+    from glioma_node.training.synth.cohort import write_cohort
 
     out = tmp_path_factory.mktemp("cohort")
     write_cohort(out, cases=3, seed=11, progress=False)
@@ -34,6 +34,6 @@ def processed(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
     dicom = synth_cohort / "dicom"
     (dicom / "README.txt").write_text("not DICOM: must be ignored")
     out = tmp_path_factory.mktemp("processed")
-    result = subprocess.run([sys.executable, "-m", "node.cli", "process", str(dicom), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "process", str(dicom), "--out", str(out)],
                             capture_output=True, text=True, cwd=REPO, timeout=1800)
     return result, out

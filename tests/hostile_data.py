@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage, UID
 
-from dicom_io.uids import derived_uid
+from glioma_node.dicom_io.uids import derived_uid
 
 
 def mr_dataset(n: int = 0, study: str | None = None, series: str | None = None, rows: int = 16,

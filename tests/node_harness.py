@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from node.config import DEFAULT_CONFIG
+from glioma_node.service.config import DEFAULT_CONFIG
 from tests.helpers import REPO, require_tool
 from tests.servers import free_port
 
@@ -63,7 +63,7 @@ class RunningNode:
         self.start()
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "node.cli", "--config", str(self.config_path), "serve"],
+        self.process = subprocess.Popen([sys.executable, "-m", "glioma_node.cli.main", "--config", str(self.config_path), "serve"],
                                         cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ class RunningNode:
         return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines if line)}
 
     def state(self):
-        from node.state import SqliteQueue
+        from glioma_node.service.state import SqliteQueue
         return SqliteQueue(self.data_dir / "state.db")
 
     def wait_study(self, study_uid: str, states: tuple[str, ...], timeout: float = 600):

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from dicom_io.nifti import write_nifti
+from glioma_node.dicom_io.nifti import write_nifti
 
 N = 48
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -95,8 +95,8 @@ def write_brats2021(root: Path, cases: int) -> None:
 
 
 def write_rsna(root: Path, cases: int) -> None:
-    from dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
-    from dicom_io.uids import derived_uid
+    from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+    from glioma_node.dicom_io.uids import derived_uid
 
     folders = {"FLAIR": "FLAIR", "T1": "T1w", "T1c": "T1wCE", "T2": "T2w"}
     with open(root / "train_labels.csv", "w") as f:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_io.study import StudySurvey, load_study
-from inference.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
-from inference.volume import Volume
+from glioma_node.dicom_io.study import StudySurvey, load_study
+from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
+from glioma_node.core.volume import Volume
 
 CREATED = "2026-11-21T09:30:00+00:00"
 
@@ -67,8 +67,8 @@ def fabricated_findings(study: StudySurvey, radiogenomics: bool = True, size_mm:
 
 def write_enhanced_study(root: Path) -> Path:
     """A small four-sequence study written as Enhanced MR (one multi-frame file per series)."""
-    from dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
-    from dicom_io.uids import derived_uid
+    from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+    from glioma_node.dicom_io.uids import derived_uid
     from tests.radiogenomic_trees import AFFINE, tiny_case
 
     images, _, _ = tiny_case(np.random.default_rng(5), 0, 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from node.config import load_config
+from glioma_node.service.config import load_config
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -44,7 +44,7 @@ def test_container_configuration_is_valid_and_matches_the_image():
     assert str(config.data_dir) == "/var/lib/glioma-node"
     assert config.node.port == 11112 and config.node.metrics_port == 11180
     assert config.node.bind_address == "0.0.0.0" and config.node.metrics_bind_address == "0.0.0.0"
-    assert str(config.models.segmentation.path).startswith("/opt/glioma-node/models")
+    assert str(config.models.segmentation.path).startswith("/opt/glioma-node/glioma_node/models")
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     node = compose["services"]["glioma-node"]
     assert node["build"]["context"] == ".." and "127.0.0.1:11180:11180" in node["ports"]

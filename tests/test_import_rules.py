@@ -1,31 +1,39 @@
-"""The rooms of DESIGN.md: which package may import which."""
+"""The rooms of docs/design.md: which package may import which.
+
+The table under "Rooms and who may enter" in docs/design.md is the reference; this
+test reads it, so the map and the code cannot drift apart.
+"""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
 
-PACKAGES = ("node", "inference", "dicom_io", "training")
-# Project packages each may import; inference/ may use dicom_io's nothing and pydicom never.
-ALLOWED = {
-    "inference": set(),
-    "dicom_io": {"inference"},
-    "node": {"dicom_io", "inference"},
-    "training": {"dicom_io", "inference"},
-}
-FORBIDDEN_THIRD_PARTY = {
-    "inference": {"pydicom", "highdicom", "pynetdicom", "socket", "requests", "http", "urllib"},
-    "dicom_io": {"pynetdicom", "socket", "requests", "http", "urllib", "torch", "monai"},
-    "training": {"pynetdicom"},
-    "node": set(),
-}
-# dicom_io may read inference's data types only (no models).
-DICOM_IO_MAY_USE = {"inference.volume", "inference.study", "inference.findings"}
-# The CLI is node's one door to training (synth, train), imported lazily.
-NODE_TRAINING_DOOR = {"node/cli.py"}
+PACKAGE = REPO / "glioma_node"
+DESIGN = REPO / "docs" / "design.md"
+
+
+def _rooms() -> dict[str, tuple[set[str], set[str]]]:
+    """room → (rooms of ours it may import, third-party modules it may not), from the table."""
+    text = DESIGN.read_text()
+    section = text.split("## Rooms and who may enter", 1)[1].split("\n## ", 1)[0]
+    rooms = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`glioma_node/"):
+            continue
+        room = cells[0].strip("`").removeprefix("glioma_node/").strip("/")
+        allowed = set(re.findall(r"`([a-z_]+)/`", cells[2]))
+        forbidden = set(re.findall(r"`([A-Za-z_]+)`", cells[3]))
+        rooms[room] = (allowed, forbidden)
+    return rooms
+
+
+ROOMS = _rooms()
 
 
 def _imports(path: Path) -> set[str]:
@@ -39,18 +47,31 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_package_imports_only_what_its_room_allows(package):
+def test_the_design_map_names_every_room():
+    on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert set(ROOMS) == on_disk, f"docs/design.md rooms {sorted(ROOMS)} vs packages {sorted(on_disk)}"
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_room_imports_only_what_the_map_allows(room):
+    allowed, forbidden = ROOMS[room]
     problems = []
-    for path in sorted((REPO / package).rglob("*.py")):
-        rel = str(path.relative_to(REPO))
+    for path in sorted((PACKAGE / room).rglob("*.py")):
+        rel = path.relative_to(REPO)
         for name in _imports(path):
-            top = name.split(".")[0]
-            if top in PACKAGES and top != package and top not in ALLOWED[package]:
-                if not (package == "node" and top == "training" and rel in NODE_TRAINING_DOOR):
+            parts = name.split(".")
+            if parts[0] == "glioma_node" and len(parts) > 1:
+                other = parts[1]
+                if other != room and other not in allowed:
                     problems.append(f"{rel} imports {name}")
-            if top in FORBIDDEN_THIRD_PARTY[package]:
+            elif parts[0] in ("node", "inference", "dicom_io", "training", "tests", "tools", "bench"):
+                problems.append(f"{rel} imports {name} (outside the package)")
+            if parts[0] in forbidden:
                 problems.append(f"{rel} imports {name}")
-            if package == "dicom_io" and top == "inference" and name not in DICOM_IO_MAY_USE:
-                problems.append(f"{rel} imports {name} (dicom_io may use inference data types only)")
     assert not problems, "\n".join(problems)
+
+
+def test_the_package_has_no_loose_modules():
+    """Every module lives in a room, so the map covers all the code."""
+    loose = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert not loose, f"modules outside a room: {loose}"

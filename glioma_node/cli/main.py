@@ -1,0 +1,294 @@
+"""The `glioma-node` command line.
+
+Subcommands load and validate the configuration first, so a bad key stops the
+command before any work with a message naming it. `synth` and `train` are training
+entry points; they are imported only when called (node/ runs no model internals).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from glioma_node.service.config import ConfigError, load_config
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from glioma_node.cli.inspect import inspect_path, render_text
+
+    report = inspect_path(args.path, args.settings, decode=not args.headers_only)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    import logging
+
+    from glioma_node.inference.model_dir import ModelError
+    from glioma_node.service.pipeline import process
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        outcomes = process(args.path, args.out, args.settings)
+    except ModelError as exc:
+        print(f"glioma-node: model: {exc}", file=sys.stderr)
+        return 2
+    for o in outcomes:
+        if o.status == "done" and o.findings is not None:
+            v = o.findings.volumes_ml
+            print(f"{o.study_instance_uid}: whole tumour {v['whole_tumour']:.1f} ml, core {v['tumour_core']:.1f} ml, "
+                  f"enhancing {v['enhancing_tumour']:.1f} ml -> {o.folder}")
+            rg = o.findings.radiogenomics
+            if rg is not None:
+                parts = [f"{t.upper()} {p.status} (p={p.probability:.2f}, threshold {p.threshold:.2f}, {p.variant})"
+                         for t, p in sorted(rg.predictions.items())]
+                if rg.risk is not None:
+                    parts.append(f"risk group {rg.risk.group} (score {rg.risk.score:.2f}, cutoff {rg.risk.cutoff:.2f})")
+                print("    " + "; ".join(parts) + " [research use only, not for diagnosis]")
+        else:
+            print(f"{o.study_instance_uid}: FAILED: {o.error}")
+    if not outcomes:
+        print(f"glioma-node: no DICOM study found under {args.path}", file=sys.stderr)
+        return 1
+    return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
+def _cmd_nifti2dicom(args: argparse.Namespace) -> int:
+    from glioma_node.dicom_io.nifti import nifti_case_to_dicom
+
+    written = nifti_case_to_dicom(Path(args.case_dir), Path(args.out), patient_id=args.patient_id)
+    for role, folder in written.series_dirs.items():
+        print(f"{role:5s} -> {folder}")
+    print(f"study {written.study_instance_uid}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from glioma_node.training.synth.cohort import write_cohort
+
+    write_cohort(Path(args.out), cases=args.cases, seed=args.seed, progress=not args.quiet, dicom=not args.nifti_only)
+    return 0
+
+
+def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
+    from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
+    from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, RESNET18_WIDTHS
+    from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
+
+    targets = ("mgmt", "idh", "survival") if args.target in ("all", "survival") else (args.target,)
+    encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
+               "crop_spacing_mm": args.crop_spacing}
+    if args.medicalnet:
+        encoder["widths"] = list(RESNET18_WIDTHS)  # MedicalNet's weights are full width
+    settings = RadiogenomicSettings(
+        targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
+        cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
+        cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
+        cnn_weights=str(args.cnn_weights) if args.cnn_weights else None,
+        medicalnet=str(args.medicalnet) if args.medicalnet else None, workers=args.workers, cache=args.cache,
+        segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
+    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
+    for target, res in result["targets"].items():
+        if "variants" in res:
+            auc = res["variants"][res["default_variant"]]["test"]["auc"]
+            print(f"{target}: default {res['default_variant']}, test AUC {auc}")
+    if "survival" in result and "test" in result["survival"]:
+        print(f"survival: test C-index {result['survival']['test']['c_index']}")
+    print(f"model written to {args.out}")
+    return 0
+
+
+def _cmd_train_seg(args: argparse.Namespace) -> int:
+    from glioma_node.training.seg.train import TrainSettings, train_segmentation
+
+    settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
+                             validate_every=args.validate_every, init=args.init,
+                             learning_rate=args.learning_rate, resume=args.resume, threads=args.threads,
+                             stop_after=args.stop_after)
+    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
+    print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
+          f"model written to {args.out}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from glioma_node.service.config import with_overrides
+    from glioma_node.service.logs import configure
+    from glioma_node.service.serve import serve
+
+    configure()
+    config = with_overrides(args.settings, data_dir=args.data_dir, port=args.port, ae_title=args.ae_title,
+                            allow=args.allow, destinations=args.destination, metrics_port=args.metrics_port)
+    serve(config)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from glioma_node.cli.replay import replay
+
+    result = replay(args.path, args.to, calling_ae=args.calling_ae, per_series=not args.one_association,
+                    progress=not args.quiet)
+    print(f"sent {result.sent} instance(s) in {result.associations} association(s); {len(result.failed)} failed")
+    for path, reason in result.failed[:10]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 0 if not result.failed else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from glioma_node.service.state import SqliteQueue
+    from glioma_node.cli.status import render
+
+    data_dir = (args.data_dir or args.settings.data_dir).resolve()
+    database = data_dir / "state.db"
+    if not database.exists():
+        print(f"glioma-node: no node state in {data_dir} (has `glioma-node serve` run with this data dir?)",
+              file=sys.stderr)
+        return 1
+    print(render(SqliteQueue(database)))
+    return 0
+
+
+def _cmd_orthanc_config(args: argparse.Namespace) -> int:
+    from glioma_node.cli.orthanc_config import write_orthanc_config
+
+    written = write_orthanc_config(args.out, args.settings, args.http_port, args.dicom_port, args.allow or [],
+                                   ae_title=args.ae_title)
+    for name, path in written.items():
+        print(f"{name:8s} {path}")
+    print(f"run: Orthanc {written['orthanc']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glioma-node", description="DICOM node for brain-tumour MRI. Research use only, not for diagnosis.")
+    parser.add_argument("--config", type=Path, default=None, help="configuration YAML (default: conf/glioma-node.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="list studies and series under PATH with roles, geometry and refusals")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--headers-only", action="store_true", help="skip decoding pixel data (faster, misses corrupt pixels)")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("process", help="segment every study under PATH; results to OUT/<StudyInstanceUID>/")
+    p.add_argument("path", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_process)
+
+    p = sub.add_parser("synth", help="write a synthetic glioma cohort (DICOM + NIfTI + labels.csv)")
+    p.add_argument("--cases", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nifti-only", action="store_true", help="skip the DICOM studies (a training cohort, 3x faster)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train a model (segmentation, radiogenomics)")
+    train_sub = p.add_subparsers(dest="model", required=True)
+    p = train_sub.add_parser("seg", help="train the tumour segmenter with domain randomisation")
+    p.add_argument("--data", type=Path, required=True, help="a synth cohort or a BraTS-layout folder")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--patch", type=int, default=80, help="training crop, voxels of 2 mm per side")
+    p.add_argument("--validate-every", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule")
+    p.add_argument("--init", type=Path, default=None, help="model directory to fine-tune instead of starting afresh")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint.pt is in --out (same --iterations)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="steps to run in this sitting; then checkpoint and stop (continue with --resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_seg)
+    p = train_sub.add_parser("radiogenomics", help="train MGMT/IDH fusion classifiers and the Cox risk model")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset folder: synthetic, brats2021, rsna-miccai, ucsf-pdgm or upenn-gbm layout")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--target", choices=("mgmt", "idh", "survival", "all"), default="all",
+                   help="what to train (survival needs mgmt and idh probabilities, so it trains them too)")
+    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
+    p.add_argument("--cross-fit-folds", type=int, default=3,
+                   help="encoders trained to give the training cases embeddings they did not see")
+    p.add_argument("--encoder-variant", choices=("crop", "patch"), default="crop",
+                   help="encoder input: one tumour-centred crop, or patches inside the tumour")
+    p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")
+    p.add_argument("--cnn", action="append", choices=("mgmt", "idh"), default=[],
+                   help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
+    p.add_argument("--cnn-weights", type=Path, default=None,
+                   help="pretrained EfficientNetBN-3D state_dict (else pretrained on the data's segmentations)")
+    p.add_argument("--cnn-steps", type=int, default=300)
+    p.add_argument("--crop-size", type=int, default=64, help="CNN crop side, voxels")
+    p.add_argument("--crop-spacing", type=float, default=2.0, help="CNN crop voxel size, mm (whole numbers)")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
+    p.add_argument("--segmentation-model", type=Path, default=None,
+                   help="segmentation model for cases without masks (default: the configured one)")
+    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_radiogenomics)
+
+    p = sub.add_parser("serve", help="run the DICOM node: receive, process, send results back")
+    p.add_argument("--data-dir", type=Path, default=None, help="spool, state, results and outbox (default: config)")
+    p.add_argument("--port", type=int, default=None, help="DICOM port to listen on")
+    p.add_argument("--ae-title", default=None, help="our AE title")
+    p.add_argument("--allow", action="append", default=None, metavar="AET@HOST[:PORT]",
+                   help="allowed calling peer (repeatable; replaces the configured list)")
+    p.add_argument("--destination", action="append", default=None, metavar="AET@HOST:PORT",
+                   help="where results go by C-STORE (repeatable; replaces the configured list)")
+    p.add_argument("--metrics-port", type=int, default=None, help="HTTP port for /health and /metrics (0: off)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("replay", help="send a DICOM folder to a node the way a scanner does")
+    p.add_argument("path", type=Path)
+    p.add_argument("--to", required=True, metavar="AET@HOST:PORT")
+    p.add_argument("--calling-ae", default="GLIOMA_REPLAY")
+    p.add_argument("--one-association", action="store_true", help="everything in one association (default: one per series)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("status", help="studies and jobs of a node (its data directory)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("orthanc-config", help="write an Orthanc configuration that runs the node as a plugin")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--http-port", type=int, required=True, help="Orthanc's HTTP port (loopback only)")
+    p.add_argument("--dicom-port", type=int, required=True, help="Orthanc's DICOM port")
+    p.add_argument("--allow", action="append", default=None, metavar="AET@HOST[:PORT]",
+                   help="a sender allowed to store into Orthanc (repeatable)")
+    p.add_argument("--ae-title", default="GLIOMA_ORTHANC", help="Orthanc's AE title")
+    p.set_defaults(func=_cmd_orthanc_config)
+
+    p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
+    p.add_argument("case_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patient-id", default=None, help="PatientID to write (default: the folder name)")
+    p.set_defaults(func=_cmd_nifti2dicom)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    from glioma_node.dicom_io.scan import tolerate_nonconformant_values
+
+    tolerate_nonconformant_values()
+    try:
+        args.settings = load_config(args.config)  # validated at start, whatever the command
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"glioma-node: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"glioma-node: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

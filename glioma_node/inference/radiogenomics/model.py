@@ -1,0 +1,217 @@
+"""The radiogenomic model directory and the stage that runs it on one study.
+
+Layout (see :mod:`glioma_node.inference.model_dir`)::
+
+    manifest.json   kind glioma-node-radiogenomics, sha256 of model.pt, targets, variants
+    model.pt        one torch file (loaded with weights_only): feature names, radiomics
+                    settings, the deep encoder, the fusion heads per target and variant,
+                    the optional end-to-end CNNs, the Cox model, SHAP backgrounds
+    MODEL_CARD.md   training data, metrics, limits
+
+Per study: radiomics + location + the 128-number embedding make one feature vector; each
+target (``mgmt``, ``idh``) runs the variant chosen in the configuration (``early``,
+``attention`` or ``cnn``); the Cox model scores the fused features with the MGMT and IDH
+probabilities and age; Grad-CAM and SHAP explain each prediction.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from glioma_node.inference.model_dir import ModelError, read_manifest
+from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.cnn import TumourCNN
+from glioma_node.inference.radiogenomics.cox import CoxModel
+from glioma_node.inference.radiogenomics.crop import Crop, tumour_crop, tumour_patches, uncrop
+from glioma_node.inference.radiogenomics.encoder import DeepEncoder
+from glioma_node.inference.radiogenomics.explain import cox_attributions, head_attributions
+from glioma_node.inference.radiogenomics.gradcam import grad_cam
+from glioma_node.inference.radiogenomics.heads import AttentionFusion, FusionHead, build_head
+from glioma_node.inference.radiogenomics.location import location_features
+from glioma_node.inference.radiogenomics.morphology import morphology_features
+from glioma_node.inference.radiogenomics.tumour_study import TumourStudy
+
+KIND = "glioma-node-radiogenomics"
+TARGETS = ("mgmt", "idh")
+POSITIVE = {"mgmt": ("methylated", "unmethylated"), "idh": ("mutant", "wildtype")}
+COX_EXTRA = ("mgmt_probability", "idh_probability", "age_years")
+# Feature columns whose absence means "this sub-region is not there" (0 ml), not "unknown".
+ZERO_WHEN_ABSENT = ("MeshVolume", "VoxelVolume", "SurfaceArea")
+
+
+@dataclass
+class StageResult:
+    """Raw output of :meth:`RadiogenomicModel.run` on the 1 mm study grid."""
+
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+    variants: dict[str, str]
+    attributions: dict[str, list[dict]]
+    attention: dict[str, dict[str, float]]
+    risk: tuple[float, float, str] | None
+    risk_attributions: list[dict]
+    cams: dict[str, np.ndarray]
+    features: dict[str, float]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def feature_vector(features: dict[str, float], names: list[str]) -> np.ndarray:
+    """``features`` in the order of ``names``; absent sub-region volumes are 0, other absent values NaN."""
+    out = np.full(len(names), np.nan, np.float64)
+    for i, name in enumerate(names):
+        if name in features:
+            out[i] = features[name]
+        elif name.startswith("shape.") and name.rsplit(".", 1)[-1] in ZERO_WHEN_ABSENT:
+            out[i] = 0.0
+    return out
+
+
+def encoder_input(stack: np.ndarray, labels: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, list[Crop]]:
+    """The encoder's input for one study and where each piece came from: one tumour-centred
+    crop ``(1, 4, s, s, s)`` or, for the patch variant, ``(P, 4, s, s, s)`` patches."""
+    if config.get("variant", "crop") == "patch":
+        return tumour_patches(stack, labels, config["patch_size"], config["patch_count"])
+    crop, where = tumour_crop(stack, labels, config["crop_size"], config["crop_spacing_mm"])
+    return crop[None], [where]
+
+
+def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1) -> dict[str, float]:
+    """Radiomic, location and morphology features of one study, by name (training uses it too)."""
+    features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers)
+    features.update(location_features(study.labels, study.brain, study.grid))
+    features.update(morphology_features(features))
+    return features
+
+
+class RadiogenomicModel:
+    """A loaded radiogenomic model directory (checksum checked)."""
+
+    def __init__(self, directory: Path, variants: dict[str, str] | None = None) -> None:
+        self.manifest = read_manifest(Path(directory), KIND)
+        try:
+            blob = torch.load(self.manifest.weights_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
+            raise ModelError(f"{self.manifest.weights_path}: cannot be read as a glioma-node radiogenomic model ({exc})") from exc
+        self.feature_names: list[str] = list(blob["feature_names"])
+        self.params: dict[str, Any] = blob["radiomics_settings"]
+        self.encoder_config: dict[str, Any] = dict(blob["encoder"]["config"])
+        self.encoder = DeepEncoder(self.encoder_config["widths"])
+        # The training heads (IDH and MGMT logits on the embedding) are not used here.
+        self.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                      for k, v in blob["encoder"]["state"].items() if not k.startswith("heads.")})
+        self.encoder.eval()
+        self.heads: dict[str, dict[str, FusionHead]] = {}
+        for target, by_variant in blob["heads"].items():
+            self.heads[target] = {}
+            for variant, stored in by_variant.items():
+                head = build_head(stored["config"])
+                head.load_state_dict(stored["state"])
+                head.eval()
+                self.heads[target][variant] = head
+        self.cnns: dict[str, tuple[TumourCNN, dict[str, Any]]] = {}
+        for target, stored in blob.get("cnn", {}).items():
+            net = TumourCNN(stored["config"]["model_name"])
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored["state"].items()})
+            net.eval()
+            self.cnns[target] = (net, dict(stored["config"]))
+        self.cox = CoxModel.from_dict(blob["cox"]) if blob.get("cox") else None
+        stored = blob["background"]
+        self.background = np.full((stored["values"].shape[0], len(self.feature_names)), np.nan)
+        self.background[:, np.asarray(stored["columns"])] = np.asarray(stored["values"], np.float64)
+        self.cox_background = np.asarray(blob["cox_background"], np.float64) if blob.get("cox") else None
+        defaults = dict(blob["default_variants"])
+        chosen = {**defaults, **{k: v for k, v in (variants or {}).items() if v not in (None, "default")}}
+        for target, variant in chosen.items():
+            available = list(self.heads.get(target, {})) + (["cnn"] if target in self.cnns else [])
+            if variant not in available:
+                raise ModelError(f"{directory}: no {variant!r} model for {target}; this model has {', '.join(available) or 'none'}")
+        self.variants = chosen
+
+    def describe(self) -> dict[str, str]:
+        return {**self.manifest.describe(), "variants": ", ".join(f"{k}={v}" for k, v in sorted(self.variants.items()))}
+
+    def _deep_output(self, head: FusionHead, x: np.ndarray, others: torch.Tensor,
+                     index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The head's logit as a function of encoder input piece ``index`` (crop or patch), the
+        other pieces' embeddings (``others``) and the other features held at their values."""
+        deep = [i for i, n in enumerate(self.feature_names) if n.startswith("deep.")]
+        base = torch.tensor(x, dtype=torch.float32)
+
+        def output(piece: torch.Tensor) -> torch.Tensor:
+            full = base.clone()
+            emb = torch.cat([others[:index], self.encoder(piece), others[index + 1:]])
+            full[deep] = emb.mean(dim=0)  # the embedding averages the pieces (one for a crop)
+            return head.logit_standardised(head.standardise(full[None]))[0]
+
+        return output
+
+    def _fusion_cam(self, head: FusionHead, x: np.ndarray, pieces: torch.Tensor, embeddings: torch.Tensor,
+                    where: list[Crop], shape: tuple[int, int, int]) -> np.ndarray:
+        """Grad-CAM of the head's logit through the encoder, one map per piece merged by maximum."""
+        out = np.zeros(shape, np.float32)
+        for i, crop in enumerate(where):
+            cam = grad_cam(pieces[i:i + 1], self.encoder.last_conv, self._deep_output(head, x, embeddings, i))
+            out = np.maximum(out, uncrop(cam, crop, shape))
+        return out
+
+    def run(self, study: TumourStudy, workers: int = 1, thresholds: dict[str, float | None] | None = None) -> StageResult:
+        """Predict, score and explain one study. ``thresholds`` override the stored ones."""
+        t0 = time.perf_counter()
+        feats = image_features(study, self.params, workers)
+        t1 = time.perf_counter()
+        stack = study.stack()
+        arrays, where = encoder_input(stack, study.labels, self.encoder_config)
+        pieces = torch.from_numpy(arrays)
+        with torch.no_grad():
+            embeddings = self.encoder(pieces)
+        feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(embeddings.mean(dim=0).numpy())})
+        timings = {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
+        x = feature_vector(feats, self.feature_names)
+        probs, thr, attributions, attention, cams = {}, {}, {}, {}, {}
+        warnings: list[str] = []
+        t_explain = 0.0
+        for target, variant in sorted(self.variants.items()):
+            if variant == "cnn":
+                net, cfg = self.cnns[target]
+                crop, crop_at = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
+                tensor = torch.from_numpy(crop)[None]
+                with torch.no_grad():
+                    logit = net(tensor)[0, 0]
+                probs[target] = float(torch.sigmoid(cfg["platt"][0] * logit + cfg["platt"][1]))
+                thr[target] = float(cfg["threshold"])
+                te = time.perf_counter()
+                cams[target] = uncrop(grad_cam(tensor, net.last_conv, lambda t: net(t)[0, 0]), crop_at, study.labels.shape)
+                attributions[target] = []
+            else:
+                head = self.heads[target][variant]
+                probs[target] = float(head.probability(x[None])[0])
+                thr[target] = float(head.threshold)
+                if isinstance(head, AttentionFusion):
+                    attention[target] = head.group_weights(x)
+                te = time.perf_counter()
+                attributions[target] = [a.to_json() for a in head_attributions(head, x, self.background)]
+                cams[target] = self._fusion_cam(head, x, pieces, embeddings, where, study.labels.shape)
+            t_explain += time.perf_counter() - te
+        for target, value in (thresholds or {}).items():
+            if value is not None and target in thr:
+                thr[target] = float(value)
+        risk, risk_attr = None, []
+        if self.cox is not None:
+            extra = {"mgmt_probability": probs.get("mgmt", np.nan), "idh_probability": probs.get("idh", np.nan),
+                     "age_years": study.age_years if study.age_years is not None else np.nan}
+            if study.age_years is None:
+                warnings.append("patient age unknown (no PatientAge, PatientBirthDate/StudyDate): the risk score "
+                                "used the training cohort's median age")
+            covariates = np.array([extra[n] if n in extra else x[self.feature_names.index(n)] for n in self.cox.names])
+            score = float(self.cox.risk(covariates)[0])
+            risk = (score, self.cox.cutoff, self.cox.group(score))
+            risk_attr = [a.to_json() for a in cox_attributions(self.cox, covariates, self.cox_background)]
+        timings.update({"explanations": round(t_explain, 2), "radiogenomics_total": round(time.perf_counter() - t0, 2)})
+        return StageResult(probs, thr, dict(self.variants), attributions, attention, risk, risk_attr, cams, feats,
+                           timings, warnings)

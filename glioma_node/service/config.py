@@ -1,0 +1,341 @@
+"""Load and validate the node's YAML configuration (``conf/glioma-node.yaml``).
+
+Validation happens once, at start; :class:`ConfigError` names each bad key with a
+dotted path (``node.allowed_peers[0].ae_title``) and says what is expected.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from glioma_node.dicom_io.sequence_rules import SequenceRules
+from glioma_node.core.resources import DEFAULT_CONFIG
+from glioma_node.core.roles import ROLES
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_ae_title(value: str) -> str:
+    """A DICOM AE title: 1–16 characters of the default repertoire, no backslash, not blank."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("an AE title must be 1-16 characters, not blank")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters; {value!r} has {len(value)}")
+    if "\\" in value or any(ord(c) < 32 or ord(c) > 126 for c in value):
+        raise ValueError(f"an AE title may not contain backslashes, control or non-ASCII characters: {value!r}")
+    return value.strip()
+
+
+def check_host(value: str) -> str:
+    """An IPv4/IPv6 address or a DNS host name."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value or ""):
+        raise ValueError(f"expected an IP address or host name, got {value!r}")
+    return value
+
+
+class Peer(_Strict):
+    ae_title: str
+    host: str
+    # The peer's own Storage SCP port, for dispatch.return_to_caller (None: not sent back).
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("host")(check_host)
+
+
+class Destination(_Strict):
+    name: str = Field(min_length=1)
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("host")(check_host)
+
+
+class TLS(_Strict):
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> "TLS":
+        given = [v is not None for v in (self.certificate, self.private_key, self.ca_certificates)]
+        if any(given) and not all(given):
+            raise ValueError("TLS needs certificate, private_key and ca_certificates together (or none of them)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+class NodeSettings(_Strict):
+    ae_title: str
+    bind_address: str
+    port: int = Field(ge=1, le=65535)
+    allowed_peers: list[Peer]
+    max_associations: int = Field(ge=1, le=256)
+    max_pdu_bytes: int = Field(ge=0)
+    tls: TLS = TLS()
+    metrics_port: int = Field(default=11180, ge=0, le=65535)
+    metrics_bind_address: str = "127.0.0.1"
+    min_free_mb: int = Field(default=2048, ge=0)
+    # Reject associations calling another AE title than ae_title (false: promiscuous).
+    require_called_ae_title: bool = True
+    acse_timeout_s: float = Field(default=30, gt=0)
+    network_timeout_s: float = Field(default=60, gt=0)
+    dimse_timeout_s: float = Field(default=60, gt=0)
+    tls_handshake_timeout_s: float = Field(default=10, gt=0)
+
+    _ae = field_validator("ae_title")(check_ae_title)
+    _host = field_validator("bind_address")(check_host)
+
+
+class Assembly(_Strict):
+    required_roles: list[str] = Field(min_length=1)
+    quiet_period_s: float = Field(gt=0)
+    force_timeout_s: float = Field(gt=0)
+    reprocess_new_series: bool = True
+
+    @field_validator("required_roles")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        bad = [r for r in roles if r not in ROLES]
+        if bad:
+            raise ValueError(f"unknown role(s) {bad}; roles are {', '.join(ROLES)}")
+        if "FLAIR" not in roles and "T2" not in roles:
+            raise ValueError("FLAIR or T2 must be required: the whole tumour is defined on them")
+        return roles
+
+
+class StowDestination(_Strict):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://")
+
+
+class Dispatch(_Strict):
+    """How results leave the node; see conf/glioma-node.yaml."""
+
+    return_to_caller: bool = False
+    dicomweb: list[StowDestination] = Field(default_factory=list)
+    # Plugin mode: store the results back into the Orthanc the node runs in.
+    orthanc_self: bool = False
+    retry_initial_s: float = Field(default=5, gt=0)
+    retry_max_s: float = Field(default=300, gt=0)
+    max_attempts: int = Field(default=100, ge=1)
+
+
+SegmenterKindName = Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic", "ensemble"]
+
+
+class SegmenterMember(_Strict):
+    """One model of an ensemble; see conf/glioma-node.yaml."""
+
+    kind: Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic"]
+    path: Path
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    checkpoint: str = "checkpoint_final.pth"
+
+
+class SegmentationModel(_Strict):
+    """Which segmenter runs; see conf/glioma-node.yaml."""
+
+    kind: SegmenterKindName = "glioma-node"
+    path: Path | None = None
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    checkpoint: str = "checkpoint_final.pth"
+    members: list[SegmenterMember] = Field(default_factory=list)
+    min_component_ml: float = Field(default=0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _path_or_members(self) -> "SegmentationModel":
+        if self.kind == "ensemble":
+            if len(self.members) < 2:
+                raise ValueError("an ensemble needs at least two members (kind and path each)")
+        elif self.path is None:
+            raise ValueError(f"kind {self.kind} needs a path")
+        elif self.members:
+            raise ValueError("members are for kind: ensemble only")
+        return self
+
+
+class RadiogenomicsModel(_Strict):
+    """Which radiogenomic model runs, and which variant per target; see conf/glioma-node.yaml."""
+
+    path: Path
+    mgmt: Literal["default", "early", "attention", "cnn"] = "default"
+    idh: Literal["default", "early", "attention", "cnn"] = "default"
+    workers: int | None = Field(default=None, ge=1, le=64)
+    enabled: bool = True
+
+
+class BrainExtraction(_Strict):
+    """How the skull is stripped before any segmenter runs; see conf/glioma-node.yaml."""
+
+    kind: Literal["deepbet", "none"] = "deepbet"
+
+
+class Models(_Strict):
+    brain_extraction: BrainExtraction = BrainExtraction()
+    segmentation: SegmentationModel
+    radiogenomics: RadiogenomicsModel
+
+
+class Thresholds(_Strict):
+    mgmt_methylated: float | None = Field(default=None, ge=0, le=1)
+    idh_mutant: float | None = Field(default=None, ge=0, le=1)
+    min_role_confidence: float = Field(ge=0, le=1)
+
+
+class Config(_Strict):
+    """The whole configuration; see conf/glioma-node.yaml for what each key means."""
+
+    node: NodeSettings
+    destinations: list[Destination]
+    dispatch: Dispatch = Dispatch()
+    data_dir: Path
+    assembly: Assembly
+    models: Models
+    thresholds: Thresholds
+    sequences: SequenceRules
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(error: dict[str, Any]) -> str:
+    key = _dotted(tuple(p for p in error["loc"] if p not in ("function-after",)))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (misspelt? see conf/glioma-node.yaml for the keys)"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    def resolve(value: Any) -> Any:
+        if value is None:
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    raw = dict(raw)
+    if "data_dir" in raw:
+        raw["data_dir"] = resolve(raw["data_dir"])
+    if isinstance(raw.get("models"), dict):
+        models = dict(raw["models"])
+        seg = models.get("segmentation")
+        if isinstance(seg, dict):
+            models["segmentation"] = {k: resolve(v) if k == "path" else v for k, v in seg.items()}
+            members = models["segmentation"].get("members")
+            if isinstance(members, list):
+                models["segmentation"]["members"] = [
+                    {k: resolve(v) if k == "path" else v for k, v in m.items()} if isinstance(m, dict) else m
+                    for m in members]
+        elif seg is not None:
+            models["segmentation"] = {"path": resolve(seg)}
+        rg = models.get("radiogenomics")
+        if isinstance(rg, dict):
+            models["radiogenomics"] = {k: resolve(v) if k == "path" else v for k, v in rg.items()}
+        elif rg is not None:
+            models["radiogenomics"] = {"path": resolve(rg)}
+        raw["models"] = models
+    node = raw.get("node")
+    if isinstance(node, dict) and isinstance(node.get("tls"), dict):
+        raw["node"] = {**node, "tls": {k: resolve(v) for k, v in node["tls"].items()}}
+    return raw
+
+
+def parse_config(raw: Any, base: Path) -> Config:
+    """Validate an already-parsed YAML document; relative paths resolve against ``base``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the configuration must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(_resolve_paths(raw, base))
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({len(exc.errors())} problem(s)):\n{problems}") from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a configuration file (the embedded default when ``path`` is None)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse_config(raw, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_peer(text: str) -> dict[str, Any]:
+    """``AET@HOST`` (or ``AET@HOST:PORT``) → a peer mapping; ValueError with the expected form."""
+    ae, sep, rest = text.partition("@")
+    host, _, port = rest.partition(":")
+    if not sep or not ae or not host or (port and not port.isdigit()):
+        raise ValueError(f"expected AET@HOST or AET@HOST:PORT, got {text!r}")
+    return {"ae_title": ae, "host": host, **({"port": int(port)} if port else {})}
+
+
+def with_overrides(config: Config, data_dir: Path | None = None, port: int | None = None,
+                   ae_title: str | None = None, allow: list[str] | None = None,
+                   destinations: list[str] | None = None, metrics_port: int | None = None) -> Config:
+    """``config`` with command-line values in place of the file's, validated again."""
+    raw = config.model_dump()
+    node = raw["node"]
+    if port is not None:
+        node["port"] = port
+    if ae_title is not None:
+        node["ae_title"] = ae_title
+    if metrics_port is not None:
+        node["metrics_port"] = metrics_port
+    if allow:
+        node["allowed_peers"] = [parse_peer(a) for a in allow]
+    if destinations:
+        raw["destinations"] = []
+        for n, text in enumerate(destinations):
+            peer = parse_peer(text)
+            if "port" not in peer:
+                raise ValueError(f"a destination needs a port: AET@HOST:PORT, got {text!r}")
+            raw["destinations"].append({"name": f"{peer['ae_title'].lower()}-{n}", **peer})
+    if data_dir is not None:
+        raw["data_dir"] = data_dir.resolve()
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid command-line value ({len(exc.errors())} problem(s)):\n{problems}") from None

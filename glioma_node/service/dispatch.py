@@ -1,0 +1,117 @@
+"""Dispatch: results from the outbox to each destination, by C-STORE or STOW-RS.
+
+Every send job names one target and one result version; its files sit in
+``outbox/<target>/<study>-v<version>/`` until the whole set is accepted, and are then
+removed (the results folder keeps its own copy). A refused connection or a failed
+status raises :class:`DispatchError`; the job is retried with exponential backoff, and
+since the objects' UIDs are fixed a retry replaces what a previous attempt stored.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from glioma_node.service.config import Config, Destination, StowDestination
+
+log = logging.getLogger(__name__)
+
+# Requested explicitly, whatever the files: SEG, Comprehensive 3D SR, Parametric Map, Secondary Capture
+RESULT_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.30",
+                  "1.2.840.10008.5.1.4.1.1.7")
+
+
+class DispatchError(RuntimeError):
+    """A send did not go through (the job is retried)."""
+
+
+def c_store(files: list[Path], destination: Destination, calling_ae: str) -> int:
+    """C-STORE ``files`` to ``destination`` in one association; how many were stored."""
+    datasets = [pydicom.dcmread(path) for path in files]
+    ae = AE(ae_title=calling_ae)
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
+    classes = list(dict.fromkeys([*RESULT_CLASSES, *(str(ds.SOPClassUID) for ds in datasets)]))
+    for sop_class in classes:
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise DispatchError(f"{destination.ae_title}@{destination.host}:{destination.port}: association "
+                            f"{'rejected' if assoc.is_rejected else 'failed'}")
+    try:
+        for path, ds in zip(files, datasets):
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code is None or not (code == 0x0000 or 0xB000 <= code <= 0xBFFF):
+                raise DispatchError(f"{destination.ae_title}: C-STORE of {path.name} answered "
+                                    f"{'nothing' if code is None else hex(code)}")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return len(files)
+
+
+def stow(files: list[Path], destination: StowDestination) -> int:
+    """STOW-RS ``files`` to ``destination.url`` (``…/studies``) in one multipart request."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for path in files:
+        parts.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(destination.url.rstrip("/") + "/studies", data=body, method="POST", headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            if response.status not in (200, 202):
+                raise DispatchError(f"{destination.name}: STOW-RS answered HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise DispatchError(f"{destination.name}: STOW-RS failed: {exc}") from None
+    return len(files)
+
+
+def targets(config: Config, calling_ae: str | None) -> list[str]:
+    """The send targets of a study: every destination, STOW endpoint, the caller if asked,
+    and in plugin mode the Orthanc the node runs in."""
+    out = [f"dicom:{d.name}" for d in config.destinations] + [f"stow:{d.name}" for d in config.dispatch.dicomweb]
+    if config.dispatch.orthanc_self:
+        out.append("orthanc:self")
+    if config.dispatch.return_to_caller and calling_ae:
+        if any(p.ae_title == calling_ae and p.port for p in config.node.allowed_peers):
+            out.append(f"caller:{calling_ae}")
+    return out
+
+
+def send(target: str, files: list[Path], config: Config, local: Callable[[bytes], None] | None = None) -> int:
+    """Send ``files`` to one target (as :func:`targets` names it); ``local`` stores one
+    Part 10 file into the Orthanc the node runs in (plugin mode)."""
+    kind, _, name = target.partition(":")
+    try:
+        if kind == "orthanc":
+            if local is None:
+                raise DispatchError("orthanc:self needs the Orthanc plugin (the node is not running inside Orthanc)")
+            for path in files:
+                local(path.read_bytes())
+            return len(files)
+        if kind == "dicom":
+            destination = next(d for d in config.destinations if d.name == name)
+            return c_store(files, destination, config.node.ae_title)
+        if kind == "stow":
+            return stow(files, next(d for d in config.dispatch.dicomweb if d.name == name))
+        if kind == "caller":
+            peer = next(p for p in config.node.allowed_peers if p.ae_title == name and p.port)
+            return c_store(files, Destination(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port),
+                           config.node.ae_title)
+    except StopIteration:
+        raise DispatchError(f"target {target} is no longer in the configuration") from None
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, DispatchError):
+            raise
+        raise DispatchError(f"{target}: {exc}") from None
+    raise DispatchError(f"unknown target kind {kind!r}")

@@ -1,0 +1,152 @@
+"""`glioma-node process PATH --out OUT`: run every study under a folder, offline.
+
+For each study (instances grouped by StudyInstanceUID, non-DICOM files ignored) it
+writes ``OUT/<StudyInstanceUID>/``:
+
+* ``findings.json``: status, volumes in ml per sub-region, models (name, version,
+  sha256), timings, warnings; on failure the error instead, so no study is silently
+  skipped;
+* ``nifti/labels.nii.gz``: BraTS labels 1/2/4 on the grid of the reference series
+  (T1c), with that series' true affine;
+* ``nifti/gradcam-<target>.nii.gz``: the Grad-CAM map (0–1) of each prediction on the
+  same grid, and ``explanations.png``: the SHAP bar charts;
+* ``dicom/``: the DICOM results (SEG on T1c and on FLAIR, Grad-CAM Parametric Maps,
+  the TID 1500 SR, the summary Secondary Capture; see :mod:`glioma_node.dicom_io.results.writer`)
+  and ``summary.png``, the summary image.
+
+Files are written to a temporary name and renamed, so a crash never leaves a
+half-written result behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from glioma_node.dicom_io.errors import DicomInputError
+from glioma_node.dicom_io.nifti import write_nifti
+from glioma_node.dicom_io.results.writer import write_results
+from glioma_node.dicom_io.scan import scan
+from glioma_node.dicom_io.study import load_study, survey
+from glioma_node.dicom_io.uids import safe_part
+from glioma_node.inference.analyze import Models, analyze
+from glioma_node.inference.brain_extraction import BrainExtractor, ExtractorKind
+from glioma_node.core.findings import RESEARCH_USE, Findings
+from glioma_node.inference.model_dir import ModelError
+from glioma_node.inference.preprocess import PreprocessingError
+from glioma_node.inference.radiogenomics.model import RadiogenomicModel
+from glioma_node.inference.radiogenomics.radiomics import default_workers
+from glioma_node.inference.radiogenomics.shap_plot import plot_attributions
+from glioma_node.inference.networks import device
+from glioma_node.inference.segmenters import SegmenterKind, SegmenterSpec, load_segmenter
+from glioma_node.core.volume import Volume
+from glioma_node.service.config import Config
+
+log = logging.getLogger(__name__)
+# Failures whose message is written for users; anything else gets its type named too.
+_EXPECTED = (PreprocessingError, ModelError, DicomInputError, ValueError)
+
+
+@dataclass
+class StudyOutcome:
+    """What happened to one study: ``status`` is ``done`` or ``failed`` (``error`` says why)."""
+
+    study_instance_uid: str
+    status: str
+    folder: Path
+    error: str | None = None
+    findings: Findings | None = None
+    instances: int = 0  # instance files of the study that were found (the snapshot processed)
+
+
+def load_models(config: Config) -> Models:
+    """The models the configuration names, loaded and checksum-checked."""
+    seg = config.models.segmentation
+    members = [SegmenterSpec(SegmenterKind(m.kind), m.path, tuple(m.folds), m.checkpoint) for m in seg.members]
+    segmenter = load_segmenter(seg.kind, seg.path, tuple(seg.folds), seg.checkpoint, members)
+    extractor = BrainExtractor(ExtractorKind(config.models.brain_extraction.kind), device())
+    rg = config.models.radiogenomics
+    radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None
+    thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant}
+    return Models(segmenter, seg.min_component_ml, radiogenomics, thresholds, rg.workers or default_workers(),
+                  extractor)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Dataset]], reference: Volume) -> None:
+    """Everything of one study into ``folder``: the DICOM result objects, the NIfTI masks
+    and maps, summary.png, explanations.png, and findings.json last (it lists the DICOM
+    objects, so its presence means the study's outputs are complete).
+
+    ``sources``: SeriesInstanceUID → instance headers of the analysed series;
+    ``reference``: the reference-role volume.
+    """
+    (folder / "nifti").mkdir(parents=True, exist_ok=True)
+    mask = findings.masks[findings.reference_role]
+    arrays = {"labels": (mask.labels, mask.affine)}
+    if findings.radiogenomics is not None:
+        arrays.update({f"gradcam-{t}": (h.values, h.affine) for t, h in findings.radiogenomics.heat_maps.items()})
+        plot_attributions(findings.radiogenomics, folder / "explanations.png")
+    for name, (voxels, affine) in arrays.items():
+        tmp = folder / "nifti" / f"{name}.partial.nii.gz"
+        write_nifti(tmp, voxels, affine)
+        os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
+    written = write_results(findings, sources, reference, folder)
+    dicom = [{"kind": w.kind, "file": str(w.path.relative_to(folder)), "sop_class_uid": w.sop_class_uid,
+              "sop_instance_uid": w.sop_instance_uid, "series_instance_uid": w.series_instance_uid} for w in written]
+    _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), "dicom": dicom})
+
+
+def process(path: Path, out: Path, config: Config, models: Models | None = None,
+            warnings: list[str] | tuple[str, ...] = ()) -> list[StudyOutcome]:
+    """Process every study under ``path`` into ``out`` (see the module doc).
+
+    ``warnings`` are added to every study's findings (the node passes what it knows
+    about the data, such as series with fewer instances than their headers announce).
+    One study's failure, whatever its cause, is written to its own findings.json and
+    never stops the others.
+    """
+    models = models or load_models(config)
+    started = time.perf_counter()
+    result = scan(path)
+    for bad, reason in result.bad_files:
+        log.warning("skipped %s: %s", bad, reason)
+    outcomes = []
+    for study in survey(result, config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence):
+        folder = out / safe_part(study.study_instance_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        instances = sum(len(s.files.instances) for s in study.series)
+        t0 = time.perf_counter()
+        try:
+            missing = [r for r in config.assembly.required_roles if r not in study.roles]
+            if missing:
+                raise PreprocessingError(f"sequences missing: {', '.join(missing)} "
+                                         f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
+                                         "`glioma-node inspect` to see how each series was recognised")
+            study_input = load_study(study)
+            study_input.warnings.extend(warnings)
+            findings = analyze(study_input, models)
+            findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
+            write_outputs(findings, folder, study.source_headers(), study_input.volumes[findings.reference_role])
+            outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings,
+                                         instances=instances))
+        except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the next one runs
+            error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
+            log.error("study %s failed: %s", study.study_instance_uid, error,
+                      exc_info=not isinstance(exc, _EXPECTED))
+            _write_json(folder / "findings.json", {"status": "failed", "study_instance_uid": study.study_instance_uid,
+                                                   "error": error, "warnings": list(warnings), "notice": RESEARCH_USE})
+            outcomes.append(StudyOutcome(study.study_instance_uid, "failed", folder, error=error, instances=instances))
+    log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)
+    return outcomes

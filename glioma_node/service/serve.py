@@ -1,0 +1,142 @@
+"""`glioma-node serve`: the node. Receive, assemble, process, send back, durably.
+
+One process listens (:mod:`glioma_node.service.scp`), assembles studies (:mod:`glioma_node.service.assembly`), sends
+results (:func:`glioma_node.service.worker.send_pending`) and serves /health and /metrics; a child
+process runs the models (:func:`glioma_node.service.worker.worker_main`). Everything that matters is
+on disk (spool, SQLite state, results, outbox), so after a crash — even kill -9 — a
+restart reconciles the spool with the database, re-queues interrupted jobs, and goes on:
+nothing acknowledged is lost and no result is sent twice under different UIDs.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.spawn
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from glioma_node.core.resources import import_root
+from glioma_node.service.assembly import tick
+from glioma_node.service.config import Config
+from glioma_node.service.intake import reconcile
+from glioma_node.service.scp import StorageScp
+from glioma_node.service.spool import Spool
+from glioma_node.service.state import SqliteQueue
+from glioma_node.service.worker import Paths, send_pending
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """The running node (see the module doc); :meth:`run` blocks until :meth:`stop`.
+
+    ``listen`` False: no DICOM listener (the Orthanc plugin feeds the spool itself);
+    ``local`` stores a result file into the Orthanc the node runs in; ``on_tick`` runs
+    once a second in the loop (the plugin's ingest and status reports).
+    """
+
+    def __init__(self, config: Config, listen: bool = True, local: Callable[[bytes], None] | None = None,
+                 on_tick: Callable[[], None] | None = None):
+        self.config = config
+        self.paths = Paths(config.data_dir)
+        self.spool = Spool(self.paths.spool, config.node.min_free_mb * 1024**2)
+        self.queue = SqliteQueue(self.paths.database)
+        self.scp = StorageScp(config, self.spool, self.queue) if listen else None
+        self.local, self.on_tick = local, on_tick
+        self.stopping = threading.Event()
+        self.worker: subprocess.Popen | None = None
+        self.metrics = None
+
+    def health(self) -> dict:
+        free = self.spool.free_bytes()
+        worker_alive = self._worker_alive()
+        ok = worker_alive and free >= self.spool.min_free_bytes
+        return {"status": "ok" if ok else "degraded", "worker_alive": worker_alive, "spool_free_bytes": free,
+                "listening": self.scp is not None and self.scp.server is not None}
+
+    def metric_values(self) -> dict[str, float]:
+        values = dict(self.queue.metrics())
+        for name, count in (self.scp.counters.counts.items() if self.scp else ()):
+            values[f"glioma_node_{name}_total"] = count
+        values["glioma_node_spool_free_bytes"] = self.spool.free_bytes()
+        values["glioma_node_worker_up"] = int(self._worker_alive())
+        return values
+
+    def _start_worker(self) -> None:
+        # A plain child process running `python -m glioma_node.service.worker`, not multiprocessing's
+        # spawn: inside Orthanc the parent is an embedded interpreter whose sys.path
+        # (Debian's stdlib) must not be handed to the environment's Python.
+        path = self.paths.data_dir / "worker-config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
+        self.worker = subprocess.Popen([str(python), "-m", "glioma_node.service.worker", "--config", str(path),
+                                        "--parent-pid", str(os.getpid())], cwd=import_root())
+
+    def _worker_alive(self) -> bool:
+        return self.worker is not None and self.worker.poll() is None
+
+    def start(self) -> None:
+        requeued = self.queue.recover()
+        reconcile(self.spool, self.queue)
+        if requeued:
+            log.info("jobs re-queued after restart", extra={"jobs": requeued})
+        self._start_worker()
+        if self.scp is not None:
+            self.scp.start()
+        if self.config.node.metrics_port:
+            from glioma_node.service.metrics import MetricsServer
+            self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values,
+                                         self.config.node.metrics_bind_address)
+
+    def run(self) -> None:
+        """Assemble and dispatch until stopped (the SCP and the worker run alongside)."""
+        last_tick = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now - last_tick >= 1.0:
+                if self.on_tick is not None:
+                    self.on_tick()
+                tick(self.queue, self.spool, self.config)
+                last_tick = now
+                if self.worker is not None and not self._worker_alive():
+                    log.error("worker process ended; restarting it", extra={"exitcode": self.worker.returncode})
+                    self._start_worker()
+            if not send_pending(self.config, self.queue, self.paths, self.local):
+                self.stopping.wait(0.2)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.scp is not None:
+            self.scp.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self._worker_alive():
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+
+
+def serve(config: Config) -> None:
+    """Run the node until SIGINT or SIGTERM."""
+    node = Node(config)
+    node.start()
+
+    def on_signal(signum, frame) -> None:
+        log.info("stopping", extra={"signal": signum})
+        node.stopping.set()
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        node.run()
+    finally:
+        node.stop()

@@ -1,0 +1,367 @@
+"""Durable state of the node: instances, studies, associations and jobs, in SQLite.
+
+:class:`JobQueue` is the small interface the node uses; :class:`SqliteQueue` is the
+embedded implementation (one file, WAL, safe across processes on one machine). The
+spool, not this database, is the durable record of received instances; the database is
+reconciled with it at every start (:func:`glioma_node.service.serve.reconcile`). A later
+step can put the same interface in front of a distributed engine.
+
+Study states: ``received`` (instances arriving), ``waiting`` (complete series but a
+required role missing), ``processing``, ``sending``, ``done``, ``failed`` (with a
+reason). Jobs (``process``, ``send``) run at least once: a job a crash interrupted is
+queued again at the next start, and every job's output is idempotent (same UIDs).
+"""
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+STUDY_STATES = ("received", "waiting", "processing", "sending", "done", "failed")
+SCHEMA_VERSION = 2  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
+
+
+class AssociationState(str, enum.Enum):
+    """How an association stands; INTERRUPTED: it was open when the node died."""
+
+    OPEN = "open"
+    RELEASED = "released"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies(
+    study_uid TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT, version INTEGER NOT NULL DEFAULT 0,
+    patient TEXT, first_at REAL, last_at REAL, surveyed_at REAL, processed_at REAL, updated_at REAL,
+    calling_ae TEXT, processed_instances INTEGER);
+CREATE TABLE IF NOT EXISTS series(
+    series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, instances INTEGER NOT NULL DEFAULT 0,
+    expected INTEGER, last_at REAL);
+CREATE TABLE IF NOT EXISTS instances(
+    sop_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, sop_class TEXT,
+    path TEXT NOT NULL, association TEXT, received_at REAL);
+CREATE TABLE IF NOT EXISTS associations(
+    id TEXT PRIMARY KEY, calling_ae TEXT, address TEXT, opened_at REAL, state TEXT NOT NULL DEFAULT 'open',
+    closed_at REAL);
+CREATE TABLE IF NOT EXISTS jobs(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, study_uid TEXT NOT NULL, version INTEGER NOT NULL,
+    target TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, error TEXT, started_at REAL, finished_at REAL, created_at REAL,
+    UNIQUE(kind, study_uid, version, target));
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS instances_by_association ON instances(association);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, next_at);
+"""
+
+
+@dataclass(frozen=True)
+class Received:
+    """The facts of one checked instance that the state records (see :mod:`glioma_node.service.intake`)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class: str
+    expected: int | None
+    patient: str | None
+    tolerated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    study_uid: str
+    state: str
+    reason: str | None
+    version: int
+    patient: str | None
+    first_at: float | None
+    last_at: float | None
+    surveyed_at: float | None
+    processed_at: float | None
+    updated_at: float | None
+    calling_ae: str | None = None
+    processed_instances: int | None = None
+    instances: int = 0
+
+
+@dataclass(frozen=True)
+class Series:
+    series_uid: str
+    study_uid: str
+    instances: int
+    expected: int | None
+    last_at: float | None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    study_uid: str
+    version: int
+    target: str
+    state: str
+    attempts: int
+    next_at: float
+    error: str | None
+
+
+class JobQueue(Protocol):
+    """What the node needs of its durable state (see the module doc)."""
+
+    def record_instance(self, instance: Received, path: str, association: str) -> bool: ...
+    def instance_location(self, sop_uid: str) -> tuple[str, str] | None: ...
+    def association_opened(self, association: str, calling_ae: str, address: str) -> None: ...
+    def association_closed(self, association: str, state: AssociationState = AssociationState.RELEASED) -> None: ...
+    def has_open_association(self, study_uid: str) -> bool: ...
+    def broken_series(self, study_uid: str) -> set[str]: ...
+    def studies(self, states: tuple[str, ...] | None = None) -> list[Study]: ...
+    def arrived_after_processing(self) -> list[Study]: ...
+    def study(self, study_uid: str) -> Study | None: ...
+    def series(self, study_uid: str) -> list[Series]: ...
+    def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None: ...
+    def enqueue(self, kind: str, study_uid: str, version: int, target: str = "") -> bool: ...
+    def claim(self, kinds: tuple[str, ...]) -> Job | None: ...
+    def finish(self, job_id: int) -> None: ...
+    def retry(self, job_id: int, error: str, delay_s: float) -> None: ...
+    def fail(self, job_id: int, error: str) -> None: ...
+    def jobs(self, study_uid: str | None = None) -> list[Job]: ...
+    def recover(self) -> int: ...
+
+
+class SqliteQueue:
+    """The embedded :class:`JobQueue`: one SQLite file; one connection per thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)  # executescript commits on its own
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older node's database to this version's schema (an upgrade keeps the
+        spool and the queue); refuse one written by a newer version."""
+        db = self._db()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} was written by a newer glioma-node (schema {version}, this one knows "
+                               f"{SCHEMA_VERSION}); upgrade glioma-node or point data_dir elsewhere")
+        if version < 2:  # version 0 (before versioning) has schema 1's tables
+            with self._tx() as tx:
+                columns = {r[1] for r in tx.execute("PRAGMA table_info(studies)")}
+                if "processed_instances" not in columns:
+                    tx.execute("ALTER TABLE studies ADD COLUMN processed_instances INTEGER")
+                    # a finished study of schema 1 counts as processed with what it had
+                    tx.execute("UPDATE studies SET processed_instances=(SELECT COUNT(*) FROM instances i "
+                               "WHERE i.study_uid=studies.study_uid) WHERE processed_at IS NOT NULL")
+                columns = {r[1] for r in tx.execute("PRAGMA table_info(associations)")}
+                if "state" not in columns:
+                    tx.execute("ALTER TABLE associations ADD COLUMN state TEXT NOT NULL DEFAULT 'open'")
+                    tx.execute("ALTER TABLE associations ADD COLUMN closed_at REAL")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crashed process; a power cut can lose the last
+            # commits, which costs nothing: the fsynced spool is the record of what was
+            # acknowledged (the node reconciles it at start) and jobs run at least once.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection):
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind, value, tb) -> None:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    def _tx(self) -> _Tx:
+        return self._Tx(self._db())
+
+    # instances and associations -------------------------------------------------
+    def record_instance(self, instance: Received, path: str, association: str) -> bool:
+        """Note a stored instance; False when the SOP Instance UID was already known."""
+        now = time.time()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (instance.sop_uid,)).fetchone():
+                return False
+            db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?)",
+                       (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, path,
+                        association, now))
+            db.execute("INSERT INTO series(series_uid, study_uid, instances, expected, last_at) VALUES (?,?,1,?,?) "
+                       "ON CONFLICT(series_uid) DO UPDATE SET instances=instances+1, last_at=excluded.last_at, "
+                       "expected=COALESCE(excluded.expected, expected)",
+                       (instance.series_uid, instance.study_uid, instance.expected, now))
+            calling = db.execute("SELECT calling_ae FROM associations WHERE id=?", (association,)).fetchone()
+            db.execute("INSERT INTO studies(study_uid, state, patient, first_at, last_at, updated_at, calling_ae) "
+                       "VALUES (?,'received',?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET last_at=excluded.last_at, "
+                       "state=CASE WHEN state='waiting' THEN 'received' ELSE state END",
+                       (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
+        return True
+
+    def instance_location(self, sop_uid: str) -> tuple[str, str] | None:
+        """(study, series) an already recorded SOP Instance UID belongs to, or None."""
+        row = self._db().execute("SELECT study_uid, series_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def association_opened(self, association: str, calling_ae: str, address: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state) "
+                       "VALUES (?,?,?,?,'open')", (association, calling_ae, address, time.time()))
+
+    def association_closed(self, association: str,
+                           state: AssociationState = AssociationState.RELEASED) -> None:
+        """An association ended: RELEASED (A-RELEASE) or ABORTED (A-ABORT, lost
+        connection, network timeout); only the first report counts."""
+        if state not in (AssociationState.RELEASED, AssociationState.ABORTED):
+            raise ValueError(f"an association ends released or aborted, not {state!r}")
+        with self._tx() as db:
+            db.execute("UPDATE associations SET state=?, closed_at=? WHERE id=? AND state='open'",
+                       (AssociationState(state).value, time.time(), association))
+
+    def has_open_association(self, study_uid: str) -> bool:
+        row = self._db().execute(
+            "SELECT 1 FROM associations a WHERE a.state='open' AND EXISTS (SELECT 1 FROM instances i "
+            "WHERE i.association=a.id AND i.study_uid=?) LIMIT 1", (study_uid,)).fetchone()
+        return row is not None
+
+    def broken_series(self, study_uid: str) -> set[str]:
+        """Series of the study with instances from an association that did not end with
+        a release (aborted, or open when the node died): the sender may not be done."""
+        rows = self._db().execute(
+            "SELECT DISTINCT i.series_uid FROM instances i JOIN associations a ON a.id=i.association "
+            "WHERE i.study_uid=? AND a.state IN ('aborted','interrupted')", (study_uid,))
+        return {r[0] for r in rows}
+
+    def known_paths(self) -> set[str]:
+        return {r[0] for r in self._db().execute("SELECT path FROM instances")}
+
+    # studies ---------------------------------------------------------------------
+    _STUDY = "SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) FROM studies s"
+
+    def _study(self, row: tuple) -> Study:
+        return Study(*row)
+
+    def studies(self, states: tuple[str, ...] | None = None) -> list[Study]:
+        query = self._STUDY
+        if states:
+            query += f" WHERE state IN ({','.join('?' * len(states))})"
+        return [self._study(r) for r in self._db().execute(query + " ORDER BY first_at", states or ())]
+
+    def arrived_after_processing(self) -> list[Study]:
+        """Done or failed studies holding more instances than the snapshot last processed
+        (counts, never clocks: instances are only ever added; found in SQL because the
+        assembly asks every second and the list of finished studies only grows)."""
+        rows = self._db().execute(self._STUDY + " WHERE state IN ('done','failed') AND processed_instances IS NOT NULL "
+                                  "AND (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) "
+                                  "> processed_instances ORDER BY first_at")
+        return [self._study(r) for r in rows]
+
+    def study(self, study_uid: str) -> Study | None:
+        row = self._db().execute(self._STUDY + " WHERE study_uid=?", (study_uid,)).fetchone()
+        return self._study(row) if row else None
+
+    def series(self, study_uid: str) -> list[Series]:
+        rows = self._db().execute("SELECT series_uid, study_uid, instances, expected, last_at FROM series "
+                                  "WHERE study_uid=?", (study_uid,))
+        return [Series(*r) for r in rows]
+
+    def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None:
+        if state not in STUDY_STATES:
+            raise ValueError(f"unknown study state {state!r}")
+        allowed = {"version", "surveyed_at", "processed_at", "processed_instances"}
+        extra = {k: v for k, v in fields.items() if k in allowed}
+        sets = ", ".join([f"{k}=?" for k in extra])
+        with self._tx() as db:
+            db.execute(f"UPDATE studies SET state=?, reason=?, updated_at=?{', ' + sets if sets else ''} "
+                       "WHERE study_uid=?", (state, reason, time.time(), *extra.values(), study_uid))
+
+    # jobs ------------------------------------------------------------------------
+    def enqueue(self, kind: str, study_uid: str, version: int, target: str = "") -> bool:
+        """Queue a job once (a second enqueue of the same job is a no-op); True if new."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO jobs(kind, study_uid, version, target, state, next_at, "
+                                "created_at) VALUES (?,?,?,?,'queued',?,?)", (kind, study_uid, version, target, now, now))
+            return cursor.rowcount == 1
+
+    def claim(self, kinds: tuple[str, ...]) -> Job | None:
+        """Take the oldest due job of ``kinds`` (marked running, attempts + 1), or None."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(f"SELECT id FROM jobs WHERE state='queued' AND next_at<=? AND kind IN "
+                             f"({','.join('?' * len(kinds))}) ORDER BY next_at, id LIMIT 1", (now, *kinds)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state='running', attempts=attempts+1, started_at=? WHERE id=?", (now, row[0]))
+            return self._job(db.execute(self._JOB + " WHERE id=?", (row[0],)).fetchone())
+
+    _JOB = "SELECT id, kind, study_uid, version, target, state, attempts, next_at, error FROM jobs"
+
+    def _job(self, row: tuple) -> Job:
+        return Job(*row)
+
+    def finish(self, job_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='done', error=NULL, finished_at=? WHERE id=?", (time.time(), job_id))
+
+    def retry(self, job_id: int, error: str, delay_s: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='queued', error=?, next_at=? WHERE id=?",
+                       (error, time.time() + delay_s, job_id))
+
+    def fail(self, job_id: int, error: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='failed', error=?, finished_at=? WHERE id=?", (error, time.time(), job_id))
+
+    def jobs(self, study_uid: str | None = None) -> list[Job]:
+        if study_uid is None:
+            return [self._job(r) for r in self._db().execute(self._JOB + " ORDER BY id")]
+        return [self._job(r) for r in self._db().execute(self._JOB + " WHERE study_uid=? ORDER BY id", (study_uid,))]
+
+    def pending(self, study_uid: str, kind: str) -> int:
+        row = self._db().execute("SELECT COUNT(*) FROM jobs WHERE study_uid=? AND kind=? AND state IN "
+                                 "('queued','running')", (study_uid, kind)).fetchone()
+        return int(row[0])
+
+    def recover(self) -> int:
+        """After a restart: jobs a crash interrupted run again; associations that were open
+        are interrupted (their series count as unfinished, see :mod:`glioma_node.service.assembly`)."""
+        now = time.time()
+        with self._tx() as db:
+            count = db.execute("UPDATE jobs SET state='queued', next_at=? WHERE state='running'", (now,)).rowcount
+            db.execute("UPDATE associations SET state='interrupted', closed_at=? WHERE state='open'", (now,))
+            # an ended association matters only while its study is assembled
+            db.execute("DELETE FROM associations WHERE state!='open' AND closed_at < ?", (now - 30 * 86400,))
+        return count
+
+    def metrics(self) -> dict[str, float]:
+        """Counts for /metrics: studies by state, queue depth by kind, job durations."""
+        db = self._db()
+        out: dict[str, float] = {}
+        for state, n in db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state"):
+            out[f'glioma_node_studies{{state="{state}"}}'] = n
+        for kind, n in db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state IN ('queued','running') GROUP BY kind"):
+            out[f'glioma_node_queue_depth{{kind="{kind}"}}'] = n
+        for kind, n in db.execute("SELECT kind, COUNT(*) FROM jobs WHERE state='failed' GROUP BY kind"):
+            out[f'glioma_node_jobs_failed_total{{kind="{kind}"}}'] = n
+        for kind, n, total in db.execute("SELECT kind, COUNT(*), SUM(finished_at-started_at) FROM jobs "
+                                         "WHERE state='done' GROUP BY kind"):
+            out[f'glioma_node_stage_seconds_count{{stage="{kind}"}}'] = n
+            out[f'glioma_node_stage_seconds_sum{{stage="{kind}"}}'] = round(total or 0.0, 3)
+        out["glioma_node_instances_stored"] = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        return out

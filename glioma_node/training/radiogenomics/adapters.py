@@ -1,0 +1,212 @@
+"""Dataset adapters: the layouts research groups download, read into one list of cases.
+
+=============  ==============================================================================
+layout         what is read
+=============  ==============================================================================
+synthetic      ``glioma-node synth`` cohorts (``labels.csv`` + ``nifti/<case>/``), one or several
+brats2021      ``BraTS2021_NNNNN/BraTS2021_NNNNN_{flair,t1,t1ce,t2,seg}.nii.gz``; MGMT from an
+               RSNA-MICCAI ``train_labels.csv`` (BraTS21ID, MGMT_value) in the folder, if any
+rsna-miccai    ``train/NNNNN/{FLAIR,T1w,T1wCE,T2w}/*.dcm`` + ``train_labels.csv`` (no masks:
+               the segmentation model draws them)
+ucsf-pdgm      ``UCSF-PDGM-NNNN_nifti/UCSF-PDGM-NNNN_{FLAIR,T1,T1c,T2,tumor_segmentation}.nii.gz``
+               + ``UCSF-PDGM-metadata*.csv`` (ID, Age at MRI, IDH, MGMT status, OS, 1-dead 0-alive)
+upenn-gbm      ``images_structural/<ID>/<ID>_{FLAIR,T1,T1GD,T2}.nii.gz``, masks in
+               ``images_segm/<ID>_segm.nii.gz`` (or ``automated_segm/``) + ``UPENN-GBM_clinical_info*.csv``
+               (ID, Age_at_scan_years, IDH1, MGMT, Survival_from_surgery_days[_UPDATED], Survival_Status)
+=============  ==============================================================================
+
+Labels the source leaves empty or "indeterminate" are None: that case is left out of that
+target only. Column names are matched case-insensitively, so a renamed metadata release
+with the same words still reads.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from glioma_node.dicom_io.nifti import find_role_files
+
+LAYOUTS = ("synthetic", "brats2021", "rsna-miccai", "ucsf-pdgm", "upenn-gbm")
+
+
+@dataclass
+class LabelledCase:
+    """One training case: where its images are and what is known about the patient.
+
+    ``images``: role → NIfTI file (None for DICOM layouts, see ``dicom_dir``); ``seg``: a
+    BraTS-label NIfTI or None (then the segmentation model draws the mask); ``brain``: a
+    brain-mask NIfTI when the images are not skull-stripped. ``mgmt``/``idh``: 1, 0 or None;
+    ``survival_days`` with ``event`` (1 death, 0 censored) or None.
+    """
+
+    name: str
+    images: dict[str, Path] | None
+    seg: Path | None
+    brain: Path | None = None
+    dicom_dir: Path | None = None
+    age_years: float | None = None
+    mgmt: int | None = None
+    idh: int | None = None
+    survival_days: float | None = None
+    event: int | None = None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _col(row: dict[str, str], *names: str) -> str:
+    for name in names:
+        if row.get(name.lower(), "") != "":
+            return row[name.lower()]
+    return ""
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None
+
+
+def _status(text: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> int | None:
+    t = text.strip().lower()
+    if not t:
+        return None
+    if any(re.search(p, t) for p in negative):
+        return 0
+    if any(re.search(p, t) for p in positive):
+        return 1
+    return None
+
+
+def mgmt_status(text: str) -> int | None:
+    """1 methylated, 0 unmethylated, None unknown (indeterminate, not available)."""
+    return _status(text, (r"^1(\.0)?$", r"^methylated", r"positive"), (r"^0(\.0)?$", r"unmethylated", r"negative"))
+
+
+def idh_status(text: str) -> int | None:
+    """1 mutant, 0 wildtype, None unknown (NOS/NEC, not available)."""
+    return _status(text, (r"^1(\.0)?$", r"mut", r"r132", r"r172", r"positive"), (r"^0(\.0)?$", r"wild", r"negative", r"^wt$"))
+
+
+def synthetic(root: Path) -> list[LabelledCase]:
+    cases = []
+    for labels in sorted(root.rglob("labels.csv")):
+        for row in _read_csv(labels):
+            folder = labels.parent / "nifti" / row["case"]
+            if not folder.is_dir():
+                continue
+            cases.append(LabelledCase(
+                row["case"], find_role_files(folder), folder / "seg.nii.gz", folder / "brainmask.nii.gz",
+                age_years=_float(row["age"]), mgmt=int(row["mgmt"]), idh=int(row["idh"]),
+                survival_days=_float(row["survival_days"]), event=int(row["event"])))
+    return cases
+
+
+def _rsna_labels(root: Path) -> dict[int, int | None]:
+    found = sorted(root.rglob("train_labels.csv"))
+    if not found:
+        return {}
+    return {int(r["brats21id"]): mgmt_status(r["mgmt_value"]) for r in _read_csv(found[0]) if r.get("brats21id", "").isdigit()}
+
+
+def brats2021(root: Path) -> list[LabelledCase]:
+    mgmt = _rsna_labels(root)
+    cases = []
+    for folder in sorted(p for p in root.rglob("BraTS2021_*") if p.is_dir()):
+        number = int(folder.name.rsplit("_", 1)[-1]) if folder.name.rsplit("_", 1)[-1].isdigit() else -1
+        seg = next(iter(sorted(folder.glob("*_seg.nii*"))), None)
+        cases.append(LabelledCase(folder.name, find_role_files(folder), seg, mgmt=mgmt.get(number)))
+    return cases
+
+
+def rsna_miccai(root: Path) -> list[LabelledCase]:
+    mgmt = _rsna_labels(root)
+    train = root / "train" if (root / "train").is_dir() else root
+    cases = []
+    for folder in sorted(p for p in train.iterdir() if p.is_dir() and p.name.isdigit()):
+        cases.append(LabelledCase(folder.name, None, None, dicom_dir=folder, mgmt=mgmt.get(int(folder.name))))
+    return cases
+
+
+def ucsf_pdgm(root: Path) -> list[LabelledCase]:
+    tables = sorted(root.rglob("UCSF-PDGM-metadata*.csv"))
+    if not tables:
+        raise FileNotFoundError(f"{root}: no UCSF-PDGM-metadata*.csv")
+    # The metadata writes UCSF-PDGM-004 where the folders say UCSF-PDGM-0004: match the number.
+    rows = {int(re.sub(r"\D", "", r["id"])): r for r in _read_csv(tables[0]) if re.search(r"\d", r.get("id", ""))}
+    cases = []
+    for folder in sorted(p for p in root.rglob("UCSF-PDGM-*") if p.is_dir()):
+        number = int(re.search(r"(\d+)", folder.name).group(1))
+        row = rows.get(number, {})
+        seg = next(iter(sorted(folder.glob("*tumor_segmentation*.nii*"))), None)
+        images = {r: p for r, p in find_role_files(folder).items()}
+        cases.append(LabelledCase(
+            folder.name.removesuffix("_nifti"), images, seg,
+            age_years=_float(_col(row, "age at mri", "age")), mgmt=mgmt_status(_col(row, "mgmt status", "mgmt")),
+            idh=idh_status(_col(row, "idh")), survival_days=_float(_col(row, "os")),
+            event=(lambda e: None if e is None else int(e))(_float(_col(row, "1-dead 0-alive")))))
+    return cases
+
+
+def _upenn_event(row: dict[str, str]) -> int | None:
+    status = _col(row, "survival_status").lower()
+    if status:
+        return 1 if status.startswith(("dead", "deceased", "1")) else 0 if status.startswith(("alive", "0")) else None
+    censor = _float(_col(row, "survival_censor"))
+    return None if censor is None else int(censor)
+
+
+def upenn_gbm(root: Path) -> list[LabelledCase]:
+    tables = sorted(root.rglob("UPENN-GBM_clinical_info*.csv"))
+    if not tables:
+        raise FileNotFoundError(f"{root}: no UPENN-GBM_clinical_info*.csv")
+    rows = {r["id"]: r for r in _read_csv(tables[0]) if r.get("id")}
+    masks = {p.name.split("_segm")[0].split("_automated")[0]: p
+             for folder in ("images_segm", "automated_segm") for p in sorted(root.rglob(f"{folder}/*.nii*"))}
+    cases = []
+    for folder in sorted(p for p in root.rglob("images_structural/*") if p.is_dir()):
+        row = rows.get(folder.name, {})
+        files = find_role_files(folder)
+        cases.append(LabelledCase(
+            folder.name, files, masks.get(folder.name),
+            age_years=_float(_col(row, "age_at_scan_years")), mgmt=mgmt_status(_col(row, "mgmt")),
+            idh=idh_status(_col(row, "idh1")),
+            survival_days=_float(_col(row, "survival_from_surgery_days_updated", "survival_from_surgery_days")),
+            event=_upenn_event(row)))
+    return cases
+
+
+def detect_layout(root: Path) -> str:
+    """The layout of ``root`` (see the module doc), from the files that name it."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"training data folder not found: {root}")
+    if next(root.rglob("UCSF-PDGM-metadata*.csv"), None):
+        return "ucsf-pdgm"
+    if next(root.rglob("UPENN-GBM_clinical_info*.csv"), None):
+        return "upenn-gbm"
+    if next(root.rglob("BraTS2021_*"), None):
+        return "brats2021"
+    if next(root.rglob("train_labels.csv"), None):
+        return "rsna-miccai"
+    if next(root.rglob("labels.csv"), None):
+        return "synthetic"
+    raise ValueError(f"{root}: not a known layout ({', '.join(LAYOUTS)}); see docs/radiogenomics.md")
+
+
+def load_cases(root: Path, layout: str = "auto") -> list[LabelledCase]:
+    """Every case under ``root`` in ``layout`` (``auto``: :func:`detect_layout`)."""
+    layout = detect_layout(root) if layout == "auto" else layout
+    reader = {"synthetic": synthetic, "brats2021": brats2021, "rsna-miccai": rsna_miccai,
+              "ucsf-pdgm": ucsf_pdgm, "upenn-gbm": upenn_gbm}.get(layout)
+    if reader is None:
+        raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    cases = reader(root)
+    if not cases:
+        raise ValueError(f"{root}: no cases found in the {layout} layout")
+    return cases

@@ -1,0 +1,157 @@
+"""Feature tables for training: each case read once, its features and crop cached on disk.
+
+A case becomes a :class:`glioma_node.inference.radiogenomics.tumour_study.TumourStudy` exactly as at
+inference: four sequences z-scored inside the brain on a 1 mm axis-aligned grid, with
+its BraTS labels. Cases with a mask file use it (ground truth, as published radiogenomic
+work does); cases without one (RSNA-MICCAI) are segmented by the segmentation model.
+The cache (``<cache>/<case>.npz``, the name through :func:`glioma_node.dicom_io.uids.safe_file_name`) holds the named image features and the encoder's
+input pieces, keyed by the radiomics settings' digest, so re-training (other
+heads, other splits) costs seconds, and an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from glioma_node.dicom_io.nifti import read_nifti
+from glioma_node.dicom_io.uids import safe_file_name
+from glioma_node.core.grid import Grid
+from glioma_node.inference.resample import canonical_grid, resample
+from glioma_node.core.roles import ROLES
+from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.model import encoder_input, image_features
+from glioma_node.inference.radiogenomics.tumour_study import TumourStudy, tumour_study
+from glioma_node.training.radiogenomics.adapters import LabelledCase
+
+log = logging.getLogger(__name__)
+
+
+def _nifti_study(case: LabelledCase) -> TumourStudy:
+    seg, seg_affine = read_nifti(case.seg)
+    seg = np.where(np.isin(seg, (1, 2, 4)), seg, np.where(seg == 3, 4, 0)).astype(np.uint8)  # BraTS 2023: ET is 3
+    source = Grid(seg.shape, seg_affine)
+    grid = canonical_grid(source.corners(), 1.0)
+    labels = resample(seg, source, grid, interpolation="nearest")
+    channels = {}
+    for role in ROLES:
+        voxels, affine = read_nifti(case.images[role])
+        channels[role] = resample(voxels.astype(np.float32), Grid(voxels.shape, affine), grid, interpolation="linear")
+    if case.brain is not None and case.brain.exists():
+        mask, affine = read_nifti(case.brain)
+        brain = resample(mask.astype(np.uint8), Grid(mask.shape, affine), grid, interpolation="nearest") > 0
+    else:  # public datasets are skull-stripped: the brain is what is not zero
+        brain = np.stack([channels[r] for r in ROLES]).max(axis=0) > 0
+    return tumour_study(grid, channels, labels, brain, case.age_years)
+
+
+RSNA_FOLDERS = {"flair": "FLAIR", "t1w": "T1", "t1wce": "T1c", "t2w": "T2"}
+
+
+def dicom_case_volumes(dicom_dir: Path) -> dict:
+    """Role → Volume of an RSNA-MICCAI case folder (one sub-folder per sequence, named for it)."""
+    from glioma_node.dicom_io.scan import scan
+    from glioma_node.dicom_io.series_reader import read_series
+
+    result = scan(dicom_dir)
+    volumes = {}
+    for study in result.studies.values():
+        for series in study.series.values():
+            role = RSNA_FOLDERS.get(series.instances[0].path.parent.name.lower())
+            if role:
+                volumes[role] = read_series(series.instances)
+    missing = [r for r in ROLES if r not in volumes]
+    if missing:
+        raise ValueError(f"{dicom_dir}: no {', '.join(missing)} folder (expected FLAIR, T1w, T1wCE, T2w)")
+    return volumes
+
+
+def _segmented_study(case: LabelledCase, segmentation_model: Path) -> TumourStudy:
+    from glioma_node.inference.segmentation import segment
+    from glioma_node.inference.segmenters import load_segmenter
+
+    seg = segment(dicom_case_volumes(case.dicom_dir), load_segmenter("glioma-node", segmentation_model))
+    return tumour_study(seg.grid, seg.prepared.channels, seg.labels, seg.brain, case.age_years)
+
+
+def load_study(case: LabelledCase, segmentation_model: Path | None = None) -> TumourStudy:
+    """The TumourStudy of one case (see the module doc)."""
+    if case.seg is not None and case.images is not None:
+        return _nifti_study(case)
+    if segmentation_model is None:
+        raise ValueError(f"{case.name}: no tumour mask and no segmentation model to draw one")
+    return _segmented_study(case, segmentation_model)
+
+
+def case_inputs(study: TumourStudy, params: dict[str, Any], encoder_config: dict[str, Any]) -> dict[str, Any]:
+    """Named image features and the encoder input pieces ``(P, 4, s, s, s)`` of one study,
+    made by the functions inference uses."""
+    pieces, _ = encoder_input(study.stack(), study.labels, encoder_config)
+    return {"features": image_features(study, params), "crop": pieces.astype(np.float16)}
+
+
+def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str, str | None]:
+    case, path, params, encoder_config, seg_model = args
+    try:
+        inputs = case_inputs(load_study(case, seg_model), params, encoder_config)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return case.name, str(exc)
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, crop=inputs["crop"], features=json.dumps(inputs["features"]))
+    tmp.rename(path)
+    return case.name, None
+
+
+def cache_key(params: dict[str, Any], encoder_config: dict[str, Any]) -> str:
+    crop = {k: encoder_config[k] for k in ("variant", "crop_size", "crop_spacing_mm", "patch_size", "patch_count")}
+    # format 2: the encoder input is stored as pieces (P, 4, s, s, s), P = 1 for a crop.
+    return radiomics.settings_digest({"radiomics": params, "crop": crop, "format": 2})[:12]
+
+
+def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any],
+                workers: int = 1, segmentation_model: Path | None = None, progress: bool = True) -> dict[str, str]:
+    """Extract every case not yet in ``cache``; returns case name → error for those that failed."""
+    folder = cache / cache_key(params, encoder_config)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in cases
+            if not (folder / f"{safe_file_name(c.name)}.npz").exists()]
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="features", unit="case", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for name, error in pool.map(_one, todo):
+                bar.update()
+                if error:
+                    errors[name] = error
+    else:
+        for item in todo:
+            name, error = _one(item)
+            bar.update()
+            if error:
+                errors[name] = error
+    bar.close()
+    for name, error in errors.items():
+        log.warning("case %s left out: %s", name, error)
+    return errors
+
+
+def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any]
+               ) -> tuple[list[LabelledCase], list[dict[str, float]], np.ndarray]:
+    """(cases found, their feature dicts, their encoder inputs ``(N, P, 4, s, s, s)`` float16) from the cache."""
+    folder = cache / cache_key(params, encoder_config)
+    kept, feats, crops = [], [], []
+    for case in cases:
+        path = folder / f"{safe_file_name(case.name)}.npz"
+        if not path.exists():
+            continue
+        with np.load(path) as data:
+            features = json.loads(str(data["features"]))
+            crops.append(data["crop"])
+        feats.append(features)
+        kept.append(case)
+    return kept, feats, np.stack(crops) if crops else np.zeros((0,))

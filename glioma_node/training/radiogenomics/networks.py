@@ -1,0 +1,146 @@
+"""Training the CNN parts: the deep-feature encoder and the end-to-end EfficientNet.
+
+Both read the cached encoder inputs (float16 ``(N, P, 4, s, s, s)``: P = 1 for the
+tumour-centred crop, P patches for the patch variant) and use the same 3D augmentation: flips on every axis, a shift of up to
+4 voxels, per-channel intensity scale (±10 %) and offset (±0.1 sd), and Gaussian noise.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import WeightedRandomSampler
+from tqdm import tqdm
+
+from glioma_node.inference.radiogenomics.cnn import TumourCNN, load_backbone
+from glioma_node.inference.radiogenomics.encoder import DeepEncoder, load_medicalnet
+
+
+def augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A randomly flipped, shifted, rescaled and noised copy of ``(B, C, D, H, W)``."""
+    out = batch.clone()
+    for i in range(out.shape[0]):
+        dims = [d + 1 for d in range(3) if rng.random() < 0.5]
+        x = out[i].flip(dims) if dims else out[i]
+        shifts = tuple(int(s) for s in rng.integers(-4, 5, 3))
+        x = torch.roll(x, shifts, dims=(1, 2, 3))
+        scale = torch.tensor(rng.uniform(0.9, 1.1, x.shape[0]), dtype=x.dtype)[:, None, None, None]
+        offset = torch.tensor(rng.uniform(-0.1, 0.1, x.shape[0]), dtype=x.dtype)[:, None, None, None]
+        out[i] = x * scale + offset + 0.05 * torch.randn_like(x)
+    return out
+
+
+def _batch(pieces: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+    """Training (``rng`` given): one random piece per case, augmented. Otherwise every piece
+    of every case, in order, ``(len(idx) * P, 4, s, s, s)``."""
+    arr = pieces[idx].astype(np.float32)
+    if rng is None:
+        return torch.from_numpy(arr.reshape(-1, *arr.shape[2:]))
+    return augment(torch.from_numpy(arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))]), rng)
+
+
+def _per_case(net: nn.Module, pieces: np.ndarray, batch: int) -> np.ndarray:
+    """``net``'s output per case, averaged over its pieces, without gradients."""
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pieces), batch):
+            idx = np.arange(start, min(start + batch, len(pieces)))
+            out.append(net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).mean(dim=1).numpy())
+    return np.concatenate(out)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
+def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
+                  seed: int = 0, medicalnet: str | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
+    """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
+
+    Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    widths = config["widths"]
+    encoder = DeepEncoder(widths, targets=labels.shape[1])
+    if medicalnet:
+        load_medicalnet(encoder, medicalnet)
+    opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    known = np.isfinite(labels)
+    target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)
+    encoder.train()
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+        idx = rng.integers(0, len(crops), batch)
+        logits = encoder.heads(encoder(_batch(crops, idx, rng)))
+        mask = torch.from_numpy(known[idx]).float()
+        loss = (nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none") * mask).sum() / mask.sum().clamp(min=1)
+        _step(opt, loss, sched)
+    encoder.eval()
+    return encoder
+
+
+def embed_all(encoder: DeepEncoder, pieces: np.ndarray, batch: int = 8) -> np.ndarray:
+    """``(N, 128)`` embeddings (the mean over each case's pieces, as at inference)."""
+    return _per_case(encoder, pieces, batch)
+
+
+def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss (Lin et al. 2017): cross-entropy down-weighted on easy cases."""
+    bce = nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config: dict[str, Any], pretrain_steps: int = 200,
+              steps: int = 300, batch: int = 4, seed: int = 0, weights: str | None = None,
+              progress: bool = True) -> TumourCNN:
+    """The end-to-end EfficientNet for one target.
+
+    With ``weights`` (user-supplied) the backbone loads them; otherwise it is pretrained for
+    ``pretrain_steps`` on segmentation-derived descriptors of each crop (log sub-region
+    volumes and position, ``descriptors`` ``(N, K)``, standardised), which needs no
+    molecular label. Then the stem and first ``frozen_blocks`` stages are frozen and the rest
+    trained with focal loss, class-balanced sampling (WeightedRandomSampler), AdamW and a
+    one-cycle learning rate.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = TumourCNN(config["model_name"], outputs=descriptors.shape[1] if not weights else 1)
+    if weights:
+        load_backbone(net, weights)
+    else:
+        d = (descriptors - descriptors.mean(0)) / np.maximum(descriptors.std(0), 1e-6)
+        target = torch.tensor(d, dtype=torch.float32)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        net.train()
+        for _ in tqdm(range(pretrain_steps), desc="cnn pretrain", unit="step", disable=not progress):
+            idx = rng.integers(0, len(crops), batch)
+            _step(opt, nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx]))
+        net.replace_output(1)
+    net.freeze_early(int(config["frozen_blocks"]))
+    counts = np.bincount(y.astype(int), minlength=2).astype(float)
+    sampler = list(WeightedRandomSampler((1.0 / np.maximum(counts, 1))[y.astype(int)], num_samples=steps * batch,
+                                         replacement=True, generator=torch.Generator().manual_seed(seed)))
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    target = torch.tensor(y, dtype=torch.float32)
+    net.train()
+    for step in tqdm(range(steps), desc="cnn", unit="step", disable=not progress):
+        idx = np.asarray(sampler[step * batch:(step + 1) * batch])
+        _step(opt, focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx]), sched)
+    net.eval()
+    return net
+
+
+def cnn_logits(net: TumourCNN, pieces: np.ndarray, batch: int = 4) -> np.ndarray:
+    """The CNN's logit per case (``(N,)``)."""
+    return _per_case(net, pieces, batch)[:, 0]

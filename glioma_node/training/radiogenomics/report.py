@@ -1,0 +1,145 @@
+"""Plots and the model card of a radiogenomic training run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from glioma_node.inference.radiogenomics.explain import head_attributions  # noqa: E402
+from glioma_node.inference.radiogenomics.heads import FusionHead  # noqa: E402
+from glioma_node.training.radiogenomics.metrics import kaplan_meier  # noqa: E402
+
+PUBLISHED = ("On real patients, published MRI-based results are: MGMT promoter methylation AUC about 0.56-0.62 "
+             "(RSNA-MICCAI 2021 and its external validation), IDH mutation AUC 0.86-0.96, overall-survival "
+             "C-index 0.63-0.77.")
+NAMES = {"mgmt": "MGMT promoter methylation", "idh": "IDH mutation"}
+
+
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+def _roc(out: Path, curves: dict) -> list[str]:
+    files = []
+    for target, by_variant in curves.items():
+        if target == "survival":
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        for variant, (y, p) in by_variant.items():
+            fpr, tpr, _ = roc_curve(y.astype(int), p)
+            ax.plot(fpr, tpr, label=variant)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{NAMES[target]} (test)")
+        ax.legend(loc="lower right", fontsize=8)
+        files.append(_save(fig, out, f"roc-{target}.png"))
+    return files
+
+
+def _km(out: Path, curves: dict, p: float | None) -> list[str]:
+    if "survival" not in curves:
+        return []
+    time, event, high = curves["survival"]["km"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for mask, label in ((high, "high risk"), (~high, "low risk")):
+        if mask.any():
+            t, s = kaplan_meier(time[mask], event[mask])
+            ax.step(t, s, where="post", label=f"{label} (n={int(mask.sum())})")
+    ax.set(xlabel="days", ylabel="survival probability", ylim=(0, 1.02),
+           title=f"Risk groups (test), log-rank p = {p:.3g}" if p is not None else "Risk groups (test)")
+    ax.legend()
+    return [_save(fig, out, "km-risk-groups.png")]
+
+
+def _shap(out: Path, heads: dict[str, FusionHead], x_test: np.ndarray, background: np.ndarray) -> list[str]:
+    files = []
+    for key, head in heads.items():
+        target, variant = key.split(":")
+        totals: dict[str, float] = {}
+        for row in x_test[:20]:
+            for a in head_attributions(head, row, background, top=1000):
+                totals[a.feature] = totals.get(a.feature, 0.0) + abs(a.shap) / min(20, len(x_test))
+        top = sorted(totals.items(), key=lambda kv: -kv[1])[:12][::-1]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.barh([k for k, _ in top], [v for _, v in top], color="#3b6ea8")
+        ax.set_xlabel("mean |SHAP| (log-odds), test cases")
+        ax.set_title(f"{NAMES[target]}: {variant} fusion", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        files.append(_save(fig, out, f"shap-{target}-{variant}.png"))
+    return files
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = m.get(f"{key}_ci95", [None, None])
+    return f"{_fmt(m.get(key))} ({_fmt(lo)}–{_fmt(hi)})"
+
+
+def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") -> str:
+    """MODEL_CARD.md for a run's results and manifest."""
+    lines = [f"# {manifest['name']} {manifest['version']}", "",
+             "**Research use only, not for diagnosis.**", "",
+             f"Training data: `{manifest['training']['data']}` ({manifest['training']['layout']} layout), "
+             f"{results['cases']} cases; split train/validation/test "
+             f"{results['split']['train']}/{results['split']['validation']}/{results['split']['test']}.", "",
+             f"Reproduce: `{manifest['training']['command']}`", "", PUBLISHED, ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    for target, res in results["targets"].items():
+        lines.append(f"## {NAMES.get(target, target)}")
+        if "skipped" in res:
+            lines += ["", f"Not trained: {res['skipped']}.", ""]
+            continue
+        lines += ["", f"Default variant: **{res['default_variant']}** (best cross-validated AUC).", "",
+                  "| variant | test AUC (95 % CI) | accuracy | precision | recall | F1 | 5-fold CV AUC | features |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for variant, m in res["variants"].items():
+            t = m["test"]
+            cv = m.get("cv", {})
+            lines.append(f"| {variant} | {_ci(t, 'auc')} | {_fmt(t['accuracy'])} | {_fmt(t['precision'])} | "
+                         f"{_fmt(t['recall'])} | {_fmt(t['f1'])} | "
+                         f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | {m.get('features', '–')} |")
+        t = res["variants"][res["default_variant"]]["test"]
+        lines += ["", f"Confusion matrix of the default variant on test ([[TN, FP], [FN, TP]], threshold "
+                      f"{t['threshold']}): {t['confusion_matrix']}", ""]
+    surv = results.get("survival")
+    if surv:
+        lines += ["## Survival (Cox risk group)", ""]
+        if "skipped" in surv:
+            lines += [f"Not trained: {surv['skipped']}.", ""]
+        else:
+            t = surv["test"]
+            lines += [f"Test C-index {_ci(t, 'c_index')} on {t['n']} cases ({t['events']} deaths); training "
+                      f"cross-validated C-index {_fmt(surv['train_cv_c_index'])}; log-rank p of the high/low groups "
+                      f"on test {surv['logrank_p_test']:.3g} (groups {surv['groups_test']}). Cutoff (training "
+                      f"median risk) {surv['cutoff']:.4f}.", "", "Covariates (standardised log hazard ratios):", ""]
+            lines += [f"- `{k}`: {v}" for k, v in surv["covariates"].items()]
+            lines.append("")
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: dict, curves: dict, heads: dict[str, FusionHead], x_test: np.ndarray,
+                 names: list[str]) -> None:
+    """ROC, Kaplan–Meier and SHAP plots, and MODEL_CARD.md, into ``out``."""
+    import json
+
+    from glioma_node.inference.radiogenomics.model import RadiogenomicModel
+
+    background = RadiogenomicModel(out).background
+    plots = _roc(out, curves) + _km(out, curves, results.get("survival", {}).get("logrank_p_test"))
+    plots += _shap(out, heads, x_test, background)
+    manifest = json.loads((out / "manifest.json").read_text())
+    notes_file = out / "training-notes.md"
+    (out / "MODEL_CARD.md").write_text(card_text(results, manifest, plots, notes_file.read_text() if notes_file.exists() else ""))

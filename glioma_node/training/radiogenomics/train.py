@@ -1,0 +1,299 @@
+"""`glioma-node train radiogenomics`: fit, compare and package the radiogenomic models.
+
+1. Cases from a dataset adapter; features and crops cached (:mod:`.features`).
+2. A stratified split (70/15/15 train/validation/test, strata IDH × MGMT where known).
+3. The deep encoder trained on the training split (IDH and MGMT logits); the training
+   rows get cross-fitted embeddings (each fold embedded by an encoder that did not see
+   it), so the heads do not learn to trust an embedding that memorised them.
+4. Per target, four variants fitted on the training split, calibrated (Platt) and
+   thresholded (Youden) on validation, measured on test: radiomics alone, deep alone,
+   early fusion and attention fusion (and the end-to-end CNN when asked); 5-fold
+   cross-validated AUC on train + validation for each.
+5. The Cox model on fused features + out-of-fold MGMT/IDH probabilities + age; C-index
+   and Kaplan–Meier curves of the risk groups with the log-rank p on test.
+6. ``model.pt``, ``manifest.json``, ``metrics.json``, plots and ``MODEL_CARD.md``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from glioma_node.inference.model_dir import write_manifest
+from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
+from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE
+from glioma_node.inference.radiogenomics.heads import FusionHead
+from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
+from glioma_node.training.radiogenomics import metrics
+from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
+from glioma_node.training.radiogenomics.features import build_cache, read_cache
+from glioma_node.training.radiogenomics.fit import (calibrate, calibration, fit_attention, fit_early, fit_survival, group_of,
+                                       rank_columns)
+from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all, train_cnn, train_encoder
+
+VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
+
+
+@dataclass
+class RadiogenomicSettings:
+    """Training choices; defaults are what the committed model used."""
+
+    targets: tuple[str, ...] = ("mgmt", "idh", "survival")
+    layout: str = "auto"
+    seed: int = 0
+    encoder_steps: int = 300
+    cross_fit_folds: int = 3
+    radiomic_features: int = 24
+    per_group_features: int = 6
+    cv_folds: int = 5
+    cnn_targets: tuple[str, ...] = ()
+    cnn_steps: int = 300
+    cnn_pretrain_steps: int = 200
+    cnn_weights: str | None = None
+    medicalnet: str | None = None
+    encoder: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENCODER))
+    cnn: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CNN))
+    workers: int = 1
+    cache: Path | None = None
+    segmentation_model: Path | None = None
+    radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
+
+
+def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
+    return np.array([np.nan if getattr(c, target) is None else float(getattr(c, target)) for c in cases])
+
+
+def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train, validation and test (70/15/15), stratified on IDH × MGMT (−1 unknown)."""
+    strata = np.array([(c.idh if c.idh is not None else -1) * 3 + (c.mgmt if c.mgmt is not None else -1) for c in cases])
+    _, counts = np.unique(strata, return_counts=True)
+    stratify = strata if counts.min() >= 4 else None
+    idx = np.arange(len(cases))
+    train, rest = train_test_split(idx, test_size=0.3, random_state=seed, stratify=stratify)
+    strat_rest = strata[rest] if stratify is not None and np.unique(strata[rest], return_counts=True)[1].min() >= 2 else None
+    val, test = train_test_split(rest, test_size=0.5, random_state=seed, stratify=strat_rest)
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _head_columns(names: list[str], variant: str, x: np.ndarray, y: np.ndarray, s: RadiogenomicSettings) -> list[int]:
+    deep = [i for i, n in enumerate(names) if n.startswith("deep.")]
+    other = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    if variant == "deep":
+        return deep
+    if variant in ("radiomics", "early"):
+        # Shape, morphology and location (a few dozen descriptors) are ranked apart from the
+        # thousands of texture features, so noise among the many cannot crowd them out.
+        compact = [i for i in other if group_of(names[i]) == "shape"]
+        texture = [i for i in other if group_of(names[i]) != "shape"]
+        n_compact = s.radiomic_features // 3
+        chosen = rank_columns(x, y, compact, top=n_compact) + rank_columns(x, y, texture, top=s.radiomic_features - n_compact)
+        return chosen + (deep if variant == "early" else [])
+    chosen = []
+    for group in ("FLAIR", "T1", "T1c", "T2", "shape"):
+        cols = [i for i in other if group_of(names[i]) == group]
+        chosen += rank_columns(x, y, cols, top=s.per_group_features)
+    return chosen + deep
+
+
+def fit_variant(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
+                s: RadiogenomicSettings) -> FusionHead:
+    """One head fitted on ``train`` rows and calibrated on ``val`` rows."""
+    cols = _head_columns(names, variant, x[train], y[train].astype(int), s)
+    if variant == "attention":
+        head = fit_attention(x[train], y[train].astype(int), cols, names, seed=s.seed)
+    else:
+        head = fit_early(x[train], y[train].astype(int), cols, names, seed=s.seed)
+    calibrate(head, x[val], y[val].astype(int))
+    return head
+
+
+def _cv_auc(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, rows: np.ndarray, s: RadiogenomicSettings) -> dict:
+    aucs = []
+    folds = StratifiedKFold(s.cv_folds, shuffle=True, random_state=s.seed)
+    for tr, te in folds.split(rows, y[rows].astype(int)):
+        head = fit_variant(variant, names, x, y, rows[tr], rows[tr], s)
+        aucs.append(float(metrics.auc(y[rows[te]], head.probability(x[rows[te]]))))
+    return {"auc_mean": round(float(np.mean(aucs)), 4), "auc_sd": round(float(np.std(aucs)), 4), "folds": len(aucs)}
+
+
+def _oof_probability(head_variant: str, names: list[str], x: np.ndarray, y: np.ndarray, rows: np.ndarray,
+                     s: RadiogenomicSettings) -> np.ndarray:
+    """Out-of-fold probabilities for ``rows`` (the Cox model must not see in-sample fits)."""
+    out = np.full(len(rows), np.nan)
+    known = np.isfinite(y[rows])
+    idx = np.flatnonzero(known)
+    folds = StratifiedKFold(min(5, int(np.bincount(y[rows][idx].astype(int)).min())), shuffle=True, random_state=s.seed)
+    for tr, te in folds.split(idx, y[rows][idx].astype(int)):
+        head = fit_variant(head_variant, names, x, y, rows[idx[tr]], rows[idx[tr]], s)
+        out[idx[te]] = head.probability(x[rows[idx[te]]])
+    unknown = np.flatnonzero(~known)
+    if len(unknown):
+        head = fit_variant(head_variant, names, x, y, rows[idx], rows[idx], s)
+        out[unknown] = head.probability(x[rows[unknown]])
+    return out
+
+
+def _state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    """A copy of the weights; ``half`` stores floats as float16 (half the file; loading widens them again)."""
+    return {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
+            for k, v in module.state_dict().items()}
+
+
+def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress: bool = True,
+                        command: str = "") -> dict[str, Any]:
+    """Train, evaluate and write a radiogenomic model directory (see the module doc)."""
+    from glioma_node.training.radiogenomics import report
+
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    params = radiomics.load_settings(s.radiomics_settings)
+    if s.cnn_targets and s.encoder.get("variant", "crop") != "crop":
+        raise ValueError("the end-to-end CNN reads the tumour-centred crop: use --encoder-variant crop with --cnn")
+    cases = load_cases(data, s.layout)
+    cache = s.cache or out / "cache"
+    errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress)
+    cases, feats, crops = read_cache(cases, cache, params, s.encoder)
+    if len(cases) < 20:
+        raise ValueError(f"only {len(cases)} usable cases; radiogenomic training needs at least 20")
+    names = sorted({k for f in feats for k in f})
+    radiomic_x = np.stack([feature_vector(f, names) for f in feats])
+    train, val, test = split(cases, s.seed)
+    y = {t: _labels(cases, t) for t in ("mgmt", "idh")}
+    enc_labels = np.column_stack([y["idh"], y["mgmt"]])
+
+    # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
+    emb = np.zeros((len(cases), EMBEDDING_SIZE), np.float32)
+    folds = np.array_split(np.random.default_rng(s.seed).permutation(train), s.cross_fit_folds)
+    for k, fold in enumerate(folds):
+        rest = np.setdiff1d(train, fold)
+        enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
+                            medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
+        emb[fold] = embed_all(enc, crops[fold])
+    encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
+                            medicalnet=s.medicalnet, progress=progress, desc="encoder")
+    others = np.setdiff1d(np.arange(len(cases)), train)
+    emb[others] = embed_all(encoder, crops[others])
+    deep_names = [f"deep.{i:03d}" for i in range(EMBEDDING_SIZE)]
+    names_all = names + deep_names
+    x = np.column_stack([radiomic_x, emb]).astype(np.float64)
+
+    results: dict[str, Any] = {"cases": len(cases), "left_out": errors, "split": {"train": len(train), "validation": len(val),
+                                                                                 "test": len(test)}, "targets": {}}
+    heads: dict[str, dict[str, Any]] = {}
+    cnns: dict[str, Any] = {}
+    defaults: dict[str, str] = {}
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    shap_rows: dict[str, FusionHead] = {}
+    for target in [t for t in TARGETS if t in s.targets]:
+        yt = y[target]
+        rows = {name: r[np.isfinite(yt[r])] for name, r in (("train", train), ("val", val), ("test", test))}
+        if min(len(set(yt[rows["train"]])), len(set(yt[rows["val"]])), len(set(yt[rows["test"]]))) < 2:
+            results["targets"][target] = {"skipped": "both classes are needed in train, validation and test"}
+            continue
+        per_variant, heads[target], curves[target] = {}, {}, {}
+        for variant in VARIANTS_COMPARED:
+            head = fit_variant(variant, names_all, x, yt, rows["train"], rows["val"], s)
+            p = head.probability(x[rows["test"]])
+            per_variant[variant] = {"test": metrics.classification(yt[rows["test"]], p, float(head.threshold), seed=s.seed),
+                                    "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]), s),
+                                    "features": len(head.columns)}
+            curves[target][variant] = (yt[rows["test"]], p)
+            if variant in ("early", "attention"):
+                heads[target][variant] = {"config": head.config(), "state": _state(head)}
+                shap_rows[f"{target}:{variant}"] = head
+        if target in s.cnn_targets:
+            # Pretraining targets that need no molecular label: sizes, composition, position.
+            descriptors = radiomic_x[:, [i for i, n in enumerate(names) if n.startswith(("morphology.", "location."))]]
+            net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(descriptors[rows["train"]]), s.cnn,
+                            s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress)
+            a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
+            p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
+            per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
+            curves[target]["cnn"] = (yt[rows["test"]], p)
+            cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
+                   "platt": [a, b], "threshold": thr}
+            cnns[target] = {"config": cfg, "state": _state(net, half=True)}
+        best = max(("early", "attention"), key=lambda v: (per_variant[v]["cv"]["auc_mean"]))
+        defaults[target] = best
+        results["targets"][target] = {"variants": per_variant, "default_variant": best}
+
+    cox = None
+    if "survival" in s.targets:
+        known = np.array([c.survival_days is not None and c.event is not None for c in cases])
+        tr = train[known[train]]
+        te = test[known[test]]
+        time_ = np.array([c.survival_days or 0.0 for c in cases], float)
+        event = np.array([c.event or 0 for c in cases], int)
+        age = np.array([np.nan if c.age_years is None else c.age_years for c in cases])
+        probs = {}
+        for target in TARGETS:
+            variant = defaults.get(target)
+            if variant is None:
+                probs[target] = np.full(len(cases), np.nan)
+                continue
+            p = np.full(len(cases), np.nan)
+            p[tr] = _oof_probability(variant, names_all, x, y[target], tr, s)
+            head = shap_rows[f"{target}:{variant}"]
+            p[te] = head.probability(x[te])
+            probs[target] = p
+        extra = np.column_stack([probs["mgmt"], probs["idh"], age])
+        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
+        if len(tr) >= 20 and event[tr].sum() >= 5:
+            cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], list(COX_EXTRA), seed=s.seed)
+            design = lambda rows: np.column_stack([x[rows][:, [names_all.index(n) for n in cox.names if n in names_all]], extra[rows]])  # noqa: E731
+            risk_te = cox.risk(design(te))
+            high = risk_te >= cox.cutoff
+            results["survival"] = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
+                                   "train_cv_c_index": cox.extra.get("cv_c_index"),
+                                   "logrank_p_test": metrics.logrank(time_[te], event[te], high),
+                                   "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
+                                   "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
+                                   "cutoff": cox.cutoff}
+            curves["survival"] = {"km": (time_[te], event[te], high)}
+            cox_background = design(tr)
+        else:
+            results["survival"] = {"skipped": "needs at least 20 training cases with follow-up and 5 deaths"}
+
+    rng = np.random.default_rng(s.seed)
+    background = x[rng.choice(train, min(64, len(train)), replace=False)]
+    # SHAP needs the background only in the columns some head reads; the rest stay NaN
+    # (never read), so the stored matrix is small.
+    used = sorted({c for by_variant in heads.values() for h in by_variant.values() for c in h["config"]["columns"]})
+    background_columns = torch.tensor(used, dtype=torch.long)
+    background_values = torch.tensor(background[:, used], dtype=torch.float32)
+    blob = {
+        "format": 1,
+        "feature_names": names_all,
+        "radiomics_settings": params,
+        "radiomics_sha256": radiomics.settings_digest(params),
+        "encoder": {"config": dict(s.encoder), "state": _state(encoder, half=True)},
+        "heads": heads,
+        "cnn": cnns,
+        "cox": cox.to_dict() if cox is not None else None,
+        "background": {"columns": background_columns, "values": background_values},
+        "cox_background": torch.tensor(cox_background[:64], dtype=torch.float32) if cox is not None else None,
+        "default_variants": defaults,
+    }
+    torch.save(blob, out / "model.pt")
+    results["seconds"] = round(time.time() - started, 1)
+    write_manifest(out, {
+        "name": "glioma-node-radiogenomics", "version": "1.0.0", "kind": KIND, "weights": "model.pt",
+        "input": {"channels": ["FLAIR", "T1", "T1c", "T2"], "grid": "1 mm axis-aligned LPS",
+                  "normalisation": "inference.intensity.zscore inside the brain", "labels": "BraTS 1/2/4",
+                  "radiomics_settings_sha256": blob["radiomics_sha256"], "encoder": s.encoder},
+        "output": {"targets": sorted(heads) + (["survival"] if cox is not None else []), "default_variants": defaults,
+                   "thresholds": {t: float(shap_rows[f"{t}:{v}"].threshold) for t, v in defaults.items()}},
+        "training": {"data": str(data), "layout": s.layout, "command": command, "cases": len(cases),
+                     "seconds": results["seconds"]},
+        "intended_use": "research use only, not for diagnosis",
+    })
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    report.write_report(out, results, curves, shap_rows, x[test], names_all)
+    return results

@@ -1,0 +1,94 @@
+"""Training cases for segmentation, read from a synthetic cohort or a BraTS-layout folder.
+
+Two kinds of case, told apart by what their folder holds:
+
+* **Label-driven** (``glioma-node synth`` output, ``nifti/<case>/``): ``tissues.nii.gz``,
+  ``seg.nii.gz`` and ``brainmask.nii.gz``. Images are drawn afresh every time by
+  :func:`glioma_node.training.seg.generator.synthesise`; the rendered ``flair/t1/t1c/t2`` are not used.
+* **Image** (BraTS 2021/2023, RSNA-MICCAI with labels, UCSF-PDGM, UPENN-GBM, or the
+  cohort without tissues): the four sequences (any name :func:`glioma_node.dicom_io.nifti.find_role_files`
+  knows) and a label map (``seg``, ``*-seg``, ``*_seg``). Real images get the
+  intensity and resolution randomisation of :func:`glioma_node.training.seg.generator.augment`.
+
+Every case is brought once onto an axis-aligned LPS grid at the working spacing (the
+orientation :func:`glioma_node.inference.resample.canonical_grid` gives at inference).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from glioma_node.dicom_io.nifti import find_role_files, read_nifti
+from glioma_node.core.grid import Grid
+from glioma_node.inference.resample import canonical_grid, resample
+from glioma_node.core.roles import ROLES
+from glioma_node.inference.regions import regions_from_labels
+from glioma_node.training.seg.generator import merge_labels
+
+
+@dataclass
+class Case:
+    """One case on the working grid. ``classes`` (label-driven) or ``images`` (4, z, y, x)."""
+
+    name: str
+    brain: np.ndarray
+    soft_regions: np.ndarray  # (3, z, y, x) partial-volume fractions of WT, TC, ET
+    classes: np.ndarray | None = None
+    images: np.ndarray | None = None
+
+
+def _label_file(case_dir: Path) -> Path | None:
+    for pattern in ("seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*"):
+        hits = sorted(case_dir.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def find_cases(root: Path) -> list[Path]:
+    """Case folders under ``root`` that hold a label map (recursively, sorted)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"training data folder not found: {root}")
+    folders = {p.parent for p in root.rglob("*.nii*")}
+    return sorted(f for f in folders if _label_file(f) is not None)
+
+
+def _to_grid(voxels: np.ndarray, source: Grid, target: Grid, soft: bool) -> np.ndarray:
+    if soft:  # average over the coarser voxel before sampling (partial volume)
+        sigma = max(0.0, (target.spacing[0] / source.spacing[0] - 1.0) * 0.85)
+        voxels = ndimage.gaussian_filter(voxels.astype(np.float32), sigma) if sigma > 0 else voxels.astype(np.float32)
+        return resample(voxels, source, target, interpolation="linear")
+    return resample(voxels, source, target, interpolation="nearest")
+
+
+def load_case(case_dir: Path, spacing_mm: float = 2.0) -> Case:
+    """Read one case folder onto the working grid (see the module doc)."""
+    label_path = _label_file(case_dir)
+    if label_path is None:
+        raise FileNotFoundError(f"{case_dir}: no label map (seg.nii.gz, *-seg.nii.gz or *_seg.nii.gz)")
+    seg, affine = read_nifti(label_path)
+    seg = np.where(np.isin(seg, (1, 2, 4)), seg, np.where(seg == 3, 4, 0)).astype(np.uint8)  # BraTS 2023: ET is 3
+    source = Grid(seg.shape, affine)
+    grid = canonical_grid(source.corners(), spacing_mm, multiple=16)
+    soft = np.stack([_to_grid(r, source, grid, True) for r in regions_from_labels(seg)])
+    tissues = case_dir / "tissues.nii.gz"
+    if tissues.exists():
+        tissue_map, _ = read_nifti(tissues)
+        brain_mask, _ = read_nifti(case_dir / "brainmask.nii.gz")
+        classes = _to_grid(merge_labels(tissue_map, seg), source, grid, False)
+        brain = _to_grid(brain_mask, source, grid, True) > 0.5
+        return Case(case_dir.name, brain, soft, classes=classes)
+    files = find_role_files(case_dir)
+    missing = [r for r in ROLES if r not in files]
+    if missing:
+        raise FileNotFoundError(f"{case_dir}: missing {', '.join(missing)} images")
+    images = []
+    for role in ROLES:
+        voxels, img_affine = read_nifti(files[role])
+        images.append(resample(voxels.astype(np.float32), Grid(voxels.shape, img_affine), grid, interpolation="linear"))
+    stack = np.stack(images)
+    brain = (stack > 0).any(axis=0)  # public datasets are skull-stripped
+    return Case(case_dir.name, ndimage.binary_fill_holes(brain), soft, images=stack)

@@ -1,0 +1,285 @@
+"""`glioma-node train seg`: train the segmenter with domain randomisation.
+
+Every step draws a fresh sample (:mod:`glioma_node.training.seg.generator`) from a random training
+case: a random 3D rotation (±12°) and scaling (±10 %), a left-right flip, a crop biased
+towards the tumour, then synthetic contrasts and scanner effects. Validation uses
+fixed samples of held-out cases (seeded, so curves compare across steps).
+
+Writes to ``MODEL_DIR``: ``model.pt`` (best validation Dice), ``manifest.json``,
+``curves.png``, ``training-log.json`` and ``MODEL_CARD.md``. ``checkpoint.pt`` (weights,
+optimiser, schedule, step, logs) is written at every validation, so a run stopped at any
+moment resumes from its last validation with ``--resume`` and the same settings.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm import tqdm
+
+from glioma_node.inference.model_dir import read_manifest, write_manifest
+from glioma_node.inference.networks import DEFAULT_ARCHITECTURE, build_network, device
+from glioma_node.core.roles import ROLES
+from glioma_node.inference.regions import REGIONS, dice
+from glioma_node.training.seg.card import write_card
+from glioma_node.training.seg.dataset import Case, find_cases, load_case
+from glioma_node.training.seg.generator import Sample, augment, synthesise
+
+OUTPUTS = REGIONS
+SEG_KIND = "glioma-node-segmentation"
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters; sizes in voxels of the working grid (``spacing_mm``)."""
+
+    iterations: int = 3000
+    patch: int = 80
+    spacing_mm: float = 2.0
+    learning_rate: float = 2e-3
+    validation_cases: int = 3
+    validate_every: int = 200
+    seed: int = 0
+    threads: int = 2
+    init: Path | None = None  # a model directory to start from (fine-tuning) instead of random weights
+    resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
+    stop_after: int | None = None  # steps to run in this sitting (then checkpoint and stop; resume later)
+
+
+def initial_weights(net: torch.nn.Module, init: Path) -> None:
+    """Load ``init``'s weights into ``net``; an older model whose outputs were brain, WT,
+    TC, ET gives its WT, TC, ET rows to the three-output head (its brain row is dropped)."""
+    manifest = read_manifest(init, SEG_KIND)
+    state = torch.load(manifest.weights_path, map_location="cpu", weights_only=True)
+    old_outputs = list(manifest.data["output"]["channels"])
+    if old_outputs != list(OUTPUTS):
+        rows = [old_outputs.index(r) for r in OUTPUTS]
+        own = net.state_dict()
+        for key, value in state.items():
+            if key in own and own[key].shape != value.shape and value.shape[0] == len(old_outputs):
+                state[key] = value[rows]
+    net.load_state_dict(state)
+
+
+def _random_spatial(case: Case, rng: np.random.Generator, patch: int) -> tuple[np.ndarray | None, np.ndarray | None,
+                                                                               np.ndarray, np.ndarray]:
+    """Rotate, scale, flip and crop a case to ``patch``³ (centre biased to the tumour)."""
+    tumour = np.argwhere(case.soft_regions[0] > 0.5)
+    if len(tumour) and rng.random() < 0.7:
+        centre = tumour[rng.integers(len(tumour))].astype(float) + rng.uniform(-patch / 4, patch / 4, 3)
+    else:
+        centre = np.argwhere(case.brain).mean(axis=0) + rng.uniform(-8, 8, 3)
+    angles = np.radians(rng.uniform(-12, 12, 3))
+    rot = np.eye(3)
+    for axis, a in enumerate(angles):
+        c, s = math.cos(a), math.sin(a)
+        i, j = [k for k in range(3) if k != axis]
+        r = np.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        rot = rot @ r
+    matrix = rot @ np.diag(rng.uniform(0.9, 1.1, 3))
+    offset = centre - matrix @ np.full(3, (patch - 1) / 2)
+    out = (patch,) * 3
+
+    def warp(a: np.ndarray, order: int) -> np.ndarray:
+        return ndimage.affine_transform(a, matrix, offset, output_shape=out, order=order, mode="constant", cval=0)
+
+    brain = warp(case.brain.astype(np.float32), 1) > 0.5
+    soft = np.stack([warp(r, 1) for r in case.soft_regions])
+    classes = warp(case.classes, 0) if case.classes is not None else None
+    images = np.stack([warp(im, 1) for im in case.images]) if case.images is not None else None
+    if rng.random() < 0.5:  # left-right: x is the last axis
+        brain, soft = brain[..., ::-1], soft[..., ::-1]
+        classes = classes[..., ::-1] if classes is not None else None
+        images = images[..., ::-1] if images is not None else None
+    return (None if classes is None else np.ascontiguousarray(classes),
+            None if images is None else np.ascontiguousarray(images),
+            np.ascontiguousarray(brain), np.ascontiguousarray(soft))
+
+
+def draw(case: Case, rng: np.random.Generator, patch: int) -> Sample:
+    """One randomised training sample of ``case``."""
+    classes, images, brain, soft = _random_spatial(case, rng, patch)
+    if classes is not None:
+        return synthesise(classes, brain, rng, soft)
+    return augment(images, brain, soft, rng)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, cases: list[Case], patch: int, seed: int) -> None:
+        self.cases, self.patch, self.seed = cases, patch, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            sample = draw(self.cases[rng.integers(len(self.cases))], rng, self.patch)
+            yield torch.from_numpy(sample.image), torch.from_numpy(sample.target)
+
+
+
+def _plot(log: list[dict], val: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in log]
+    losses = np.array([r["loss"] for r in log])
+    k = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+    a.plot(steps, losses, alpha=0.3, label="loss")
+    a.plot(steps[k - 1:], smooth, label=f"mean of {k}")
+    a.set_xlabel("step")
+    a.set_ylabel("Dice + BCE loss")
+    a.legend()
+    for name in OUTPUTS:
+        b.plot([r["step"] for r in val], [r[name] for r in val], marker="o", label=name)
+    b.set_xlabel("step")
+    b.set_ylabel("validation Dice (synthetic, held-out cases)")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = None, progress: bool = True,
+                       command: str = "") -> dict:
+    """Train on the cases under ``data`` and write the model directory ``out``; returns the log.
+
+    ``command`` is the command line that ran this training, recorded in the manifest so
+    the model card can say how to reproduce it.
+    """
+    from monai.losses import DiceLoss
+
+    settings = settings or TrainSettings()
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(settings.threads)
+    paths = find_cases(Path(data))
+    if len(paths) < 2:
+        raise ValueError(f"{data}: {len(paths)} labelled case(s) found; training needs at least 2 "
+                         "(one is held out for validation)")
+    n_val = min(settings.validation_cases, max(1, len(paths) // 5))
+    cases = [load_case(p, settings.spacing_mm) for p in tqdm(paths, desc="loading cases", disable=not progress)]
+    train_cases, val_cases = cases[:-n_val], cases[-n_val:]
+    val_rng = np.random.default_rng([settings.seed, 999])
+    val_samples = [draw(c, val_rng, settings.patch) for c in val_cases for _ in range(2)]
+
+    dev = device()
+    net = build_network(DEFAULT_ARCHITECTURE)
+    if settings.init is not None:
+        initial_weights(net, settings.init)
+    net = net.to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.learning_rate, total_steps=settings.iterations,
+                                                pct_start=0.05)
+    dice_loss = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=True)
+    bce = torch.nn.BCEWithLogitsLoss()
+    out.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    val_log: list[dict] = []
+    best = -1.0
+    first = 1
+    elapsed = 0.0
+    checkpoint = out / "checkpoint.pt"
+    if settings.resume:
+        if not checkpoint.is_file():
+            raise ValueError(f"{checkpoint}: no checkpoint to resume from (start without --resume)")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["iterations"] != settings.iterations:
+            raise ValueError(f"{checkpoint} belongs to a {saved['iterations']}-step run; resume with "
+                             f"--iterations {saved['iterations']}")
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        log, val_log, best, elapsed = saved["log"], saved["val_log"], saved["best"], saved["elapsed"]
+        first = saved["step"] + 1
+    # The sample stream is seeded by the step it starts at, so a resumed run draws new samples.
+    loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed + 7919 * (first - 1)),
+                                         batch_size=1, num_workers=1, prefetch_factor=4, persistent_workers=True)
+    start = time.time() - elapsed
+    bar = tqdm(total=settings.iterations, initial=first - 1, desc="training", unit="step", disable=not progress)
+    last = settings.iterations if settings.stop_after is None else min(settings.iterations,
+                                                                       first - 1 + settings.stop_after)
+    for step, (image, target) in enumerate(loader, start=first):
+        if step > last:
+            break
+        net.train()
+        image, target = image.to(dev), target.to(dev)
+        logits = net(image)
+        loss = dice_loss(logits, target) + bce(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - start, 1)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+        if step % settings.validate_every == 0 or step == last:
+            scores = _validate(net, val_samples, dev)
+            val_log.append({"step": step, **scores})
+            mean = float(np.mean([scores[r] for r in REGIONS]))
+            if mean > best:
+                best = mean
+                torch.save(net.state_dict(), out / "model.partial")
+                (out / "model.partial").replace(out / "model.pt")
+            _plot(log, val_log, out / "curves.png")
+            tmp = checkpoint.with_suffix(".partial")
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                        "iterations": settings.iterations, "log": log, "val_log": val_log, "best": best,
+                        "elapsed": time.time() - start}, tmp)
+            tmp.replace(checkpoint)
+            bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        if step >= last:
+            break
+    bar.close()
+    seconds = time.time() - start
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()}, "train_cases": [c.name for c in train_cases],
+              "validation_cases": [c.name for c in val_cases], "seconds": round(seconds, 1),
+              "device": str(dev), "host": platform.node(), "best_validation_mean_dice": round(best, 4),
+              "validation": val_log, "loss": log}
+    (out / "training-log.json").write_text(json.dumps(result, indent=1))
+    write_manifest(out, {
+        "name": "glioma-node-segresnet-synth",
+        "version": "1.0.0",
+        "kind": SEG_KIND,
+        "weights": "model.pt",
+        "architecture": DEFAULT_ARCHITECTURE,
+        "input": {"channels": list(ROLES), "spacing_mm": settings.spacing_mm,
+                  # the generator drops sequences at random, never FLAIR and T2 together
+                  "required_channels": [], "required_any": ["FLAIR", "T2"],
+                  "orientation": "axis-aligned LPS (inference.grid.canonical_grid)",
+                  "normalisation": "skull-stripped (inference.brain_extraction), inference.intensity.zscore inside "
+                                   "the brain, per channel; a missing channel is zeros",
+                  "size_multiple": 8},
+        "output": {"channels": list(OUTPUTS), "activation": "sigmoid", "threshold": 0.5},
+        "postprocessing": {"min_component_ml": 0.3},
+        "training": {"data": "synthetic only (glioma-node synth), label-driven domain randomisation",
+                     "command": command or f"train_segmentation({str(data)!r}, {str(out)!r})",
+                     "iterations": settings.iterations, "steps_done": last, "seconds": round(seconds),
+                     "device": str(dev),
+                     "best_validation_mean_dice": round(best, 4)},
+        "intended_use": "research use only, not for diagnosis",
+    })
+    write_card(out)
+    return result
+
+
+@torch.no_grad()
+def _validate(net: torch.nn.Module, samples: list[Sample], dev: torch.device) -> dict[str, float]:
+    net.eval()
+    scores = []
+    for s in samples:
+        prob = torch.sigmoid(net(torch.from_numpy(s.image)[None].to(dev)))[0].cpu().numpy()
+        scores.append([dice(p > 0.5, t > 0.5) for p, t in zip(prob, s.target)])
+    mean = np.mean(scores, axis=0)
+    return {name: round(float(v), 4) for name, v in zip(OUTPUTS, mean)}

@@ -1,0 +1,172 @@
+"""Radiogenomics: the statistics, the explanations, and a whole training run on tiny cases."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glioma_node.inference.model_dir import ModelError
+from glioma_node.inference.radiogenomics.cox import concordance_index, fit_cox
+from glioma_node.inference.radiogenomics.crop import tumour_crop, tumour_patches, uncrop
+from glioma_node.inference.radiogenomics.encoder import RESNET18_WIDTHS, DeepEncoder, load_medicalnet
+from glioma_node.inference.radiogenomics.explain import head_attributions
+from glioma_node.inference.radiogenomics.gradcam import grad_cam
+from glioma_node.inference.radiogenomics.model import RadiogenomicModel
+from glioma_node.inference.radiogenomics.tumour_study import tumour_study
+from glioma_node.core.grid import Grid
+from tests import radiogenomic_trees as trees
+from glioma_node.training.radiogenomics.fit import calibrate, fit_early
+from glioma_node.training.radiogenomics.metrics import classification, kaplan_meier, logrank
+
+LIGHT = Path(__file__).parents[1] / "radiomics-light.yaml"
+# One worker trains the tiny model once for every test that reads it.
+pytestmark = pytest.mark.xdist_group("radiogenomics")
+
+
+def test_cox_recovers_the_hazard_direction_and_orders_patients():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 2))
+    t = rng.exponential(1.0 / np.exp(1.0 * x[:, 0]))  # x0 raises the hazard, x1 does nothing
+    censor = rng.exponential(2.0, 300)
+    time, event = np.minimum(t, censor), (t <= censor).astype(int)
+    model = fit_cox(x, time, event, ["a", "b"], penalty=0.1)
+    assert model.beta[0] > 0.7 and abs(model.beta[1]) < 0.2
+    assert concordance_index(time, model.risk(x), event) > 0.65
+    high = model.risk(x) >= model.cutoff
+    assert high.sum() == pytest.approx(150, abs=2)  # the cutoff is the training median
+    assert logrank(time, event, high) < 1e-4
+
+
+def test_kaplan_meier_steps_down_at_deaths_only():
+    t, s = kaplan_meier(np.array([1, 2, 3, 4.0]), np.array([1, 0, 1, 0]))
+    assert t.tolist() == [0, 1, 3] and s.tolist() == pytest.approx([1, 0.75, 0.375])
+
+
+def test_metrics_report_intervals_and_confusion():
+    y = np.array([0, 0, 0, 1, 1, 1] * 5)
+    p = np.array([0.1, 0.2, 0.6, 0.4, 0.8, 0.9] * 5)
+    m = classification(y, p, 0.5, boots=200)
+    assert m["auc"] == pytest.approx(8 / 9, abs=1e-3) and m["confusion_matrix"] == [[10, 5], [5, 10]]
+    assert m["auc_ci95"][0] <= m["auc"] <= m["auc_ci95"][1]
+
+
+def test_early_fusion_calibrates_and_its_shap_values_add_up():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 5))
+    y = (x[:, 0] + 0.5 * rng.standard_normal(200) > 0).astype(int)
+    names = [f"T1c.whole_tumour.f{i}" for i in range(5)]
+    head = fit_early(x[:150], y[:150], list(range(5)), names)
+    calibrate(head, x[150:], y[150:])
+    p = head.probability(x[150:])
+    assert ((p >= float(head.threshold)) == y[150:]).mean() > 0.8
+    attributions = head_attributions(head, x[0], x[:100], top=5)
+    assert attributions[0].feature == names[0]
+    with torch.no_grad():
+        logit = float(head.logit_standardised(head.standardise(x[:1]))[0])
+        base = float(head.logit_standardised(head.standardise(x[:100])).mean())
+    assert sum(a.shap for a in attributions) == pytest.approx(logit - base, abs=1e-3)
+
+
+def test_crop_round_trip_and_patches_cover_the_tumour():
+    labels = np.zeros((60, 60, 60), np.uint8)
+    labels[20:30, 25:35, 30:40] = 2
+    stack = np.stack([labels.astype(np.float32)] * 4)
+    crop, where = tumour_crop(stack, labels, 16, 2.0)
+    assert crop.shape == (4, 16, 16, 16) and crop[0].sum() == pytest.approx(labels.sum() / 8, rel=0.05)
+    back = uncrop(crop[0], where, labels.shape)
+    assert back.shape == labels.shape and back[labels > 0].mean() > 0.5 and back[:10].max() == 0
+    patches, crops = tumour_patches(stack, labels, 8, 4)
+    assert patches.shape == (4, 4, 8, 8, 8) and all(p[0].sum() > 0 for p in patches)
+
+
+def test_grad_cam_points_at_the_voxels_that_matter():
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, 0, 1, 1, 1] = 1.0
+        net[0].bias.zero_()
+    x = torch.zeros(1, 1, 16, 16, 16)
+    x[0, 0, 10:13, 3:5, 7:9] = 1.0
+    cam = grad_cam(x, net[1], lambda t: net(t)[0, 0].sum())
+    assert cam.max() == 1.0 and cam[10:13, 3:5, 7:9].min() == 1.0 and cam[:8].max() == 0.0
+
+
+def test_medicalnet_weights_load_into_the_encoder(tmp_path: Path):
+    source = DeepEncoder(RESNET18_WIDTHS, in_channels=1)
+    state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "resnet_18.pth")
+    encoder = DeepEncoder(RESNET18_WIDTHS)
+    assert load_medicalnet(encoder, tmp_path / "resnet_18.pth") == []
+    w = encoder.backbone.conv1.weight
+    assert w.shape[1] == 4 and torch.allclose(w.sum(dim=1, keepdim=True), source.backbone.conv1.weight)
+    with pytest.raises(ValueError, match="resnet_18"):
+        load_medicalnet(DeepEncoder((16, 32, 64, 128)), tmp_path / "resnet_18.pth")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
+
+    root = tmp_path_factory.mktemp("tiny-cohort")
+    trees.write_synthetic(root / "data", 60)
+    settings = RadiogenomicSettings(
+        encoder_steps=4, cross_fit_folds=2, cv_folds=3, cnn_targets=("idh",), cnn_steps=3, cnn_pretrain_steps=2,
+        encoder={"widths": [4, 8, 8, 8], "crop_size": 32, "crop_spacing_mm": 2.0, "variant": "crop",
+                 "patch_size": 8, "patch_count": 2},
+        radiomics_settings=LIGHT, workers=2)
+    result = train_radiogenomics(root / "data", root / "model", settings, progress=False, command="test")
+    return root, result
+
+
+@pytest.mark.slow
+def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
+    root, result = trained
+    idh = result["targets"]["idh"]
+    assert set(idh["variants"]) == {"radiomics", "deep", "early", "attention", "cnn"}
+    assert idh["variants"]["radiomics"]["test"]["auc"] >= 0.8  # IDH-wildtype tumours are larger here
+    assert idh["default_variant"] in ("early", "attention")
+    surv = result["survival"]
+    assert surv["train_cv_c_index"] > 0.6 and surv["test"]["c_index_ci95"][0] <= surv["test"]["c_index"]
+    for name in ("model.pt", "manifest.json", "MODEL_CARD.md", "metrics.json", "roc-idh.png", "km-risk-groups.png"):
+        assert (root / "model" / name).exists(), name
+    card = (root / "model" / "MODEL_CARD.md").read_text()
+    assert "Research use only" in card and "0.56-0.62" in card and "| early |" in card
+    assert json.loads((root / "model" / "manifest.json").read_text())["kind"] == "glioma-node-radiogenomics"
+
+
+@pytest.mark.slow
+def test_trained_model_predicts_and_explains_a_new_case(trained):
+    root, _ = trained
+    images, labels, brain = trees.tiny_case(np.random.default_rng(999), idh=0, mgmt=1)
+    study = tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, age_years=None)
+    for variants in ({}, {"mgmt": "attention", "idh": "cnn"}):
+        model = RadiogenomicModel(root / "model", variants)
+        result = model.run(study, workers=1)
+        assert set(result.probabilities) == {"mgmt", "idh"}
+        assert all(0 <= p <= 1 for p in result.probabilities.values())
+        assert result.risk is not None and result.risk[2] in ("high", "low")
+        assert any("age unknown" in w for w in result.warnings)
+        assert set(result.cams) == {"mgmt", "idh"}  # a heat map per prediction, never an empty dict
+        for target, cam in result.cams.items():
+            assert cam.shape == labels.shape and 0 <= cam.min() and 0 < cam.max() <= 1.0
+        if variants.get("mgmt") == "attention":
+            assert abs(sum(result.attention["mgmt"].values()) - 1) < 1e-3
+        assert result.attributions["mgmt"] and "shap" in result.attributions["mgmt"][0]
+
+
+@pytest.mark.slow
+def test_a_tampered_model_is_refused(trained, tmp_path: Path):
+    import shutil
+
+    root, _ = trained
+    copy = tmp_path / "model"
+    shutil.copytree(root / "model", copy, ignore=shutil.ignore_patterns("cache"))
+    with open(copy / "model.pt", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ModelError, match="sha256"):
+        RadiogenomicModel(copy)
+    with pytest.raises(ModelError, match="no 'cnn' model for mgmt"):
+        RadiogenomicModel(root / "model", {"mgmt": "cnn"})

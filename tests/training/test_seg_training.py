@@ -1,0 +1,85 @@
+"""Label-driven synthesis and `glioma-node train seg` on small data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from glioma_node.inference.model_dir import read_manifest
+from glioma_node.inference.segmenters.native import NativeSegmenter
+from glioma_node.training.seg.generator import CORE, EDEMA_CLASS, ENHANCING_CLASS, synthesise
+from glioma_node.training.synth.anatomy import TISSUE_LABELS
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray]:
+    """A 48³ class map: scalp/bone shells around CSF, grey and white matter, a tumour in the white matter."""
+    z, y, x = np.meshgrid(*[np.arange(48)] * 3, indexing="ij")
+    r = np.sqrt((z - 24) ** 2 + (y - 24) ** 2 + (x - 24) ** 2)
+    classes = np.zeros((48, 48, 48), np.uint8)
+    classes[r < 23] = TISSUE_LABELS["scalp"]
+    classes[r < 21] = TISSUE_LABELS["bone"]
+    classes[r < 19] = TISSUE_LABELS["csf"]
+    classes[r < 18] = TISSUE_LABELS["gm"]
+    classes[r < 15] = TISSUE_LABELS["wm"]
+    t = np.sqrt((z - 24) ** 2 + (y - 20) ** 2 + (x - 28) ** 2)
+    classes[t < 10] = EDEMA_CLASS
+    classes[t < 6] = ENHANCING_CLASS  # thick enough that blur and thick slices keep its contrast
+    classes[t < 2] = CORE
+    return classes, r < 19
+
+
+def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
+    classes, brain = _phantom()
+    wm, edema, enh = classes == TISSUE_LABELS["wm"], classes == EDEMA_CLASS, classes == ENHANCING_CLASS
+    rng = np.random.default_rng(3)
+    wm_flair = []
+    dropped = {"FLAIR": 0, "T1": 0, "T1c": 0, "T2": 0}
+    for _ in range(40):
+        s = synthesise(classes, brain, rng)
+        assert s.image.shape == (4, 48, 48, 48) and s.target.shape == (3, 48, 48, 48)
+        assert 0 <= s.target.min() and s.target.max() <= 1
+        flair, t1, t1c, t2 = s.image
+        assert not (s.image[:, ~ndimage.binary_dilation(brain, iterations=3)] != 0).any(), "skull-stripped"
+        assert (flair != 0).any() or (t2 != 0).any(), "FLAIR and T2 are never both dropped"
+        for name, channel in (("FLAIR", flair), ("T1", t1), ("T1c", t1c), ("T2", t2)):
+            dropped[name] += int(not (channel != 0).any())
+        visible = (flair != 0).any(axis=(1, 2))
+        if s.target[0].sum() == 0 or not (t1c != 0).any() or not (flair != 0).any():  # nothing to compare
+            continue
+        sl = visible[:, None, None]
+        assert flair[edema & sl].mean() > flair[wm & sl].mean(), "edema is brighter than white matter on FLAIR"
+        assert t1c[enh & sl].mean() > t1c[wm & sl].mean(), "enhancing tumour is brighter than white matter on T1c"
+        wm_flair.append(float(flair[wm & sl].mean()))
+    # contrasts are randomised: white matter's normalised FLAIR level varies from draw to draw
+    assert np.std(wm_flair) > 0.1
+    # sequences are dropped now and then (p = 0.35 x 0.5 each), never always
+    assert all(1 <= n <= 20 for n in dropped.values()), dropped
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("synth")
+def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
+    from glioma_node.training.seg.train import TrainSettings, train_segmentation
+
+    out = tmp_path / "model"
+    # a sitting that stops after 2 of 3 steps, then a second one that resumes
+    first = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
+                                                                          stop_after=2), progress=False)
+    assert [v["step"] for v in first["validation"]] == [2] and (out / "checkpoint.pt").is_file()
+    result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
+                                                                           resume=True), progress=False)
+    assert [row["step"] for row in result["loss"]] == [1, 2, 3]
+    assert len(result["train_cases"]) == 2 and len(result["validation_cases"]) == 1
+    for name in ("model.pt", "manifest.json", "curves.png", "training-log.json", "MODEL_CARD.md"):
+        assert (out / name).is_file(), name
+    manifest = read_manifest(out)
+    assert manifest.data["input"]["channels"] == ["FLAIR", "T1", "T1c", "T2"]
+    assert manifest.data["input"]["required_channels"] == [] and manifest.data["input"]["required_any"] == ["FLAIR", "T2"]
+    assert manifest.data["output"]["channels"] == ["whole_tumour", "tumour_core", "enhancing_tumour"]
+    assert manifest.data["intended_use"] == "research use only, not for diagnosis"
+    log = json.loads((out / "training-log.json").read_text())
+    assert [v["step"] for v in log["validation"]] == [2, 3]
+    NativeSegmenter(out)  # loads, checksum and architecture agree
+    assert "Research use only, not for diagnosis" in (out / "MODEL_CARD.md").read_text()

@@ -1,0 +1,326 @@
+"""Segmentation figures on every real case of ../shared/data, for every segmenter.
+
+``make eval`` (``python -m tests.eval_segmentation``) turns each case into DICOM
+(nifti2dicom) and runs ``glioma-node process`` (:func:`glioma_node.service.pipeline.process`) on it,
+so the path measured is the product's: brain extraction (deepbet), registration,
+segmentation, mapping back onto the series. It compares with the reference label and
+writes ``bench-results/segmentation-eval/``: ``evaluation.json``, ``table.md`` and an
+overlay PNG per case. ``tests/test_segmentation_real.py`` asserts on the same figures.
+
+Segmenters: ``default`` (the shipped glioma-node model), ``captk-deepmedic`` (CaPTk's
+DeepMedic, read from ../shared/data/captk-deepmedic), ``ensemble`` (the mean of the
+two) and ``classical`` (the threshold baseline). A segmenter that cannot run on a case
+(a sequence it needs is missing) is reported as such, never silently skipped.
+
+Cases:
+
+* ``tcga-native``: TCGA-FG-6692 as acquired (Siemens, skull, face and neck, 5.5 mm
+  slices, four differently placed series). Reference: the BraTS-space fusion label
+  carried into scanner space by an affine mutual-information registration of the
+  BraTS-space T1c onto the HD-BET-stripped native T1c (:func:`reference_in_native`).
+* ``tcga-brats-space``: the same patient skull-stripped in SRI24; reference
+  ``seg/fusion_simple.nii.gz`` (five BraTS-2020 algorithms fused, not expert truth).
+* ``brats23-gli-00001``: no label; volumes and a picture.
+* ``upenn-gbm-00002``: T2 alone with its label: the missing-sequence run.
+* ``kaggle-<patient>``: the eight TCGA-LGG patients of ../shared/data/tcga-lgg-kaggle
+  (native slices with skull, FLAIR + T1 + T1c, no T2; manual FLAIR-abnormality masks,
+  compared as whole tumour). Evaluation only: never used for training or tuning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from glioma_node.core.resources import DEFAULT_MODELS
+from glioma_node.dicom_io.nifti import find_role_files, nifti_case_to_dicom, read_nifti
+from glioma_node.inference.analyze import Models
+from glioma_node.inference.brain_extraction import BrainExtractor
+from glioma_node.core.findings import Findings
+from glioma_node.core.grid import Grid
+from glioma_node.inference.resample import to_image, resample
+from glioma_node.inference.preprocess import prepare
+from glioma_node.inference.regions import region_dice, volumes_ml
+from glioma_node.inference.segmenters import Segmenter, load_segmenter
+from glioma_node.inference.segmenters.classical import ClassicalSegmenter
+from glioma_node.inference.segmenters.ensemble import EnsembleSegmenter
+from glioma_node.service.config import Config, load_config
+from glioma_node.service.pipeline import process
+from tests.helpers import REPO, SHARED, nifti_volumes
+from glioma_node.training.seg.card import dice_table, write_card
+
+TCGA = "tcga-lgg_fg-6692"
+KAGGLE = "tcga-lgg-kaggle"
+SEGMENTERS = ("default", "captk-deepmedic", "ensemble", "classical")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A real case: its NIfTI folder, what its reference is, and how to read it.
+
+    ``reference()`` gives (BraTS labels, LPS affine) or None; ``whole_tumour_only``:
+    the reference is a single abnormality mask, compared as whole tumour.
+    """
+
+    name: str
+    folder: Path
+    reference_kind: str
+    reference: Callable[[], tuple[np.ndarray, np.ndarray] | None]
+    whole_tumour_only: bool = False
+
+
+def reference_in_native() -> tuple[np.ndarray, np.ndarray]:
+    """The BraTS-space fusion label of TCGA-FG-6692 on the native T1c grid: (labels, LPS affine)."""
+    case = SHARED / TCGA
+    fixed_voxels, fixed_affine = read_nifti(case / "native_skullstripped" / "t1c.nii.gz")
+    moving_voxels, moving_affine = read_nifti(case / "brats_space" / "t1c.nii.gz")
+    label, label_affine = read_nifti(case / "brats_space" / "seg" / "fusion_simple.nii.gz")
+    fixed_grid, moving_grid = Grid(fixed_voxels.shape, fixed_affine), Grid(moving_voxels.shape, moving_affine)
+    f = sitk.Cast(to_image(fixed_grid, fixed_voxels.astype(np.float32)), sitk.sitkFloat32)
+    m = sitk.Cast(to_image(moving_grid, moving_voxels.astype(np.float32)), sitk.sitkFloat32)
+    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(48)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(0.3, seed=1)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 400, relaxationFactor=0.6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(init, inPlace=False)
+    transform = method.Execute(f, m)
+    mapped = resample(label.astype(np.uint8), Grid(label.shape, label_affine), fixed_grid, transform, "nearest")
+    return mapped, fixed_affine
+
+
+def _label(path: Path, whole_tumour_only: bool = False) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    def read() -> tuple[np.ndarray, np.ndarray]:
+        voxels, affine = read_nifti(path)
+        labels = voxels.astype(np.uint8)
+        return ((labels > 0).astype(np.uint8) * 2 if whole_tumour_only else labels), affine
+    return read
+
+
+def all_cases() -> list[Case]:
+    """Every real case of ../shared/data, in report order."""
+    cases = [
+        Case("tcga-native", SHARED / TCGA / "native", "fusion of 5 BraTS-2020 algorithms, carried to scanner space",
+             reference_in_native),
+        Case("tcga-brats-space", SHARED / TCGA / "brats_space", "fusion of 5 BraTS-2020 algorithms",
+             _label(SHARED / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz")),
+        Case("brats23-gli-00001", SHARED / "brats23-gli-00001-000", "none", lambda: None),
+        Case("upenn-gbm-00002", SHARED / "upenn-gbm-00002", "UPENN-GBM label (T2 only: missing-sequence run)",
+             _label(SHARED / "upenn-gbm-00002" / "seg.nii.gz")),
+    ]
+    for folder in sorted((SHARED / KAGGLE).iterdir()):
+        if (folder / "label.nii.gz").is_file():
+            cases.append(Case(f"kaggle-{folder.name}", folder, "manual FLAIR-abnormality mask (whole tumour)",
+                              _label(folder / "label.nii.gz", True), whole_tumour_only=True))
+    return cases
+
+
+def load_segmenters(names: tuple[str, ...] = SEGMENTERS, model: Path = DEFAULT_MODELS / "segmentation"
+                    ) -> dict[str, Segmenter]:
+    """The segmenters by report name (see the module doc)."""
+    out: dict[str, Segmenter] = {}
+    default = load_segmenter("glioma-node", model)
+    deepmedic = load_segmenter("captk-deepmedic", SHARED / "captk-deepmedic") \
+        if {"captk-deepmedic", "ensemble"} & set(names) else None
+    for name in names:
+        if name == "default":
+            out[name] = default
+        elif name == "captk-deepmedic":
+            out[name] = deepmedic
+        elif name == "ensemble":
+            out[name] = EnsembleSegmenter([default, deepmedic])
+        elif name == "classical":
+            out[name] = ClassicalSegmenter()
+        else:
+            raise ValueError(f"unknown segmenter {name!r}; choose from {', '.join(SEGMENTERS)}")
+    return out
+
+
+def _config_for(roles: list[str]) -> Config:
+    """The embedded configuration, requiring only the whole-tumour sequences the case has."""
+    config = load_config()
+    needed = [r for r in ("FLAIR", "T2") if r in roles][:1]
+    return config.model_copy(update={"assembly": config.assembly.model_copy(update={"required_roles": needed})})
+
+
+def labels_on(findings: Findings, reference_affine: np.ndarray, reference_shape: tuple[int, ...]) -> np.ndarray:
+    """The reference-series labels of ``findings`` resampled (nearest) onto another grid."""
+    mask = findings.masks[findings.reference_role]
+    return resample(mask.labels, Grid(mask.labels.shape, mask.affine), Grid(reference_shape, reference_affine),
+                    interpolation="nearest")
+
+
+def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray, title: str, reference: np.ndarray | None = None) -> None:
+    """Five axial slices through the tumour, labels in colour (red 1, green 2, yellow 4),
+    the reference outline in white when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wt = (labels > 0) | (reference > 0 if reference is not None else False)
+    zs = np.nonzero(wt.any(axis=(1, 2)))[0]
+    if len(zs) == 0:
+        zs = np.array([image.shape[0] // 2])
+    picks = np.unique(np.linspace(zs[0], zs[-1], 5).round().astype(int))
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6))
+    colours = {1: (1, 0.1, 0.1), 2: (0.1, 0.9, 0.1), 4: (1, 0.9, 0.1)}
+    for ax, z in zip(np.atleast_1d(axes), picks):
+        sl = image[z] / (np.percentile(image, 99.5) + 1e-6)
+        rgb = np.dstack([sl, sl, sl]).clip(0, 1)
+        for lab, colour in colours.items():
+            m = labels[z] == lab
+            rgb[m] = 0.55 * rgb[m] + 0.45 * np.array(colour)
+        ax.imshow(rgb, origin="upper")
+        if reference is not None and (reference[z] > 0).any():
+            ax.contour(reference[z] > 0, levels=[0.5], colors="white", linewidths=0.7)
+        ax.set_title(f"slice {z}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def brain_extraction_on_native() -> dict:
+    """deepbet on the native TCGA head against the HD-BET mask of BraTS-Toolkit: volume and Dice."""
+    prepared = prepare(nifti_volumes(SHARED / TCGA / "native"))
+    start = time.perf_counter()
+    brain = BrainExtractor().extract(prepared)
+    seconds = time.perf_counter() - start
+    reference, affine = read_nifti(SHARED / TCGA / "native_skullstripped" / "t1c_brainmask.nii.gz")
+    ours = resample(brain.mask.astype(np.uint8), prepared.grid, Grid(reference.shape, affine),
+                    interpolation="nearest") > 0
+    ref = reference > 0
+    return {"series": brain.role, "volume_ml": brain.volume_ml,
+            "hd_bet_volume_ml": round(float(ref.sum()) * Grid(reference.shape, affine).voxel_ml, 1),
+            "dice_vs_hd_bet": round(float(2 * (ours & ref).sum() / (ours.sum() + ref.sum())), 4),
+            "seconds": round(seconds, 1), "problems": brain.problems}
+
+
+def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_dir: Path, out: Path,
+            segmenter: Segmenter, roles: list[str]) -> tuple[dict, Findings | None]:
+    """``glioma-node process`` of one case's DICOM with one segmenter: (volumes, Dice, time,
+    warnings; the findings, None when it could not run)."""
+    start = time.perf_counter()
+    (outcome,) = process(dicom_dir, out, _config_for(roles), Models(segmenter, brain_extractor=EXTRACTOR))
+    seconds = round(time.perf_counter() - start, 1)
+    if outcome.findings is None:
+        return {"ran": False, "reason": outcome.error, "seconds": seconds}, None
+    findings = outcome.findings
+    entry = {"ran": True, "volumes_ml": findings.volumes_ml, "seconds": seconds,
+             "brain_volume_ml": findings.brain_volume_ml, "warnings": findings.warnings,
+             "reference_role": findings.reference_role}
+    if reference is not None:
+        labels, affine = reference
+        dice = region_dice(labels_on(findings, affine, labels.shape), labels)
+        # core and enhancing tumour are not reported without T1c: no Dice for what was not claimed
+        wt_only = case.whole_tumour_only or "T1c" not in roles
+        entry["dice"] = {"whole_tumour": dice["whole_tumour"]} if wt_only else dice
+    return entry, findings
+
+
+EXTRACTOR = BrainExtractor()  # one deepbet for every run (its networks load once)
+
+
+def evaluate(out: Path, segmenters: dict[str, Segmenter], cases: list[Case] | None = None,
+             pictures: bool = True, only: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Every case through DICOM and ``process`` with every segmenter; returns the figures
+    (and writes evaluation.json, table.md and the PNGs into ``out``). ``only``: segmenter
+    name → the case names it runs on (the others: all cases)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cases = cases if cases is not None else all_cases()
+    results: dict = {"segmenters": {name: s.describe() for name, s in segmenters.items()}, "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            roles = sorted(find_role_files(case.folder))
+            dicom_dir = Path(tmp) / case.name
+            nifti_case_to_dicom(case.folder, dicom_dir, patient_id=case.name)
+            reference = case.reference()
+            entry: dict = {"reference": case.reference_kind, "sequences": roles, "segmenters": {}}
+            if reference is not None:
+                labels, affine = reference
+                ref_volumes = volumes_ml(labels, Grid(labels.shape, affine).voxel_ml)
+                entry["reference_volumes_ml"] = ({"whole_tumour": ref_volumes["whole_tumour"]}
+                                                 if case.whole_tumour_only else ref_volumes)
+            for name, segmenter in segmenters.items():
+                if only and name in only and case.name not in only[name]:
+                    continue
+                result, findings = run_one(case, reference, dicom_dir, Path(tmp) / f"{case.name}-{name}", segmenter,
+                                           roles)
+                if pictures and findings is not None and name == next(iter(segmenters)):
+                    _picture(out / f"{case.name}.png", case, findings, reference, name)
+                entry["segmenters"][name] = result
+            results["cases"][case.name] = entry
+    results["medians"] = kaggle_medians(results)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text("\n".join(dice_table(results)) + "\n")
+    return results
+
+
+def _picture(path: Path, case: Case, findings: Findings, reference: tuple | None, name: str) -> None:
+    files = find_role_files(case.folder)
+    image, img_affine = read_nifti(files.get("FLAIR") or files.get("T2") or next(iter(files.values())))
+    grid = Grid(image.shape, img_affine)
+    mask = findings.masks[findings.reference_role]
+    on_image = resample(mask.labels, Grid(mask.labels.shape, mask.affine), grid, interpolation="nearest")
+    ref_on_image = None if reference is None else resample(reference[0], Grid(reference[0].shape, reference[1]), grid,
+                                                           interpolation="nearest")
+    overlay_png(path, image.astype(np.float32), on_image, f"{case.name}: {name} (colour) vs reference (white)",
+                ref_on_image)
+
+
+def kaggle_medians(results: dict) -> dict:
+    """Median and minimum whole-tumour Dice over the TCGA-LGG (kaggle) cases, per segmenter."""
+    out = {}
+    for name in results["segmenters"]:
+        scores = [c["segmenters"][name]["dice"]["whole_tumour"] for key, c in results["cases"].items()
+                  if key.startswith("kaggle-") and c["segmenters"].get(name, {}).get("ran")]
+        ran = sum(1 for key, c in results["cases"].items() if key.startswith("kaggle-"))
+        if scores:
+            out[name] = {"median_whole_tumour": round(statistics.median(scores), 4),
+                         "min_whole_tumour": round(min(scores), 4), "cases": len(scores), "of": ran}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="segmentation figures on the real cases of ../shared/data")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODELS / "segmentation")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "segmentation-eval")
+    parser.add_argument("--segmenters", default=",".join(SEGMENTERS), help=f"comma-separated from {SEGMENTERS}")
+    parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    parser.add_argument("--card", action="store_true", help="rewrite the model's MODEL_CARD.md with these figures")
+    args = parser.parse_args()
+    cases = all_cases()
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if c.name in wanted]
+    segmenters = load_segmenters(tuple(args.segmenters.split(",")), args.model)
+    results = evaluate(args.out, segmenters, cases)
+    results["brain_extraction_native"] = brain_extraction_on_native()
+    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(dice_table(results)))
+    print(json.dumps(results["brain_extraction_native"]))
+    if args.card:
+        for png in args.out.glob("*.png"):
+            shutil.copyfile(png, args.model / f"eval-{png.name}")
+        print(f"wrote {write_card(args.model, results)}")
+
+
+if __name__ == "__main__":
+    main()
