@@ -98,8 +98,8 @@ class RunningNode:
         return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines if line)}
 
     def state(self):
-        from glioma_node.service.state import SqliteQueue
-        return SqliteQueue(self.data_dir / "state.db")
+        from glioma_node.service.state import NodeState
+        return NodeState(self.data_dir / "state.db")
 
     def wait_study(self, study_uid: str, states: tuple[str, ...], timeout: float = 600):
         deadline = time.monotonic() + timeout
@@ -200,7 +200,7 @@ def sends_done(node: "RunningNode", study_uid: str) -> list[tuple[int, str]]:
     """(version, target) of each finished send job of the study: a result set delivered
     once to one target is one entry (Orthanc keeps a resent instance silently, so its
     own count cannot show a duplicate)."""
-    return sorted((j.version, j.target) for j in node.state().jobs(study_uid) if j.kind == "send" and j.state == "done")
+    return sorted((j.version, str(j.target)) for j in node.state().jobs(study_uid) if j.kind == "send" and j.state == "done")
 
 
 class CountingPacs:

@@ -54,7 +54,7 @@ from glioma_node.inference.segmenters import Segmenter, load_segmenter
 from glioma_node.inference.segmenters.classical import ClassicalSegmenter
 from glioma_node.inference.segmenters.ensemble import EnsembleSegmenter
 from glioma_node.service.config import Config, load_config
-from glioma_node.service.pipeline import process
+from glioma_node.cli.process import process_folder
 from tests.helpers import REPO, SHARED, nifti_volumes
 from glioma_node.training.seg.card import dice_table, write_card
 
@@ -218,7 +218,7 @@ def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_d
     """``glioma-node process`` of one case's DICOM with one segmenter: (volumes, Dice, time,
     warnings; the findings, None when it could not run)."""
     start = time.perf_counter()
-    (outcome,) = process(dicom_dir, out, _config_for(roles), Models(segmenter, brain_extractor=EXTRACTOR))
+    (outcome,) = process_folder(dicom_dir, out, _config_for(roles), Models(segmenter, brain_extractor=EXTRACTOR))
     seconds = round(time.perf_counter() - start, 1)
     if outcome.findings is None:
         return {"ran": False, "reason": outcome.error, "seconds": seconds}, None

@@ -140,12 +140,12 @@ def run_demo(out: Path, keep: bool = False) -> int:
         from glioma_node.dicom_io.scan import scan
         study_uid = next(iter(scan(study_dir).studies))
         while True:
-            study = node.queue.study(study_uid)
+            study = node.state.study(study_uid)
             if study and study.state == "failed":
                 print(f"demo: the study failed: {study.reason}", file=sys.stderr)
                 return 1
             if study and study.state == "done":
-                findings_path = node.paths.results(study_uid, study.version) / study_uid / "findings.json"
+                findings_path = node.paths.results(study_uid, study.version) / "findings.json"
                 if pacs.result_count(study_uid) >= len(json.loads(findings_path.read_text())["dicom"]):
                     break
             if time.perf_counter() - last_instance > 1800:
@@ -153,7 +153,7 @@ def run_demo(out: Path, keep: bool = False) -> int:
                 return 1
             time.sleep(0.5)
         turnaround = time.perf_counter() - last_instance
-        folder = node.paths.results(study_uid, study.version) / study_uid
+        folder = node.paths.results(study_uid, study.version)
         print(_report(json.loads((folder / "findings.json").read_text()), turnaround, folder, pacs))
         if keep:
             print("node and PACS keep running; Ctrl-C stops them")

@@ -27,16 +27,17 @@ def _cmd_process(args: argparse.Namespace) -> int:
     import logging
 
     from glioma_node.inference.model_dir import ModelError
-    from glioma_node.service.pipeline import process
+    from glioma_node.cli.process import process_folder
+    from glioma_node.service.pipeline import OutcomeStatus
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        outcomes = process(args.path, args.out, args.settings)
+        outcomes = process_folder(args.path, args.out, args.settings)
     except ModelError as exc:
         print(f"glioma-node: model: {exc}", file=sys.stderr)
         return 2
     for o in outcomes:
-        if o.status == "done" and o.findings is not None:
+        if o.status is OutcomeStatus.DONE and o.findings is not None:
             v = o.findings.volumes_ml
             print(f"{o.study_instance_uid}: whole tumour {v['whole_tumour']:.1f} ml, core {v['tumour_core']:.1f} ml, "
                   f"enhancing {v['enhancing_tumour']:.1f} ml -> {o.folder}")
@@ -52,7 +53,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     if not outcomes:
         print(f"glioma-node: no DICOM study found under {args.path}", file=sys.stderr)
         return 1
-    return 0 if all(o.status == "done" for o in outcomes) else 1
+    return 0 if all(o.status is OutcomeStatus.DONE for o in outcomes) else 1
 
 
 def _cmd_nifti2dicom(args: argparse.Namespace) -> int:
@@ -139,7 +140,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from glioma_node.service.state import SqliteQueue
+    from glioma_node.service.state import NodeState
     from glioma_node.cli.status import render
 
     data_dir = (args.data_dir or args.settings.data_dir).resolve()
@@ -148,7 +149,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"glioma-node: no node state in {data_dir} (has `glioma-node serve` run with this data dir?)",
               file=sys.stderr)
         return 1
-    print(render(SqliteQueue(database)))
+    print(render(NodeState(database)))
     return 0
 
 

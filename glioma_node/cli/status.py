@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 
-from glioma_node.service.state import SqliteQueue
+from glioma_node.service.state import JobState, NodeState
 
 
 def _age(t: float | None) -> str:
@@ -26,17 +26,17 @@ def printable(value: object) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
-def render(queue: SqliteQueue) -> str:
+def render(state: NodeState) -> str:
     """Studies (state, version, instances, last instance, reason) and the open job queue."""
     lines = [f"{'study':66s} {'state':10s} {'ver':>3s} {'inst':>5s} {'last':>5s}  reason"]
-    for s in queue.studies():
+    for s in state.studies():
         lines.append(f"{printable(s.study_uid):66s} {s.state:10s} {s.version:3d} {s.instances:5d} "
                      f"{_age(s.last_at):>5s}  {printable(s.reason or '')}")
-    pending = [j for j in queue.jobs() if j.state in ("queued", "running", "failed")]
+    pending = [j for j in state.jobs() if j.state in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED)]
     lines.append("")
     lines.append(f"jobs open or failed: {len(pending)}")
     for j in pending:
-        due = f"  next in {max(j.next_at - time.time(), 0):.0f}s" if j.state == "queued" else ""
-        lines.append(f"  #{j.id} {j.kind:7s} {j.state:8s} v{j.version} {printable(j.target or '-'):20s} "
+        due = f"  next in {max(j.next_at - time.time(), 0):.0f}s" if j.state is JobState.QUEUED else ""
+        lines.append(f"  #{j.id} {j.kind:7s} {j.state:8s} v{j.version} {printable(str(j.target) if j.target else '-'):20s} "
                      f"attempts {j.attempts}{due}{'  ' + printable(j.error) if j.error else ''}")
     return "\n".join(lines)

@@ -142,6 +142,16 @@ class Dispatch(_Strict):
     retry_initial_s: float = Field(default=5, gt=0)
     retry_max_s: float = Field(default=300, gt=0)
     max_attempts: int = Field(default=100, ge=1)
+    # C-STORE: association request, each response and any silence; STOW-RS: the whole request
+    timeout_s: float = Field(default=60, gt=0)
+    stow_timeout_s: float = Field(default=120, gt=0)
+
+
+class Worker(_Strict):
+    """How the worker retries a process job that raised an unexpected error; see conf/glioma-node.yaml."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    retry_delay_s: float = Field(default=10, gt=0)  # times the attempt number: 10 s, 20 s, ...
 
 
 SegmenterKindName = Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic", "ensemble"]
@@ -212,6 +222,7 @@ class Config(_Strict):
     node: NodeSettings
     destinations: list[Destination]
     dispatch: Dispatch = Dispatch()
+    worker: Worker = Worker()
     data_dir: Path
     assembly: Assembly
     models: Models
@@ -240,16 +251,16 @@ def _explain(error: dict[str, Any]) -> str:
     return f"{key}: {message} (got {error.get('input')!r})"
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    def resolve(value: Any) -> Any:
+def _resolve_paths(raw: dict[str, Any], base: Path, data_base: Path | None = None) -> dict[str, Any]:
+    def resolve(value: Any, against: Path = base) -> Any:
         if value is None:
             return None
         p = Path(str(value)).expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
+        return p if p.is_absolute() else (against / p).resolve()
 
     raw = dict(raw)
     if "data_dir" in raw:
-        raw["data_dir"] = resolve(raw["data_dir"])
+        raw["data_dir"] = resolve(raw["data_dir"], data_base or base)
     if isinstance(raw.get("models"), dict):
         models = dict(raw["models"])
         seg = models.get("segmentation")
@@ -274,19 +285,25 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
-def parse_config(raw: Any, base: Path) -> Config:
-    """Validate an already-parsed YAML document; relative paths resolve against ``base``."""
+def parse_config(raw: Any, base: Path, data_base: Path | None = None) -> Config:
+    """Validate an already-parsed YAML document; relative paths resolve against ``base``
+    (``data_dir`` against ``data_base`` when given)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, got {type(raw).__name__}")
     try:
-        return Config.model_validate(_resolve_paths(raw, base))
+        return Config.model_validate(_resolve_paths(raw, base, data_base))
     except ValidationError as exc:
         problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
         raise ConfigError(f"invalid configuration ({len(exc.errors())} problem(s)):\n{problems}") from None
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate a configuration file (the embedded default when ``path`` is None)."""
+    """Read and validate a configuration file (the embedded default when ``path`` is None).
+
+    Relative paths resolve against the file's folder; the embedded default's ``data_dir``
+    resolves against the working directory instead, so an installed node never writes
+    into its own package."""
+    embedded = not path
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         text = path.read_text()
@@ -297,7 +314,7 @@ def load_config(path: str | Path | None = None) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     try:
-        return parse_config(raw, path.resolve().parent)
+        return parse_config(raw, path.resolve().parent, Path.cwd() if embedded else None)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

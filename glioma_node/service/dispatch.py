@@ -16,27 +16,32 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (Comprehensive3DSRStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         ParametricMapStorage, SecondaryCaptureImageStorage, SegmentationStorage)
 from pynetdicom import AE
 
 from glioma_node.service.config import Config, Destination, StowDestination
+from glioma_node.service.target import ORTHANC_SELF, Target, TargetKind
 
 log = logging.getLogger(__name__)
 
-# Requested explicitly, whatever the files: SEG, Comprehensive 3D SR, Parametric Map, Secondary Capture
-RESULT_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.30",
-                  "1.2.840.10008.5.1.4.1.1.7")
+# Requested explicitly, whatever the files
+RESULT_CLASSES = (SegmentationStorage, Comprehensive3DSRStorage, ParametricMapStorage, SecondaryCaptureImageStorage)
+
+LocalStore = Callable[[bytes], None]
+"""Stores one Part 10 file into the Orthanc the node runs in (plugin mode)."""
 
 
 class DispatchError(RuntimeError):
     """A send did not go through (the job is retried)."""
 
 
-def c_store(files: list[Path], destination: Destination, calling_ae: str) -> int:
-    """C-STORE ``files`` to ``destination`` in one association; how many were stored."""
+def c_store(files: list[Path], destination: Destination, calling_ae: str, timeout_s: float) -> int:
+    """C-STORE ``files`` to ``destination`` in one association; how many were stored.
+    ``timeout_s`` bounds the association request, each response and any silence (s)."""
     datasets = [pydicom.dcmread(path) for path in files]
     ae = AE(ae_title=calling_ae)
-    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = timeout_s
     classes = list(dict.fromkeys([*RESULT_CLASSES, *(str(ds.SOPClassUID) for ds in datasets)]))
     for sop_class in classes:
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -57,8 +62,9 @@ def c_store(files: list[Path], destination: Destination, calling_ae: str) -> int
     return len(files)
 
 
-def stow(files: list[Path], destination: StowDestination) -> int:
-    """STOW-RS ``files`` to ``destination.url`` (``…/studies``) in one multipart request."""
+def stow(files: list[Path], destination: StowDestination, timeout_s: float) -> int:
+    """STOW-RS ``files`` to ``destination.url`` (``…/studies``) in one multipart request
+    answered within ``timeout_s`` seconds."""
     boundary = uuid.uuid4().hex
     parts = []
     for path in files:
@@ -68,7 +74,7 @@ def stow(files: list[Path], destination: StowDestination) -> int:
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         "Accept": "application/dicom+json"})
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             if response.status not in (200, 202):
                 raise DispatchError(f"{destination.name}: STOW-RS answered HTTP {response.status}")
     except (urllib.error.URLError, OSError) as exc:
@@ -76,42 +82,61 @@ def stow(files: list[Path], destination: StowDestination) -> int:
     return len(files)
 
 
-def targets(config: Config, calling_ae: str | None) -> list[str]:
+def targets(config: Config, calling_ae: str | None) -> list[Target]:
     """The send targets of a study: every destination, STOW endpoint, the caller if asked,
     and in plugin mode the Orthanc the node runs in."""
-    out = [f"dicom:{d.name}" for d in config.destinations] + [f"stow:{d.name}" for d in config.dispatch.dicomweb]
+    out = [Target(TargetKind.DICOM, d.name) for d in config.destinations]
+    out += [Target(TargetKind.STOW, d.name) for d in config.dispatch.dicomweb]
     if config.dispatch.orthanc_self:
-        out.append("orthanc:self")
+        out.append(ORTHANC_SELF)
     if config.dispatch.return_to_caller and calling_ae:
         if any(p.ae_title == calling_ae and p.port for p in config.node.allowed_peers):
-            out.append(f"caller:{calling_ae}")
+            out.append(Target(TargetKind.CALLER, calling_ae))
     return out
 
 
-def send(target: str, files: list[Path], config: Config, local: Callable[[bytes], None] | None = None) -> int:
+def _to_orthanc(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
+    if local is None:
+        raise DispatchError(f"{target} needs the Orthanc plugin (the node is not running inside Orthanc)")
+    for path in files:
+        local(path.read_bytes())
+    return len(files)
+
+
+def _to_destination(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
+    destination = next(d for d in config.destinations if d.name == target.name)
+    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
+
+
+def _to_stow(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
+    return stow(files, next(d for d in config.dispatch.dicomweb if d.name == target.name),
+                config.dispatch.stow_timeout_s)
+
+
+def _to_caller(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
+    peer = next(p for p in config.node.allowed_peers if p.ae_title == target.name and p.port)
+    destination = Destination(name=target.name, ae_title=peer.ae_title, host=peer.host, port=peer.port)
+    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
+
+
+SENDERS: dict[TargetKind, Callable[[Target, list[Path], Config, LocalStore | None], int]] = {
+    TargetKind.ORTHANC: _to_orthanc,
+    TargetKind.DICOM: _to_destination,
+    TargetKind.STOW: _to_stow,
+    TargetKind.CALLER: _to_caller,
+}
+"""How each kind of target is sent to: one handler per kind, each returning the objects stored."""
+
+
+def send(target: Target, files: list[Path], config: Config, local: LocalStore | None = None) -> int:
     """Send ``files`` to one target (as :func:`targets` names it); ``local`` stores one
-    Part 10 file into the Orthanc the node runs in (plugin mode)."""
-    kind, _, name = target.partition(":")
+    Part 10 file into the Orthanc the node runs in (plugin mode). How many were stored,
+    or :class:`DispatchError`."""
     try:
-        if kind == "orthanc":
-            if local is None:
-                raise DispatchError("orthanc:self needs the Orthanc plugin (the node is not running inside Orthanc)")
-            for path in files:
-                local(path.read_bytes())
-            return len(files)
-        if kind == "dicom":
-            destination = next(d for d in config.destinations if d.name == name)
-            return c_store(files, destination, config.node.ae_title)
-        if kind == "stow":
-            return stow(files, next(d for d in config.dispatch.dicomweb if d.name == name))
-        if kind == "caller":
-            peer = next(p for p in config.node.allowed_peers if p.ae_title == name and p.port)
-            return c_store(files, Destination(name=name, ae_title=peer.ae_title, host=peer.host, port=peer.port),
-                           config.node.ae_title)
+        return SENDERS[target.kind](target, files, config, local)
     except StopIteration:
         raise DispatchError(f"target {target} is no longer in the configuration") from None
+    except DispatchError:
+        raise
     except (OSError, RuntimeError) as exc:
-        if isinstance(exc, DispatchError):
-            raise
         raise DispatchError(f"{target}: {exc}") from None
-    raise DispatchError(f"unknown target kind {kind!r}")

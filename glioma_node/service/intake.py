@@ -1,8 +1,8 @@
 """The one intake for received instances: check, spool, record, and say what happened.
 
-Every instance enters through :meth:`Intake.accept`, whichever door it came by (the
-Storage SCP, the Orthanc plugin); :func:`reconcile` records what the spool holds after
-a crash with the same checks. The checks are the cheap ones that catch what would
+Every instance enters through :meth:`Intake.admit`, whichever door it came by (the
+Storage SCP, the Orthanc plugin, or the spool itself when :func:`reconcile` records
+what a crash left unrecorded): one header parse, one validation, one record. The checks are the cheap ones that catch what would
 otherwise fail late, after the instance was acknowledged:
 
 * the header parses, no element's length field runs past the end of the data, and
@@ -37,7 +37,7 @@ from pydicom.uid import (UID, EnhancedMRImageStorage, ExplicitVRBigEndian, Impli
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 from glioma_node.service.logs import pseudonym
 from glioma_node.service.spool import Spool, SpoolFull
-from glioma_node.service.state import Received, SqliteQueue
+from glioma_node.service.state import Received, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -228,20 +228,24 @@ def inspect(data: bytes, sop_class: str) -> Received:
         tolerated += [f"{keyword}: {t}" for t in uid.tolerated]
     if raw:
         _check_pixels(ds, data, pixel_offset, syntax)
-    return Received(checked["StudyInstanceUID"], checked["SeriesInstanceUID"], checked["SOPInstanceUID"],
-                    str(sop_class), expected_instances(ds), pseudonym(str(values["PatientID"] or "")),
-                    tuple(tolerated))
+    return Received(study_uid=checked["StudyInstanceUID"], series_uid=checked["SeriesInstanceUID"],
+                    sop_uid=checked["SOPInstanceUID"], sop_class=str(sop_class), expected=expected_instances(ds),
+                    patient=pseudonym(str(values["PatientID"] or "")), tolerated=tuple(tolerated))
 
 
 class Intake:
     """Check, spool and record received instances (see the module doc)."""
 
-    def __init__(self, spool: Spool, state: SqliteQueue):
+    def __init__(self, spool: Spool, state: NodeState):
         self.spool, self.state = spool, state
 
-    def accept(self, data: bytes, sop_class: str, association: str = "", peer: str = "") -> Answer:
+    def admit(self, data: bytes, sop_class: str, association: str = "", peer: str = "",
+              spooled: Path | None = None) -> Answer:
         """Take one instance (Part 10 bytes, file meta naming the transfer syntax it
-        arrived in); the answer for the peer. Success means it is fsynced and recorded."""
+        arrived in); the answer for the peer. Success means it is fsynced and recorded.
+
+        ``spooled``: the instance is already this file of the spool (reconciliation after
+        a crash), so it is checked and recorded, not written again."""
         if UID(sop_class) not in MR_CLASSES:
             return Answer(StoreStatus.SUCCESS, Outcome.IGNORED)
         try:
@@ -261,7 +265,7 @@ class Intake:
         if known is not None:
             return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE)
         try:
-            path, _ = self.spool.store(received.study_uid, received.series_uid, received.sop_uid, data)
+            path = spooled or self.spool.store(received.study_uid, received.series_uid, received.sop_uid, data)[0]
         except (SpoolFull, OSError) as exc:
             log.error("instance not stored: %s", exc, extra={"peer": peer})
             return Answer(StoreStatus.OUT_OF_RESOURCES, Outcome.OUT_OF_RESOURCES, str(exc))
@@ -269,11 +273,12 @@ class Intake:
         return Answer(StoreStatus.SUCCESS, Outcome.RECEIVED if new else Outcome.DUPLICATE, path=path)
 
 
-def reconcile(spool: Spool, state: SqliteQueue) -> int:
-    """Record spooled instances the database missed (a crash between fsync and commit);
-    how many. Partial files (never acknowledged) are removed first."""
+def reconcile(spool: Spool, state: NodeState) -> int:
+    """Record spooled instances the database missed (a crash between fsync and commit)
+    through the same intake; how many. Partial files (never acknowledged) are removed first."""
     removed = spool.remove_partials()
     known = state.known_paths()
+    intake = Intake(spool, state)
     added = 0
     for path in spool.root.rglob("*.dcm"):
         if str(path) in known:
@@ -281,10 +286,14 @@ def reconcile(spool: Spool, state: SqliteQueue) -> int:
         try:
             # the spool holds Part 10 files the intake wrote: the meta names the class
             sop_class = str(read_file_meta_info(path).MediaStorageSOPClassUID)
-            if UID(sop_class) in MR_CLASSES:
-                added += state.record_instance(inspect(path.read_bytes(), sop_class), str(path), "")
-        except Exception as exc:  # noqa: BLE001 - Refused, OSError, a parse error: the file is kept, not used
+            answer = intake.admit(path.read_bytes(), sop_class, peer="spool", spooled=path)
+        except Exception as exc:  # noqa: BLE001 - OSError, a parse error: the file is kept, not used
             log.warning("spooled file not recorded: %s", exc, extra={"path": str(path)})
+            continue
+        if answer.outcome is Outcome.RECEIVED:
+            added += 1
+        elif answer.outcome is Outcome.REFUSED:
+            log.warning("spooled file not recorded: %s", answer.reason, extra={"path": str(path)})
     if removed or added:
         log.info("reconciled spool", extra={"partials_removed": removed, "instances_added": added})
     return added

@@ -56,7 +56,7 @@ class OrthancBridge:
 
     def on_status(self, output, uri: str, **request) -> None:
         studies = [{"study_instance_uid": s.study_uid, "state": s.state, "reason": s.reason, "version": s.version,
-                    "instances": s.instances} for s in self.node.queue.studies()] if self.node else []
+                    "instances": s.instances} for s in self.node.state.studies()] if self.node else []
         output.AnswerBuffer(json.dumps({"studies": studies}, indent=1), "application/json")
 
     # the node's thread ---------------------------------------------------------
@@ -68,7 +68,7 @@ class OrthancBridge:
             sop_class = orthanc.RestApiGet(f"/instances/{instance['ID']}/metadata/SopClassUid").decode()
             if sop_class not in MR_CLASSES:
                 continue
-            answer = self.intake.accept(orthanc.RestApiGet(f"/instances/{instance['ID']}/file"), sop_class,
+            answer = self.intake.admit(orthanc.RestApiGet(f"/instances/{instance['ID']}/file"), sop_class,
                                         peer=f"orthanc:{instance['ID']}")
             added += answer.outcome is Outcome.RECEIVED
         return added
@@ -78,7 +78,7 @@ class OrthancBridge:
 
     def _report(self) -> None:
         """Put each study's state into Orthanc's metadata when it changes."""
-        for study in self.node.queue.studies():
+        for study in self.node.state.studies():
             text = f"{study.state} v{study.version}" + (f": {study.reason}" if study.reason else "")
             if self.reported.get(study.study_uid) == text:
                 continue
@@ -120,7 +120,7 @@ def register() -> None:
     config = load_config(settings.get("Config"))
     node = Node(config, listen=False, local=_bridge.store_back, on_tick=_bridge.on_tick)
     _bridge.node = node
-    _bridge.intake = Intake(node.spool, node.queue)
+    _bridge.intake = Intake(node.spool, node.state)
     node.start()
     orthanc.RegisterOnChangeCallback(_bridge.on_change)  # Orthanc's database is not ours to read before it starts
     orthanc.RegisterRestCallback("/glioma-node/status", _bridge.on_status)

@@ -1,7 +1,8 @@
-"""`glioma-node process PATH --out OUT`: run every study under a folder, offline.
+"""The single-study pipeline: :func:`run_study` takes one surveyed study to its results.
 
-For each study (instances grouped by StudyInstanceUID, non-DICOM files ignored) it
-writes ``OUT/<StudyInstanceUID>/``:
+The worker (a spooled study), the offline command (`glioma-node process`, every study
+under a folder) and, through the worker, the Orthanc plugin all run it. Into ``out``
+it writes:
 
 * ``findings.json``: status, volumes in ml per sub-region, models (name, version,
   sha256), timings, warnings; on failure the error instead, so no study is silently
@@ -14,6 +15,10 @@ writes ``OUT/<StudyInstanceUID>/``:
   the TID 1500 SR, the summary Secondary Capture; see :mod:`glioma_node.dicom_io.results.writer`)
   and ``summary.png``, the summary image.
 
+A study that cannot be used (a required sequence missing, a model error, a series the
+reader refuses, anything unexpected) gets a findings.json with ``status: failed`` and
+the error; :func:`run_study` never raises for it.
+
 Files are written to a temporary name and renamed, so a crash never leaves a
 half-written result behind.
 """
@@ -24,6 +29,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +38,7 @@ from pydicom.dataset import Dataset
 from glioma_node.dicom_io.errors import DicomInputError
 from glioma_node.dicom_io.nifti import write_nifti
 from glioma_node.dicom_io.results.writer import write_results
-from glioma_node.dicom_io.scan import scan
-from glioma_node.dicom_io.study import load_study, survey
-from glioma_node.dicom_io.uids import safe_part
+from glioma_node.dicom_io.study import StudySurvey, load_study
 from glioma_node.inference.analyze import Models, analyze
 from glioma_node.inference.brain_extraction import BrainExtractor, ExtractorKind
 from glioma_node.core.findings import RESEARCH_USE, Findings
@@ -53,12 +57,19 @@ log = logging.getLogger(__name__)
 _EXPECTED = (PreprocessingError, ModelError, DicomInputError, ValueError)
 
 
+class OutcomeStatus(StrEnum):
+    """How a study's run ended (also the ``status`` of its findings.json)."""
+
+    DONE = "done"
+    FAILED = "failed"
+
+
 @dataclass
 class StudyOutcome:
-    """What happened to one study: ``status`` is ``done`` or ``failed`` (``error`` says why)."""
+    """What happened to one study: ``status`` DONE, or FAILED with ``error`` saying why."""
 
     study_instance_uid: str
-    status: str
+    status: OutcomeStatus
     folder: Path
     error: str | None = None
     findings: Findings | None = None
@@ -102,51 +113,41 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
         tmp = folder / "nifti" / f"{name}.partial.nii.gz"
         write_nifti(tmp, voxels, affine)
         os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
+    started = time.perf_counter()
     written = write_results(findings, sources, reference, folder)
+    findings.timings_s["write_dicom"] = round(time.perf_counter() - started, 2)
     dicom = [{"kind": w.kind, "file": str(w.path.relative_to(folder)), "sop_class_uid": w.sop_class_uid,
               "sop_instance_uid": w.sop_instance_uid, "series_instance_uid": w.series_instance_uid} for w in written]
-    _write_json(folder / "findings.json", {"status": "done", **findings.to_json(), "dicom": dicom})
+    _write_json(folder / "findings.json", {"status": OutcomeStatus.DONE.value, **findings.to_json(), "dicom": dicom})
 
 
-def process(path: Path, out: Path, config: Config, models: Models | None = None,
-            warnings: list[str] | tuple[str, ...] = ()) -> list[StudyOutcome]:
-    """Process every study under ``path`` into ``out`` (see the module doc).
+def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: tuple[str, ...] | list[str] = (),
+              warnings: tuple[str, ...] | list[str] = ()) -> StudyOutcome:
+    """Run one surveyed study end to end into the folder ``out`` (see the module doc).
 
-    ``warnings`` are added to every study's findings (the node passes what it knows
-    about the data, such as series with fewer instances than their headers announce).
-    One study's failure, whatever its cause, is written to its own findings.json and
-    never stops the others.
+    ``required_roles``: sequences without which the study fails with that reason;
+    ``warnings`` are added to the findings (what the caller knows about the data, such
+    as series with fewer instances than their headers announce).
     """
-    models = models or load_models(config)
-    started = time.perf_counter()
-    result = scan(path)
-    for bad, reason in result.bad_files:
-        log.warning("skipped %s: %s", bad, reason)
-    outcomes = []
-    for study in survey(result, config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence):
-        folder = out / safe_part(study.study_instance_uid)
-        folder.mkdir(parents=True, exist_ok=True)
-        instances = sum(len(s.files.instances) for s in study.series)
-        t0 = time.perf_counter()
-        try:
-            missing = [r for r in config.assembly.required_roles if r not in study.roles]
-            if missing:
-                raise PreprocessingError(f"sequences missing: {', '.join(missing)} "
-                                         f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
-                                         "`glioma-node inspect` to see how each series was recognised")
-            study_input = load_study(study)
-            study_input.warnings.extend(warnings)
-            findings = analyze(study_input, models)
-            findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
-            write_outputs(findings, folder, study.source_headers(), study_input.volumes[findings.reference_role])
-            outcomes.append(StudyOutcome(study.study_instance_uid, "done", folder, findings=findings,
-                                         instances=instances))
-        except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the next one runs
-            error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
-            log.error("study %s failed: %s", study.study_instance_uid, error,
-                      exc_info=not isinstance(exc, _EXPECTED))
-            _write_json(folder / "findings.json", {"status": "failed", "study_instance_uid": study.study_instance_uid,
-                                                   "error": error, "warnings": list(warnings), "notice": RESEARCH_USE})
-            outcomes.append(StudyOutcome(study.study_instance_uid, "failed", folder, error=error, instances=instances))
-    log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)
-    return outcomes
+    out.mkdir(parents=True, exist_ok=True)
+    instances = sum(len(s.files.instances) for s in study.series)
+    t0 = time.perf_counter()
+    try:
+        missing = [r for r in required_roles if r not in study.roles]
+        if missing:
+            raise PreprocessingError(f"sequences missing: {', '.join(missing)} "
+                                     f"(found {', '.join(sorted(study.roles)) or 'none'}); run "
+                                     "`glioma-node inspect` to see how each series was recognised")
+        study_input = load_study(study)
+        study_input.warnings.extend(warnings)
+        findings = analyze(study_input, models)
+        findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
+        write_outputs(findings, out, study.source_headers(), study_input.volumes[findings.reference_role])
+    except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the caller goes on
+        error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
+        log.error("study %s failed: %s", study.study_instance_uid, error, exc_info=not isinstance(exc, _EXPECTED))
+        _write_json(out / "findings.json", {"status": OutcomeStatus.FAILED.value,
+                                            "study_instance_uid": study.study_instance_uid, "error": error,
+                                            "warnings": list(warnings), "notice": RESEARCH_USE})
+        return StudyOutcome(study.study_instance_uid, OutcomeStatus.FAILED, out, error=error, instances=instances)
+    return StudyOutcome(study.study_instance_uid, OutcomeStatus.DONE, out, findings=findings, instances=instances)

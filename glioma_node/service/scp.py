@@ -33,7 +33,7 @@ from glioma_node.service import reactor
 from glioma_node.service.config import Config
 from glioma_node.service.intake import Intake, StoreStatus
 from glioma_node.service.spool import Spool
-from glioma_node.service.state import AssociationState, SqliteQueue
+from glioma_node.service.state import AssociationState, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,9 @@ class ScpCounters:
 class StorageScp:
     """pynetdicom SCP wired to the intake (see the module doc)."""
 
-    def __init__(self, config: Config, spool: Spool, queue: SqliteQueue, counters: ScpCounters | None = None):
-        self.config, self.queue = config, queue
-        self.intake = Intake(spool, queue)
+    def __init__(self, config: Config, spool: Spool, state: NodeState, counters: ScpCounters | None = None):
+        self.config, self.state = config, state
+        self.intake = Intake(spool, state)
         self.counters = counters or ScpCounters()
         settings = config.node
         self.allowed = {(p.ae_title, p.host) for p in settings.allowed_peers}
@@ -112,7 +112,7 @@ class StorageScp:
         event.assoc.glioma_id = uuid.uuid4().hex
         reactor.shorten_dul_delay(event)
         self.counters.add("associations_accepted")
-        self.queue.association_opened(event.assoc.glioma_id, event.assoc.requestor.ae_title.strip(),
+        self.state.association_opened(event.assoc.glioma_id, event.assoc.requestor.ae_title.strip(),
                                       event.assoc.requestor.address)
 
     def _on_released(self, event: evt.Event) -> None:
@@ -125,13 +125,13 @@ class StorageScp:
     def _closed(self, event: evt.Event, how: AssociationState) -> None:
         association = getattr(event.assoc, "glioma_id", None)
         if association:  # rejected associations were never recorded
-            self.queue.association_closed(association, how)
+            self.state.association_closed(association, how)
 
     def _on_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
-        answer = self.intake.accept(event.encoded_dataset(include_meta=True), str(event.request.AffectedSOPClassUID),
+        answer = self.intake.admit(event.encoded_dataset(include_meta=True), str(event.request.AffectedSOPClassUID),
                                     getattr(event.assoc, "glioma_id", ""),
                                     f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}")
         self.counters.add(answer.outcome.value)

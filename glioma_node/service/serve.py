@@ -28,8 +28,9 @@ from glioma_node.service.config import Config
 from glioma_node.service.intake import reconcile
 from glioma_node.service.scp import StorageScp
 from glioma_node.service.spool import Spool
-from glioma_node.service.state import SqliteQueue
-from glioma_node.service.worker import Paths, send_pending
+from glioma_node.service.state import NodeState
+from glioma_node.service.paths import Paths
+from glioma_node.service.worker import send_pending
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class Node:
         self.config = config
         self.paths = Paths(config.data_dir)
         self.spool = Spool(self.paths.spool, config.node.min_free_mb * 1024**2)
-        self.queue = SqliteQueue(self.paths.database)
-        self.scp = StorageScp(config, self.spool, self.queue) if listen else None
+        self.state = NodeState(self.paths.database)
+        self.scp = StorageScp(config, self.spool, self.state) if listen else None
         self.local, self.on_tick = local, on_tick
         self.stopping = threading.Event()
         self.worker: subprocess.Popen | None = None
@@ -62,7 +63,7 @@ class Node:
                 "listening": self.scp is not None and self.scp.server is not None}
 
     def metric_values(self) -> dict[str, float]:
-        values = dict(self.queue.metrics())
+        values = dict(self.state.metrics())
         for name, count in (self.scp.counters.counts.items() if self.scp else ()):
             values[f"glioma_node_{name}_total"] = count
         values["glioma_node_spool_free_bytes"] = self.spool.free_bytes()
@@ -84,8 +85,8 @@ class Node:
         return self.worker is not None and self.worker.poll() is None
 
     def start(self) -> None:
-        requeued = self.queue.recover()
-        reconcile(self.spool, self.queue)
+        requeued = self.state.recover()
+        reconcile(self.spool, self.state)
         if requeued:
             log.info("jobs re-queued after restart", extra={"jobs": requeued})
         self._start_worker()
@@ -104,12 +105,12 @@ class Node:
             if now - last_tick >= 1.0:
                 if self.on_tick is not None:
                     self.on_tick()
-                tick(self.queue, self.spool, self.config)
+                tick(self.state, self.spool, self.config)
                 last_tick = now
                 if self.worker is not None and not self._worker_alive():
                     log.error("worker process ended; restarting it", extra={"exitcode": self.worker.returncode})
                     self._start_worker()
-            if not send_pending(self.config, self.queue, self.paths, self.local):
+            if not send_pending(self.config, self.state, self.paths, self.local):
                 self.stopping.wait(0.2)
 
     def stop(self) -> None:

@@ -1,37 +1,65 @@
 """Durable state of the node: instances, studies, associations and jobs, in SQLite.
 
-:class:`JobQueue` is the small interface the node uses; :class:`SqliteQueue` is the
-embedded implementation (one file, WAL, safe across processes on one machine). The
-spool, not this database, is the durable record of received instances; the database is
-reconciled with it at every start (:func:`glioma_node.service.serve.reconcile`). A later
-step can put the same interface in front of a distributed engine.
+:class:`NodeState` is the node's one record of what it received and what it owes: one
+file, WAL, safe across processes on one machine. The spool, not this database, is the
+durable record of received instances; the database is reconciled with it at every start
+(:func:`glioma_node.service.intake.reconcile`).
 
-Study states: ``received`` (instances arriving), ``waiting`` (complete series but a
-required role missing), ``processing``, ``sending``, ``done``, ``failed`` (with a
-reason). Jobs (``process``, ``send``) run at least once: a job a crash interrupted is
-queued again at the next start, and every job's output is idempotent (same UIDs).
+Study states (:class:`StudyState`): ``received`` (instances arriving), ``waiting``
+(complete series but a required role missing), ``processing``, ``sending``, ``done``,
+``failed`` (with a reason). Jobs (:class:`JobKind` ``process``, ``send``) run at least
+once: a job a crash interrupted is queued again at the next start, and every job's output
+is idempotent (same UIDs).
 """
 from __future__ import annotations
 
-import enum
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
-STUDY_STATES = ("received", "waiting", "processing", "sending", "done", "failed")
+from glioma_node.service.target import Target
+
 SCHEMA_VERSION = 2  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
 
 
-class AssociationState(str, enum.Enum):
+class StudyState(StrEnum):
+    """Where a study stands (see the module doc)."""
+
+    RECEIVED = "received"
+    WAITING = "waiting"
+    PROCESSING = "processing"
+    SENDING = "sending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    """What a job does: ``process`` runs the pipeline on a study version, ``send`` delivers its results to one target."""
+
+    PROCESS = "process"
+    SEND = "send"
+
+
+class JobState(StrEnum):
+    """Where a job stands; ``queued`` jobs run when ``next_at`` has passed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AssociationState(StrEnum):
     """How an association stands; INTERRUPTED: it was open when the node died."""
 
     OPEN = "open"
     RELEASED = "released"
     ABORTED = "aborted"
     INTERRUPTED = "interrupted"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies(
@@ -73,8 +101,12 @@ class Received:
 
 @dataclass(frozen=True)
 class Study:
+    """One study as the state knows it; times are seconds since the epoch (``time.time()``),
+    ``instances`` the instances recorded now, ``processed_instances`` those of the last
+    processed snapshot."""
+
     study_uid: str
-    state: str
+    state: StudyState
     reason: str | None
     version: int
     patient: str | None
@@ -90,6 +122,8 @@ class Study:
 
 @dataclass(frozen=True)
 class Series:
+    """One series: instances recorded, instances its headers announce (None: unknown), last arrival (epoch s)."""
+
     series_uid: str
     study_uid: str
     instances: int
@@ -99,42 +133,21 @@ class Series:
 
 @dataclass(frozen=True)
 class Job:
+    """One job: ``target`` is None for ``process`` jobs; ``next_at`` epoch seconds; ``attempts`` so far."""
+
     id: int
-    kind: str
+    kind: JobKind
     study_uid: str
     version: int
-    target: str
-    state: str
+    target: Target | None
+    state: JobState
     attempts: int
     next_at: float
     error: str | None
 
 
-class JobQueue(Protocol):
-    """What the node needs of its durable state (see the module doc)."""
-
-    def record_instance(self, instance: Received, path: str, association: str) -> bool: ...
-    def instance_location(self, sop_uid: str) -> tuple[str, str] | None: ...
-    def association_opened(self, association: str, calling_ae: str, address: str) -> None: ...
-    def association_closed(self, association: str, state: AssociationState = AssociationState.RELEASED) -> None: ...
-    def has_open_association(self, study_uid: str) -> bool: ...
-    def broken_series(self, study_uid: str) -> set[str]: ...
-    def studies(self, states: tuple[str, ...] | None = None) -> list[Study]: ...
-    def arrived_after_processing(self) -> list[Study]: ...
-    def study(self, study_uid: str) -> Study | None: ...
-    def series(self, study_uid: str) -> list[Series]: ...
-    def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None: ...
-    def enqueue(self, kind: str, study_uid: str, version: int, target: str = "") -> bool: ...
-    def claim(self, kinds: tuple[str, ...]) -> Job | None: ...
-    def finish(self, job_id: int) -> None: ...
-    def retry(self, job_id: int, error: str, delay_s: float) -> None: ...
-    def fail(self, job_id: int, error: str) -> None: ...
-    def jobs(self, study_uid: str | None = None) -> list[Job]: ...
-    def recover(self) -> int: ...
-
-
-class SqliteQueue:
-    """The embedded :class:`JobQueue`: one SQLite file; one connection per thread."""
+class NodeState:
+    """The node's durable state (see the module doc): one SQLite file; one connection per thread."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -219,6 +232,7 @@ class SqliteQueue:
         return (row[0], row[1]) if row else None
 
     def association_opened(self, association: str, calling_ae: str, address: str) -> None:
+        """Note an association the SCP accepted (its instances point at it)."""
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state) "
                        "VALUES (?,?,?,?,'open')", (association, calling_ae, address, time.time()))
@@ -234,6 +248,7 @@ class SqliteQueue:
                        (AssociationState(state).value, time.time(), association))
 
     def has_open_association(self, study_uid: str) -> bool:
+        """Whether an association that sent instances of the study is still open."""
         row = self._db().execute(
             "SELECT 1 FROM associations a WHERE a.state='open' AND EXISTS (SELECT 1 FROM instances i "
             "WHERE i.association=a.id AND i.study_uid=?) LIMIT 1", (study_uid,)).fetchone()
@@ -248,15 +263,17 @@ class SqliteQueue:
         return {r[0] for r in rows}
 
     def known_paths(self) -> set[str]:
+        """Spool paths of every recorded instance."""
         return {r[0] for r in self._db().execute("SELECT path FROM instances")}
 
     # studies ---------------------------------------------------------------------
     _STUDY = "SELECT s.*, (SELECT COUNT(*) FROM instances i WHERE i.study_uid=s.study_uid) FROM studies s"
 
     def _study(self, row: tuple) -> Study:
-        return Study(*row)
+        return Study(row[0], StudyState(row[1]), *row[2:])
 
-    def studies(self, states: tuple[str, ...] | None = None) -> list[Study]:
+    def studies(self, states: tuple[StudyState, ...] | None = None) -> list[Study]:
+        """The studies in ``states`` (all when None), oldest first."""
         query = self._STUDY
         if states:
             query += f" WHERE state IN ({','.join('?' * len(states))})"
@@ -272,17 +289,20 @@ class SqliteQueue:
         return [self._study(r) for r in rows]
 
     def study(self, study_uid: str) -> Study | None:
+        """One study, or None when unknown."""
         row = self._db().execute(self._STUDY + " WHERE study_uid=?", (study_uid,)).fetchone()
         return self._study(row) if row else None
 
     def series(self, study_uid: str) -> list[Series]:
+        """The series of one study."""
         rows = self._db().execute("SELECT series_uid, study_uid, instances, expected, last_at FROM series "
                                   "WHERE study_uid=?", (study_uid,))
         return [Series(*r) for r in rows]
 
-    def set_state(self, study_uid: str, state: str, reason: str | None = None, **fields: float | int) -> None:
-        if state not in STUDY_STATES:
-            raise ValueError(f"unknown study state {state!r}")
+    def set_state(self, study_uid: str, state: StudyState, reason: str | None = None, **fields: float | int) -> None:
+        """Move a study to ``state`` with ``reason``; ``fields`` may set version, surveyed_at,
+        processed_at (epoch s) and processed_instances."""
+        state = StudyState(state)
         allowed = {"version", "surveyed_at", "processed_at", "processed_instances"}
         extra = {k: v for k, v in fields.items() if k in allowed}
         sets = ", ".join([f"{k}=?" for k in extra])
@@ -291,15 +311,15 @@ class SqliteQueue:
                        "WHERE study_uid=?", (state, reason, time.time(), *extra.values(), study_uid))
 
     # jobs ------------------------------------------------------------------------
-    def enqueue(self, kind: str, study_uid: str, version: int, target: str = "") -> bool:
+    def enqueue(self, kind: JobKind, study_uid: str, version: int, target: Target | None = None) -> bool:
         """Queue a job once (a second enqueue of the same job is a no-op); True if new."""
         now = time.time()
         with self._tx() as db:
             cursor = db.execute("INSERT OR IGNORE INTO jobs(kind, study_uid, version, target, state, next_at, "
-                                "created_at) VALUES (?,?,?,?,'queued',?,?)", (kind, study_uid, version, target, now, now))
+                                "created_at) VALUES (?,?,?,?,'queued',?,?)", (JobKind(kind).value, study_uid, version, str(target) if target else "", now, now))
             return cursor.rowcount == 1
 
-    def claim(self, kinds: tuple[str, ...]) -> Job | None:
+    def claim(self, kinds: tuple[JobKind, ...]) -> Job | None:
         """Take the oldest due job of ``kinds`` (marked running, attempts + 1), or None."""
         now = time.time()
         with self._tx() as db:
@@ -313,27 +333,33 @@ class SqliteQueue:
     _JOB = "SELECT id, kind, study_uid, version, target, state, attempts, next_at, error FROM jobs"
 
     def _job(self, row: tuple) -> Job:
-        return Job(*row)
+        return Job(row[0], JobKind(row[1]), row[2], row[3], Target.parse(row[4]) if row[4] else None,
+                   JobState(row[5]), *row[6:])
 
     def finish(self, job_id: int) -> None:
+        """A job succeeded."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET state='done', error=NULL, finished_at=? WHERE id=?", (time.time(), job_id))
 
     def retry(self, job_id: int, error: str, delay_s: float) -> None:
+        """A job failed and runs again after ``delay_s`` seconds."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET state='queued', error=?, next_at=? WHERE id=?",
                        (error, time.time() + delay_s, job_id))
 
     def fail(self, job_id: int, error: str) -> None:
+        """A job failed for good."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET state='failed', error=?, finished_at=? WHERE id=?", (error, time.time(), job_id))
 
     def jobs(self, study_uid: str | None = None) -> list[Job]:
+        """All jobs (of one study), oldest first."""
         if study_uid is None:
             return [self._job(r) for r in self._db().execute(self._JOB + " ORDER BY id")]
         return [self._job(r) for r in self._db().execute(self._JOB + " WHERE study_uid=? ORDER BY id", (study_uid,))]
 
-    def pending(self, study_uid: str, kind: str) -> int:
+    def pending(self, study_uid: str, kind: JobKind) -> int:
+        """Jobs of ``kind`` for the study still queued or running."""
         row = self._db().execute("SELECT COUNT(*) FROM jobs WHERE study_uid=? AND kind=? AND state IN "
                                  "('queued','running')", (study_uid, kind)).fetchone()
         return int(row[0])

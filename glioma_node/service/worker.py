@@ -1,4 +1,4 @@
-"""The jobs: ``process`` (the whole pipeline on a spooled study) and ``send`` (dispatch).
+"""The jobs: ``process`` (the pipeline on a spooled study) and ``send`` (dispatch).
 
 ``process`` runs in its own process (:func:`worker_main`) so that inference never
 slows receiving; ``send`` runs in the serving process (:func:`send_pending`). Both are
@@ -13,55 +13,37 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from glioma_node.dicom_io.uids import safe_part
+from glioma_node.dicom_io.scan import scan
+from glioma_node.dicom_io.study import StudySurvey, survey
+from glioma_node.inference.analyze import Models
 from glioma_node.inference.lifetime import die_with_parent
 from glioma_node.service.assembly import FORCED, incomplete_series
 from glioma_node.service.config import Config
-from glioma_node.service.dispatch import DispatchError, send, targets
+from glioma_node.service.dispatch import DispatchError, LocalStore, send, targets
+from glioma_node.service.paths import Paths
+from glioma_node.service.pipeline import OutcomeStatus, run_study
 from glioma_node.service.spool import Spool
-from glioma_node.service.state import Job, SqliteQueue, Study
+from glioma_node.service.state import Job, JobKind, NodeState, Study, StudyState
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Where the node keeps its durable state, under ``data_dir``."""
-
-    data_dir: Path
-
-    @property
-    def spool(self) -> Path:
-        return self.data_dir / "spool"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "state.db"
-
-    def results(self, study_uid: str, version: int) -> Path:
-        return self.data_dir / "results" / safe_part(study_uid) / f"v{version}"
-
-    def outbox(self, target: str, study_uid: str, version: int) -> Path:
-        return self.data_dir / "outbox" / safe_part(target.replace(":", "-")) / f"{safe_part(study_uid)}-v{version}"
-
-
 def backoff_s(attempts: int, config: Config) -> float:
-    """Seconds before retry number ``attempts`` (exponential, capped)."""
+    """Seconds before send retry number ``attempts`` (exponential, capped)."""
     return min(config.dispatch.retry_initial_s * 2 ** max(attempts - 1, 0), config.dispatch.retry_max_s)
 
 
-def _study_result(folder: Path, study_uid: str) -> tuple[dict | None, Path]:
-    study_folder = folder / safe_part(study_uid)
-    findings = study_folder / "findings.json"
-    return (json.loads(findings.read_text()) if findings.exists() else None), study_folder
+def _findings(folder: Path) -> dict[str, Any] | None:
+    path = folder / "findings.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-def _queue_sends(job: Job, config: Config, queue: SqliteQueue, paths: Paths, study_folder: Path) -> int:
-    study = queue.study(job.study_uid)
-    files = sorted((study_folder / "dicom").glob("*.dcm"))
+def _queue_sends(job: Job, config: Config, state: NodeState, paths: Paths, folder: Path) -> int:
+    study = state.study(job.study_uid)
+    files = sorted((folder / "dicom").glob("*.dcm"))
     planned = targets(config, study.calling_ae if study else None)
     for target in planned:
         box = paths.outbox(target, job.study_uid, job.version)
@@ -69,46 +51,55 @@ def _queue_sends(job: Job, config: Config, queue: SqliteQueue, paths: Paths, stu
         for path in files:
             if not (box / path.name).exists():
                 os.link(path, box / path.name)
-        queue.enqueue("send", job.study_uid, job.version, target)
+        state.enqueue(JobKind.SEND, job.study_uid, job.version, target)
     return len(planned)
 
 
-def processing_warnings(queue: SqliteQueue, study: Study) -> list[str]:
+def processing_warnings(state: NodeState, study: Study) -> list[str]:
     """What the results must say about the data they were computed on: series with fewer
     instances than announced, and a study processed at the force timeout."""
-    warnings = incomplete_series(queue.series(study.study_uid))
+    warnings = incomplete_series(state.series(study.study_uid))
     if study.reason == FORCED:
         warnings.append(f"processed at the force timeout, not because every series was complete ({study.reason})")
     return warnings
 
 
-def run_process(job: Job, config: Config, models, queue: SqliteQueue, paths: Paths) -> None:
-    """Process one study version from the spool into results/, then queue its sends."""
-    from glioma_node.service.pipeline import process
+def spooled_study(folder: Path, study_uid: str, config: Config) -> StudySurvey | None:
+    """The survey of one spooled study (headers only), or None when nothing in ``folder`` is readable."""
+    studies = survey(scan(folder), config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence)
+    return next((s for s in studies if s.study_instance_uid == study_uid), None)
 
+
+def run_process(job: Job, config: Config, models: Models, state: NodeState, paths: Paths) -> None:
+    """Process one study version from the spool into its results folder, then queue its sends."""
     folder = paths.results(job.study_uid, job.version)
-    findings, study_folder = _study_result(folder, job.study_uid)
+    findings = _findings(folder)
     started = time.time()
     processed: dict[str, int] = {}
-    if findings is None or findings.get("status") != "done":
-        study = queue.study(job.study_uid)
-        warnings = processing_warnings(queue, study) if study else []
-        outcomes = process(Spool(paths.spool).study_dir(job.study_uid), folder, config, models, warnings)
-        outcome = next((o for o in outcomes if o.study_instance_uid == job.study_uid), None)
-        if outcome is not None:  # never below the snapshot the assembly decided on, so a
-            # recorded file the scan cannot use does not look new forever
-            snapshot = study.processed_instances if study else None
-            processed["processed_instances"] = max(outcome.instances, snapshot or 0)
-        if outcome is None or outcome.status != "done":
-            reason = outcome.error if outcome else "no readable study in the spool"
-            queue.fail(job.id, reason)
-            queue.set_state(job.study_uid, "failed", reason, **processed)
+    if findings is None or findings.get("status") != OutcomeStatus.DONE:
+        study = state.study(job.study_uid)
+        spooled = spooled_study(Spool(paths.spool).study_dir(job.study_uid), job.study_uid, config)
+        if spooled is None:
+            reason = "no readable study in the spool"
+            state.fail(job.id, reason)
+            state.set_state(job.study_uid, StudyState.FAILED, reason)
             log.warning("processing failed", extra={"study": job.study_uid, "version": job.version, "reason": reason})
             return
-        findings, study_folder = _study_result(folder, job.study_uid)
-    sends = _queue_sends(job, config, queue, paths, study_folder)
-    queue.set_state(job.study_uid, "sending" if sends else "done", None, **processed)
-    queue.finish(job.id)
+        outcome = run_study(spooled, models, folder, required_roles=config.assembly.required_roles,
+                            warnings=processing_warnings(state, study) if study else [])
+        # never below the snapshot the assembly decided on, so a recorded file the scan
+        # cannot use does not look new forever
+        processed["processed_instances"] = max(outcome.instances, (study.processed_instances if study else None) or 0)
+        if outcome.status is not OutcomeStatus.DONE:
+            reason = outcome.error or "failed"
+            state.fail(job.id, reason)
+            state.set_state(job.study_uid, StudyState.FAILED, reason, **processed)
+            log.warning("processing failed", extra={"study": job.study_uid, "version": job.version, "reason": reason})
+            return
+        findings = _findings(folder)
+    sends = _queue_sends(job, config, state, paths, folder)
+    state.set_state(job.study_uid, StudyState.SENDING if sends else StudyState.DONE, None, **processed)
+    state.finish(job.id)
     log.info("processed", extra={"study": job.study_uid, "version": job.version, "seconds": round(time.time() - started, 2),
                                  "sends": sends, "whole_tumour_ml": findings["segmentation"]["volumes_ml"]["whole_tumour"],
                                  "warnings": len(findings.get("warnings", []))})
@@ -124,51 +115,55 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
     # processing the same job beside its own; elsewhere the parent-pid check below ends it
     die_with_parent(signal.SIGKILL)
     paths = Paths(config.data_dir)
-    queue = SqliteQueue(paths.database)
+    state = NodeState(paths.database)
     models = load_models(config)
+    policy = config.worker
     log.info("worker ready", extra={"pid": os.getpid()})
     while parent_pid is None or os.getppid() == parent_pid:
-        job = queue.claim(("process",))
+        job = state.claim((JobKind.PROCESS,))
         if job is None:
             time.sleep(0.5)
             continue
         try:
-            run_process(job, config, models, queue, paths)
+            run_process(job, config, models, state, paths)
         except Exception as exc:  # an unexpected error: retried, then recorded; the worker lives on
             log.exception("process job error", extra={"study": job.study_uid})
-            if job.attempts >= 3:
-                queue.fail(job.id, f"{type(exc).__name__}: {exc}")
-                queue.set_state(job.study_uid, "failed", f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            if job.attempts >= policy.max_attempts:
+                state.fail(job.id, error)
+                state.set_state(job.study_uid, StudyState.FAILED, error)
             else:
-                queue.retry(job.id, f"{type(exc).__name__}: {exc}", 10 * job.attempts)
+                state.retry(job.id, error, policy.retry_delay_s * job.attempts)
 
 
-def send_pending(config: Config, queue: SqliteQueue, paths: Paths, local=None) -> bool:
+def send_pending(config: Config, state: NodeState, paths: Paths, local: LocalStore | None = None) -> bool:
     """Run one due send job, if any; True when one ran (``local``: see :func:`glioma_node.service.dispatch.send`)."""
-    job = queue.claim(("send",))
+    job = state.claim((JobKind.SEND,))
     if job is None:
         return False
+    assert job.target is not None  # every send job names its target
     box = paths.outbox(job.target, job.study_uid, job.version)
     files = sorted(box.glob("*.dcm"))
     try:
         count = send(job.target, files, config, local) if files else 0
     except DispatchError as exc:
         if job.attempts >= config.dispatch.max_attempts:
-            queue.fail(job.id, str(exc))
-            queue.set_state(job.study_uid, "failed", f"sending to {job.target} failed {job.attempts} times: {exc}")
+            state.fail(job.id, str(exc))
+            state.set_state(job.study_uid, StudyState.FAILED,
+                            f"sending to {job.target} failed {job.attempts} times: {exc}")
         else:
             delay = backoff_s(job.attempts, config)
-            queue.retry(job.id, str(exc), delay)
-            log.warning("send failed, will retry", extra={"study": job.study_uid, "target": job.target,
+            state.retry(job.id, str(exc), delay)
+            log.warning("send failed, will retry", extra={"study": job.study_uid, "target": str(job.target),
                                                            "attempt": job.attempts, "retry_in_s": delay, "error": str(exc)})
         return True
     shutil.rmtree(box, ignore_errors=True)
-    queue.finish(job.id)
-    if queue.pending(job.study_uid, "send") == 0 and queue.pending(job.study_uid, "process") == 0:
-        study = queue.study(job.study_uid)
-        if study is not None and study.state == "sending":
-            queue.set_state(job.study_uid, "done", None)
-    log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": job.target, "objects": count})
+    state.finish(job.id)
+    if state.pending(job.study_uid, JobKind.SEND) == 0 and state.pending(job.study_uid, JobKind.PROCESS) == 0:
+        study = state.study(job.study_uid)
+        if study is not None and study.state is StudyState.SENDING:
+            state.set_state(job.study_uid, StudyState.DONE, None)
+    log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": str(job.target), "objects": count})
     return True
 
 

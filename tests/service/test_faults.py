@@ -126,7 +126,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(studies, 
             study = state.study(uid)
             assert study.version == 1, (key, study.version)  # one result set: no reprocessing without news
             assert [j.version for j in state.jobs(uid) if j.kind == "process"] == [1]
-            folder = node.data_dir / "results" / safe_part(uid) / "v1" / safe_part(uid)
+            folder = node.data_dir / "results" / safe_part(uid) / "v1"
             findings = json.loads((folder / "findings.json").read_text())
             incomplete = [w for w in findings["warnings"] if w.startswith("INCOMPLETE DATA")]
             report = pydicom.dcmread(folder / "dicom" / "report.dcm")

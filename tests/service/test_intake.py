@@ -12,7 +12,7 @@ from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import InvalidUid, check_uid, safe_part
 from glioma_node.service.intake import Intake, Outcome, StoreStatus, reconcile
 from glioma_node.service.spool import Spool
-from glioma_node.service.state import SqliteQueue
+from glioma_node.service.state import NodeState
 from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_sequences, part10
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -21,7 +21,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 @pytest.fixture
 def intake(tmp_path):
-    return Intake(Spool(tmp_path / "spool", min_free_bytes=0), SqliteQueue(tmp_path / "state.db"))
+    return Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"))
 
 
 def files(tmp_path):
@@ -72,16 +72,16 @@ def test_crafted_instances_get_a_failure_status_and_nothing_is_written(intake, t
             delattr(ds, keyword)
         else:
             setattr(ds, keyword, value)
-    answer = intake.accept(part10(ds), MR)
+    answer = intake.admit(part10(ds), MR)
     assert answer.status == status and answer.outcome is Outcome.REFUSED and answer.reason, name
     assert files(tmp_path) == [] and intake.state.studies() == []
 
 
 def test_a_body_encoded_otherwise_than_its_transfer_syntax_says_is_refused(intake, tmp_path):
     ds = mr_dataset()
-    implicit_as_explicit = intake.accept(part10(ds, ExplicitVRLittleEndian, implicit_body=True), MR)
-    explicit_as_implicit = intake.accept(part10(ds, ImplicitVRLittleEndian, implicit_body=False), MR)
-    native_as_jpeg2000 = intake.accept(part10(ds, JPEG2000Lossless, body=body_bytes(ds)), MR)
+    implicit_as_explicit = intake.admit(part10(ds, ExplicitVRLittleEndian, implicit_body=True), MR)
+    explicit_as_implicit = intake.admit(part10(ds, ImplicitVRLittleEndian, implicit_body=False), MR)
+    native_as_jpeg2000 = intake.admit(part10(ds, JPEG2000Lossless, body=body_bytes(ds)), MR)
     for answer in (implicit_as_explicit, explicit_as_implicit, native_as_jpeg2000):
         assert answer.status == StoreStatus.TRANSFER_SYNTAX_MISMATCH, answer
     assert "implicit VR" in implicit_as_explicit.reason and "not encapsulated" in native_as_jpeg2000.reason
@@ -92,7 +92,7 @@ def test_a_4_gb_pixel_data_length_field_is_refused(intake, tmp_path):
     ds = mr_dataset()
     del ds.PixelData
     body = body_bytes(ds) + explicit_element(0x7FE0, 0x0010, b"OW", b"\0" * 512, length=0xFFFFFFF0)
-    answer = intake.accept(part10(ds, ExplicitVRLittleEndian, body=body), MR)
+    answer = intake.admit(part10(ds, ExplicitVRLittleEndian, body=body), MR)
     assert answer.status == StoreStatus.PIXEL_DATA_MISMATCH and "only 512 arrived" in answer.reason
     assert files(tmp_path) == []
 
@@ -115,19 +115,19 @@ def _long_private_element(ds) -> bytes:
 ])
 def test_bodies_that_do_not_parse_are_refused(intake, tmp_path, name, body, status, reason):
     ds = mr_dataset()
-    answer = intake.accept(part10(ds, ExplicitVRLittleEndian, body=body(ds)), MR)
+    answer = intake.admit(part10(ds, ExplicitVRLittleEndian, body=body(ds)), MR)
     assert answer.status == status and reason in answer.reason, (name, answer)
     assert answer.outcome is Outcome.REFUSED and files(tmp_path) == []
 
 
 def test_a_good_instance_is_stored_once_and_a_reused_sop_uid_elsewhere_is_refused(intake, tmp_path):
     ds = mr_dataset()
-    first = intake.accept(part10(ds), MR)
+    first = intake.admit(part10(ds), MR)
     assert first.status == StoreStatus.SUCCESS and first.outcome is Outcome.RECEIVED and first.path.exists()
-    again = intake.accept(part10(ds), MR)
+    again = intake.admit(part10(ds), MR)
     assert again.status == StoreStatus.SUCCESS and again.outcome is Outcome.DUPLICATE
     ds.StudyInstanceUID = "1.2.3.4.5"  # the same SOP Instance UID in another study
-    conflict = intake.accept(part10(ds), MR)
+    conflict = intake.admit(part10(ds), MR)
     assert conflict.status == StoreStatus.SOP_INSTANCE_CONFLICT and "another study" in conflict.reason
     assert files(tmp_path) == [first.path]  # no orphan file for the refused one
 
@@ -135,20 +135,20 @@ def test_a_good_instance_is_stored_once_and_a_reused_sop_uid_elsewhere_is_refuse
 def test_tolerated_uid_defects_are_stored_under_the_clean_uid(intake):
     ds = mr_dataset()
     ds.StudyInstanceUID = "1.2.840.0113619.2.1"  # a leading zero, as some old consoles write
-    answer = intake.accept(part10(ds), MR)
+    answer = intake.admit(part10(ds), MR)
     assert answer.status == StoreStatus.SUCCESS
     assert answer.path.parts[-3] == "1.2.840.0113619.2.1"
 
 
 def test_other_storage_classes_are_accepted_and_dropped(intake, tmp_path):
-    answer = intake.accept(b"anything at all", CT)
+    answer = intake.admit(b"anything at all", CT)
     assert answer.status == StoreStatus.SUCCESS and answer.outcome is Outcome.IGNORED and files(tmp_path) == []
 
 
 def test_a_large_private_element_is_valid_and_stored(intake):
     ds = mr_dataset()
     ds.add_new(0x00091010, "OB", b"\1" * (8 * 1024 * 1024))
-    assert intake.accept(part10(ds), MR).status == StoreStatus.SUCCESS
+    assert intake.admit(part10(ds), MR).status == StoreStatus.SUCCESS
 
 
 def test_reconcile_records_what_the_spool_holds_with_the_same_checks(intake, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from glioma_node.service.assembly import series_complete
 from glioma_node.service.config import ConfigError, with_overrides
 from glioma_node.service.logs import JsonFormatter, pseudonym
-from glioma_node.service.state import AssociationState, Received, Series, SqliteQueue
+from glioma_node.service.state import AssociationState, Received, Series, NodeState
 from glioma_node.service.worker import backoff_s
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -22,13 +22,13 @@ def instance(study: str, series: str, sop: str, expected: int | None = None) -> 
 
 
 def test_jobs_run_once_per_version_and_come_back_after_a_crash(tmp_path):
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     assert queue.enqueue("process", "1.2.3", 1)
     assert not queue.enqueue("process", "1.2.3", 1)  # the same job twice is one job
     job = queue.claim(("process",))
     assert job is not None and job.attempts == 1 and queue.claim(("process",)) is None
     # a crash while running: the next start queues it again (at-least-once)
-    assert SqliteQueue(tmp_path / "state.db").recover() == 1
+    assert NodeState(tmp_path / "state.db").recover() == 1
     again = queue.claim(("process",))
     assert again.id == job.id and again.attempts == 2
     queue.retry(again.id, "PACS down", delay_s=3600)
@@ -38,7 +38,7 @@ def test_jobs_run_once_per_version_and_come_back_after_a_crash(tmp_path):
 
 
 def test_instances_are_counted_once_and_studies_wake_from_waiting(tmp_path):
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     queue.association_opened("a1", "STORESCU", "127.0.0.1")
     assert queue.record_instance(instance("1.2", "1.2.1", "1.2.1.1", 2), "p", "a1")
     assert not queue.record_instance(instance("1.2", "1.2.1", "1.2.1.1", 2), "p", "a1")
@@ -96,17 +96,17 @@ def test_logs_are_json_without_patient_identifiers():
 def test_a_database_from_a_newer_version_is_refused_not_overwritten(tmp_path):
     import sqlite3
 
-    SqliteQueue(tmp_path / "state.db").enqueue("process", "1.2", 1)
+    NodeState(tmp_path / "state.db").enqueue("process", "1.2", 1)
     db = sqlite3.connect(tmp_path / "state.db")
     db.execute("PRAGMA user_version=99")
     db.commit()
     db.close()
     with pytest.raises(RuntimeError, match="newer glioma-node"):
-        SqliteQueue(tmp_path / "state.db")
+        NodeState(tmp_path / "state.db")
 
 
 def test_a_new_version_needs_a_new_instance_not_a_later_clock(tmp_path):
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     for study in ("1.1", "1.2"):
         queue.record_instance(instance(study, study + ".1", study + ".1.1"), "p", "")
         # processed_at long before the last instance: a clock says "new", the count does not
@@ -119,17 +119,18 @@ def test_a_new_version_needs_a_new_instance_not_a_later_clock(tmp_path):
 def test_after_a_crash_an_open_association_leaves_its_series_unfinished(tmp_path, config):
     from glioma_node.service.assembly import decide
 
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     queue.association_opened("a1", "STORESCU", "127.0.0.1")
     for n in range(17):
         queue.record_instance(instance("1.5", "1.5.1", f"1.5.1.{n}", expected=30), "p", "a1")
-    SqliteQueue(tmp_path / "state.db").recover()  # the node died with the association open
+    NodeState(tmp_path / "state.db").recover()  # the node died with the association open
     assert queue.broken_series("1.5") == {"1.5.1"} and not queue.has_open_association("1.5")
     series = queue.series("1.5")[0]
     # long past the quiet period, the cut-off series still waits; the force timeout ends the wait
     assert not series_complete(series, open_association=False, quiet_s=5, now=series.last_at + 60, broken=True)
     study = queue.study("1.5")
-    assert decide(study, queue, None, config, now=series.last_at + 60).action == "none"
+    facts = (study, queue.series("1.5"), queue.has_open_association("1.5"), queue.broken_series("1.5"))
+    assert decide(*facts, None, config.assembly, now=series.last_at + 60).action == "none"
     # a series whose sender released normally is complete after the quiet period, as before
     assert series_complete(series, open_association=False, quiet_s=5, now=series.last_at + 60, broken=False)
 
@@ -143,7 +144,7 @@ def test_incomplete_series_are_named_in_warnings():
 
 
 def test_an_aborted_association_counts_as_cut_off_a_released_one_does_not(tmp_path):
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     for name, end in (("a1", AssociationState.ABORTED), ("a2", AssociationState.RELEASED)):
         queue.association_opened(name, "STORESCU", "127.0.0.1")
         queue.record_instance(instance("1.6", f"1.6.{name[-1]}", f"1.6.{name[-1]}.1", expected=3), "p", name)
@@ -167,14 +168,14 @@ def test_a_schema_1_database_is_migrated_in_place(tmp_path):
         INSERT INTO instances VALUES ('1.7.1.1', '1.7', '1.7.1', 'x', 'p', '', 1);
         PRAGMA user_version=1;""")
     db.close()
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     assert queue.study("1.7").processed_instances == 1 and queue.arrived_after_processing() == []
 
 
 def test_status_never_prints_a_peer_s_control_characters(tmp_path):
     from glioma_node.cli.status import render
 
-    queue = SqliteQueue(tmp_path / "state.db")
+    queue = NodeState(tmp_path / "state.db")
     crafted = "1.2.3\x1b[2J\x1b]0;owned\x07"  # clear screen, set the terminal title
     queue.record_instance(instance(crafted, "1.2.3.1", "1.2.3.1.1"), "p", "")
     queue.set_state(crafted, "failed", "description \x1b[31mred\r\x9b")

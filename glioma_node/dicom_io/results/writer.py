@@ -14,7 +14,6 @@ the SR then says only what was found. Each file is written atomically.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +70,6 @@ def build_results(findings: Findings, sources: dict[str, list[Dataset]],
 def write_results(findings: Findings, sources: dict[str, list[Dataset]], reference: Volume,
                   folder: Path) -> list[WrittenObject]:
     """Write the result objects of one study into ``folder`` (see the module doc)."""
-    started = time.perf_counter()
     objects, png = build_results(findings, sources, reference)
     written = []
     for kind, stem, ds in objects:
@@ -81,5 +79,4 @@ def write_results(findings: Findings, sources: dict[str, list[Dataset]], referen
     tmp = folder / "summary.png.partial"
     tmp.write_bytes(png)
     os.replace(tmp, folder / "summary.png")
-    findings.timings_s["write_dicom"] = round(time.perf_counter() - started, 2)
     return written

@@ -1,0 +1,43 @@
+"""Where the node keeps its durable files under ``data_dir``: the one place that turns
+UIDs into paths for the service (every name goes through
+:func:`glioma_node.dicom_io.uids.safe_part`: a valid UID names itself, anything else
+becomes a hash, so no received value can climb out of the data folder).
+
+::
+
+    data_dir/spool/<study>/<series>/<sop>.dcm      received instances (see spool.py)
+    data_dir/state.db                                the node's state (see state.py)
+    data_dir/results/<study>/v<N>/                   one version of a study's results
+    data_dir/outbox/<kind>-<name>/<study>-v<N>/      hard links of one result set, per target
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from glioma_node.dicom_io.uids import safe_part
+from glioma_node.service.target import Target
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of one node's ``data_dir`` (see the module doc)."""
+
+    data_dir: Path
+
+    @property
+    def spool(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "state.db"
+
+    def results(self, study_uid: str, version: int) -> Path:
+        """The folder of one version of a study's results (findings.json, dicom/, nifti/, summary.png)."""
+        return self.data_dir / "results" / safe_part(study_uid) / f"v{version}"
+
+    def outbox(self, target: Target, study_uid: str, version: int) -> Path:
+        """The files one send job delivers to ``target``."""
+        return self.data_dir / "outbox" / safe_part(f"{target.kind.value}-{target.name}") / \
+            f"{safe_part(study_uid)}-v{version}"
