@@ -17,12 +17,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps viewer demo test test-fast bench eval clean
+.PHONY: help install system-deps viewer demo lint test test-fast bench eval clean
 
 help:
 	@echo "make install      create .venv and install glioma-node with everything it needs"
 	@echo "make demo         run the node end to end on a synthetic study, results into a local PACS"
-	@echo "make test         the whole test suite (runs install and system-deps first)"
+	@echo "make test         the whole test suite (runs install, system-deps and lint first)"
+	@echo "make lint         ruff (style, imports) and mypy (types) on the whole tree"
 	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium, openssl)"
 	@echo "make viewer       fetch the built OHIF viewer (npm @ohif/app) the viewer test serves"
 	@echo "make bench        speed and memory figures (table + bench-results/bench.json)"
@@ -56,7 +57,12 @@ demo: install
 viewer: install
 	$(PY) -m tools.fetch_ohif
 
-test: install system-deps viewer
+# Style and import order (ruff) and static types (mypy), both configured in pyproject.toml.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: install system-deps viewer lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
@@ -70,4 +76,4 @@ eval: install
 	$(PY) -m tools.eval_segmentation
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .cache .mypy_cache .ruff_cache

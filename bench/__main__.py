@@ -19,8 +19,8 @@ from glioma_node.dicom_io.nifti import nifti_case_to_dicom
 from glioma_node.dicom_io.scan import scan, tolerate_nonconformant_values
 from glioma_node.dicom_io.study import survey
 from glioma_node.service.config import load_config
-from tests.helpers import REPO, SHARED
 from glioma_node.training.synth.cohort import synthesise_case
+from tests.helpers import REPO, SHARED
 
 
 def _timed(label: str, fn, results: list, **extra) -> None:

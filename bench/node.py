@@ -16,13 +16,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pydicom
+from pydicom.uid import UID
 
 from glioma_node.dicom_io.uids import derived_uid
 from tests.node_harness import RunningNode, node_config, orthanc_result_instances, storescu
@@ -56,7 +56,7 @@ def copy_study(source: Path, out: Path, key: str) -> Path:
         ds.StudyInstanceUID = derived_uid("bench", key, ds.StudyInstanceUID)
         ds.SeriesInstanceUID = derived_uid("bench", key, ds.SeriesInstanceUID)
         ds.SOPInstanceUID = derived_uid("bench", key, ds.SOPInstanceUID)
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
         target = out / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(target)
@@ -83,9 +83,10 @@ def receive_throughput(folder: Path, work: Path) -> dict:
         stored = len(list((node.data_dir / "spool").rglob("*.dcm")))
     finally:
         node.stop()
-    orthanc = Orthanc(work / "orthanc", dicom_port=free_port())
+    orthanc_port = free_port()
+    orthanc = Orthanc(work / "orthanc", dicom_port=orthanc_port)
     try:
-        seconds_orthanc = _send(folder, orthanc.dicom_port, "ORTHANC")
+        seconds_orthanc = _send(folder, orthanc_port, "ORTHANC")
     finally:
         orthanc.stop()
     return {"benchmark": f"receive {len(files)} instances ({megabytes:.0f} MB), one association",
@@ -152,6 +153,7 @@ def load(study: Path, work: Path, studies: int = 20, senders: int = 4) -> dict:
         seconds = time.perf_counter() - start
         time.sleep(5)  # long enough for the assembly to start a needless second version, if it would
         versions = [node.state().study(uid).version for uid in uids]
+        assert node.process is not None
         peak = _peak_rss_mb(node.process.pid)
         expected = sum(1 for c in copies for p in c.rglob("*") if p.is_file())
         stored = len(list((node.data_dir / "spool").rglob("*.dcm")))
@@ -183,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

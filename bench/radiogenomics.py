@@ -26,6 +26,8 @@ from tests.helpers import SHARED, nifti_volumes
 def main(runs: int = 3) -> None:
     volumes = nifti_volumes(SHARED / "brats23-gli-00001-000")
     models = load_models(load_config())
+    if models.radiogenomics is None:
+        raise SystemExit("the configuration names no radiogenomic model")
     seg = segment(volumes, models.segmenter, same_frame=True)
     study = tumour_study(seg.grid, seg.prepared.channels, seg.labels, seg.brain, age_years=60.0)
     times, stages = [], []

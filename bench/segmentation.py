@@ -20,7 +20,7 @@ from glioma_node.inference.brain_extraction import BrainExtractor
 from glioma_node.inference.segmentation import segment
 from glioma_node.inference.segmenters import Segmenter, load_segmenter
 from glioma_node.inference.segmenters.ensemble import EnsembleSegmenter
-from tests.helpers import REPO, SHARED, nifti_volumes
+from tests.helpers import SHARED, nifti_volumes
 
 
 def segmenter_named(name: str) -> Segmenter:

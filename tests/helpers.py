@@ -66,8 +66,8 @@ def dcm2niix(folder: Path, out: Path) -> list[Path]:
 def nifti_volumes(case_dir: Path) -> dict:
     """Role → Volume of a NIfTI case (names as dicom_io.nifti.find_role_files knows them),
     with made-up UIDs: for tests and benchmarks of inference/ that need no DICOM."""
-    from glioma_node.dicom_io.nifti import find_role_files, read_nifti
     from glioma_node.core.volume import SeriesMetadata, Volume
+    from glioma_node.dicom_io.nifti import find_role_files, read_nifti
 
     volumes = {}
     for role, path in find_role_files(case_dir).items():

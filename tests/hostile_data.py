@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 
 from glioma_node.dicom_io.uids import derived_uid
 
@@ -67,11 +68,11 @@ def part10(ds: Dataset, claimed: UID = ExplicitVRLittleEndian, body: bytes | Non
     # the command's Affected SOP Instance UID comes from here: a peer's own toolkit would
     # not send an invalid one there, so the crafted value stays inside the data set
     sop = str(ds.get("SOPInstanceUID", ""))
-    meta.MediaStorageSOPInstanceUID = sop if len(sop) <= 64 and sop.replace(".", "").isdigit() \
-        else derived_uid("crafted", sop)
-    meta.TransferSyntaxUID = claimed
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1418.99"
-    fp = io.BytesIO()
+    meta.MediaStorageSOPInstanceUID = UID(sop if len(sop) <= 64 and sop.replace(".", "").isdigit()
+                                          else derived_uid("crafted", sop))
+    meta.TransferSyntaxUID = UID(claimed)
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1418.99")
+    fp = DicomBytesIO()
     fp.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(fp, meta, enforce_standard=True)
     if body is None:
@@ -100,8 +101,8 @@ def send_raw(port: int, data: bytes, folder: Path, calling_ae: str = "GLIOMA_REP
              context_syntax: UID | None = None, sop_class: UID = MRImageStorage) -> Dataset | None:
     """C-STORE ``data`` (Part 10 bytes) exactly as it is, on one association; the status
     dataset the node answered (None: no answer, association refused or aborted)."""
-    from pynetdicom import AE, _config
     from pydicom.filereader import read_file_meta_info
+    from pynetdicom import AE, _config
 
     path = folder / f"raw-{abs(hash(data))}.dcm"
     path.write_bytes(data)

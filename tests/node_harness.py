@@ -63,7 +63,8 @@ class RunningNode:
         self.start()
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "glioma_node.cli.main", "--config", str(self.config_path), "serve"],
+        self.process = subprocess.Popen([sys.executable, "-m", "glioma_node.cli.main", "--config", str(self.config_path),
+                                         "serve"],
                                         cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -76,6 +77,7 @@ class RunningNode:
 
     def kill(self) -> None:
         """kill -9, no chance to clean up (its worker dies with it)."""
+        assert self.process is not None, "the node was not started"
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
@@ -191,12 +193,12 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - a killed peer ends the sender, and that is what it reports
             self.error = f"{type(exc).__name__}: {exc}"
 
-    def wait(self, timeout: float = 300) -> "Sender":
+    def wait(self, timeout: float = 300) -> Sender:
         self.thread.join(timeout)
         return self
 
 
-def sends_done(node: "RunningNode", study_uid: str) -> list[tuple[int, str]]:
+def sends_done(node: RunningNode, study_uid: str) -> list[tuple[int, str]]:
     """(version, target) of each finished send job of the study: a result set delivered
     once to one target is one entry (Orthanc keeps a resent instance silently, so its
     own count cannot show a duplicate)."""
@@ -218,7 +220,8 @@ class CountingPacs:
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            if context.abstract_syntax:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
 
@@ -233,4 +236,5 @@ class CountingPacs:
             return [sop for study, sop in self.received if study == study_uid]
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()

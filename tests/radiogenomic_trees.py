@@ -8,8 +8,9 @@ pipeline must learn IDH from it.
 from __future__ import annotations
 
 import csv
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,6 +55,15 @@ def _phenotype(i: int) -> tuple[int, int, int, float, int]:
     return idh, mgmt, int(rng.random() < 0.8), age, days
 
 
+def _lower_name(folder: Path, role: str) -> Path:
+    return folder / f"{role.lower()}.nii.gz"
+
+
+def _named(folder: Path, prefix: str, names: dict[str, str] | None, role: str) -> Path:
+    """``folder/<prefix><name>.nii.gz``, the name a layout gives the role (the role itself when ``names`` is None)."""
+    return folder / f"{prefix}{names[role] if names else role}.nii.gz"
+
+
 def _write_images(images: dict[str, np.ndarray], path_of: Callable[[str], Path]) -> None:
     for role, img in images.items():
         write_nifti(path_of(role), img, AFFINE)
@@ -72,7 +82,7 @@ def write_synthetic(root: Path, cases: int) -> None:
         idh, mgmt, event, age, days = _phenotype(i)
         images, labels, brain = tiny_case(np.random.default_rng(i), idh, mgmt)
         folder = root / "nifti" / f"tiny-{i:03d}"
-        _write_images(images, lambda role: folder / f"{role.lower()}.nii.gz")
+        _write_images(images, functools.partial(_lower_name, folder))
         write_nifti(folder / "seg.nii.gz", labels, AFFINE)
         write_nifti(folder / "brainmask.nii.gz", brain.astype(np.uint8), AFFINE)
         rows.append({"case": f"tiny-{i:03d}", "age": age, "sex": "F", "IDH": idh, "MGMT": mgmt,
@@ -88,7 +98,7 @@ def write_brats2021(root: Path, cases: int) -> None:
             idh, mgmt, *_ = _phenotype(i)
             images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
             folder = root / f"BraTS2021_{i:05d}"
-            _write_images(images, lambda role: folder / f"BraTS2021_{i:05d}_{names[role]}.nii.gz")
+            _write_images(images, functools.partial(_named, folder, f"BraTS2021_{i:05d}_", names))
             write_nifti(folder / f"BraTS2021_{i:05d}_seg.nii.gz", labels, AFFINE)
             if i != 1:  # case 1 is not in the RSNA labels
                 f.write(f"{i},{mgmt}\n")
@@ -117,7 +127,7 @@ def write_ucsf(root: Path, cases: int) -> None:
         idh, mgmt, event, age, days = _phenotype(i)
         images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
         folder = root / f"UCSF-PDGM-{i + 4:04d}_nifti"
-        _write_images(images, lambda role: folder / f"UCSF-PDGM-{i + 4:04d}_{role}.nii.gz")
+        _write_images(images, functools.partial(_named, folder, f"UCSF-PDGM-{i + 4:04d}_", None))
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_FLAIR_bias.nii.gz", images["FLAIR"], AFFINE)
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_tumor_segmentation.nii.gz", labels, AFFINE)
         rows.append({"ID": f"UCSF-PDGM-{i + 4:03d}", "Sex": "M", "Age at MRI": round(age),
@@ -133,10 +143,11 @@ def write_upenn(root: Path, cases: int) -> None:
         images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
         case = f"UPENN-GBM-{i + 1:05d}_11"
         names = {"FLAIR": "FLAIR", "T1": "T1", "T1c": "T1GD", "T2": "T2"}
-        _write_images(images, lambda role: root / "images_structural" / case / f"{case}_{names[role]}.nii.gz")
+        _write_images(images, functools.partial(_named, root / "images_structural" / case, f"{case}_", names))
         write_nifti(root / "images_segm" / f"{case}_segm.nii.gz", labels, AFFINE)
         rows.append({"ID": case, "Gender": "F", "Age_at_scan_years": age,
                      "Survival_from_surgery_days_UPDATED": days if i != 3 else "Not Available",
-                     "Survival_Status": ["Alive", "Deceased"][event], "IDH1": ["Wildtype", "Mutated"][idh] if i != 0 else "NOS/NEC",
+                     "Survival_Status": ["Alive", "Deceased"][event],
+                     "IDH1": ["Wildtype", "Mutated"][idh] if i != 0 else "NOS/NEC",
                      "MGMT": ["Unmethylated", "Methylated"][mgmt] if i != 1 else "Not Available"})
     _write_csv(root / "UPENN-GBM_clinical_info_v2.1.csv", rows)

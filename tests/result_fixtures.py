@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from glioma_node.dicom_io.study import StudySurvey, load_study
 from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
 from glioma_node.core.volume import Volume
+from glioma_node.dicom_io.study import StudySurvey, load_study
 
 CREATED = "2026-11-21T09:30:00+00:00"
 

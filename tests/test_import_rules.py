@@ -38,7 +38,7 @@ ROOMS = _rooms()
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
@@ -75,3 +75,16 @@ def test_the_package_has_no_loose_modules():
     """Every module lives in a room, so the map covers all the code."""
     loose = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert not loose, f"modules outside a room: {loose}"
+
+
+@pytest.mark.parametrize("module", ["glioma_node.service.serve", "glioma_node.cli.main"])
+def test_the_serving_process_and_the_command_line_load_no_model_code(module):
+    """Receiving starts in seconds and stays small: the models load in the worker process
+    (and in the commands that run them), never on import of the node or the CLI."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "monai", "radiomics", "shap", "glioma_node.inference.analyze")
+    code = f"import sys, {module}; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert loaded.strip() == "", f"importing {module} loads {loaded.strip()}"

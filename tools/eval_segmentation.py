@@ -41,22 +41,22 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from glioma_node.cli.process import process_folder
+from glioma_node.core.findings import Findings
+from glioma_node.core.grid import Grid, shape3
 from glioma_node.core.resources import DEFAULT_MODELS
 from glioma_node.dicom_io.nifti import find_role_files, nifti_case_to_dicom, read_nifti
 from glioma_node.inference.analyze import Models
 from glioma_node.inference.brain_extraction import BrainExtractor
-from glioma_node.core.findings import Findings
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import to_image, resample
 from glioma_node.inference.preprocess import prepare
 from glioma_node.inference.regions import region_dice, volumes_ml
+from glioma_node.inference.resample import resample, to_image
 from glioma_node.inference.segmenters import Segmenter, load_segmenter
 from glioma_node.inference.segmenters.classical import ClassicalSegmenter
 from glioma_node.inference.segmenters.ensemble import EnsembleSegmenter
 from glioma_node.service.config import Config, load_config
-from glioma_node.cli.process import process_folder
-from tests.helpers import REPO, SHARED, nifti_volumes
 from glioma_node.training.seg.card import dice_table, write_card
+from tests.helpers import REPO, SHARED, nifti_volumes
 
 TCGA = "tcga-lgg_fg-6692"
 KAGGLE = "tcga-lgg-kaggle"
@@ -135,8 +135,8 @@ def load_segmenters(names: tuple[str, ...] = SEGMENTERS, model: Path = DEFAULT_M
     """The segmenters by report name (see the module doc)."""
     out: dict[str, Segmenter] = {}
     default = load_segmenter("glioma-node", model)
-    deepmedic = load_segmenter("captk-deepmedic", SHARED / "captk-deepmedic") \
-        if {"captk-deepmedic", "ensemble"} & set(names) else None
+    needs_deepmedic = {"captk-deepmedic", "ensemble"} & set(names)
+    deepmedic = load_segmenter("captk-deepmedic", SHARED / "captk-deepmedic") if needs_deepmedic else default
     for name in names:
         if name == "default":
             out[name] = default
@@ -161,7 +161,7 @@ def _config_for(roles: list[str]) -> Config:
 def labels_on(findings: Findings, reference_affine: np.ndarray, reference_shape: tuple[int, ...]) -> np.ndarray:
     """The reference-series labels of ``findings`` resampled (nearest) onto another grid."""
     mask = findings.masks[findings.reference_role]
-    return resample(mask.labels, Grid(mask.labels.shape, mask.affine), Grid(reference_shape, reference_affine),
+    return resample(mask.labels, Grid(shape3(mask.labels.shape), mask.affine), Grid(shape3(reference_shape), reference_affine),
                     interpolation="nearest")
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from glioma_node.service.config import load_config, with_overrides
 from glioma_node.cli.replay import replay
+from glioma_node.service.config import load_config, with_overrides
 from glioma_node.service.serve import Node
 
 
@@ -64,7 +64,8 @@ class LocalPacs:
             self.received.mkdir(exist_ok=True)
             ae = AE(ae_title=self.ae_title)
             for context in AllStoragePresentationContexts:
-                ae.add_supported_context(context.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+                if context.abstract_syntax:
+                    ae.add_supported_context(context.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
 
             def on_store(event: evt.Event) -> int:
                 ds = event.dataset
@@ -90,7 +91,7 @@ class LocalPacs:
             self.process.terminate()
             self.process.wait(timeout=30)
             self.log.close()
-        else:
+        elif self.server is not None:
             self.server.shutdown()
 
 

@@ -58,20 +58,25 @@ def inspect_path(path: str | Path, config: Config, decode: bool = True) -> dict[
     }
 
 
+def _series_number(study: dict, series_uid: str) -> object:
+    return next(s["series_number"] for s in study["series"] if s["series_instance_uid"] == series_uid)
+
+
 def render_text(report: dict[str, Any]) -> str:
     """The report for a terminal: one block per study, one line per series."""
     lines = [f"{report['path']}: {len(report['studies'])} study(ies)"]
     for study in report["studies"]:
         lines.append(f"\nstudy {study['study_instance_uid']}")
         lines.append(
-            "  roles: " + (", ".join(f"{r}=series {next(s['series_number'] for s in study['series'] if s['series_instance_uid'] == uid)}"
-                                     for r, uid in study["roles"].items()) or "none")
+            "  roles: " + (", ".join(f"{r}=series {_series_number(study, uid)}" for r, uid in study["roles"].items())
+                           or "none")
             + (f"; missing {', '.join(study['missing_roles'])}" if study["missing_roles"] else "")
             + ("; one frame of reference" if study["shared_frame_of_reference"] else "")
         )
         for s in study["series"]:
             mark = "*" if s["selected"] else " "
-            head = f" {mark} #{s['series_number'] if s['series_number'] is not None else '-':<4} {s['series_description'][:34]:34s} {s['role']:5s} {s['confidence']:.2f}"
+            number = s["series_number"] if s["series_number"] is not None else "-"
+            head = f" {mark} #{number:<4} {s['series_description'][:34]:34s} {s['role']:5s} {s['confidence']:.2f}"
             if s["refused"]:
                 lines.append(f"{head}  REFUSED ({s['refused']['code']}): {s['refused']['reason']}")
             else:

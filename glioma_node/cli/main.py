@@ -26,8 +26,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_process(args: argparse.Namespace) -> int:
     import logging
 
-    from glioma_node.inference.model_dir import ModelError
     from glioma_node.cli.process import process_folder
+    from glioma_node.inference.model_dir import ModelError
     from glioma_node.service.pipeline import OutcomeStatus
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -87,8 +87,8 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
         cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
-        cnn_weights=str(args.cnn_weights) if args.cnn_weights else None,
-        medicalnet=str(args.medicalnet) if args.medicalnet else None, workers=args.workers, cache=args.cache,
+        cnn_weights=args.cnn_weights,
+        medicalnet=args.medicalnet, workers=args.workers, cache=args.cache,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
@@ -140,8 +140,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from glioma_node.service.state import NodeState
     from glioma_node.cli.status import render
+    from glioma_node.service.state import NodeState
 
     data_dir = (args.data_dir or args.settings.data_dir).resolve()
     database = data_dir / "state.db"
@@ -164,22 +164,25 @@ def _cmd_orthanc_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glioma-node", description="DICOM node for brain-tumour MRI. Research use only, not for diagnosis.")
-    parser.add_argument("--config", type=Path, default=None, help="configuration YAML (default: conf/glioma-node.yaml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    """The ``inspect`` command."""
     p = sub.add_parser("inspect", help="list studies and series under PATH with roles, geometry and refusals")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--headers-only", action="store_true", help="skip decoding pixel data (faster, misses corrupt pixels)")
     p.set_defaults(func=_cmd_inspect)
 
+
+def _add_process(sub: argparse._SubParsersAction) -> None:
+    """The ``process`` command."""
     p = sub.add_parser("process", help="segment every study under PATH; results to OUT/<StudyInstanceUID>/")
     p.add_argument("path", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_process)
 
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    """The ``synth`` command."""
     p = sub.add_parser("synth", help="write a synthetic glioma cohort (DICOM + NIfTI + labels.csv)")
     p.add_argument("--cases", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -188,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nifti-only", action="store_true", help="skip the DICOM studies (a training cohort, 3x faster)")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """The ``train seg`` and ``train radiogenomics`` command."""
     p = sub.add_parser("train", help="train a model (segmentation, radiogenomics)")
     train_sub = p.add_subparsers(dest="model", required=True)
     p = train_sub.add_parser("seg", help="train the tumour segmenter with domain randomisation")
@@ -234,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_radiogenomics)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """The ``serve`` command."""
     p = sub.add_parser("serve", help="run the DICOM node: receive, process, send results back")
     p.add_argument("--data-dir", type=Path, default=None, help="spool, state, results and outbox (default: config)")
     p.add_argument("--port", type=int, default=None, help="DICOM port to listen on")
@@ -245,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None, help="HTTP port for /health and /metrics (0: off)")
     p.set_defaults(func=_cmd_serve)
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    """The ``replay`` command."""
     p = sub.add_parser("replay", help="send a DICOM folder to a node the way a scanner does")
     p.add_argument("path", type=Path)
     p.add_argument("--to", required=True, metavar="AET@HOST:PORT")
@@ -253,10 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_replay)
 
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    """The ``status`` command."""
     p = sub.add_parser("status", help="studies and jobs of a node (its data directory)")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=_cmd_status)
 
+
+def _add_orthanc_config(sub: argparse._SubParsersAction) -> None:
+    """The ``orthanc-config`` command."""
     p = sub.add_parser("orthanc-config", help="write an Orthanc configuration that runs the node as a plugin")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--http-port", type=int, required=True, help="Orthanc's HTTP port (loopback only)")
@@ -266,11 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-title", default="GLIOMA_ORTHANC", help="Orthanc's AE title")
     p.set_defaults(func=_cmd_orthanc_config)
 
+
+def _add_nifti2dicom(sub: argparse._SubParsersAction) -> None:
+    """The ``nifti2dicom`` command."""
     p = sub.add_parser("nifti2dicom", help="turn a NIfTI case (flair/t1/t1c/t2, BraTS names) into one DICOM study")
     p.add_argument("case_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--patient-id", default=None, help="PatientID to write (default: the folder name)")
     p.set_defaults(func=_cmd_nifti2dicom)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: global ``--config`` and one subcommand each."""
+    parser = argparse.ArgumentParser(prog="glioma-node", description="DICOM node for brain-tumour MRI. Research use only, "
+                                     "not for diagnosis.")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="configuration YAML (default: the embedded glioma_node/conf/glioma-node.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_inspect, _add_process, _add_synth, _add_train, _add_serve, _add_replay, _add_status,
+                _add_orthanc_config, _add_nifti2dicom):
+        add(sub)
     return parser
 
 

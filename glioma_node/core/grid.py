@@ -7,6 +7,7 @@ Resampling between grids lives in :mod:`glioma_node.inference.resample`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,3 +50,11 @@ class Grid:
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm of a 4×4 affine, as (column step, row step, slice step)."""
     return tuple(float(np.linalg.norm(affine[:3, i])) for i in range(3))  # type: ignore[return-value]
+
+
+def shape3(values: object) -> tuple[int, int, int]:
+    """Three integers (a shape, index or size in z, y, x) from any sequence of three numbers."""
+    items = list(values) if isinstance(values, Iterable) else []
+    if len(items) != 3:
+        raise ValueError(f"expected three numbers (z, y, x), got {values!r}")
+    return int(items[0]), int(items[1]), int(items[2])

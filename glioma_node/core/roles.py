@@ -21,5 +21,5 @@ class Role(StrEnum):
     T2 = "T2"
 
 
-ROLES: tuple[Role, ...] = tuple(Role)
+ROLES: tuple[str, ...] = tuple(Role)  # typed as plain strings: role-keyed dicts take either
 """All roles, in the channel order every network of glioma-node uses (FLAIR, T1, T1c, T2)."""

@@ -90,7 +90,7 @@ class SeriesHeader:
         return asdict(self)
 
     @classmethod
-    def from_dataset(cls, ds: Dataset) -> "SeriesHeader":
+    def from_dataset(cls, ds: Dataset) -> SeriesHeader:
         enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
         tr = to_float(ds.get("RepetitionTime"))
         te = to_float(ds.get("EchoTime"))
@@ -103,15 +103,17 @@ class SeriesHeader:
         sequence_variant = _multi(ds.get("SequenceVariant"))
         contrast = str(ds.get("ContrastBolusAgent", "") or "").strip()
         if enhanced:
-            tr = tr if tr is not None else to_float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"))
-            flip = flip if flip is not None else to_float(_enhanced_value(ds, "MRTimingAndRelatedParametersSequence", "FlipAngle"))
+            timing = "MRTimingAndRelatedParametersSequence"
+            tr = tr if tr is not None else to_float(_enhanced_value(ds, timing, "RepetitionTime"))
+            flip = flip if flip is not None else to_float(_enhanced_value(ds, timing, "FlipAngle"))
             te = te if te is not None else to_float(_enhanced_value(ds, "MREchoSequence", "EffectiveEchoTime"))
             ti = ti if ti is not None else to_float(_enhanced_value(ds, "MRModifierSequence", "InversionTimes"))
             if not scanning_sequence:
                 # Enhanced MR replaces ScanningSequence by EchoPulseSequence and InversionRecovery.
                 pulse = str(ds.get("EchoPulseSequence", "")).upper()
                 scanning_sequence = {"SPIN": ["SE"], "GRADIENT": ["GR"], "BOTH": ["SE", "GR"]}.get(pulse, [])
-                if str(ds.get("InversionRecovery", _enhanced_value(ds, "MRModifierSequence", "InversionRecovery") or "")).upper() == "YES":
+                inversion = ds.get("InversionRecovery", _enhanced_value(ds, "MRModifierSequence", "InversionRecovery") or "")
+                if str(inversion).upper() == "YES":
                     scanning_sequence = scanning_sequence + ["IR"]
             if not contrast:
                 agents = ds.get("ContrastBolusAgentSequence")

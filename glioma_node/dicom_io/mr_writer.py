@@ -16,13 +16,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, UID
+from pydicom.uid import UID, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
 from glioma_node.dicom_io.geometry import affine_directions
 from glioma_node.dicom_io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, derived_uid
-
-MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
-ENHANCED_MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4.1")
 
 
 @dataclass
@@ -185,12 +182,13 @@ def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, se
     iop, pixel_spacing, positions, step = _geometry(affine, stored.shape[0])
     thickness = _ds_number(series.slice_thickness_mm if series.slice_thickness_mm else step)
     if series.enhanced:
-        return [_write_enhanced(stored, pixel_attrs, iop, pixel_spacing, positions, thickness, step, study, series, out_dir)]
+        stack = _Stack(stored, pixel_attrs, iop, pixel_spacing, positions, thickness, step)
+        return [_write_enhanced(stack, study, series, out_dir)]
     normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
     paths = []
     for k in range(stored.shape[0]):
         n = first_instance + k + 1
-        ds = _base_dataset(study, series, MR_IMAGE_STORAGE)
+        ds = _base_dataset(study, series, MRImageStorage)
         ds.SOPInstanceUID = derived_uid(series.series_instance_uid, "slice", n - 1)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
         ds.InstanceNumber = n
@@ -214,20 +212,49 @@ def write_mr_series(voxels: np.ndarray, affine: np.ndarray, study: StudyInfo, se
     return paths
 
 
-def _write_enhanced(stored: np.ndarray, pixel_attrs: dict[str, Any], iop: list[str], pixel_spacing: list[str],
-                    positions: list[list[str]], thickness: str, step: float, study: StudyInfo,
-                    series: SeriesInfo, out_dir: Path) -> Path:
+@dataclass(frozen=True)
+class _Stack:
+    """One series' pixels and geometry as DICOM writes them: ``stored`` [slice, row, column],
+    its pixel-module attributes, ImageOrientationPatient, PixelSpacing, one
+    ImagePositionPatient per slice, SliceThickness (DS text) and the slice step (mm)."""
+
+    stored: np.ndarray
+    pixel_attrs: dict[str, Any]
+    iop: list[str]
+    pixel_spacing: list[str]
+    positions: list[list[str]]
+    thickness: str
+    step: float
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _contrast_agent(name: str) -> Dataset:
+    """The Contrast/Bolus Agent Sequence item of a gadolinium agent named ``name``."""
+    agent = _code("C0017075", "UMLS", name[:64])
+    agent.ContrastBolusAgentNumber = 1
+    agent.ContrastBolusIngredientConcentration = 0.5
+    agent.ContrastBolusIngredientCodeSequence = Sequence([_code("C0017052", "UMLS", "Gadolinium")])
+    agent.ContrastBolusAdministrationRouteSequence = Sequence([_code("C38276", "NCIt",
+                                                                      "Intravenous Route of Administration")])
+    return agent
+
+
+def _enhanced_mr_image(ds: Dataset, stack: _Stack, study: StudyInfo, series: SeriesInfo) -> None:
+    """The Enhanced MR Image and MR Pulse Sequence modules, from the series' attributes."""
     a = series.attributes
-    ds = _base_dataset(study, series, ENHANCED_MR_IMAGE_STORAGE)
-    ds.SOPInstanceUID = derived_uid(series.series_instance_uid, "enhanced")
     image_type = list(a.get("ImageType", ["ORIGINAL", "PRIMARY", "M", "NONE"]))[:4]
     ds.ImageType = image_type + ["NONE"] * (4 - len(image_type))
     ds.InstanceNumber = 1
     ds.ContentQualification = "RESEARCH"
-    ds.NumberOfFrames = stored.shape[0]
-    ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
+    ds.NumberOfFrames = stack.stored.shape[0]
+    ds.Rows, ds.Columns = int(stack.stored.shape[1]), int(stack.stored.shape[2])
     for key in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation"):
-        setattr(ds, key, pixel_attrs[key])
+        setattr(ds, key, stack.pixel_attrs[key])
     ds.PresentationLUTShape = "IDENTITY"
     ds.AcquisitionContrast = series.acquisition_contrast
     ds.PixelPresentation = "MONOCHROME"
@@ -259,26 +286,20 @@ def _write_enhanced(stored: np.ndarray, pixel_attrs: dict[str, Any], iop: list[s
     ds.NumberOfKSpaceTrajectories = 1
     ds.MRAcquisitionType = str(a.get("MRAcquisitionType", "3D"))
     if a.get("ContrastBolusAgent"):
-        agent = Dataset()
-        agent.CodeValue, agent.CodingSchemeDesignator, agent.CodeMeaning = "C0017075", "UMLS", str(a["ContrastBolusAgent"])[:64]
-        agent.ContrastBolusAgentNumber = 1
-        agent.ContrastBolusIngredientConcentration = 0.5
-        ingredient = Dataset()
-        ingredient.CodeValue, ingredient.CodingSchemeDesignator, ingredient.CodeMeaning = "C0017052", "UMLS", "Gadolinium"
-        agent.ContrastBolusIngredientCodeSequence = Sequence([ingredient])
-        admin = Dataset()
-        admin.CodeValue, admin.CodingSchemeDesignator, admin.CodeMeaning = "C38276", "NCIt", "Intravenous Route of Administration"
-        agent.ContrastBolusAdministrationRouteSequence = Sequence([admin])
-        ds.ContrastBolusAgentSequence = Sequence([agent])
+        ds.ContrastBolusAgentSequence = Sequence([_contrast_agent(str(a["ContrastBolusAgent"]))])
 
+
+def _shared_groups(ds: Dataset, stack: _Stack, attributes: dict[str, Any]) -> Dataset:
+    """The Shared Functional Groups item: geometry, timing, echo, modifiers, frame type, rescale."""
+    a = attributes
     shared = Dataset()
     measures = Dataset()
-    measures.PixelSpacing = pixel_spacing
-    measures.SliceThickness = thickness
-    measures.SpacingBetweenSlices = _ds_number(step)
+    measures.PixelSpacing = stack.pixel_spacing
+    measures.SliceThickness = stack.thickness
+    measures.SpacingBetweenSlices = _ds_number(stack.step)
     shared.PixelMeasuresSequence = Sequence([measures])
     orientation = Dataset()
-    orientation.ImageOrientationPatient = iop
+    orientation.ImageOrientationPatient = stack.iop
     shared.PlaneOrientationSequence = Sequence([orientation])
     timing = Dataset()
     timing.RepetitionTime = a.get("RepetitionTime", 0)
@@ -310,13 +331,16 @@ def _write_enhanced(stored: np.ndarray, pixel_attrs: dict[str, Any], iop: list[s
     frame_type.AcquisitionContrast = ds.AcquisitionContrast
     shared.MRImageFrameTypeSequence = Sequence([frame_type])
     transform = Dataset()
-    transform.RescaleSlope = pixel_attrs["RescaleSlope"]
-    transform.RescaleIntercept = pixel_attrs["RescaleIntercept"]
+    transform.RescaleSlope = stack.pixel_attrs["RescaleSlope"]
+    transform.RescaleIntercept = stack.pixel_attrs["RescaleIntercept"]
     transform.RescaleType = "US"
     shared.PixelValueTransformationSequence = Sequence([transform])
-    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    return shared
 
-    dimension_org = derived_uid(series.series_instance_uid, "dimension-organization")
+
+def _dimensions(ds: Dataset, series_uid: str) -> None:
+    """The Multi-frame Dimension module: one stack, frames indexed by their position in it."""
+    dimension_org = derived_uid(series_uid, "dimension-organization")
     org = Dataset()
     org.DimensionOrganizationUID = dimension_org
     ds.DimensionOrganizationSequence = Sequence([org])
@@ -330,6 +354,9 @@ def _write_enhanced(stored: np.ndarray, pixel_attrs: dict[str, Any], iop: list[s
     ds.DimensionIndexSequence = Sequence(dims)
     ds.DimensionOrganizationType = "3D"
 
+
+def _per_frame_groups(positions: list[list[str]], acquired: str) -> Sequence:
+    """One Per-frame Functional Groups item per slice: its place in the stack and its position (LPS mm)."""
     per_frame = []
     for k, position in enumerate(positions):
         frame = Dataset()
@@ -337,16 +364,26 @@ def _write_enhanced(stored: np.ndarray, pixel_attrs: dict[str, Any], iop: list[s
         content.StackID = "1"
         content.InStackPositionNumber = k + 1
         content.DimensionIndexValues = [1, k + 1]
-        content.FrameAcquisitionDateTime = ds.AcquisitionDateTime
-        content.FrameReferenceDateTime = ds.AcquisitionDateTime
+        content.FrameAcquisitionDateTime = acquired
+        content.FrameReferenceDateTime = acquired
         content.FrameAcquisitionDuration = 0
         frame.FrameContentSequence = Sequence([content])
         plane = Dataset()
         plane.ImagePositionPatient = position
         frame.PlanePositionSequence = Sequence([plane])
         per_frame.append(frame)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    return Sequence(per_frame)
+
+
+def _write_enhanced(stack: _Stack, study: StudyInfo, series: SeriesInfo, out_dir: Path) -> Path:
+    """The whole series as one Enhanced MR Image object, ``out_dir/ENHANCED.dcm``."""
+    ds = _base_dataset(study, series, EnhancedMRImageStorage)
+    ds.SOPInstanceUID = derived_uid(series.series_instance_uid, "enhanced")
+    _enhanced_mr_image(ds, stack, study, series)
+    ds.SharedFunctionalGroupsSequence = Sequence([_shared_groups(ds, stack, series.attributes)])
+    _dimensions(ds, series.series_instance_uid)
+    ds.PerFrameFunctionalGroupsSequence = _per_frame_groups(stack.positions, ds.AcquisitionDateTime)
+    ds.PixelData = np.ascontiguousarray(stack.stored).tobytes()
     _file_meta(ds, series.transfer_syntax)
     path = out_dir / "ENHANCED.dcm"
     ds.save_as(path, enforce_file_format=True)

@@ -86,6 +86,8 @@ def find_role_files(case_dir: Path) -> dict[str, Path]:
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Voxels [k, j, i] and the LPS affine of a 3D NIfTI file (scaling applied when set)."""
     img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError(f"{path.name}: not a NIfTI image ({type(img).__name__})")
     if len(img.shape) != 3 and not (len(img.shape) == 4 and img.shape[3] == 1):
         raise ValueError(f"{path.name}: a 3D image is needed, got shape {img.shape}")
     data = np.asanyarray(img.dataobj)
@@ -146,7 +148,8 @@ def nifti_case_to_dicom(case_dir: Path, out_dir: Path, patient_id: str | None = 
             manufacturer="glioma-node nifti2dicom",
             model_name="NIfTI",
             acquisition_contrast=spec["contrast"],
-            attributes={**spec["attributes"], "MRAcquisitionType": "3D" if max(np.linalg.norm(affine[:3, :3], axis=0)) < 1.5 else "2D"},
+            attributes={**spec["attributes"],
+                        "MRAcquisitionType": "3D" if max(np.linalg.norm(affine[:3, :3], axis=0)) < 1.5 else "2D"},
         )
         folder = out_dir / f"{spec['number']:02d}_{role}"
         write_mr_series(voxels, affine, study, series, folder)

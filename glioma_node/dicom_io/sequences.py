@@ -16,12 +16,12 @@ ContrastBolusAgent. Every call has a confidence in [0, 1] and a reason in words.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
+from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.header import SeriesHeader
 from glioma_node.dicom_io.sequence_rules import SequenceRules, normalise_description
-from glioma_node.core.roles import ROLES
 
 OTHER = "other"
 _DERIVED_MARKERS = {"MPR", "MIP", "PROJECTION IMAGE", "REFORMATTED", "SUBTRACTION", "SUB", "ADC", "TRACEW", "FA", "EADC", "CPR"}
@@ -63,7 +63,8 @@ def physics_weighting(h: SeriesHeader, rules: SequenceRules) -> tuple[str | None
     if te >= t.t2_min_te_ms and tr >= t.t2_min_tr_ms:
         return "T2", f"long TR and long TE ({facts})"
     if te <= t.t1_max_te_ms and tr <= t.t1_max_tr_ms:
-        if "GR" in ss and tr <= t.gradient_echo_max_tr_ms and h.flip_angle_deg is not None and h.flip_angle_deg < t.gradient_echo_t1_min_flip_deg:
+        small_flip = h.flip_angle_deg is not None and h.flip_angle_deg < t.gradient_echo_t1_min_flip_deg
+        if "GR" in ss and tr <= t.gradient_echo_max_tr_ms and small_flip:
             return OTHER, f"gradient echo with a small flip angle ({facts}, {h.flip_angle_deg:g}°): proton density"
         return "T1", f"short TR and short TE ({facts})"
     if te <= t.t1_max_te_ms and tr >= t.t2_min_tr_ms:
@@ -101,8 +102,7 @@ def _negated(post: tuple[int, int, str], pre_spans: list[tuple[int, int, str]], 
 
 def _contrast(h: SeriesHeader, text: str, rules: SequenceRules) -> tuple[bool, str]:
     pre_spans = _spans(rules.contrast.pre, text)
-    post = next((p for *span, p in _spans(rules.contrast.post, text)
-                 if not _negated((*span, p), pre_spans, text)), None)
+    post = next((span[2] for span in _spans(rules.contrast.post, text) if not _negated(span, pre_spans, text)), None)
     pre = pre_spans[0][2] if pre_spans else None
     if pre and not post:
         return False, f"description says pre-contrast ({pre!r})" + (

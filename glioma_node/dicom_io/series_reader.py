@@ -11,21 +11,30 @@ and RescaleIntercept applied), float32.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+    MRImageStorage,
+)
 
+from glioma_node.core.volume import SeriesMetadata, Volume
 from glioma_node.dicom_io.errors import SeriesRefused
 from glioma_node.dicom_io.geometry import affine_from_geometry, check_orientation, stack_slices
 from glioma_node.dicom_io.header import SeriesHeader, functional_group_item, to_float
 from glioma_node.dicom_io.scan import Instance
-from glioma_node.core.volume import SeriesMetadata, Volume
 
 # Vendor b-value tags, read when the standard DiffusionBValue is absent.
 _SIEMENS_B_VALUE = Tag(0x0019, 0x100C)
@@ -34,14 +43,9 @@ _LOCALIZER_WORDS = ("LOCALIZER", "SCOUT", "SURVEY")
 # Cross-sectional image classes read as volumes: MR (the node's input) and CT (its
 # geometry is the same; recognition calls it "other"). SEG, SR, Parametric Map,
 # Secondary Capture and the rest are refused by class.
-VOLUME_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
-}
+VOLUME_SOP_CLASSES = {uid: uid.name for uid in (
+    MRImageStorage, EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage,
+    CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage)}
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def _b_value(ds: Dataset) -> float | None:
         elif not isinstance(value, (int, float)):
             value = value[0] if len(value) else None
         try:
-            b = float(value)  # type: ignore[arg-type]
+            b = float(value)
         except (TypeError, ValueError):
             continue
         return b % 1e9 if b >= 1e9 else b
@@ -120,7 +124,7 @@ def _classic_records(index: int, ds: Dataset) -> list[SliceRecord]:
             sop_instance_uid=str(ds.SOPInstanceUID),
             position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient"),
             orientation=_floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient"),
-            pixel_spacing=tuple(_floats(ds.PixelSpacing, 2, "PixelSpacing")),  # type: ignore[arg-type]
+            pixel_spacing=tuple(_floats(ds.PixelSpacing, 2, "PixelSpacing")),
             matrix=(int(_number(ds, "Rows", 0)), int(_number(ds, "Columns", 0))),
             rescale=(_number(ds, "RescaleSlope", 1.0) or 1.0, _number(ds, "RescaleIntercept", 0.0)),
             component=component,
@@ -162,7 +166,7 @@ def _enhanced_records(index: int, ds: Dataset) -> list[SliceRecord]:
                 sop_instance_uid=str(ds.SOPInstanceUID),
                 position=_floats(plane.ImagePositionPatient, 3, f"frame {f + 1} ImagePositionPatient"),
                 orientation=_floats(orient.ImageOrientationPatient, 6, f"frame {f + 1} ImageOrientationPatient"),
-                pixel_spacing=tuple(_floats(measures.PixelSpacing, 2, f"frame {f + 1} PixelSpacing")),  # type: ignore[arg-type]
+                pixel_spacing=tuple(_floats(measures.PixelSpacing, 2, f"frame {f + 1} PixelSpacing")),
                 matrix=(int(_number(ds, "Rows", 0)), int(_number(ds, "Columns", 0))),
                 rescale=(
                     _number(transform if transform is not None else ds, "RescaleSlope", 1.0) or 1.0,

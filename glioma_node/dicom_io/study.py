@@ -12,17 +12,17 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from glioma_node.core.roles import ROLES
+from glioma_node.core.study import StudyInput
+from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import SeriesRefused
 from glioma_node.dicom_io.geometry import affine_directions
 from glioma_node.dicom_io.header import SeriesHeader
 from glioma_node.dicom_io.patient import age_years, sex
 from glioma_node.dicom_io.scan import ScanResult, SeriesFiles, StudyFiles
 from glioma_node.dicom_io.sequence_rules import SequenceRules
-from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.sequences import Candidate, RoleCall, recognise, select_roles
 from glioma_node.dicom_io.series_reader import layout, read_series
-from glioma_node.core.study import StudyInput
-from glioma_node.core.volume import Volume
 
 
 @dataclass
@@ -101,7 +101,8 @@ def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_c
             item.shape, item.affine = plan.shape, plan.affine
     except SeriesRefused as exc:
         item.refusal = exc
-        item.call = RoleCall("other", call.confidence, f"refused ({exc.code}), so no role; the header alone says {call.role}: {call.reason}")
+        item.call = RoleCall("other", call.confidence,
+                             f"refused ({exc.code}), so no role; the header alone says {call.role}: {call.reason}")
     if item.refusal is None and call.role in ROLES and call.confidence < min_confidence:
         item.call = RoleCall("other", call.confidence, f"confidence {call.confidence:.2f} below {min_confidence}: {call.reason}")
     return item

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from glioma_node.inference.brain_extraction import BrainExtractor
 from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
 from glioma_node.core.roles import ROLES
+from glioma_node.core.study import StudyInput
+from glioma_node.inference.brain_extraction import BrainExtractor
 from glioma_node.inference.radiogenomics.model import POSITIVE, RadiogenomicModel
 from glioma_node.inference.radiogenomics.tumour_study import tumour_study
 from glioma_node.inference.segmentation import Segmentation, segment
 from glioma_node.inference.segmenters.base import Segmenter
-from glioma_node.core.study import StudyInput
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Models:
 
 def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tuple[Radiogenomics, dict, list[str]]:
     rg = models.radiogenomics
+    if rg is None:
+        raise ValueError("no radiogenomic model is loaded")
     prepared = seg.prepared
     ts = tumour_study(seg.grid, prepared.channels, seg.labels, seg.brain, study.age_years)
     result = rg.run(ts, models.workers, models.thresholds)
@@ -96,5 +98,5 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         warnings=warnings,
         registration={role: reg.summary() for role, reg in seg.prepared.registrations.items()},
         radiogenomics=radiogenomics,
-        completed_utc=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        completed_utc=datetime.now(UTC).replace(microsecond=0).isoformat(),
     )

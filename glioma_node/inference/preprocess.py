@@ -23,12 +23,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from glioma_node.core.grid import Grid
-
-from glioma_node.inference.resample import canonical_grid, resample
-from glioma_node.inference.registration import Registration, register_rigid
-from glioma_node.core.volume import Volume
 from glioma_node.core.roles import ROLES
-
+from glioma_node.core.volume import Volume
+from glioma_node.inference.registration import Registration, register_rigid
+from glioma_node.inference.resample import canonical_grid, resample
 
 
 class PreprocessingError(ValueError):

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from glioma_node.inference.brain_extraction import BrainExtractor, BrainMask
 from glioma_node.core.grid import Grid
 from glioma_node.core.roles import ROLES
+from glioma_node.core.volume import Volume
+from glioma_node.inference.brain_extraction import BrainExtractor, BrainMask
 from glioma_node.inference.preprocess import PreparedStudy, PreprocessingError, prepare
 from glioma_node.inference.regions import labels_from_regions, volumes_ml
 from glioma_node.inference.segmenters.base import RegionMaps, Segmenter
-from glioma_node.core.volume import Volume
 
 
 @dataclass
@@ -65,8 +65,9 @@ def compose(maps: RegionMaps, threshold: float = 0.5, min_voxels: int = 0) -> np
 
 def _to_source(prepared: PreparedStudy, maps: RegionMaps, role: str, threshold: float, min_voxels: int) -> np.ndarray:
     """Labels on a source grid, from probabilities resampled there (sharper than resampling labels)."""
-    on_source = RegionMaps(*(prepared.to_source(m.astype(np.float32), role, "linear")
-                             for m in (maps.whole_tumour, maps.tumour_core, maps.enhancing_tumour)))
+    wt, tc, et = (prepared.to_source(m.astype(np.float32), role, "linear")
+                  for m in (maps.whole_tumour, maps.tumour_core, maps.enhancing_tumour))
+    on_source = RegionMaps(wt, tc, et)
     grid = prepared.source_grids[role]
     scale = prepared.grid.voxel_ml / grid.voxel_ml
     return compose(on_source, threshold, int(min_voxels * scale))
@@ -124,10 +125,13 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     t4 = time.perf_counter()
     warnings = (list(prepared.warnings) + brain.warnings() + missing_input_warnings(list(prepared.channels), segmenter)
                 + notes)
-    volumes = volumes_ml(labels, prepared.grid.voxel_ml)
-    if volumes["whole_tumour"] == 0:
+    region_ml = volumes_ml(labels, prepared.grid.voxel_ml)
+    if region_ml["whole_tumour"] == 0:
         warnings.append("no tumour found")
-    return Segmentation(prepared.grid, labels, source, brain.mask, volumes, brain.volume_ml, segmenter.describe(),
-                        prepared, {"preprocess": round(t1 - t0, 2), "brain_extraction": round(t2 - t1, 2),
-                         "inference": round(t3 - t2, 2), "postprocess": round(t4 - t3, 2)}, warnings,
-                        {**extractor.describe(), "method": brain.method, "series_role": brain.role or ""})
+    return Segmentation(
+        grid=prepared.grid, labels=labels, source_labels=source, brain=brain.mask, volumes_ml=region_ml,
+        brain_volume_ml=brain.volume_ml, model=segmenter.describe(), prepared=prepared,
+        timings_s={"preprocess": round(t1 - t0, 2), "brain_extraction": round(t2 - t1, 2),
+                   "inference": round(t3 - t2, 2), "postprocess": round(t4 - t3, 2)},
+        warnings=warnings,
+        brain_extraction={**extractor.describe(), "method": brain.method, "series_role": brain.role or ""})

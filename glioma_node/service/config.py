@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.core.resources import DEFAULT_CONFIG
 from glioma_node.core.roles import ROLES
+from glioma_node.dicom_io.sequence_rules import SequenceRules
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*$")
 
 
 class ConfigError(ValueError):
@@ -77,7 +79,7 @@ class TLS(_Strict):
     ca_certificates: Path | None = None
 
     @model_validator(mode="after")
-    def _all_or_none(self) -> "TLS":
+    def _all_or_none(self) -> TLS:
         given = [v is not None for v in (self.certificate, self.private_key, self.ca_certificates)]
         if any(given) and not all(given):
             raise ValueError("TLS needs certificate, private_key and ca_certificates together (or none of them)")
@@ -177,7 +179,7 @@ class SegmentationModel(_Strict):
     min_component_ml: float = Field(default=0.3, ge=0)
 
     @model_validator(mode="after")
-    def _path_or_members(self) -> "SegmentationModel":
+    def _path_or_members(self) -> SegmentationModel:
         if self.kind == "ensemble":
             if len(self.members) < 2:
                 raise ValueError("an ensemble needs at least two members (kind and path each)")
@@ -240,7 +242,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _explain(error: Mapping[str, Any]) -> str:
     key = _dotted(tuple(p for p in error["loc"] if p not in ("function-after",)))
     kind = error["type"]
     if kind == "extra_forbidden":

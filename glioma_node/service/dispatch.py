@@ -1,5 +1,8 @@
 """Dispatch: results from the outbox to each destination, by C-STORE or STOW-RS.
 
+:func:`send_pending` runs one due ``send`` job in the serving process (the worker queues
+them); :func:`send` delivers one result set to one :class:`~glioma_node.service.target.Target`.
+
 Every send job names one target and one result version; its files sit in
 ``outbox/<target>/<study>-v<version>/`` until the whole set is accepted, and are then
 removed (the results folder keeps its own copy). A refused connection or a failed
@@ -9,18 +12,27 @@ since the objects' UIDs are fixed a retry replaces what a previous attempt store
 from __future__ import annotations
 
 import logging
-import uuid
+import shutil
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import (Comprehensive3DSRStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         ParametricMapStorage, SecondaryCaptureImageStorage, SegmentationStorage)
+from pydicom.uid import (
+    Comprehensive3DSRStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ParametricMapStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 from pynetdicom import AE
 
 from glioma_node.service.config import Config, Destination, StowDestination
+from glioma_node.service.paths import Paths
+from glioma_node.service.state import JobKind, NodeState, StudyState
 from glioma_node.service.target import ORTHANC_SELF, Target, TargetKind
 
 log = logging.getLogger(__name__)
@@ -114,8 +126,8 @@ def _to_stow(target: Target, files: list[Path], config: Config, local: LocalStor
 
 
 def _to_caller(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
-    peer = next(p for p in config.node.allowed_peers if p.ae_title == target.name and p.port)
-    destination = Destination(name=target.name, ae_title=peer.ae_title, host=peer.host, port=peer.port)
+    port, peer = next((p.port, p) for p in config.node.allowed_peers if p.ae_title == target.name and p.port is not None)
+    destination = Destination(name=target.name, ae_title=peer.ae_title, host=peer.host, port=port)
     return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
 
 
@@ -140,3 +152,39 @@ def send(target: Target, files: list[Path], config: Config, local: LocalStore | 
         raise
     except (OSError, RuntimeError) as exc:
         raise DispatchError(f"{target}: {exc}") from None
+
+
+def backoff_s(attempts: int, config: Config) -> float:
+    """Seconds before send retry number ``attempts`` (exponential, capped)."""
+    return min(config.dispatch.retry_initial_s * 2 ** max(attempts - 1, 0), config.dispatch.retry_max_s)
+
+
+def send_pending(config: Config, state: NodeState, paths: Paths, local: LocalStore | None = None) -> bool:
+    """Run one due send job, if any; True when one ran (``local``: see :func:`glioma_node.service.dispatch.send`)."""
+    job = state.claim((JobKind.SEND,))
+    if job is None:
+        return False
+    assert job.target is not None  # every send job names its target
+    box = paths.outbox(job.target, job.study_uid, job.version)
+    files = sorted(box.glob("*.dcm"))
+    try:
+        count = send(job.target, files, config, local) if files else 0
+    except DispatchError as exc:
+        if job.attempts >= config.dispatch.max_attempts:
+            state.fail(job.id, str(exc))
+            state.set_state(job.study_uid, StudyState.FAILED,
+                            f"sending to {job.target} failed {job.attempts} times: {exc}")
+        else:
+            delay = backoff_s(job.attempts, config)
+            state.retry(job.id, str(exc), delay)
+            log.warning("send failed, will retry", extra={"study": job.study_uid, "target": str(job.target),
+                                                           "attempt": job.attempts, "retry_in_s": delay, "error": str(exc)})
+        return True
+    shutil.rmtree(box, ignore_errors=True)
+    state.finish(job.id)
+    if state.pending(job.study_uid, JobKind.SEND) == 0 and state.pending(job.study_uid, JobKind.PROCESS) == 0:
+        study = state.study(job.study_uid)
+        if study is not None and study.state is StudyState.SENDING:
+            state.set_state(job.study_uid, StudyState.DONE, None)
+    log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": str(job.target), "objects": count})
+    return True

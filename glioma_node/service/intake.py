@@ -31,13 +31,19 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import (UID, EnhancedMRImageStorage, ExplicitVRBigEndian, ImplicitVRLittleEndian,
-                         LegacyConvertedEnhancedMRImageStorage, MRImageStorage)
+from pydicom.uid import (
+    UID,
+    EnhancedMRImageStorage,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    LegacyConvertedEnhancedMRImageStorage,
+    MRImageStorage,
+)
 
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 from glioma_node.service.logs import pseudonym
 from glioma_node.service.spool import Spool, SpoolFull
-from glioma_node.service.state import Received, NodeState
+from glioma_node.service.state import NodeState, Received
 
 log = logging.getLogger(__name__)
 

@@ -63,6 +63,8 @@ class OrthancBridge:
     def ingest(self, study_id: str) -> int:
         """Copy the MR instances of one Orthanc study into the spool through the node's
         intake (the checks of the standalone node); how many were new."""
+        if self.intake is None:
+            raise RuntimeError("the plugin's intake is not set up (register() was not called)")
         added = 0
         for instance in json.loads(orthanc.RestApiGet(f"/studies/{study_id}/instances")):
             sop_class = orthanc.RestApiGet(f"/instances/{instance['ID']}/metadata/SopClassUid").decode()
@@ -78,6 +80,8 @@ class OrthancBridge:
 
     def _report(self) -> None:
         """Put each study's state into Orthanc's metadata when it changes."""
+        if self.node is None:
+            return
         for study in self.node.state.studies():
             text = f"{study.state} v{study.version}" + (f": {study.reason}" if study.reason else "")
             if self.reported.get(study.study_uid) == text:

@@ -35,21 +35,21 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from glioma_node.core.findings import RESEARCH_USE, Findings
+from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import DicomInputError
 from glioma_node.dicom_io.nifti import write_nifti
 from glioma_node.dicom_io.results.writer import write_results
 from glioma_node.dicom_io.study import StudySurvey, load_study
 from glioma_node.inference.analyze import Models, analyze
 from glioma_node.inference.brain_extraction import BrainExtractor, ExtractorKind
-from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.inference.model_dir import ModelError
+from glioma_node.inference.networks import device
 from glioma_node.inference.preprocess import PreprocessingError
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.inference.radiogenomics.radiomics import default_workers
 from glioma_node.inference.radiogenomics.shap_plot import plot_attributions
-from glioma_node.inference.networks import device
 from glioma_node.inference.segmenters import SegmenterKind, SegmenterSpec, load_segmenter
-from glioma_node.core.volume import Volume
 from glioma_node.service.config import Config
 
 log = logging.getLogger(__name__)

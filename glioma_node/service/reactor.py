@@ -43,7 +43,7 @@ def _run_reactor(self: Association) -> None:
             context_id, msg = self.dimse.msg_queue.get(block=True, timeout=0.001)
         except queue.Empty:
             context_id, msg = None, None
-        if msg:
+        if msg and context_id is not None:
             self._serve_request(msg, context_id)
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)
@@ -81,7 +81,7 @@ def install() -> bool:
     if not pynetdicom.__version__.startswith(SUPPORTED):
         log.warning("pynetdicom %s: keeping its stock acceptor loop", pynetdicom.__version__)
         return False
-    Association._run_reactor = _run_reactor
+    Association._run_reactor = _run_reactor  # type: ignore[method-assign]  # the point of this module
     return True
 
 

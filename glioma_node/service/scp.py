@@ -24,10 +24,12 @@ import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, VerificationPresentationContexts, evt
+from pynetdicom.association import Association
+from pynetdicom.transport import ThreadedAssociationServer
 
 from glioma_node.service import reactor
 from glioma_node.service.config import Config
@@ -53,6 +55,14 @@ class ScpCounters:
         with self.lock:
             self.counts[name] += n
 
+# The attribute an accepted association carries its id in (the state's key for it).
+_ASSOCIATION_ID = "glioma_id"
+
+
+def _association_id(assoc: Association) -> str:
+    """The id the node gave an accepted association ("" for one it rejected)."""
+    return str(getattr(assoc, _ASSOCIATION_ID, ""))
+
 
 class StorageScp:
     """pynetdicom SCP wired to the intake (see the module doc)."""
@@ -71,9 +81,12 @@ class StorageScp:
         self.ae.dimse_timeout = settings.dimse_timeout_s
         self.ae.require_called_aet = settings.require_called_ae_title
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.ae.add_supported_context(Verification)
-        self.server = None
+            if context.abstract_syntax:
+                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for context in VerificationPresentationContexts:
+            if context.abstract_syntax:
+                self.ae.add_supported_context(context.abstract_syntax)
+        self.server: ThreadedAssociationServer | None = None
 
     def _peer_allowed(self, calling_ae: str, address: str) -> bool:
         hosts = set()
@@ -87,7 +100,8 @@ class StorageScp:
         return address in hosts
 
     def _on_requested(self, event: evt.Event) -> None:
-        calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+        primitive = event.assoc.requestor.primitive
+        calling = primitive.calling_ae_title.strip() if primitive else ""
         address = event.assoc.requestor.address
         if not self._peer_allowed(calling, address):
             self.counters.add("associations_rejected")
@@ -101,18 +115,19 @@ class StorageScp:
         """pynetdicom's own rejections: another called AE title, or too many associations."""
         self.counters.add("associations_rejected")
         answer = event.assoc.acceptor.primitive
-        reason = {0x07: "called AE title is not ours", 0x02: "too many associations"}.get(
-            getattr(answer, "diagnostic", None), "rejected")
+        reasons: dict[object, str] = {0x07: "called AE title is not ours", 0x02: "too many associations"}
+        reason = reasons.get(getattr(answer, "diagnostic", None), "rejected")
         requested = event.assoc.requestor.primitive
         log.warning("association rejected: %s", reason,
                     extra={"called_ae": requested.called_ae_title.strip() if requested else None,
                            "address": event.assoc.requestor.address})
 
     def _on_accepted(self, event: evt.Event) -> None:
-        event.assoc.glioma_id = uuid.uuid4().hex
+        association = uuid.uuid4().hex
+        setattr(event.assoc, _ASSOCIATION_ID, association)
         reactor.shorten_dul_delay(event)
         self.counters.add("associations_accepted")
-        self.state.association_opened(event.assoc.glioma_id, event.assoc.requestor.ae_title.strip(),
+        self.state.association_opened(association, event.assoc.requestor.ae_title.strip(),
                                       event.assoc.requestor.address)
 
     def _on_released(self, event: evt.Event) -> None:
@@ -123,7 +138,7 @@ class StorageScp:
         self._closed(event, AssociationState.ABORTED)
 
     def _closed(self, event: evt.Event, how: AssociationState) -> None:
-        association = getattr(event.assoc, "glioma_id", None)
+        association = _association_id(event.assoc)
         if association:  # rejected associations were never recorded
             self.state.association_closed(association, how)
 
@@ -132,7 +147,7 @@ class StorageScp:
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
         answer = self.intake.admit(event.encoded_dataset(include_meta=True), str(event.request.AffectedSOPClassUID),
-                                    getattr(event.assoc, "glioma_id", ""),
+                                    _association_id(event.assoc),
                                     f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}")
         self.counters.add(answer.outcome.value)
         if answer.status == StoreStatus.SUCCESS:
@@ -146,7 +161,7 @@ class StorageScp:
         """Listen (non-blocking) on the configured address and port."""
         reactor.install()
         settings = self.config.node
-        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_ACCEPTED, self._on_accepted),
+        handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_REJECTED, self._on_rejected),
                     (evt.EVT_RELEASED, self._on_released), (evt.EVT_ABORTED, self._on_aborted),
                     (evt.EVT_CONN_CLOSE, self._on_aborted), (evt.EVT_C_ECHO, self._on_echo),

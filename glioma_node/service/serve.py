@@ -18,19 +18,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import yaml
 
 from glioma_node.core.resources import import_root
 from glioma_node.service.assembly import tick
 from glioma_node.service.config import Config
+from glioma_node.service.dispatch import send_pending
 from glioma_node.service.intake import reconcile
+from glioma_node.service.metrics import MetricsServer
+from glioma_node.service.paths import Paths
 from glioma_node.service.scp import StorageScp
 from glioma_node.service.spool import Spool
 from glioma_node.service.state import NodeState
-from glioma_node.service.paths import Paths
-from glioma_node.service.worker import send_pending
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Node:
         self.local, self.on_tick = local, on_tick
         self.stopping = threading.Event()
         self.worker: subprocess.Popen | None = None
-        self.metrics = None
+        self.metrics: MetricsServer | None = None
 
     def health(self) -> dict:
         free = self.spool.free_bytes()
@@ -93,7 +93,6 @@ class Node:
         if self.scp is not None:
             self.scp.start()
         if self.config.node.metrics_port:
-            from glioma_node.service.metrics import MetricsServer
             self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values,
                                          self.config.node.metrics_bind_address)
 
@@ -119,7 +118,7 @@ class Node:
             self.scp.stop()
         if self.metrics is not None:
             self.metrics.stop()
-        if self._worker_alive():
+        if self.worker is not None and self._worker_alive():
             self.worker.terminate()
             try:
                 self.worker.wait(timeout=30)

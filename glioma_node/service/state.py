@@ -316,7 +316,8 @@ class NodeState:
         now = time.time()
         with self._tx() as db:
             cursor = db.execute("INSERT OR IGNORE INTO jobs(kind, study_uid, version, target, state, next_at, "
-                                "created_at) VALUES (?,?,?,?,'queued',?,?)", (JobKind(kind).value, study_uid, version, str(target) if target else "", now, now))
+                                "created_at) VALUES (?,?,?,?,'queued',?,?)",
+                                (JobKind(kind).value, study_uid, version, str(target) if target else "", now, now))
             return cursor.rowcount == 1
 
     def claim(self, kinds: tuple[JobKind, ...]) -> Job | None:

@@ -1,16 +1,16 @@
-"""The jobs: ``process`` (the pipeline on a spooled study) and ``send`` (dispatch).
+"""The worker: ``process`` jobs (the pipeline on a spooled study), in their own process.
 
-``process`` runs in its own process (:func:`worker_main`) so that inference never
-slows receiving; ``send`` runs in the serving process (:func:`send_pending`). Both are
-idempotent: a process job whose results are already on disk only queues the sends, and
-a send stores objects with fixed UIDs, so running a job twice never duplicates a result.
+:func:`worker_main` runs in a child of the serving process (``python -m
+glioma_node.service.worker``) so that inference never slows receiving, and so that the
+serving process never imports the models (``send`` jobs run there:
+:func:`glioma_node.service.dispatch.send_pending`). A process job is idempotent: one
+whose results are already on disk only queues the sends.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -22,18 +22,13 @@ from glioma_node.inference.analyze import Models
 from glioma_node.inference.lifetime import die_with_parent
 from glioma_node.service.assembly import FORCED, incomplete_series
 from glioma_node.service.config import Config
-from glioma_node.service.dispatch import DispatchError, LocalStore, send, targets
+from glioma_node.service.dispatch import targets
 from glioma_node.service.paths import Paths
 from glioma_node.service.pipeline import OutcomeStatus, run_study
 from glioma_node.service.spool import Spool
 from glioma_node.service.state import Job, JobKind, NodeState, Study, StudyState
 
 log = logging.getLogger(__name__)
-
-
-def backoff_s(attempts: int, config: Config) -> float:
-    """Seconds before send retry number ``attempts`` (exponential, capped)."""
-    return min(config.dispatch.retry_initial_s * 2 ** max(attempts - 1, 0), config.dispatch.retry_max_s)
 
 
 def _findings(folder: Path) -> dict[str, Any] | None:
@@ -97,6 +92,8 @@ def run_process(job: Job, config: Config, models: Models, state: NodeState, path
             log.warning("processing failed", extra={"study": job.study_uid, "version": job.version, "reason": reason})
             return
         findings = _findings(folder)
+    if findings is None:
+        raise RuntimeError(f"{folder}: findings.json vanished after the study was processed")
     sends = _queue_sends(job, config, state, paths, folder)
     state.set_state(job.study_uid, StudyState.SENDING if sends else StudyState.DONE, None, **processed)
     state.finish(job.id)
@@ -134,37 +131,6 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
                 state.set_state(job.study_uid, StudyState.FAILED, error)
             else:
                 state.retry(job.id, error, policy.retry_delay_s * job.attempts)
-
-
-def send_pending(config: Config, state: NodeState, paths: Paths, local: LocalStore | None = None) -> bool:
-    """Run one due send job, if any; True when one ran (``local``: see :func:`glioma_node.service.dispatch.send`)."""
-    job = state.claim((JobKind.SEND,))
-    if job is None:
-        return False
-    assert job.target is not None  # every send job names its target
-    box = paths.outbox(job.target, job.study_uid, job.version)
-    files = sorted(box.glob("*.dcm"))
-    try:
-        count = send(job.target, files, config, local) if files else 0
-    except DispatchError as exc:
-        if job.attempts >= config.dispatch.max_attempts:
-            state.fail(job.id, str(exc))
-            state.set_state(job.study_uid, StudyState.FAILED,
-                            f"sending to {job.target} failed {job.attempts} times: {exc}")
-        else:
-            delay = backoff_s(job.attempts, config)
-            state.retry(job.id, str(exc), delay)
-            log.warning("send failed, will retry", extra={"study": job.study_uid, "target": str(job.target),
-                                                           "attempt": job.attempts, "retry_in_s": delay, "error": str(exc)})
-        return True
-    shutil.rmtree(box, ignore_errors=True)
-    state.finish(job.id)
-    if state.pending(job.study_uid, JobKind.SEND) == 0 and state.pending(job.study_uid, JobKind.PROCESS) == 0:
-        study = state.study(job.study_uid)
-        if study is not None and study.state is StudyState.SENDING:
-            state.set_state(job.study_uid, StudyState.DONE, None)
-    log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": str(job.target), "objects": count})
-    return True
 
 
 def main() -> None:

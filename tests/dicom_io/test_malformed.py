@@ -11,11 +11,11 @@ import pydicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import SeriesRefused
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.series_reader import read_series
 from glioma_node.dicom_io.uids import derived_uid
-from glioma_node.core.volume import Volume
 from glioma_node.service.intake import Refused, StoreStatus, inspect
 from tests.helpers import REPO, shared
 
@@ -33,7 +33,7 @@ def _copy_series(tmp_path: Path) -> list[Path]:
 
 def _read_all(folder: Path):
     found = scan(folder)
-    results = []
+    results: list[Volume | SeriesRefused] = []
     for study in found.studies.values():
         for series in study.series.values():
             try:

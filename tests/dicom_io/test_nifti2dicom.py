@@ -9,12 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from glioma_node.cli.inspect import inspect_path
 from glioma_node.dicom_io.nifti import RAS_TO_LPS, find_role_files, nifti_case_to_dicom, read_nifti
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.series_reader import read_series
 from glioma_node.dicom_io.study import load_study, survey
 from glioma_node.service.config import load_config
-from glioma_node.cli.inspect import inspect_path
 from tests.helpers import REPO, dcm2niix, on_grid, shared
 
 
@@ -84,7 +84,8 @@ def test_dcm2niix_reads_our_dicom_back_to_the_source_nifti(tmp_path):
 
 @pytest.mark.parametrize("names", [
     {"flair": "case_flair", "t1": "case_t1", "t1c": "case_t1ce", "t2": "case_t2"},  # BraTS 2021
-    {"flair": "BraTS-GLI-00001-000-t2f", "t1": "BraTS-GLI-00001-000-t1n", "t1c": "BraTS-GLI-00001-000-t1c", "t2": "BraTS-GLI-00001-000-t2w"},
+    {"flair": "BraTS-GLI-00001-000-t2f", "t1": "BraTS-GLI-00001-000-t1n", "t1c": "BraTS-GLI-00001-000-t1c",
+     "t2": "BraTS-GLI-00001-000-t2w"},
 ])
 def test_brats_file_names_map_to_roles_and_masks_are_ignored(tmp_path, names):
     source = shared("tcga-lgg_fg-6692", "native")

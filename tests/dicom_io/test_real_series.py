@@ -20,7 +20,8 @@ from tests.helpers import dcm2niix, on_grid, require_tool, shared
 
 # folder -> (slices, rows, columns), spacing (column, row, slice) mm, orientation
 READABLE = {
-    "dcm_qa_decubitus/siemens_prisma_t1_fl2d_sag_HFS": ((35, 256, 256), (1.0156, 1.0156, 4.8), "sagittal"),  # 4 mm slices, 20 % gap
+    # 4 mm slices, 20 % gap
+    "dcm_qa_decubitus/siemens_prisma_t1_fl2d_sag_HFS": ((35, 256, 256), (1.0156, 1.0156, 4.8), "sagittal"),
     "dcm_qa_xa30/siemens_xa30_enhanced_t1w": ((96, 128, 128), (2.0, 2.0, 2.0), "sagittal"),
     "dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic": ((170, 256, 256), (1.0, 1.0, 1.0), "sagittal"),
     "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom": ((130, 256, 256), (0.9375, 0.9375, 1.2), "oblique"),

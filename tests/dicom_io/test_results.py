@@ -64,7 +64,7 @@ def _itk_affine(image: sitk.Image) -> np.ndarray:
 
 
 def test_every_object_is_written_with_the_study_copied_and_a_new_series(written):
-    for study, findings, objects in written:
+    for study, _findings, objects in written:
         assert set(objects) == {"seg-t1c", "seg-flair", "gradcam-mgmt", "gradcam-idh", "report", "summary"}
         source = next(iter(study.roles["T1c"].files.instances)).header
         series_numbers = set()

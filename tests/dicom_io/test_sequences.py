@@ -38,7 +38,8 @@ T1_SE = dict(ScanningSequence=["SE"], RepetitionTime=550, EchoTime=10)
     ("AX T1 FLAIR", T1_IR_FLAIR, "T1"),
     ("t1_mprage_sag_p2_iso", {**MPRAGE, "ContrastBolusAgent": "GADOVIST"}, "T1c"),
     ("T2W_TSE", {**T2_TSE, "ContrastBolusAgent": "GADOVIST"}, "T2"),  # post-contrast T2 stays T2
-    ("t2_tirm_tra_dark-fluid", dict(ScanningSequence=["SE", "IR"], RepetitionTime=9000, EchoTime=81, InversionTime=2500), "FLAIR"),
+    ("t2_tirm_tra_dark-fluid", dict(ScanningSequence=["SE", "IR"], RepetitionTime=9000, EchoTime=81, InversionTime=2500),
+     "FLAIR"),
     ("3D_T1W_TFE", dict(ScanningSequence=["GR"], RepetitionTime=8.1, EchoTime=3.7, FlipAngle=8), "T1"),
     ("T1W_3D_TFE +C", dict(ScanningSequence=["GR"], RepetitionTime=8.1, EchoTime=3.7, FlipAngle=8), "T1c"),
     ("AX T1 PRE", {**T1_SE, "ContrastBolusAgent": "GADOLINIUM"}, "T1"),  # description says pre: it wins over a stale tag

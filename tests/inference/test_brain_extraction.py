@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glioma_node.core.grid import Grid
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.brain_extraction import BrainExtractor, ExtractorKind, _from_ras, _ras, candidate_order, edge_sides
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import resample
 from glioma_node.inference.preprocess import PreparedStudy, prepare
+from glioma_node.inference.resample import resample
 from tests.helpers import REPO, nifti_volumes, shared
 
 TCGA = ("tcga-lgg_fg-6692",)

@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 
+from glioma_node.core.grid import Grid
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.brain_extraction import BrainExtractor, ExtractorKind
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import resample
 from glioma_node.inference.model_dir import ModelError
 from glioma_node.inference.regions import region_dice
+from glioma_node.inference.resample import resample
 from glioma_node.inference.segmentation import segment
 from glioma_node.inference.segmenters import load_segmenter
 from glioma_node.inference.segmenters.deepmedic import Architecture, read_model_config, subsampled_segment, tile_starts

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import to_image, canonical_grid, resample
+from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.intensity import head_mask, zscore
 from glioma_node.inference.preprocess import PreprocessingError, prepare
 from glioma_node.inference.registration import register_rigid
+from glioma_node.inference.resample import canonical_grid, resample, to_image
 from tests.helpers import nifti_volumes, shared
 
 TCGA = ("tcga-lgg_fg-6692",)

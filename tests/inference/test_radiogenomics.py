@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from glioma_node.core.grid import Grid
 from glioma_node.inference.model_dir import ModelError
 from glioma_node.inference.radiogenomics.cox import concordance_index, fit_cox
 from glioma_node.inference.radiogenomics.crop import tumour_crop, tumour_patches, uncrop
@@ -16,10 +17,9 @@ from glioma_node.inference.radiogenomics.explain import head_attributions
 from glioma_node.inference.radiogenomics.gradcam import grad_cam
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.inference.radiogenomics.tumour_study import tumour_study
-from glioma_node.core.grid import Grid
-from tests import radiogenomic_trees as trees
 from glioma_node.training.radiogenomics.fit import calibrate, fit_early
 from glioma_node.training.radiogenomics.metrics import classification, kaplan_meier, logrank
+from tests import radiogenomic_trees as trees
 
 LIGHT = Path(__file__).parents[1] / "radiomics-light.yaml"
 # One worker trains the tiny model once for every test that reads it.
@@ -150,7 +150,7 @@ def test_trained_model_predicts_and_explains_a_new_case(trained):
         assert result.risk is not None and result.risk[2] in ("high", "low")
         assert any("age unknown" in w for w in result.warnings)
         assert set(result.cams) == {"mgmt", "idh"}  # a heat map per prediction, never an empty dict
-        for target, cam in result.cams.items():
+        for cam in result.cams.values():
             assert cam.shape == labels.shape and 0 <= cam.min() and 0 < cam.max() <= 1.0
         if variants.get("mgmt") == "attention":
             assert abs(sum(result.attention["mgmt"].values()) - 1) < 1e-3

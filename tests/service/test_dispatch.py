@@ -6,11 +6,10 @@ import pytest
 
 from glioma_node.service import dispatch
 from glioma_node.service.config import with_overrides
-from glioma_node.service.dispatch import DispatchError, send, targets
+from glioma_node.service.dispatch import DispatchError, send, send_pending, targets
 from glioma_node.service.paths import Paths
 from glioma_node.service.state import JobKind, JobState, NodeState, Received, StudyState
 from glioma_node.service.target import ORTHANC_SELF, Target, TargetKind
-from glioma_node.service.worker import send_pending
 
 PACS = Target(TargetKind.DICOM, "pacs-0")  # with_overrides names destinations <aet>-<n>
 

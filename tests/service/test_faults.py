@@ -80,7 +80,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(studies, 
     kills: list[dict] = []
     try:
         # rounds of receiving: both studies from two senders at once, killed after a random delay
-        for round_ in range(2):
+        for _round in range(2):
             senders = [Sender(a, node.port, "STORESCU"), Sender(b, node.port, "SENDER_B")]
             delay = rng.uniform(0.2, 1.5)
             time.sleep(delay)

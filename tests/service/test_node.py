@@ -15,8 +15,7 @@ from pynetdicom import AE
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import safe_part
 from glioma_node.service.spool import Spool, SpoolFull
-from tests.node_harness import (RunningNode, Sender, dcmsend, echo, node_config, orthanc_result_instances, sends_done,
-                                storescu)
+from tests.node_harness import RunningNode, Sender, dcmsend, echo, node_config, orthanc_result_instances, sends_done, storescu
 from tests.servers import Orthanc, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("node")]

@@ -33,7 +33,8 @@ class PluginOrthanc:
             pytest.fail("orthanc-python is not installed; run `make system-deps`")
         self.http_port, self.dicom_port = free_port(), free_port()
         config = node_config(folder / "base", **node_changes)
-        written = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "orthanc-config", "--out",
+        written = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "orthanc-config",
+                                  "--out",
                                   str(folder / "orthanc"), "--http-port", str(self.http_port), "--dicom-port",
                                   str(self.dicom_port), "--allow", "STORESCU@127.0.0.1"], cwd=REPO, capture_output=True,
                                  text=True, timeout=120)

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from glioma_node.core.grid import Grid
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import load_study, survey
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import resample
 from glioma_node.inference.regions import region_dice
+from glioma_node.inference.resample import resample
 from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("synth")]
@@ -109,7 +109,8 @@ def test_broken_studies_fail_with_their_reasons_and_the_good_one_is_done(synth_c
     t1c[len(t1c) // 2].write_bytes(t1c[len(t1c) // 2].read_bytes()[:-2000])  # study 1: a truncated slice
     config = node_config(tmp_path / "config", radiogenomics=False)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "process", str(tmp_path / "in"),
+    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "process",
+                             str(tmp_path / "in"),
                              "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
     uids = [next(iter(scan(folder).studies)) for folder in folders]
     findings = [json.loads((out / uid / "findings.json").read_text()) for uid in uids]
@@ -137,7 +138,8 @@ def test_a_study_without_t2_is_segmented_when_configured_and_says_what_it_lacked
             path.unlink()
     config = node_config(tmp_path / "config", radiogenomics=True, **{"assembly.required_roles": ["FLAIR"]})
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "process", str(tmp_path / "in"),
+    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "process",
+                             str(tmp_path / "in"),
                              "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900)
     uid = next(iter(scan(folder).studies))
     findings = json.loads((out / uid / "findings.json").read_text())

@@ -10,9 +10,9 @@ import pytest
 
 from glioma_node.service.assembly import series_complete
 from glioma_node.service.config import ConfigError, with_overrides
+from glioma_node.service.dispatch import backoff_s
 from glioma_node.service.logs import JsonFormatter, pseudonym
-from glioma_node.service.state import AssociationState, Received, Series, NodeState
-from glioma_node.service.worker import backoff_s
+from glioma_node.service.state import AssociationState, NodeState, Received, Series
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -194,7 +194,7 @@ def test_python_warnings_become_json_log_lines():
     saved = root.handlers[:], root.level
     try:
         configure(logging.INFO, stream)
-        warnings.warn("a value that breaks its VR", UserWarning)
+        warnings.warn("a value that breaks its VR", UserWarning, stacklevel=1)
     finally:
         logging.captureWarnings(False)
         root.handlers[:], root.level = saved

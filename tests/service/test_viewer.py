@@ -21,9 +21,9 @@ from PIL import Image
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import survey
-from tools.fetch_ohif import DIST
 from tests.helpers import REPO
 from tests.servers import Orthanc, ViewerServer, headless_chromium
+from tools.fetch_ohif import DIST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("synth")]
 
@@ -92,7 +92,7 @@ def _double_click(driver, series_number: int) -> None:
 
     element = _wait(lambda: driver.find_element(By.CSS_SELECTOR, f"[data-series='{series_number}']"), 30,
                     f"the thumbnail of series {series_number}")
-    ActionChains(driver).double_click(element).perform()
+    ActionChains(driver).double_click(element).perform()  # type: ignore[arg-type]  # _wait returns what it found
 
 
 def _coloured_pixels(driver, name: str) -> int:
@@ -119,7 +119,7 @@ def _wait_text(driver, needle: str, timeout: float) -> str:
     def found() -> str | None:
         text = _text(driver)
         return text if needle in text else None
-    return _wait(found, timeout, repr(needle))
+    return str(_wait(found, timeout, repr(needle)))
 
 
 def test_study_browser_lists_every_result_series(viewer):

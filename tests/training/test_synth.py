@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from glioma_node.cli.inspect import inspect_path
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.series_reader import read_series
-from glioma_node.cli.inspect import inspect_path
 from glioma_node.training.synth.tumour import sample_patient, survival
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("synth")]

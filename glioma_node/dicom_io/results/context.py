@@ -11,17 +11,20 @@ import hashlib
 import importlib.metadata
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from highdicom.base_content import ContributingEquipment
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
+from glioma_node.core.findings import Findings
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.uids import derived_uid
-from glioma_node.core.findings import Findings
+
+D = TypeVar("D", bound=Dataset)  # a result object: stamping keeps its own type
 
 
 def software_version() -> str:
@@ -123,7 +126,7 @@ class ResultContext:
         equipment.PurposeOfReferenceCodeSequence = [CodedConcept.from_code(codes.PROCESSING_ALGORITHM)]
         return [equipment]
 
-    def stamp(self, ds: Dataset, series: ResultSeries, laterality: bool = False) -> Dataset:
+    def stamp(self, ds: D, series: ResultSeries, laterality: bool = False) -> D:
         """Fix what makes an object differ between two writes (dates, times, generated
         UIDs) and set its series description; ``laterality`` adds an empty Laterality
         (the IODs whose General Series makes it Type 2C: the brain is unpaired, so empty)."""
@@ -184,8 +187,8 @@ def apply_character_set(ds: Dataset, charset: str | list[str] | None) -> Dataset
 def created_time(findings: Findings) -> datetime:
     """When the findings were completed (UTC); now for findings that do not say."""
     if findings.completed_utc:
-        return datetime.fromisoformat(findings.completed_utc).astimezone(timezone.utc)
-    return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.fromisoformat(findings.completed_utc).astimezone(UTC)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def save(ds: Dataset, path: Path) -> Path:

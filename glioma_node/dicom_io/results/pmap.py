@@ -15,10 +15,10 @@ import numpy as np
 from matplotlib import colormaps
 from pydicom.dataset import Dataset
 
+from glioma_node.core.findings import HeatMap
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
 from glioma_node.dicom_io.results.frames import source_frames
-from glioma_node.core.findings import HeatMap
 
 TARGET_NAMES = {"mgmt": "MGMT promoter methylation", "idh": "IDH mutation"}
 

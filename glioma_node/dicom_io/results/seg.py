@@ -19,10 +19,10 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.coding import Code
 
+from glioma_node.core.findings import LabelMask
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
 from glioma_node.dicom_io.results.frames import source_frames
-from glioma_node.core.findings import LabelMask
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes as dcm_codes
 
+from glioma_node.core.findings import Radiogenomics
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
 from glioma_node.dicom_io.results.seg import SEGMENTS, SegmentSpec
-from glioma_node.core.findings import Radiogenomics
 
 
 def _algorithm(ctx: ResultContext, task: str) -> hd.sr.AlgorithmIdentification:
@@ -86,7 +86,7 @@ def _largest_outline(region: np.ndarray) -> np.ndarray | None:
     lines = contourpy.contour_generator(z=padded).lines(0.5)
     if not lines:
         return None
-    line = max(lines, key=len)[:-1] - 1 + 0.5  # undo the padding; pixel centres sit at +0.5
+    line = max((np.asarray(x) for x in lines), key=len)[:-1] - 1 + 0.5  # undo the padding; pixel centres sit at +0.5
     line = line[:: max(1, int(np.ceil(len(line) / 200)))]
     return np.vstack([line, line[:1]]).astype(np.float32)
 
@@ -207,5 +207,5 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
         series_number=series.number, sop_instance_uid=ctx.uid(series.stem, "instance"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         performed_procedure_codes=[codes.BRAIN_MRI], contributing_equipment=ctx.contributing_equipment())
-    sr.CodingSchemeIdentificationSequence = DicomSequence([codes.coding_scheme_identification()])
+    sr.CodingSchemeIdentificationSequence = DicomSequence([codes.coding_scheme_identification()])  # type: ignore[assignment]  # highdicom types it as a list
     return ctx.stamp(sr, series)

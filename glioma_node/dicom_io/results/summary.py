@@ -20,10 +20,10 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from glioma_node.dicom_io.results.context import MANUFACTURER, SERIES, ResultContext
-from glioma_node.dicom_io.results.seg import SEGMENTS
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
+from glioma_node.dicom_io.results.context import MANUFACTURER, SERIES, ResultContext
+from glioma_node.dicom_io.results.seg import SEGMENTS
 
 WIDTH, HEIGHT, DPI = 1600, 1000, 100
 _ORIENTATION = (("L", "R"), ("P", "A"), ("H", "F"))
@@ -81,14 +81,14 @@ def render_summary(findings: Findings, reference: Volume) -> np.ndarray:
     """
     mask = findings.masks[findings.reference_role]
     figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, facecolor="black")
-    FigureCanvasAgg(figure)
+    canvas = FigureCanvasAgg(figure)
     banner = figure.add_axes((0, 0.94, 1, 0.06))
     banner.set_axis_off()
     banner.add_patch(Rectangle((0, 0), 1, 1, color="#b00020"))
     banner.text(0.5, 0.5, f"glioma-node — {RESEARCH_USE.upper()}", color="white", ha="center", va="center",
                 fontsize=20, weight="bold")
     slices = key_slices(mask.labels)
-    maps = [("Segmentation", None)]
+    maps: list[tuple[str, np.ndarray | None]] = [("Segmentation", None)]
     if findings.radiogenomics is not None:
         maps += [(f"Grad-CAM {t.upper()}", h.values) for t, h in findings.radiogenomics.heat_maps.items()]
     colours = {spec.brats_labels[0]: np.asarray(spec.rgb) / 255 for spec in SEGMENTS[:3]}
@@ -115,13 +115,12 @@ def render_summary(findings: Findings, reference: Volume) -> np.ndarray:
     sizes = {"head": (13, "bold", "#ffd54f"), "body": (12, "normal", "white"), "small": (10, "normal", "#cfd8dc"),
              "warning": (10, "bold", "#ff5252")}
     for text, style in _text_lines(findings):
-        size, weight, colour = sizes[style]
+        size, weight, text_colour = sizes[style]
         if style == "head":
             y -= 0.012
-        figure.text(0.62, y, text, color=colour, fontsize=size, weight=weight, va="top", family="DejaVu Sans")
+        figure.text(0.62, y, text, color=text_colour, fontsize=size, weight=weight, va="top", family="DejaVu Sans")
         y -= 0.03 if style != "small" else 0.025
     figure.text(0.62, 0.015, f"Study {findings.study_instance_uid}"[:80], color="#90a4ae", fontsize=8)
-    canvas = figure.canvas
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from glioma_node.core.findings import Findings
+from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.results.context import SERIES, ResultContext, apply_character_set, created_time, save, text_neutral
 from glioma_node.dicom_io.results.pmap import heat_map
 from glioma_node.dicom_io.results.seg import tumour_segmentation
 from glioma_node.dicom_io.results.sr import measurement_report
 from glioma_node.dicom_io.results.summary import png_bytes, render_summary, summary_image
-from glioma_node.core.findings import Findings
-from glioma_node.core.volume import Volume
 
 SEG_ROLES = ("T1c", "FLAIR")
 

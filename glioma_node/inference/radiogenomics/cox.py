@@ -44,7 +44,7 @@ class CoxModel:
                 "penalty": self.penalty, "extra": self.extra}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CoxModel":
+    def from_dict(cls, d: dict) -> CoxModel:
         return cls(list(d["names"]), np.asarray(d["beta"], float), np.asarray(d["median"], float),
                    np.asarray(d["mean"], float), np.asarray(d["std"], float), float(d["cutoff"]),
                    float(d.get("penalty", 0.0)), dict(d.get("extra", {})))

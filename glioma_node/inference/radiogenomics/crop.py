@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from glioma_node.core.grid import shape3
+
 
 @dataclass(frozen=True)
 class Crop:
@@ -50,7 +52,7 @@ def tumour_crop(stack: np.ndarray, labels: np.ndarray, size: int, spacing_mm: fl
     centre = np.array(ndimage.center_of_mass(labels > 0)) / factor
     corner = np.round(centre - size / 2).astype(int)
     crop = _cut(_pool(stack.astype(np.float32), factor), corner, size)
-    return crop, Crop(tuple(int(c) for c in corner), factor, size)
+    return crop, Crop(shape3(corner), factor, size)
 
 
 def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count: int = 8) -> tuple[np.ndarray, list[Crop]]:
@@ -70,7 +72,7 @@ def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count:
         dist = np.minimum(dist, ((points - chosen[-1]) ** 2).sum(1))
     corners = [np.asarray(c) - size // 2 for c in chosen]
     return (np.stack([_cut(stack, c, size) for c in corners]),
-            [Crop(tuple(int(v) for v in c), 1, size) for c in corners])
+            [Crop(shape3(c), 1, size) for c in corners])
 
 
 def uncrop(values: np.ndarray, crop: Crop, shape: tuple[int, int, int]) -> np.ndarray:

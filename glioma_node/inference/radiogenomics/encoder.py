@@ -59,7 +59,8 @@ def load_medicalnet(encoder: DeepEncoder, path: Path) -> list[str]:
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith(("fc.", "conv_seg"))}
+    state = {k.removeprefix("module."): v for k, v in state.items()
+             if not k.removeprefix("module.").startswith(("fc.", "conv_seg"))}
     own = encoder.backbone.state_dict()
     if "conv1.weight" in state and state["conv1.weight"].shape[1] != own["conv1.weight"].shape[1]:
         w = state["conv1.weight"]

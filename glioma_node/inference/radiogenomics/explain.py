@@ -31,8 +31,8 @@ class Attribution:
     shap: float
 
     def to_json(self) -> dict:
-        return {"feature": self.feature, "value": None if self.value is None or not np.isfinite(self.value) else round(float(self.value), 6),
-                "shap": round(float(self.shap), 6)}
+        value = None if self.value is None or not np.isfinite(self.value) else round(float(self.value), 6)
+        return {"feature": self.feature, "value": value, "shap": round(float(self.shap), 6)}
 
 
 class _Logit(nn.Module):

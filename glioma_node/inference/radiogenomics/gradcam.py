@@ -6,7 +6,7 @@ most raised the output). Values are relative: they say where, not how much.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ def grad_cam(model_input: torch.Tensor, layer: nn.Module, output: Callable[[torc
     finally:
         handle.remove()
     a, g = store["a"], store["a"].grad
+    if g is None:
+        raise ValueError("Grad-CAM: the output does not depend on the chosen layer (no gradient reached it)")
     weights = g.mean(dim=(2, 3, 4), keepdim=True)
     cam = torch.relu((weights * a).sum(dim=1))[0].detach().cpu().numpy().astype(np.float32)
     peak = float(cam.max())

@@ -27,6 +27,12 @@ class FusionHead(nn.Module):
     """Common part: columns, imputation, standardisation, calibration and threshold."""
 
     kind = "base"
+    # buffers (saved with the weights): imputation medians, standardisation, Platt scaling, threshold
+    median: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    platt: torch.Tensor
+    threshold: torch.Tensor
 
     def __init__(self, columns: list[int], names: list[str]) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from glioma_node.core.grid import Grid
+from glioma_node.core.grid import Grid, shape3
 
 
 def _points_mm(mask: np.ndarray, grid: Grid) -> np.ndarray:
@@ -25,7 +25,8 @@ def location_features(labels: np.ndarray, brain: np.ndarray, grid: Grid) -> dict
     tumour = _points_mm(labels > 0, grid)
     if not len(tumour):
         raise ValueError("no tumour voxels: location features need a segmented tumour")
-    brain_pts = _points_mm(brain[::2, ::2, ::2], Grid(brain[::2, ::2, ::2].shape, grid.affine @ np.diag([2, 2, 2, 1])))
+    half = brain[::2, ::2, ::2]
+    brain_pts = _points_mm(half, Grid(shape3(half.shape), grid.affine @ np.diag([2, 2, 2, 1])))
     lo, hi = np.percentile(brain_pts, 1, axis=0), np.percentile(brain_pts, 99, axis=0)
     centre = tumour.mean(axis=0)
     frac = np.clip((centre - lo) / np.maximum(hi - lo, 1.0), 0, 1)

@@ -16,15 +16,17 @@ probabilities and age; Grad-CAM and SHAP explain each prediction.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from glioma_node.inference.model_dir import ModelError, read_manifest
 from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.bundle import BundleError, RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import TumourCNN
 from glioma_node.inference.radiogenomics.cox import CoxModel
 from glioma_node.inference.radiogenomics.crop import Crop, tumour_crop, tumour_patches, uncrop
@@ -89,25 +91,30 @@ def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1)
     return features
 
 
+def _first_logit(net: TumourCNN) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The CNN's logit of the first image of a batch, as Grad-CAM differentiates it."""
+    return lambda t: net(t)[0, 0]
+
+
 class RadiogenomicModel:
     """A loaded radiogenomic model directory (checksum checked)."""
 
     def __init__(self, directory: Path, variants: dict[str, str] | None = None) -> None:
         self.manifest = read_manifest(Path(directory), KIND)
         try:
-            blob = torch.load(self.manifest.weights_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
-            raise ModelError(f"{self.manifest.weights_path}: cannot be read as a glioma-node radiogenomic model ({exc})") from exc
-        self.feature_names: list[str] = list(blob["feature_names"])
-        self.params: dict[str, Any] = blob["radiomics_settings"]
-        self.encoder_config: dict[str, Any] = dict(blob["encoder"]["config"])
+            bundle = RadiogenomicBundle.from_file(self.manifest.weights_path)
+        except BundleError as exc:
+            raise ModelError(str(exc)) from exc
+        self.feature_names: list[str] = list(bundle.feature_names)
+        self.params: dict[str, Any] = bundle.radiomics_settings
+        self.encoder_config: dict[str, Any] = dict(bundle.encoder["config"])
         self.encoder = DeepEncoder(self.encoder_config["widths"])
         # The training heads (IDH and MGMT logits on the embedding) are not used here.
         self.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                      for k, v in blob["encoder"]["state"].items() if not k.startswith("heads.")})
+                                      for k, v in bundle.encoder["state"].items() if not k.startswith("heads.")})
         self.encoder.eval()
         self.heads: dict[str, dict[str, FusionHead]] = {}
-        for target, by_variant in blob["heads"].items():
+        for target, by_variant in bundle.heads.items():
             self.heads[target] = {}
             for variant, stored in by_variant.items():
                 head = build_head(stored["config"])
@@ -115,22 +122,26 @@ class RadiogenomicModel:
                 head.eval()
                 self.heads[target][variant] = head
         self.cnns: dict[str, tuple[TumourCNN, dict[str, Any]]] = {}
-        for target, stored in blob.get("cnn", {}).items():
+        for target, stored in bundle.cnn.items():
             net = TumourCNN(stored["config"]["model_name"])
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored["state"].items()})
             net.eval()
             self.cnns[target] = (net, dict(stored["config"]))
-        self.cox = CoxModel.from_dict(blob["cox"]) if blob.get("cox") else None
-        stored = blob["background"]
+        if bundle.cox and bundle.cox_background is None:
+            raise ModelError(f"{self.manifest.weights_path}: the Cox model has no SHAP background rows")
+        self.cox = CoxModel.from_dict(bundle.cox) if bundle.cox else None
+        stored = bundle.background
         self.background = np.full((stored["values"].shape[0], len(self.feature_names)), np.nan)
         self.background[:, np.asarray(stored["columns"])] = np.asarray(stored["values"], np.float64)
-        self.cox_background = np.asarray(blob["cox_background"], np.float64) if blob.get("cox") else None
-        defaults = dict(blob["default_variants"])
+        self.cox_background = (np.asarray(bundle.cox_background, np.float64)
+                               if bundle.cox and bundle.cox_background is not None else None)
+        defaults = dict(bundle.default_variants)
         chosen = {**defaults, **{k: v for k, v in (variants or {}).items() if v not in (None, "default")}}
         for target, variant in chosen.items():
             available = list(self.heads.get(target, {})) + (["cnn"] if target in self.cnns else [])
             if variant not in available:
-                raise ModelError(f"{directory}: no {variant!r} model for {target}; this model has {', '.join(available) or 'none'}")
+                raise ModelError(f"{directory}: no {variant!r} model for {target}; "
+                                 f"this model has {', '.join(available) or 'none'}")
         self.variants = chosen
 
     def describe(self) -> dict[str, str]:
@@ -173,7 +184,11 @@ class RadiogenomicModel:
         feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(embeddings.mean(dim=0).numpy())})
         timings = {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
         x = feature_vector(feats, self.feature_names)
-        probs, thr, attributions, attention, cams = {}, {}, {}, {}, {}
+        probs: dict[str, float] = {}
+        thr: dict[str, float] = {}
+        attributions: dict[str, list[dict]] = {}
+        attention: dict[str, dict[str, float]] = {}
+        cams: dict[str, np.ndarray] = {}
         warnings: list[str] = []
         t_explain = 0.0
         for target, variant in sorted(self.variants.items()):
@@ -186,7 +201,7 @@ class RadiogenomicModel:
                 probs[target] = float(torch.sigmoid(cfg["platt"][0] * logit + cfg["platt"][1]))
                 thr[target] = float(cfg["threshold"])
                 te = time.perf_counter()
-                cams[target] = uncrop(grad_cam(tensor, net.last_conv, lambda t: net(t)[0, 0]), crop_at, study.labels.shape)
+                cams[target] = uncrop(grad_cam(tensor, net.last_conv, _first_logit(net)), crop_at, study.labels.shape)
                 attributions[target] = []
             else:
                 head = self.heads[target][variant]
@@ -211,7 +226,9 @@ class RadiogenomicModel:
             covariates = np.array([extra[n] if n in extra else x[self.feature_names.index(n)] for n in self.cox.names])
             score = float(self.cox.risk(covariates)[0])
             risk = (score, self.cox.cutoff, self.cox.group(score))
+            assert self.cox_background is not None  # checked when the model was loaded
             risk_attr = [a.to_json() for a in cox_attributions(self.cox, covariates, self.cox_background)]
         timings.update({"explanations": round(t_explain, 2), "radiogenomics_total": round(time.perf_counter() - t0, 2)})
-        return StageResult(probs, thr, dict(self.variants), attributions, attention, risk, risk_attr, cams, feats,
-                           timings, warnings)
+        return StageResult(probabilities=probs, thresholds=thr, variants=dict(self.variants),
+                           attributions=attributions, attention=attention, risk=risk, risk_attributions=risk_attr,
+                           cams=cams, features=feats, timings_s=timings, warnings=warnings)

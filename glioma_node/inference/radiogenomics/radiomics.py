@@ -157,7 +157,8 @@ def extract(images: dict[str, np.ndarray], labels: np.ndarray, spacing_zyx: tupl
     if workers > 1:
         # One task per (sequence, sub-region) and per sub-region's shape, largest first, so
         # that two or four workers finish together.
-        tasks = [(crops[role], role, (region,)) for role in crops for region in REGION_LABELS]
+        tasks: list[tuple[np.ndarray | None, str, tuple[str, ...]]] = [
+            (crops[role], role, (region,)) for role in crops for region in REGION_LABELS]
         tasks += [(None, "shape", (region,)) for region in REGION_LABELS]
         size = {r: int(np.isin(labels, v).sum()) for r, v in REGION_LABELS.items()}
         tasks.sort(key=lambda t: -size[t[2][0]])

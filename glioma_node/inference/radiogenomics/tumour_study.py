@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from glioma_node.core.grid import Grid
-from glioma_node.inference.intensity import head_mask, zscore
 from glioma_node.core.roles import ROLES
+from glioma_node.inference.intensity import head_mask, zscore
 
 
 @dataclass

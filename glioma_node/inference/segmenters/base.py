@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from glioma_node.inference.preprocess import PreparedStudy
 
@@ -39,3 +40,11 @@ class Segmenter(Protocol):
     def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
         """Region probabilities for a prepared study; ``brain`` is the boolean brain mask
         on the prepared canonical grid (:mod:`glioma_node.inference.brain_extraction`)."""
+
+
+def single_output(value: object) -> torch.Tensor:
+    """The one tensor a sliding-window inference returns for a network with one output
+    (MONAI types it as a tensor, a tuple or a dict of them)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"the network returned {type(value).__name__}, not one tensor of logits")
+    return value

@@ -25,7 +25,7 @@ from glioma_node.inference.segmenters.base import RegionMaps
 class ClassicalSegmenter:
     """Threshold baseline, inside the brain mask it is given."""
 
-    required_roles = ("FLAIR", "T1", "T1c", "T2")
+    required_roles: tuple[str, ...] = ("FLAIR", "T1", "T1c", "T2")
 
     def __init__(self, flair_z: float = 2.0, t2_z: float = 1.0, enhancement_z: float = 1.5, t1_dark_z: float = -1.5,
                  min_voxels: int = 300) -> None:

@@ -49,13 +49,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glioma_node.core.grid import shape3
 from glioma_node.inference.model_dir import ModelError, sha256_file
 from glioma_node.inference.networks import device
 from glioma_node.inference.preprocess import PreparedStudy
 from glioma_node.inference.segmenters.base import RegionMaps
 from glioma_node.inference.segmenters.tf_checkpoint import read_checkpoint
 
-INPUTS = ("T1", "T1c", "T2", "FLAIR")
+INPUTS: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
 KIND = "captk-deepmedic"
 
 
@@ -74,6 +75,13 @@ def read_model_config(path: Path) -> dict:
         except (ValueError, SyntaxError) as exc:
             raise ModelError(f"{path}:{number}: cannot read {key.strip()!r} ({exc})") from exc
     return config
+
+
+def _three(values: object) -> tuple[int, int, int]:
+    try:
+        return shape3(values)
+    except ValueError as exc:
+        raise ModelError(f"modelConfig.txt: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ class Architecture:
             return cfg[key]
 
         normal = tuple(int(n) for n in need("numberFMsPerLayerNormal"))
-        kernels = tuple(tuple(int(v) for v in k) for k in need("kernelDimPerLayerNormal"))
+        kernels = tuple(_three(k) for k in need("kernelDimPerLayerNormal"))
         if len(kernels) != len(normal) or any(len(set(k)) != 1 or k[0] % 2 == 0 for k in kernels):
             raise ModelError("modelConfig.txt: only cubic odd kernels, one per normal-pathway layer, are supported")
         if cfg.get("lowerRankLayersNormal") or cfg.get("lowerRankLayersSubsampled"):
@@ -120,7 +128,7 @@ class Architecture:
             fms = [fms] if fms and not isinstance(fms[0], list) else fms
             raw = cfg.get("subsampleFactor", [3, 3, 3])
             raw = [raw] if raw and not isinstance(raw[0], list) else raw
-            factors = tuple(tuple(int(v) for v in f) for f in raw)
+            factors = tuple(_three(f) for f in raw)
             while len(fms) < len(factors):
                 fms.append(fms[-1])
             subsampled = tuple(tuple(int(n) for n in f) for f in fms[:len(factors)])
@@ -129,15 +137,20 @@ class Architecture:
                 raise ModelError("modelConfig.txt: subsampled pathways must mirror the normal pathway's kernels")
         residual_sub = tuple(int(i) - 1 for i in cfg.get("layersWithResidualConnSubsampled",
                                                         cfg.get("layersWithResidualConnNormal", [])))
-        segment = tuple(int(v) for v in cfg.get("segmentsDimInference", cfg.get("segmentsDimTrain", [45, 45, 45])))
+        segment = _three(cfg.get("segmentsDimInference", cfg.get("segmentsDimTrain", [45, 45, 45])))
         return cls(int(need("numberOfInputChannels")), int(need("numberOfOutputClasses")), normal, kernels, residual,
                    subsampled, factors, residual_sub, tuple(int(n) for n in cfg.get("numberFMsPerLayerFC", [])),
-                   tuple(int(v) for v in cfg.get("kernelDimFor1stFcLayer", [1, 1, 1])),
+                   _three(cfg.get("kernelDimFor1stFcLayer", [1, 1, 1])),
                    tuple(int(i) - 1 for i in cfg.get("layersWithResidualConnFC", [])), segment)
 
 
 class _BatchNorm(nn.Module):
     """DeepMedic's batch norm at inference: the mean of the rolling mean/variance rows."""
+
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    mean: torch.Tensor
+    var: torch.Tensor
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -154,6 +167,8 @@ class _BatchNorm(nn.Module):
 
 
 class _Bias(nn.Module):
+    bias: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("bias", torch.zeros(channels))

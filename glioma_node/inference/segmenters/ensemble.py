@@ -43,8 +43,8 @@ class EnsembleSegmenter:
                                      + "; ".join(f"{m.describe()['name']} needs {', '.join(m.required_roles)}"
                                                  for m in self.members))
         maps = [m.predict(prepared, brain) for m in usable]
-        mean = [np.mean([getattr(m, name) for m in maps], axis=0).astype(np.float32)
-                for name in ("whole_tumour", "tumour_core", "enhancing_tumour")]
+        wt, tc, et = (np.mean([getattr(m, name) for m in maps], axis=0).astype(np.float32)
+                      for name in ("whole_tumour", "tumour_core", "enhancing_tumour"))
         notes = [f"ensemble without {m.describe()['name']}: it needs {', '.join(m.required_roles)}"
                  for m in left_out]
-        return RegionMaps(*mean, notes=[n for mp in maps for n in mp.notes] + notes)
+        return RegionMaps(wt, tc, et, notes=[n for mp in maps for n in mp.notes] + notes)

@@ -25,7 +25,7 @@ import torch
 from glioma_node.inference.model_dir import ModelError, sha256_file
 from glioma_node.inference.networks import device
 from glioma_node.inference.preprocess import PreparedStudy
-from glioma_node.inference.segmenters.base import RegionMaps
+from glioma_node.inference.segmenters.base import RegionMaps, single_output
 from glioma_node.inference.segmenters.channels import region_of, role_of
 
 DEFAULT_INPUTS = ("T1c", "T1", "T2", "FLAIR")
@@ -107,7 +107,7 @@ class MonaiBundleSegmenter:
             channels.append(nonzero_zscore(ch).transpose(2, 1, 0))
         x = torch.from_numpy(np.ascontiguousarray(np.stack(channels)))[None].to(self.device)
         roi = tuple(min(r, s) for r, s in zip(self.roi_size, x.shape[2:]))
-        logits = sliding_window_inference(x, roi, 1, self.net, overlap=0.5, mode="gaussian")
+        logits = single_output(sliding_window_inference(x, roi, 1, self.net, overlap=0.5, mode="gaussian"))
         prob = torch.sigmoid(logits)[0].cpu().numpy().transpose(0, 3, 2, 1)
         get = {region: prob[i] for i, region in enumerate(self.outputs)}
         return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])

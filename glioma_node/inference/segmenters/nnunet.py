@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from glioma_node.inference.model_dir import ModelError, sha256_file
 from glioma_node.inference.networks import device
 from glioma_node.inference.preprocess import PreparedStudy
-from glioma_node.inference.segmenters.base import RegionMaps
+from glioma_node.inference.segmenters.base import RegionMaps, single_output
 from glioma_node.inference.segmenters.channels import region_of, role_of
 
 NETWORK_CLASSES = {
@@ -100,7 +100,7 @@ class NnUNetSegmenter:
         self.region_based = any(isinstance(v, list) for v in labels.values())
         if self.region_based:
             order = [n for n in labels if n != "background"]
-            self.outputs = [region_of(n) for n in order]
+            self.outputs: list[str | int] = [region_of(n) for n in order]
         else:
             by_value = sorted(labels.items(), key=lambda kv: int(kv[1]))
             self.outputs = [_label_brats(n) for n, _ in by_value]
@@ -166,23 +166,23 @@ class NnUNetSegmenter:
         if list(target) != list(shape):
             x = F.interpolate(x, size=target, mode="trilinear", align_corners=False)
         roi = tuple(self.patch)
-        prob = None
+        total = torch.zeros(())
         for net in self.nets:
-            logits = sliding_window_inference(x, roi, 1, net, overlap=0.5, mode="gaussian", padding_mode="constant")
-            p = torch.sigmoid(logits) if self.region_based else torch.softmax(logits, 1)
-            prob = p if prob is None else prob + p
-        prob = prob / len(self.nets)
+            logits = single_output(sliding_window_inference(x, roi, 1, net, overlap=0.5, mode="gaussian",
+                                                      padding_mode="constant"))
+            total = total + (torch.sigmoid(logits) if self.region_based else torch.softmax(logits, 1))
+        mean = total / len(self.nets)
         if list(target) != list(shape):
-            prob = F.interpolate(prob, size=list(shape), mode="trilinear", align_corners=False)
-        prob = prob[0].cpu().numpy()
+            mean = F.interpolate(mean, size=list(shape), mode="trilinear", align_corners=False)
+        prob = mean[0].cpu().numpy()
         full = np.zeros((prob.shape[0], *data.shape[1:]), np.float32)
         full[(slice(None), *box)] = prob
         back = np.argsort(self.transpose)
         full = full.transpose([0, *[a + 1 for a in back]])
         if self.region_based:
-            get = {region: full[i] for i, region in enumerate(self.outputs)}
+            get = {str(region): full[i] for i, region in enumerate(self.outputs)}
             return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])
         by_label = {lab: np.zeros(full.shape[1:], np.float32) for lab in (0, 1, 2, 4)}
         for i, lab in enumerate(self.outputs):
-            by_label[lab] += full[i]
+            by_label[int(lab)] += full[i]
         return RegionMaps(by_label[1] + by_label[2] + by_label[4], by_label[1] + by_label[4], by_label[4])

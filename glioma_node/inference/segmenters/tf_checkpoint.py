@@ -36,6 +36,13 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _bytes(value: int | bytes) -> bytes:
+    """A length-delimited protobuf field's bytes (a varint where bytes belong is a damaged index)."""
+    if not isinstance(value, bytes):
+        raise ModelError(f"TensorFlow checkpoint index: expected an embedded message, found the number {value}")
+    return value
+
+
 def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) of a protobuf message: varints as int, length-delimited as bytes."""
     out = []
@@ -43,6 +50,7 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 2:
@@ -103,16 +111,17 @@ def read_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
     shards = int(header.get(1, 1))
     files = {s: prefix.with_name(f"{prefix.name}.data-{s:05d}-of-{shards:05d}") for s in range(shards)}
     blobs: dict[int, bytes] = {}
-    tensors = {}
+    tensors: dict[str, np.ndarray] = {}
     for name, value in entries.items():
         fields = _fields(value)
         entry = dict(fields)
         dtype = _DTYPES.get(int(entry.get(1, 0)))
         if dtype is None:
-            raise ModelError(f"{index_path}: tensor {name.decode()!r} has an unsupported dtype {entry.get(1)}")
+            raise ModelError(f"{index_path}: tensor {name.decode()!r} has an unsupported dtype {entry.get(1)!r}")
         if 7 in entry:
             raise ModelError(f"{index_path}: tensor {name.decode()!r} is saved in slices (not supported)")
-        shape = [int(dict(_fields(dim)).get(1, 0)) for number, dim in _fields(entry.get(2, b"")) if number == 2]
+        dims = [_bytes(dim) for number, dim in _fields(_bytes(entry.get(2, b""))) if number == 2]
+        shape = [int(dict(_fields(dim)).get(1, 0)) for dim in dims]
         shard = int(entry.get(3, 0))
         if shard not in blobs:
             if not files[shard].is_file():

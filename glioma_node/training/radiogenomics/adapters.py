@@ -142,7 +142,10 @@ def ucsf_pdgm(root: Path) -> list[LabelledCase]:
     rows = {int(re.sub(r"\D", "", r["id"])): r for r in _read_csv(tables[0]) if re.search(r"\d", r.get("id", ""))}
     cases = []
     for folder in sorted(p for p in root.rglob("UCSF-PDGM-*") if p.is_dir()):
-        number = int(re.search(r"(\d+)", folder.name).group(1))
+        found = re.search(r"(\d+)", folder.name)
+        if found is None:
+            continue
+        number = int(found.group(1))
         row = rows.get(number, {})
         seg = next(iter(sorted(folder.glob("*tumor_segmentation*.nii*"))), None)
         images = {r: p for r, p in find_role_files(folder).items()}

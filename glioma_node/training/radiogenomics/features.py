@@ -4,7 +4,8 @@ A case becomes a :class:`glioma_node.inference.radiogenomics.tumour_study.Tumour
 inference: four sequences z-scored inside the brain on a 1 mm axis-aligned grid, with
 its BraTS labels. Cases with a mask file use it (ground truth, as published radiogenomic
 work does); cases without one (RSNA-MICCAI) are segmented by the segmentation model.
-The cache (``<cache>/<case>.npz``, the name through :func:`glioma_node.dicom_io.uids.safe_file_name`) holds the named image features and the encoder's
+The cache (``<cache>/<case>.npz``, the name through
+:func:`glioma_node.dicom_io.uids.safe_file_name`) holds the named image features and the encoder's
 input pieces, keyed by the radiomics settings' digest, so re-training (other
 heads, other splits) costs seconds, and an interrupted run resumes where it stopped.
 """
@@ -19,32 +20,34 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from glioma_node.core.grid import Grid, shape3
+from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.dicom_io.uids import safe_file_name
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import canonical_grid, resample
-from glioma_node.core.roles import ROLES
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.model import encoder_input, image_features
 from glioma_node.inference.radiogenomics.tumour_study import TumourStudy, tumour_study
+from glioma_node.inference.resample import canonical_grid, resample
 from glioma_node.training.radiogenomics.adapters import LabelledCase
 
 log = logging.getLogger(__name__)
 
 
 def _nifti_study(case: LabelledCase) -> TumourStudy:
+    if case.seg is None or case.images is None:
+        raise ValueError(f"{case.name}: a NIfTI case needs its images and a tumour mask")
     seg, seg_affine = read_nifti(case.seg)
     seg = np.where(np.isin(seg, (1, 2, 4)), seg, np.where(seg == 3, 4, 0)).astype(np.uint8)  # BraTS 2023: ET is 3
-    source = Grid(seg.shape, seg_affine)
+    source = Grid(shape3(seg.shape), seg_affine)
     grid = canonical_grid(source.corners(), 1.0)
     labels = resample(seg, source, grid, interpolation="nearest")
     channels = {}
     for role in ROLES:
         voxels, affine = read_nifti(case.images[role])
-        channels[role] = resample(voxels.astype(np.float32), Grid(voxels.shape, affine), grid, interpolation="linear")
+        channels[role] = resample(voxels.astype(np.float32), Grid(shape3(voxels.shape), affine), grid, interpolation="linear")
     if case.brain is not None and case.brain.exists():
         mask, affine = read_nifti(case.brain)
-        brain = resample(mask.astype(np.uint8), Grid(mask.shape, affine), grid, interpolation="nearest") > 0
+        brain = resample(mask.astype(np.uint8), Grid(shape3(mask.shape), affine), grid, interpolation="nearest") > 0
     else:  # public datasets are skull-stripped: the brain is what is not zero
         brain = np.stack([channels[r] for r in ROLES]).max(axis=0) > 0
     return tumour_study(grid, channels, labels, brain, case.age_years)
@@ -75,6 +78,8 @@ def _segmented_study(case: LabelledCase, segmentation_model: Path) -> TumourStud
     from glioma_node.inference.segmentation import segment
     from glioma_node.inference.segmenters import load_segmenter
 
+    if case.dicom_dir is None:
+        raise ValueError(f"{case.name}: neither a tumour mask nor a DICOM study to segment")
     seg = segment(dicom_case_volumes(case.dicom_dir), load_segmenter("glioma-node", segmentation_model))
     return tumour_study(seg.grid, seg.prepared.channels, seg.labels, seg.brain, case.age_years)
 

@@ -9,10 +9,10 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
+from glioma_node.core.roles import ROLES
 from glioma_node.inference.radiogenomics.cox import CoxModel, concordance_index, fit_cox
 from glioma_node.inference.radiogenomics.heads import AttentionFusion, EarlyFusion, FusionHead
 from glioma_node.training.radiogenomics.metrics import auc
-from glioma_node.core.roles import ROLES
 
 SEQUENCE_GROUPS = ROLES
 

@@ -37,7 +37,7 @@ def _scores(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _ci(values: list[float]) -> list[float]:
+def _ci(values: list[float]) -> list[float | None]:
     return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)] if values else [None, None]
 
 

@@ -6,6 +6,7 @@ tumour-centred crop, P patches for the patch variant) and use the same 3D augmen
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> None:
 
 
 def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
-                  seed: int = 0, medicalnet: str | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
+                  seed: int = 0, medicalnet: Path | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
     """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
 
     Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy.
@@ -76,12 +77,16 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
     known = np.isfinite(labels)
     target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)
+    heads = encoder.heads
+    if heads is None:
+        raise ValueError("the encoder was built without label heads")
     encoder.train()
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
         idx = rng.integers(0, len(crops), batch)
-        logits = encoder.heads(encoder(_batch(crops, idx, rng)))
+        logits = heads(encoder(_batch(crops, idx, rng)))
         mask = torch.from_numpy(known[idx]).float()
-        loss = (nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none") * mask).sum() / mask.sum().clamp(min=1)
+        per_label = nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none")
+        loss = (per_label * mask).sum() / mask.sum().clamp(min=1)
         _step(opt, loss, sched)
     encoder.eval()
     return encoder
@@ -100,7 +105,7 @@ def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) ->
 
 
 def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config: dict[str, Any], pretrain_steps: int = 200,
-              steps: int = 300, batch: int = 4, seed: int = 0, weights: str | None = None,
+              steps: int = 300, batch: int = 4, seed: int = 0, weights: Path | None = None,
               progress: bool = True) -> TumourCNN:
     """The end-to-end EfficientNet for one target.
 

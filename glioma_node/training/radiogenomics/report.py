@@ -109,7 +109,8 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
             cv = m.get("cv", {})
             lines.append(f"| {variant} | {_ci(t, 'auc')} | {_fmt(t['accuracy'])} | {_fmt(t['precision'])} | "
                          f"{_fmt(t['recall'])} | {_fmt(t['f1'])} | "
-                         f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | {m.get('features', '–')} |")
+                         f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | "
+                         f"{m.get('features', '–')} |")
         t = res["variants"][res["default_variant"]]["test"]
         lines += ["", f"Confusion matrix of the default variant on test ([[TN, FP], [FN, TP]], threshold "
                       f"{t['threshold']}): {t['confusion_matrix']}", ""]

@@ -27,6 +27,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
 from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.heads import FusionHead
@@ -34,8 +35,15 @@ from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, 
 from glioma_node.training.radiogenomics import metrics
 from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
 from glioma_node.training.radiogenomics.features import build_cache, read_cache
-from glioma_node.training.radiogenomics.fit import (calibrate, calibration, fit_attention, fit_early, fit_survival, group_of,
-                                       rank_columns)
+from glioma_node.training.radiogenomics.fit import (
+    calibrate,
+    calibration,
+    fit_attention,
+    fit_early,
+    fit_survival,
+    group_of,
+    rank_columns,
+)
 from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all, train_cnn, train_encoder
 
 VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
@@ -56,8 +64,8 @@ class RadiogenomicSettings:
     cnn_targets: tuple[str, ...] = ()
     cnn_steps: int = 300
     cnn_pretrain_steps: int = 200
-    cnn_weights: str | None = None
-    medicalnet: str | None = None
+    cnn_weights: Path | None = None
+    medicalnet: Path | None = None
     encoder: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENCODER))
     cnn: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CNN))
     workers: int = 1
@@ -106,6 +114,7 @@ def fit_variant(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, tr
                 s: RadiogenomicSettings) -> FusionHead:
     """One head fitted on ``train`` rows and calibrated on ``val`` rows."""
     cols = _head_columns(names, variant, x[train], y[train].astype(int), s)
+    head: FusionHead
     if variant == "attention":
         head = fit_attention(x[train], y[train].astype(int), cols, names, seed=s.seed)
     else:
@@ -146,6 +155,138 @@ def _state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tenso
             for k, v in module.state_dict().items()}
 
 
+@dataclass
+class _Table:
+    """The training table: every case's features (radiomic + deep, columns ``names``), its
+    crops and labels, and the split (row indices)."""
+
+    cases: list[LabelledCase]
+    x: np.ndarray
+    names: list[str]
+    radiomic_x: np.ndarray
+    radiomic_names: list[str]
+    crops: np.ndarray
+    y: dict[str, np.ndarray]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class _Fitted:
+    """What the per-target fits produce: metrics, stored heads and CNNs, default variants, plot data."""
+
+    results: dict[str, Any]
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cnns: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shap_rows: dict[str, FusionHead] = field(default_factory=dict)
+
+
+def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray, s: RadiogenomicSettings,
+                   progress: bool) -> tuple[np.ndarray, torch.nn.Module]:
+    """Cross-fitted embeddings for the training rows, the final encoder's for the rest; and that encoder."""
+    emb = np.zeros((len(crops), EMBEDDING_SIZE), np.float32)
+    folds = np.array_split(np.random.default_rng(s.seed).permutation(train), s.cross_fit_folds)
+    for k, fold in enumerate(folds):
+        rest = np.setdiff1d(train, fold)
+        enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
+                            medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
+        emb[fold] = embed_all(enc, crops[fold])
+    encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
+                            medicalnet=s.medicalnet, progress=progress, desc="encoder")
+    others = np.setdiff1d(np.arange(len(crops)), train)
+    emb[others] = embed_all(encoder, crops[others])
+    return emb, encoder
+
+
+def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, progress: bool) -> None:
+    """Every compared variant (and the CNN where asked) per molecular target, into ``fitted``."""
+    x, names_all, y, train, val, test = table.x, table.names, table.y, table.train, table.val, table.test
+    crops, radiomic_x, names = table.crops, table.radiomic_x, table.radiomic_names
+    results, heads, cnns, defaults, curves, shap_rows = (fitted.results, fitted.heads, fitted.cnns, fitted.defaults,
+                                                         fitted.curves, fitted.shap_rows)
+    for target in [t for t in TARGETS if t in s.targets]:
+        yt = y[target]
+        rows = {name: r[np.isfinite(yt[r])] for name, r in (("train", train), ("val", val), ("test", test))}
+        if min(len(set(yt[rows["train"]])), len(set(yt[rows["val"]])), len(set(yt[rows["test"]]))) < 2:
+            results["targets"][target] = {"skipped": "both classes are needed in train, validation and test"}
+            continue
+        per_variant: dict[str, dict[str, Any]] = {}
+        heads[target], curves[target] = {}, {}
+        for variant in VARIANTS_COMPARED:
+            head = fit_variant(variant, names_all, x, yt, rows["train"], rows["val"], s)
+            p = head.probability(x[rows["test"]])
+            per_variant[variant] = {"test": metrics.classification(yt[rows["test"]], p, float(head.threshold), seed=s.seed),
+                                    "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]), s),
+                                    "features": len(head.columns)}
+            curves[target][variant] = (yt[rows["test"]], p)
+            if variant in ("early", "attention"):
+                heads[target][variant] = {"config": head.config(), "state": _state(head)}
+                shap_rows[f"{target}:{variant}"] = head
+        if target in s.cnn_targets:
+            # Pretraining targets that need no molecular label: sizes, composition, position.
+            descriptors = radiomic_x[:, [i for i, n in enumerate(names) if n.startswith(("morphology.", "location."))]]
+            net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(descriptors[rows["train"]]), s.cnn,
+                            s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress)
+            a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
+            p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
+            per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
+            curves[target]["cnn"] = (yt[rows["test"]], p)
+            cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
+                   "platt": [a, b], "threshold": thr}
+            cnns[target] = {"config": cfg, "state": _state(net, half=True)}
+        best = max(("early", "attention"), key=lambda v: float(per_variant[v]["cv"]["auc_mean"]))
+        defaults[target] = best
+        results["targets"][target] = {"variants": per_variant, "default_variant": best}
+
+
+def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[Any, np.ndarray | None]:
+    """The Cox model on the training rows with follow-up (fused features, MGMT and IDH
+    probabilities, age) and its test figures into ``fitted``; (model or None, its SHAP background rows)."""
+    x, names_all, y, train, test, cases = table.x, table.names, table.y, table.train, table.test, table.cases
+    results, defaults, curves, shap_rows = fitted.results, fitted.defaults, fitted.curves, fitted.shap_rows
+    cox_background = None
+    cox = None
+    known = np.array([c.survival_days is not None and c.event is not None for c in cases])
+    tr = train[known[train]]
+    te = test[known[test]]
+    time_ = np.array([c.survival_days or 0.0 for c in cases], float)
+    event = np.array([c.event or 0 for c in cases], int)
+    age = np.array([np.nan if c.age_years is None else c.age_years for c in cases])
+    probs = {}
+    for target in TARGETS:
+        variant = defaults.get(target)
+        if variant is None:
+            probs[target] = np.full(len(cases), np.nan)
+            continue
+        p = np.full(len(cases), np.nan)
+        p[tr] = _oof_probability(variant, names_all, x, y[target], tr, s)
+        head = shap_rows[f"{target}:{variant}"]
+        p[te] = head.probability(x[te])
+        probs[target] = p
+    extra = np.column_stack([probs["mgmt"], probs["idh"], age])
+    candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
+    if len(tr) >= 20 and event[tr].sum() >= 5:
+        cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], list(COX_EXTRA), seed=s.seed)
+        columns = [names_all.index(n) for n in cox.names if n in names_all]
+        design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
+        risk_te = cox.risk(design(te))
+        high = risk_te >= cox.cutoff
+        results["survival"] = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
+                               "train_cv_c_index": cox.extra.get("cv_c_index"),
+                               "logrank_p_test": metrics.logrank(time_[te], event[te], high),
+                               "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
+                               "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
+                               "cutoff": cox.cutoff}
+        curves["survival"] = {"km": (time_[te], event[te], high)}
+        cox_background = design(tr)
+    else:
+        results["survival"] = {"skipped": "needs at least 20 training cases with follow-up and 5 deaths"}
+    return cox, cox_background
+
+
 def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress: bool = True,
                         command: str = "") -> dict[str, Any]:
     """Train, evaluate and write a radiogenomic model directory (see the module doc)."""
@@ -169,97 +310,18 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
     # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
-    emb = np.zeros((len(cases), EMBEDDING_SIZE), np.float32)
-    folds = np.array_split(np.random.default_rng(s.seed).permutation(train), s.cross_fit_folds)
-    for k, fold in enumerate(folds):
-        rest = np.setdiff1d(train, fold)
-        enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
-                            medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
-        emb[fold] = embed_all(enc, crops[fold])
-    encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
-                            medicalnet=s.medicalnet, progress=progress, desc="encoder")
-    others = np.setdiff1d(np.arange(len(cases)), train)
-    emb[others] = embed_all(encoder, crops[others])
+    emb, encoder = _deep_features(crops, enc_labels, train, s, progress)
     deep_names = [f"deep.{i:03d}" for i in range(EMBEDDING_SIZE)]
     names_all = names + deep_names
     x = np.column_stack([radiomic_x, emb]).astype(np.float64)
+    table = _Table(cases, x, names_all, radiomic_x, names, crops, y, train, val, test)
 
-    results: dict[str, Any] = {"cases": len(cases), "left_out": errors, "split": {"train": len(train), "validation": len(val),
-                                                                                 "test": len(test)}, "targets": {}}
-    heads: dict[str, dict[str, Any]] = {}
-    cnns: dict[str, Any] = {}
-    defaults: dict[str, str] = {}
-    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    shap_rows: dict[str, FusionHead] = {}
-    for target in [t for t in TARGETS if t in s.targets]:
-        yt = y[target]
-        rows = {name: r[np.isfinite(yt[r])] for name, r in (("train", train), ("val", val), ("test", test))}
-        if min(len(set(yt[rows["train"]])), len(set(yt[rows["val"]])), len(set(yt[rows["test"]]))) < 2:
-            results["targets"][target] = {"skipped": "both classes are needed in train, validation and test"}
-            continue
-        per_variant, heads[target], curves[target] = {}, {}, {}
-        for variant in VARIANTS_COMPARED:
-            head = fit_variant(variant, names_all, x, yt, rows["train"], rows["val"], s)
-            p = head.probability(x[rows["test"]])
-            per_variant[variant] = {"test": metrics.classification(yt[rows["test"]], p, float(head.threshold), seed=s.seed),
-                                    "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]), s),
-                                    "features": len(head.columns)}
-            curves[target][variant] = (yt[rows["test"]], p)
-            if variant in ("early", "attention"):
-                heads[target][variant] = {"config": head.config(), "state": _state(head)}
-                shap_rows[f"{target}:{variant}"] = head
-        if target in s.cnn_targets:
-            # Pretraining targets that need no molecular label: sizes, composition, position.
-            descriptors = radiomic_x[:, [i for i, n in enumerate(names) if n.startswith(("morphology.", "location."))]]
-            net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(descriptors[rows["train"]]), s.cnn,
-                            s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress)
-            a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
-            p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
-            per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
-            curves[target]["cnn"] = (yt[rows["test"]], p)
-            cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
-                   "platt": [a, b], "threshold": thr}
-            cnns[target] = {"config": cfg, "state": _state(net, half=True)}
-        best = max(("early", "attention"), key=lambda v: (per_variant[v]["cv"]["auc_mean"]))
-        defaults[target] = best
-        results["targets"][target] = {"variants": per_variant, "default_variant": best}
-
-    cox = None
-    if "survival" in s.targets:
-        known = np.array([c.survival_days is not None and c.event is not None for c in cases])
-        tr = train[known[train]]
-        te = test[known[test]]
-        time_ = np.array([c.survival_days or 0.0 for c in cases], float)
-        event = np.array([c.event or 0 for c in cases], int)
-        age = np.array([np.nan if c.age_years is None else c.age_years for c in cases])
-        probs = {}
-        for target in TARGETS:
-            variant = defaults.get(target)
-            if variant is None:
-                probs[target] = np.full(len(cases), np.nan)
-                continue
-            p = np.full(len(cases), np.nan)
-            p[tr] = _oof_probability(variant, names_all, x, y[target], tr, s)
-            head = shap_rows[f"{target}:{variant}"]
-            p[te] = head.probability(x[te])
-            probs[target] = p
-        extra = np.column_stack([probs["mgmt"], probs["idh"], age])
-        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
-        if len(tr) >= 20 and event[tr].sum() >= 5:
-            cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], list(COX_EXTRA), seed=s.seed)
-            design = lambda rows: np.column_stack([x[rows][:, [names_all.index(n) for n in cox.names if n in names_all]], extra[rows]])  # noqa: E731
-            risk_te = cox.risk(design(te))
-            high = risk_te >= cox.cutoff
-            results["survival"] = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
-                                   "train_cv_c_index": cox.extra.get("cv_c_index"),
-                                   "logrank_p_test": metrics.logrank(time_[te], event[te], high),
-                                   "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
-                                   "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
-                                   "cutoff": cox.cutoff}
-            curves["survival"] = {"km": (time_[te], event[te], high)}
-            cox_background = design(tr)
-        else:
-            results["survival"] = {"skipped": "needs at least 20 training cases with follow-up and 5 deaths"}
+    fitted = _Fitted({"cases": len(cases), "left_out": errors,
+                      "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {}})
+    _fit_classifiers(table, fitted, s, progress)
+    cox, cox_background = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
+    results, heads, cnns, defaults, curves, shap_rows = (fitted.results, fitted.heads, fitted.cnns, fitted.defaults,
+                                                         fitted.curves, fitted.shap_rows)
 
     rng = np.random.default_rng(s.seed)
     background = x[rng.choice(train, min(64, len(train)), replace=False)]
@@ -268,26 +330,26 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     used = sorted({c for by_variant in heads.values() for h in by_variant.values() for c in h["config"]["columns"]})
     background_columns = torch.tensor(used, dtype=torch.long)
     background_values = torch.tensor(background[:, used], dtype=torch.float32)
-    blob = {
-        "format": 1,
-        "feature_names": names_all,
-        "radiomics_settings": params,
-        "radiomics_sha256": radiomics.settings_digest(params),
-        "encoder": {"config": dict(s.encoder), "state": _state(encoder, half=True)},
-        "heads": heads,
-        "cnn": cnns,
-        "cox": cox.to_dict() if cox is not None else None,
-        "background": {"columns": background_columns, "values": background_values},
-        "cox_background": torch.tensor(cox_background[:64], dtype=torch.float32) if cox is not None else None,
-        "default_variants": defaults,
-    }
-    torch.save(blob, out / "model.pt")
+    bundle = RadiogenomicBundle(
+        feature_names=names_all,
+        radiomics_settings=params,
+        radiomics_sha256=radiomics.settings_digest(params),
+        encoder={"config": dict(s.encoder), "state": _state(encoder, half=True)},
+        heads=heads,
+        cnn=cnns,
+        cox=cox.to_dict() if cox is not None else None,
+        background={"columns": background_columns, "values": background_values},
+        cox_background=(torch.tensor(cox_background[:64], dtype=torch.float32)
+                        if cox is not None and cox_background is not None else None),
+        default_variants=defaults,
+    )
+    bundle.to_file(out / "model.pt")
     results["seconds"] = round(time.time() - started, 1)
     write_manifest(out, {
         "name": "glioma-node-radiogenomics", "version": "1.0.0", "kind": KIND, "weights": "model.pt",
         "input": {"channels": ["FLAIR", "T1", "T1c", "T2"], "grid": "1 mm axis-aligned LPS",
                   "normalisation": "inference.intensity.zscore inside the brain", "labels": "BraTS 1/2/4",
-                  "radiomics_settings_sha256": blob["radiomics_sha256"], "encoder": s.encoder},
+                  "radiomics_settings_sha256": bundle.radiomics_sha256, "encoder": s.encoder},
         "output": {"targets": sorted(heads) + (["survival"] if cox is not None else []), "default_variants": defaults,
                    "thresholds": {t: float(shap_rows[f"{t}:{v}"].threshold) for t, v in defaults.items()}},
         "training": {"data": str(data), "layout": s.layout, "command": command, "cases": len(cases),

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from glioma_node.dicom_io.nifti import find_role_files, read_nifti
-from glioma_node.core.grid import Grid
-from glioma_node.inference.resample import canonical_grid, resample
+from glioma_node.core.grid import Grid, shape3
 from glioma_node.core.roles import ROLES
+from glioma_node.dicom_io.nifti import find_role_files, read_nifti
 from glioma_node.inference.regions import regions_from_labels
+from glioma_node.inference.resample import canonical_grid, resample
 from glioma_node.training.seg.generator import merge_labels
 
 
@@ -71,7 +71,7 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0) -> Case:
         raise FileNotFoundError(f"{case_dir}: no label map (seg.nii.gz, *-seg.nii.gz or *_seg.nii.gz)")
     seg, affine = read_nifti(label_path)
     seg = np.where(np.isin(seg, (1, 2, 4)), seg, np.where(seg == 3, 4, 0)).astype(np.uint8)  # BraTS 2023: ET is 3
-    source = Grid(seg.shape, affine)
+    source = Grid(shape3(seg.shape), affine)
     grid = canonical_grid(source.corners(), spacing_mm, multiple=16)
     soft = np.stack([_to_grid(r, source, grid, True) for r in regions_from_labels(seg)])
     tissues = case_dir / "tissues.nii.gz"
@@ -88,7 +88,8 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0) -> Case:
     images = []
     for role in ROLES:
         voxels, img_affine = read_nifti(files[role])
-        images.append(resample(voxels.astype(np.float32), Grid(voxels.shape, img_affine), grid, interpolation="linear"))
+        images.append(resample(voxels.astype(np.float32), Grid(shape3(voxels.shape), img_affine), grid,
+                               interpolation="linear"))
     stack = np.stack(images)
-    brain = (stack > 0).any(axis=0)  # public datasets are skull-stripped
-    return Case(case_dir.name, ndimage.binary_fill_holes(brain), soft, images=stack)
+    brain = np.asarray(ndimage.binary_fill_holes((stack > 0).any(axis=0)), bool)  # public datasets are skull-stripped
+    return Case(case_dir.name, brain, soft, images=stack)

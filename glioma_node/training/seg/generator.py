@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from glioma_node.inference.intensity import zscore
 from glioma_node.core.roles import ROLES as CHANNELS
+from glioma_node.inference.intensity import zscore
 from glioma_node.inference.regions import regions_from_labels
 from glioma_node.training.synth.anatomy import TISSUE_LABELS, smooth_noise
 from glioma_node.training.synth.contrast import MEANS
@@ -48,7 +48,7 @@ from glioma_node.training.synth.contrast import MEANS
 # Class indices of the merged label map: tissues 0–8 (0 air), then tumour compartments.
 CORE, EDEMA_CLASS, ENHANCING_CLASS = 9, 10, 11
 N_CLASSES = 12
-_TISSUE_ORDER = ["air"] + sorted(TISSUE_LABELS, key=TISSUE_LABELS.get)
+_TISSUE_ORDER = ["air"] + sorted(TISSUE_LABELS, key=lambda name: TISSUE_LABELS[name])
 
 
 @dataclass

@@ -24,9 +24,9 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
+from glioma_node.core.roles import ROLES
 from glioma_node.inference.model_dir import read_manifest, write_manifest
 from glioma_node.inference.networks import DEFAULT_ARCHITECTURE, build_network, device
-from glioma_node.core.roles import ROLES
 from glioma_node.inference.regions import REGIONS, dice
 from glioma_node.training.seg.card import write_card
 from glioma_node.training.seg.dataset import Case, find_cases, load_case
@@ -109,6 +109,8 @@ def draw(case: Case, rng: np.random.Generator, patch: int) -> Sample:
     classes, images, brain, soft = _random_spatial(case, rng, patch)
     if classes is not None:
         return synthesise(classes, brain, rng, soft)
+    if images is None:
+        raise ValueError(f"{case.name}: neither tissue classes nor images to train on")
     return augment(images, brain, soft, rng)
 
 
@@ -243,7 +245,8 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
             break
     bar.close()
     seconds = time.time() - start
-    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()}, "train_cases": [c.name for c in train_cases],
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()},
+              "train_cases": [c.name for c in train_cases],
               "validation_cases": [c.name for c in val_cases], "seconds": round(seconds, 1),
               "device": str(dev), "host": platform.node(), "best_validation_mean_dice": round(best, 4),
               "validation": val_log, "loss": log}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from glioma_node.core.grid import shape3
 from glioma_node.dicom_io.nifti import read_nifti
 
 PAD_MM = 22  # room around the brain for the head shells
@@ -117,7 +118,7 @@ class Head:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.maps["gm"].shape  # type: ignore[return-value]
+        return shape3(self.maps["gm"].shape)
 
 
 def build_head(template: Template, deformation: Deformation, rng: np.random.Generator) -> Head:

@@ -26,11 +26,20 @@ import numpy as np
 from tqdm import tqdm
 
 from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
-from glioma_node.dicom_io.uids import derived_uid
 from glioma_node.dicom_io.nifti import write_nifti
+from glioma_node.dicom_io.uids import derived_uid
 from glioma_node.training.synth.anatomy import build_head, load_template, random_deformation, tissue_map
 from glioma_node.training.synth.contrast import SEQUENCES, render, tumour_masks
-from glioma_node.training.synth.scanner import VENDOR_HEADER, VENDORS, Acquisition, acquire, plan_grid, plan_protocol, plane_axes, sample
+from glioma_node.training.synth.scanner import (
+    VENDOR_HEADER,
+    VENDORS,
+    Acquisition,
+    acquire,
+    plan_grid,
+    plan_protocol,
+    plane_axes,
+    sample,
+)
 from glioma_node.training.synth.tumour import ENHANCING, NECROTIC_CORE, choose_centre, grow_tumour, sample_patient, survival
 
 LABEL_COLUMNS = ["case", "age", "sex", "IDH", "MGMT", "survival_days", "event"]
@@ -111,7 +120,8 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
     centre_lps = head_points.mean(axis=0) + rng.uniform(-5, 5, 3)
     compressed = bool(rng.random() < 0.3)
     plans = plan_protocol(vendor, rng, compressed) if dicom else []
-    series_rows = [] if not dicom else [_write_localizer(case, seed, index, vendor, study, header, model, images["T1"], head.affine, centre_lps, out)]
+    series_rows = [] if not dicom else [_write_localizer(case, seed, index, vendor, study, header, model, images["T1"],
+                                                         head.affine, centre_lps, out)]
     for number, acq in enumerate(plans, start=2):
         plan_grid(acq, centre_lps, head_points)
         pixels = acquire(images[acq.role], head.affine, acq, rng)
@@ -120,9 +130,9 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
             series_number=number,
             series_description=acq.description,
             series_time=f"08{number * 4:02d}00",
-            manufacturer=header["manufacturer"],
+            manufacturer=str(header["manufacturer"]),
             model_name=model,
-            software_versions=header["software"],
+            software_versions=str(header["software"]),
             field_strength_t=1.5 if model in ("Avanto_fit", "Achieva dStream") else 3.0,
             slice_thickness_mm=acq.thickness_mm,
             enhanced=acq.enhanced,
@@ -136,7 +146,8 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
                  "MGMT": int(patient.mgmt_methylated), "survival_days": days, "event": int(event)}
     truth = {"case": case, "vendor": vendor, "patient": patient.to_dict(), "core_ml": core_ml,
              "necrosis_fraction": necrosis_fraction, "tumour_centre_voxel_zyx": centre.tolist(),
-             "series": [{**row, "affine_lps": acq.affine.tolist(), "shape": list(acq.shape)} for row, acq in zip(series_rows[1:], plans)]}
+             "series": [{**row, "affine_lps": acq.affine.tolist(), "shape": list(acq.shape)}
+                        for row, acq in zip(series_rows[1:], plans)]}
     (out / "truth").mkdir(parents=True, exist_ok=True)
     (out / "truth" / f"{case}.json").write_text(json.dumps(truth, indent=1))
     return CaseResult(label_row, series_rows)
@@ -149,7 +160,7 @@ def _folder_name(description: str) -> str:
 def _series_row(case: str, series: SeriesInfo, vendor: str, acq: Acquisition | None) -> dict:
     return {"case": case, "series_instance_uid": series.series_instance_uid, "series_number": series.series_number,
             "series_description": series.series_description, "vendor": vendor,
-            "role": acq.role if acq else "other", "expected_selected": int(bool(acq) and not acq.extra),
+            "role": acq.role if acq else "other", "expected_selected": int(acq is not None and not acq.extra),
             "mode": acq.mode if acq else "2D", "plane": acq.plane if acq else "3-plane",
             "enhanced": int(series.enhanced), "transfer_syntax": series.transfer_syntax}
 

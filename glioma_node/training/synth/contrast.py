@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from glioma_node.core.roles import ROLES
 from glioma_node.training.synth.anatomy import Head, smooth_noise
 from glioma_node.training.synth.tumour import EDEMA, ENHANCING, NECROTIC_CORE, Patient
-from glioma_node.core.roles import ROLES
 
 SEQUENCES = ROLES
 

@@ -174,7 +174,7 @@ def sample(image: np.ndarray, image_affine: np.ndarray, target_affine: np.ndarra
     """Resample ``image`` (Volume convention) onto a target grid, averaging across the slice thickness."""
     to_source = np.linalg.inv(image_affine) @ target_affine
     n_sub = max(1, int(round(thickness_mm / 1.0)))
-    step = np.linalg.norm(target_affine[:3, 2])
+    step = float(np.linalg.norm(target_affine[:3, 2]))
     offsets = [((s + 0.5) / n_sub - 0.5) * thickness_mm / step for s in range(n_sub)] if thickness_mm else [0.0]
     nz, ny, nx = shape
     jj, ii = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
