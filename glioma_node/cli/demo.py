@@ -28,6 +28,7 @@ from glioma_node.service.serve import Node
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -77,6 +78,7 @@ class LocalPacs:
             self.url = str(self.received)
 
     def result_count(self, study_uid: str) -> int:
+        """How many result objects the PACS holds now."""
         if not self.orthanc:
             return len(list(self.received.glob("*.dcm")))
         request = urllib.request.Request(self.url + "/tools/find", method="POST", data=json.dumps(
@@ -87,6 +89,7 @@ class LocalPacs:
                    if s["MainDicomTags"].get("SeriesDescription", "").startswith("glioma-node"))
 
     def stop(self) -> None:
+        """Stop the PACS (Orthanc or the in-process store) and close its log."""
         if self.orthanc:
             self.process.terminate()
             self.process.wait(timeout=30)
@@ -115,6 +118,7 @@ def _report(findings: dict, turnaround_s: float, folder: Path, pacs: LocalPacs) 
 
 
 def run_demo(out: Path, keep: bool = False) -> int:
+    """Run the demo end to end into ``out`` (see the module doc); the exit status."""
     out = out.resolve()
     shutil.rmtree(out / "node", ignore_errors=True)
     shutil.rmtree(out / "pacs", ignore_errors=True)
@@ -169,6 +173,7 @@ def run_demo(out: Path, keep: bool = False) -> int:
 
 
 def main() -> int:
+    """``make demo``: the demo's command line."""
     parser = argparse.ArgumentParser(prog="python -m glioma_node.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     parser.add_argument("--keep", action="store_true", help="keep the node and the PACS running afterwards")

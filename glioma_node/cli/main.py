@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``glioma-node`` command; its exit status (2 for a configuration or usage error)."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from glioma_node.dicom_io.scan import tolerate_nonconformant_values

@@ -21,6 +21,8 @@ _TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
 
 @dataclass
 class ReplayResult:
+    """What a replay sent: instances, associations, refusals and seconds."""
+
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     associations: int = 0

@@ -98,7 +98,7 @@ class Radiogenomics:
 
 @dataclass
 class Findings:
-    """The results for one study; see DESIGN.md, "Key types".
+    """The results for one study; see docs/design.md, "Key types".
 
     ``volumes_ml``: millilitres per label (necrotic_core, edema, enhancing) and region
     (whole_tumour, tumour_core, enhancing_tumour). ``masks``: role → LabelMask on that

@@ -15,11 +15,11 @@ import pydicom
 import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import MediaStorageDirectoryStorage
 
 from glioma_node.dicom_io.errors import NotDicomError, UnreadableDicomError
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
@@ -114,7 +114,7 @@ def scan(root: str | Path) -> ScanResult:
         except UnreadableDicomError as exc:
             result.bad_files.append((path, str(exc)))
             continue
-        if str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+        if str(ds.get("SOPClassUID", "")) == MediaStorageDirectoryStorage:
             result.skipped_not_dicom.append(path)
             continue
         study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)

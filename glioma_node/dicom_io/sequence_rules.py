@@ -1,4 +1,4 @@
-"""The schema of the sequence-recognition rules (values live in ``conf/glioma-node.yaml``).
+"""The schema of the sequence-recognition rules (values live in ``glioma_node/conf/glioma-node.yaml``).
 
 Description patterns are case-insensitive Python regular expressions matched against
 the series' SeriesDescription, ProtocolName and sequence name, joined by spaces and

@@ -43,19 +43,23 @@ def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tupl
     for target, p in result.probabilities.items():
         positive, negative = POSITIVE[target]
         threshold = result.thresholds[target]
-        predictions[target] = Prediction(target, p, threshold, positive if p >= threshold else negative,
-                                         result.variants[target], result.attributions.get(target, []),
-                                         result.attention.get(target, {}))
+        predictions[target] = Prediction(target=target, probability=p, threshold=threshold,
+                                         status=positive if p >= threshold else negative,
+                                         variant=result.variants[target],
+                                         top_features=result.attributions.get(target, []),
+                                         attention=result.attention.get(target, {}))
     risk = None
     if result.risk is not None:
-        risk = RiskScore(result.risk[0], result.risk[1], result.risk[2], result.risk_attributions)
+        score, cutoff, group = result.risk
+        risk = RiskScore(score=score, cutoff=cutoff, group=group, top_features=result.risk_attributions)
     role = prepared.reference_role
     volume = study.volumes[role]
-    heat_maps = {target: HeatMap(target, role, volume.metadata.series_instance_uid,
-                                 prepared.to_source(cam, role, "linear").clip(0, 1), volume.affine,
-                                 list(volume.sop_instance_uids), volume.frame_numbers)
+    heat_maps = {target: HeatMap(target=target, role=role, series_instance_uid=volume.metadata.series_instance_uid,
+                                 values=prepared.to_source(cam, role, "linear").clip(0, 1), affine=volume.affine,
+                                 sop_instance_uids=list(volume.sop_instance_uids), frame_numbers=volume.frame_numbers)
                  for target, cam in result.cams.items()}
-    return Radiogenomics(predictions, risk, heat_maps, rg.describe()), result.timings_s, result.warnings
+    radiogenomics = Radiogenomics(predictions=predictions, risk=risk, heat_maps=heat_maps, model=rg.describe())
+    return radiogenomics, result.timings_s, result.warnings
 
 
 def analyze(study: StudyInput, models: Models) -> Findings:

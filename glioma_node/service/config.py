@@ -1,4 +1,4 @@
-"""Load and validate the node's YAML configuration (``conf/glioma-node.yaml``).
+"""Load and validate the node's YAML configuration (``glioma_node/conf/glioma-node.yaml``).
 
 Validation happens once, at start; :class:`ConfigError` names each bad key with a
 dotted path (``node.allowed_peers[0].ae_title``) and says what is expected.
@@ -54,6 +54,9 @@ def check_host(value: str) -> str:
 
 
 class Peer(_Strict):
+    """A peer allowed to send studies (``node.allowed_peers``); ``port`` is its own Storage SCP, for
+    return_to_caller."""
+
     ae_title: str
     host: str
     # The peer's own Storage SCP port, for dispatch.return_to_caller (None: not sent back).
@@ -64,6 +67,8 @@ class Peer(_Strict):
 
 
 class Destination(_Strict):
+    """A C-STORE destination for results (``destinations``)."""
+
     name: str = Field(min_length=1)
     ae_title: str
     host: str
@@ -74,6 +79,8 @@ class Destination(_Strict):
 
 
 class TLS(_Strict):
+    """DICOM TLS for the listener (``node.tls``): certificate, key and the CAs that sign peers; all or none."""
+
     certificate: Path | None = None
     private_key: Path | None = None
     ca_certificates: Path | None = None
@@ -87,10 +94,13 @@ class TLS(_Strict):
 
     @property
     def enabled(self) -> bool:
+        """Whether TLS is configured."""
         return self.certificate is not None
 
 
 class NodeSettings(_Strict):
+    """The listener (``node``): AE title, port, peers, limits and timeouts (seconds)."""
+
     ae_title: str
     bind_address: str
     port: int = Field(ge=1, le=65535)
@@ -113,6 +123,8 @@ class NodeSettings(_Strict):
 
 
 class Assembly(_Strict):
+    """When a study is complete (``assembly``): required roles, quiet period and force timeout (seconds)."""
+
     required_roles: list[str] = Field(min_length=1)
     quiet_period_s: float = Field(gt=0)
     force_timeout_s: float = Field(gt=0)
@@ -130,12 +142,14 @@ class Assembly(_Strict):
 
 
 class StowDestination(_Strict):
+    """A DICOMweb STOW-RS destination for results (``dispatch.dicomweb``)."""
+
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://")
 
 
 class Dispatch(_Strict):
-    """How results leave the node; see conf/glioma-node.yaml."""
+    """How results leave the node; see glioma_node/conf/glioma-node.yaml."""
 
     return_to_caller: bool = False
     dicomweb: list[StowDestination] = Field(default_factory=list)
@@ -150,7 +164,7 @@ class Dispatch(_Strict):
 
 
 class Worker(_Strict):
-    """How the worker retries a process job that raised an unexpected error; see conf/glioma-node.yaml."""
+    """How the worker retries a process job that raised an unexpected error; see glioma_node/conf/glioma-node.yaml."""
 
     max_attempts: int = Field(default=3, ge=1)
     retry_delay_s: float = Field(default=10, gt=0)  # times the attempt number: 10 s, 20 s, ...
@@ -160,7 +174,7 @@ SegmenterKindName = Literal["glioma-node", "monai-bundle", "nnunet", "captk-deep
 
 
 class SegmenterMember(_Strict):
-    """One model of an ensemble; see conf/glioma-node.yaml."""
+    """One model of an ensemble; see glioma_node/conf/glioma-node.yaml."""
 
     kind: Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic"]
     path: Path
@@ -169,7 +183,7 @@ class SegmenterMember(_Strict):
 
 
 class SegmentationModel(_Strict):
-    """Which segmenter runs; see conf/glioma-node.yaml."""
+    """Which segmenter runs; see glioma_node/conf/glioma-node.yaml."""
 
     kind: SegmenterKindName = "glioma-node"
     path: Path | None = None
@@ -191,7 +205,7 @@ class SegmentationModel(_Strict):
 
 
 class RadiogenomicsModel(_Strict):
-    """Which radiogenomic model runs, and which variant per target; see conf/glioma-node.yaml."""
+    """Which radiogenomic model runs, and which variant per target; see glioma_node/conf/glioma-node.yaml."""
 
     path: Path
     mgmt: Literal["default", "early", "attention", "cnn"] = "default"
@@ -201,25 +215,29 @@ class RadiogenomicsModel(_Strict):
 
 
 class BrainExtraction(_Strict):
-    """How the skull is stripped before any segmenter runs; see conf/glioma-node.yaml."""
+    """How the skull is stripped before any segmenter runs; see glioma_node/conf/glioma-node.yaml."""
 
     kind: Literal["deepbet", "none"] = "deepbet"
 
 
 class Models(_Strict):
+    """The model directories (``models``): brain extraction, segmentation, radiogenomics."""
+
     brain_extraction: BrainExtraction = BrainExtraction()
     segmentation: SegmentationModel
     radiogenomics: RadiogenomicsModel
 
 
 class Thresholds(_Strict):
+    """Decision thresholds (``thresholds``): MGMT, IDH and the least role confidence."""
+
     mgmt_methylated: float | None = Field(default=None, ge=0, le=1)
     idh_mutant: float | None = Field(default=None, ge=0, le=1)
     min_role_confidence: float = Field(ge=0, le=1)
 
 
 class Config(_Strict):
-    """The whole configuration; see conf/glioma-node.yaml for what each key means."""
+    """The whole configuration; see glioma_node/conf/glioma-node.yaml for what each key means."""
 
     node: NodeSettings
     destinations: list[Destination]
@@ -246,7 +264,7 @@ def _explain(error: Mapping[str, Any]) -> str:
     key = _dotted(tuple(p for p in error["loc"] if p not in ("function-after",)))
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{key}: unknown key (misspelt? see conf/glioma-node.yaml for the keys)"
+        return f"{key}: unknown key (misspelt? see glioma_node/conf/glioma-node.yaml for the keys)"
     if kind == "missing":
         return f"{key}: required key is missing"
     message = str(error["msg"]).removeprefix("Value error, ")

@@ -27,6 +27,7 @@ class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", ...extra fields}`` per record."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON line: time, level, logger, message and the record's extra fields."""
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
                  "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})

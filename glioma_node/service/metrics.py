@@ -47,5 +47,6 @@ class MetricsServer:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()

@@ -47,6 +47,7 @@ class OrthancBridge:
 
     # Orthanc callbacks: never block ------------------------------------------
     def on_change(self, change_type: int, level: int, resource: str) -> None:
+        """Orthanc's change callback: queue stable studies, rescan at start, stop with Orthanc (never blocks)."""
         if change_type == orthanc.ChangeType.STABLE_STUDY:
             self.stable.put(resource)
         elif change_type == orthanc.ChangeType.ORTHANC_STARTED:
@@ -55,6 +56,7 @@ class OrthancBridge:
             self.node.stop()
 
     def on_status(self, output, uri: str, **request) -> None:
+        """``GET /glioma-node/status``: every study's state as JSON."""
         studies = [{"study_instance_uid": s.study_uid, "state": s.state, "reason": s.reason, "version": s.version,
                     "instances": s.instances} for s in self.node.state.studies()] if self.node else []
         output.AnswerBuffer(json.dumps({"studies": studies}, indent=1), "application/json")
@@ -76,6 +78,7 @@ class OrthancBridge:
         return added
 
     def store_back(self, data: bytes) -> None:
+        """Store one result file (Part 10 bytes) into this Orthanc."""
         orthanc.RestApiPost("/instances", data)
 
     def _report(self) -> None:
@@ -92,6 +95,7 @@ class OrthancBridge:
             self.reported[study.study_uid] = text
 
     def on_tick(self) -> None:
+        """Once a second in the node's thread: ingest stable studies, then report states to Orthanc."""
         if self.rescan:  # whatever became stable while the plugin was down
             self.rescan = False
             for study_id in json.loads(orthanc.RestApiGet("/studies")):

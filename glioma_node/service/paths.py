@@ -27,10 +27,12 @@ class Paths:
 
     @property
     def spool(self) -> Path:
+        """Received instances, one folder per study (see spool.py)."""
         return self.data_dir / "spool"
 
     @property
     def database(self) -> Path:
+        """The node's state (SQLite)."""
         return self.data_dir / "state.db"
 
     def results(self, study_uid: str, version: int) -> Path:

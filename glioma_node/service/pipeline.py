@@ -85,8 +85,8 @@ def load_models(config: Config) -> Models:
     rg = config.models.radiogenomics
     radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None
     thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant}
-    return Models(segmenter, seg.min_component_ml, radiogenomics, thresholds, rg.workers or default_workers(),
-                  extractor)
+    return Models(segmenter=segmenter, min_component_ml=seg.min_component_ml, radiogenomics=radiogenomics,
+                  thresholds=thresholds, workers=rg.workers or default_workers(), brain_extractor=extractor)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

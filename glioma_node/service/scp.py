@@ -52,6 +52,7 @@ class ScpCounters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, n: int = 1) -> None:
+        """Count one event (associations, instances by outcome) for /metrics."""
         with self.lock:
             self.counts[name] += n
 
@@ -213,6 +214,7 @@ class StorageScp:
         server.process_request_thread = process_request_thread
 
     def stop(self) -> None:
+        """Stop listening; open associations are aborted."""
         if self.server is not None:
             self.server.shutdown()
             self.server = None

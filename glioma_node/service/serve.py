@@ -56,6 +56,7 @@ class Node:
         self.metrics: MetricsServer | None = None
 
     def health(self) -> dict:
+        """``/health``: ok or degraded, whether the worker lives, free spool bytes, whether the SCP listens."""
         free = self.spool.free_bytes()
         worker_alive = self._worker_alive()
         ok = worker_alive and free >= self.spool.min_free_bytes
@@ -63,6 +64,7 @@ class Node:
                 "listening": self.scp is not None and self.scp.server is not None}
 
     def metric_values(self) -> dict[str, float]:
+        """``/metrics``: the state's counts, the SCP's counters, free spool bytes, worker up."""
         values = dict(self.state.metrics())
         for name, count in (self.scp.counters.counts.items() if self.scp else ()):
             values[f"glioma_node_{name}_total"] = count
@@ -85,6 +87,7 @@ class Node:
         return self.worker is not None and self.worker.poll() is None
 
     def start(self) -> None:
+        """Recover interrupted jobs, reconcile the spool, start the worker, the listener and /metrics."""
         requeued = self.state.recover()
         reconcile(self.spool, self.state)
         if requeued:
@@ -113,6 +116,7 @@ class Node:
                 self.stopping.wait(0.2)
 
     def stop(self) -> None:
+        """Stop listening and serving metrics; end the worker (SIGTERM, then SIGKILL after 30 s)."""
         self.stopping.set()
         if self.scp is not None:
             self.scp.stop()

@@ -38,12 +38,15 @@ class Spool:
         root.mkdir(parents=True, exist_ok=True)
 
     def study_dir(self, study_uid: str) -> Path:
+        """The spool folder of one study (its name from :func:`safe_part`)."""
         return self.root / safe_part(study_uid)
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        """Where one instance is stored: ``<study>/<series>/<sop>.dcm``, every part through :func:`safe_part`."""
         return self.study_dir(study_uid) / safe_part(series_uid) / f"{safe_part(sop_uid)}.dcm"
 
     def free_bytes(self) -> int:
+        """Free bytes on the spool's file system."""
         return shutil.disk_usage(self.root).free
 
     def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> tuple[Path, bool]:

@@ -170,3 +170,22 @@ def test_a_tampered_model_is_refused(trained, tmp_path: Path):
         RadiogenomicModel(copy)
     with pytest.raises(ModelError, match="no 'cnn' model for mgmt"):
         RadiogenomicModel(root / "model", {"mgmt": "cnn"})
+
+
+def test_the_model_file_round_trips_and_another_format_is_refused(tmp_path):
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.inference.radiogenomics.bundle import FORMAT, BundleError, RadiogenomicBundle
+
+    bundle = RadiogenomicBundle.from_file(DEFAULT_MODELS / "radiogenomics" / "model.pt")
+    bundle.to_file(tmp_path / "model.pt")
+    again = RadiogenomicBundle.from_file(tmp_path / "model.pt")
+    assert again.feature_names == bundle.feature_names and again.default_variants == bundle.default_variants
+    assert again.format == FORMAT and not list(tmp_path.glob("*.partial"))
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({**blob, "format": FORMAT + 1}, tmp_path / "newer.pt")
+    with pytest.raises(BundleError, match=f"format {FORMAT + 1}.*reads format {FORMAT}"):
+        RadiogenomicBundle.from_file(tmp_path / "newer.pt")
+    del blob["heads"]
+    torch.save(blob, tmp_path / "partial.pt")
+    with pytest.raises(BundleError, match="lacks heads"):
+        RadiogenomicBundle.from_file(tmp_path / "partial.pt")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import InvalidUid, check_uid, safe_part
@@ -15,8 +15,8 @@ from glioma_node.service.spool import Spool
 from glioma_node.service.state import NodeState
 from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_sequences, part10
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-MR = "1.2.840.10008.5.1.4.1.1.4"
+CT = CTImageStorage
+MR = MRImageStorage
 
 
 @pytest.fixture

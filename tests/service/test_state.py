@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from pydicom.uid import MRImageStorage
 
 from glioma_node.service.assembly import series_complete
 from glioma_node.service.config import ConfigError, with_overrides
@@ -14,7 +15,7 @@ from glioma_node.service.dispatch import backoff_s
 from glioma_node.service.logs import JsonFormatter, pseudonym
 from glioma_node.service.state import AssociationState, NodeState, Received, Series
 
-MR = "1.2.840.10008.5.1.4.1.1.4"
+MR = MRImageStorage
 
 
 def instance(study: str, series: str, sop: str, expected: int | None = None) -> Received:

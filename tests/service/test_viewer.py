@@ -82,8 +82,12 @@ def _open(viewer) -> None:
           90, "the study browser")
     for button in driver.find_elements(By.XPATH, "//*[text()='Skip all']"):  # the first-visit tour
         button.click()
-    _double_click(driver, study.roles["T1c"].header.series_number)
-    time.sleep(3)
+    t1c = study.roles["T1c"].header
+    _double_click(driver, t1c.series_number)
+    # the viewport's overlay names the series it shows: wait for the T1c, not a fixed time
+    _wait(lambda: t1c.series_description in driver.find_element(By.CSS_SELECTOR, "[data-cy='viewport-pane']").text,
+          90, f"the T1c series ({t1c.series_description}) in the viewport")
+    time.sleep(1)  # its first frame painted
 
 
 def _double_click(driver, series_number: int) -> None:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
@@ -148,7 +149,7 @@ def summary_image(ctx: ResultContext, rgb: np.ndarray, reference_header: Dataset
         ref_dataset=reference_header, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=ctx.uid(series.stem, "series"), series_number=series.number,
         sop_instance_uid=ctx.uid(series.stem, "instance"), instance_number=1, manufacturer=MANUFACTURER,
-        patient_orientation=_patient_orientation(volume), transfer_syntax_uid="1.2.840.10008.1.2.1",
+        patient_orientation=_patient_orientation(volume), transfer_syntax_uid=ExplicitVRLittleEndian,
         contributing_equipment=ctx.contributing_equipment())
     sc.ConversionType = "WSD"
     sc.BurnedInAnnotation = "YES"

@@ -1,6 +1,6 @@
 """Radiomic features per tumour sub-region and sequence, with pyradiomics.
 
-Settings come from ``conf/radiomics.yaml`` (fixed bin width on brain z-scores, 1 mm,
+Settings come from ``glioma_node/conf/radiomics.yaml`` (fixed bin width on brain z-scores, 1 mm,
 original + LoG + wavelet images, all IBSI feature classes). Feature names are stable:
 
 * ``shape.<region>.<feature>``: shape of the sub-region mask (mm, mm², mm³; once per
