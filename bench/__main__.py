@@ -77,6 +77,8 @@ def _suite(path: str, artifacts: Path) -> tuple[float, int, int]:
     """(seconds, tests run, tests failed) of one pytest file run as CI runs it."""
     import xml.etree.ElementTree as ElementTree
 
+    if not (REPO / path).is_file():
+        raise FileNotFoundError(f"benchmark suite {path} does not exist")
     report = artifacts / f"{Path(path).stem}.xml"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={report}"],
@@ -91,10 +93,10 @@ def _hostile(results: list) -> None:
     """The hostile-input suite and the SIGKILL fault test, run as tests (their figures, not timings of one call)."""
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(tmp)
-        seconds, cases, failed = _suite("tests/test_hostile.py", artifacts)
+        seconds, cases, failed = _suite("tests/service/test_hostile.py", artifacts)
         results.append({"benchmark": f"hostile-input suite ({cases} cases against the running node)",
                         "seconds": round(seconds, 1), "cases": cases, "failed": failed})
-        seconds, _, failed = _suite("tests/test_faults.py", artifacts)
+        seconds, _, failed = _suite("tests/service/test_faults.py", artifacts)
         figures = json.loads((artifacts / "fault-test.json").read_text()) if not failed else {}
         results.append({"benchmark": "fault test: SIGKILL during receive and processing, 2 interleaved studies",
                         "seconds": round(seconds, 1), "failed": failed, "kills": figures.get("kills"),

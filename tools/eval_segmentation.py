@@ -5,7 +5,7 @@
 so the path measured is the product's: brain extraction (deepbet), registration,
 segmentation, mapping back onto the series. It compares with the reference label and
 writes ``bench-results/segmentation-eval/``: ``evaluation.json``, ``table.md`` and an
-overlay PNG per case. ``tests/test_segmentation_real.py`` asserts on the same figures.
+overlay PNG per case. ``tests/inference/test_segmentation_real.py`` asserts on the same figures.
 
 Segmenters: ``default`` (the shipped glioma-node model), ``captk-deepmedic`` (CaPTk's
 DeepMedic, read from ../shared/data/captk-deepmedic), ``ensemble`` (the mean of the
