@@ -126,8 +126,8 @@ def _to_stow(target: Target, files: list[Path], config: Config, local: LocalStor
 
 
 def _to_caller(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> int:
-    port, peer = next((p.port, p) for p in config.node.allowed_peers if p.ae_title == target.name and p.port is not None)
-    destination = Destination(name=target.name, ae_title=peer.ae_title, host=peer.host, port=port)
+    destination = next(Destination(name=target.name, ae_title=p.ae_title, host=p.host, port=p.port)
+                       for p in config.node.allowed_peers if p.ae_title == target.name and p.port is not None)
     return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
 
 

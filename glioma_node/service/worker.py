@@ -71,7 +71,10 @@ def run_process(job: Job, config: Config, models: Models, state: NodeState, path
     findings = _findings(folder)
     started = time.time()
     processed: dict[str, int] = {}
-    if findings is None or findings.get("status") != OutcomeStatus.DONE:
+    if findings is not None and findings.get("status") == OutcomeStatus.DONE:  # a re-run: only the sends
+        whole_tumour_ml = findings["segmentation"]["volumes_ml"]["whole_tumour"]
+        warnings = len(findings.get("warnings", []))
+    else:
         study = state.study(job.study_uid)
         spooled = spooled_study(Spool(paths.spool).study_dir(job.study_uid), job.study_uid, config)
         if spooled is None:
@@ -91,15 +94,14 @@ def run_process(job: Job, config: Config, models: Models, state: NodeState, path
             state.set_state(job.study_uid, StudyState.FAILED, reason, **processed)
             log.warning("processing failed", extra={"study": job.study_uid, "version": job.version, "reason": reason})
             return
-        findings = _findings(folder)
-    if findings is None:
-        raise RuntimeError(f"{folder}: findings.json vanished after the study was processed")
+        assert outcome.findings is not None  # a DONE outcome carries its findings
+        whole_tumour_ml = outcome.findings.volumes_ml["whole_tumour"]
+        warnings = len(outcome.findings.warnings)
     sends = _queue_sends(job, config, state, paths, folder)
     state.set_state(job.study_uid, StudyState.SENDING if sends else StudyState.DONE, None, **processed)
     state.finish(job.id)
     log.info("processed", extra={"study": job.study_uid, "version": job.version, "seconds": round(time.time() - started, 2),
-                                 "sends": sends, "whole_tumour_ml": findings["segmentation"]["volumes_ml"]["whole_tumour"],
-                                 "warnings": len(findings.get("warnings", []))})
+                                 "sends": sends, "whole_tumour_ml": whole_tumour_ml, "warnings": warnings})
 
 
 def worker_main(config: Config, parent_pid: int | None = None) -> None:

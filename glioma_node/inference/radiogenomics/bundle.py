@@ -11,7 +11,7 @@ another format is refused with what to do about it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,9 @@ class RadiogenomicBundle:
         if found != FORMAT:
             raise BundleError(f"{path}: model file format {found!r}; this glioma-node reads format {FORMAT}. "
                               "Use the glioma-node version that trained it, or retrain with this one")
-        names = set(cls.__dataclass_fields__)
-        missing = sorted(n for n in names if n not in blob and cls.__dataclass_fields__[n].default is not None
-                         and n not in ("cnn", "cox", "cox_background", "format"))
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls)
+                   if f.name not in blob and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise BundleError(f"{path}: format {FORMAT} model lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in blob.items() if k in names})
