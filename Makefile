@@ -12,7 +12,7 @@ GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_PIN := $(if $(GPU),,-c requirements/cpu-torch.txt)
 CONSTRAINTS := -c requirements/constraints.txt $(TORCH_PIN)
 # Debian packages the tests drive as real peers and judges.
-SYSTEM_PACKAGES := dcmtk dicom3tools dcm2niix orthanc orthanc-python orthanc-dicomweb chromium chromium-driver openssl
+SYSTEM_PACKAGES := dcmtk dicom3tools dcm2niix orthanc orthanc-python orthanc-dicomweb chromium chromium-driver openssl redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 PYTEST_ARGS ?=
@@ -24,7 +24,7 @@ help:
 	@echo "make demo         run the node end to end on a synthetic study, results into a local PACS"
 	@echo "make test         the whole test suite (runs install, system-deps and lint first)"
 	@echo "make lint         ruff (style, imports) and mypy (types) on the whole tree"
-	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium, openssl)"
+	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium, openssl, redis-server)"
 	@echo "make viewer       fetch the built OHIF viewer (npm @ohif/app) the viewer test serves"
 	@echo "make bench        speed and memory figures (table + bench-results/bench.json)"
 	@echo "make eval         segmentation Dice on the real cases (bench-results/segmentation-eval/)"

@@ -67,7 +67,7 @@ def _write_results(cohort: Path, out: Path, config, results: list) -> None:
 
 
 def _node(results: list) -> None:
-    """The node benchmarks (receive vs storescp and Orthanc, turnaround, load) in a child process."""
+    """The node benchmarks (receive vs storescp and Orthanc, turnaround, load, Celery workers) in a child process."""
     child = subprocess.run([sys.executable, "-m", "bench.node"], capture_output=True, text=True, cwd=REPO,
                            check=True)
     results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
@@ -154,11 +154,18 @@ def main() -> None:
           f"{rg['workers']} radiomics workers); budget 20 s on 2 CPU cores")
     for r in results:
         if "storescp_s" in r:
-            print(f"receive: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
+            print(f"{r['benchmark']}: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
                   f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)")
     for r in results:
         if "processed_twice" in r:
-            print(f"load: {r['processed']} studies processed, {r['processed_twice']} of them twice (goal 0)")
+            print(f"load: {r['processed']} of {r['studies_sent']} studies processed, {r['instances_stored']} of "
+                  f"{r['instances_expected']} instances stored, {r['processed_twice']} processed twice (goal 0); "
+                  f"peak {r['peak_rss_mb_node_and_children']} MB for the node and its children")
+        if "runs" in r:
+            for run in r["runs"]:
+                print(f"celery, {run['workers']} worker(s): {run['studies_per_hour']} studies/h, queue latency "
+                      f"median {run['queue_latency_median_s']} s, max {run['queue_latency_max_s']} s")
+            print(f"  ({r['note']})")
         if "cases" in r:
             print(f"hostile-input suite: {r['cases']} cases, {r['failed']} failed, {r['seconds']} s")
         if "kills" in r:

@@ -55,22 +55,27 @@ def node_config(folder: Path, radiogenomics: bool = False, **changes) -> Path:
 class RunningNode:
     """`glioma-node serve` in a child process; :meth:`kill` is kill -9."""
 
-    def __init__(self, config: Path, ready=None):
-        """``ready(port)``: how to tell the node answers (default: a plain C-ECHO)."""
+    def __init__(self, config: Path, ready=None, cpus: set[int] | None = None):
+        """``ready(port)``: how to tell the node answers (default: a plain C-ECHO);
+        ``cpus``: the CPUs the node and its children may run on (sched_setaffinity)."""
         self.ready = ready or (lambda port: echo(port, "STORESCU"))
         self.config_path = config
         self.config = yaml.safe_load(config.read_text())
         self.port = self.config["node"]["port"]
         self.metrics_port = self.config["node"]["metrics_port"]
         self.data_dir = Path(self.config["data_dir"])
+        self.cpus = cpus
         self.log = open(config.parent / "serve.log", "a")
         self.process: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
+        self.log.flush()
+        self._log_from = Path(self.log.name).stat().st_size  # wait_log reads this run's lines only
         self.process = subprocess.Popen([sys.executable, "-m", "glioma_node.cli.main", "--config", str(self.config_path),
                                          "serve"],
-                                        cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+                                        cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -79,6 +84,18 @@ class RunningNode:
                 return
             time.sleep(0.3)
         raise AssertionError(f"serve did not answer C-ECHO; see {self.log.name}")
+
+    def wait_log(self, text: str, timeout: float = 300) -> None:
+        """Wait until the node's log (its worker's included) holds ``text`` (e.g. "worker ready")."""
+        path = Path(self.log.name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(path, "rb") as handle:
+                handle.seek(self._log_from)
+                if text.encode() in handle.read():
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not in {path} after {timeout:.0f} s")
 
     def kill(self) -> None:
         """kill -9, no chance to clean up (its worker dies with it)."""
@@ -243,3 +260,38 @@ class CountingPacs:
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
+
+
+class CeleryWorker:
+    """``glioma-node worker`` in its own process group and working directory."""
+
+    def __init__(self, config: Path, folder: Path, cpus: set[int] | None = None):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = open(folder / "worker.log", "a")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.process = subprocess.Popen([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config),
+                                         "worker", "--queues", "cpu"],
+                                        cwd=folder, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True,
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+
+    def runs(self, pid: int) -> bool:
+        """Whether process ``pid`` (a heartbeat's writer) belongs to this worker."""
+        try:
+            return os.getpgid(pid) == self.process.pid
+        except ProcessLookupError:
+            return False
+
+    def kill(self) -> None:
+        """kill -9 the worker and its pool processes."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()

@@ -1,8 +1,10 @@
 """Real peers for integration tests, on 127.0.0.1 with free ports: Orthanc (with its
-DICOMweb plugin) and a static server for the OHIF viewer that proxies DICOMweb to it."""
+DICOMweb plugin), a static server for the OHIF viewer that proxies DICOMweb to it, and
+Debian's redis-server as the Celery broker."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -28,10 +30,11 @@ def free_port() -> int:
 class Orthanc:
     """An Orthanc with its DICOMweb plugin, storage in ``folder``, no remote access,
     no authentication (loopback only), its DICOM listener off unless ``dicom_port``;
-    with ``modalities`` (name → [AE, host, port]) only those may store."""
+    with ``modalities`` (name → [AE, host, port]) only those may store; ``cpus``: the
+    CPUs it may run on."""
 
     def __init__(self, folder: Path, dicom_port: int | None = None, extra: dict | None = None,
-                 ae_title: str = "ORTHANC", modalities: dict[str, list] | None = None):
+                 ae_title: str = "ORTHANC", modalities: dict[str, list] | None = None, cpus: set[int] | None = None):
         if not shutil.which("Orthanc"):
             pytest.fail("Orthanc is not installed; run `make system-deps`")
         self.folder = folder
@@ -53,7 +56,8 @@ class Orthanc:
         (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
         self.log = open(folder / "orthanc.log", "w")
         self.process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT,
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -200,3 +204,41 @@ def headless_chromium(profile: Path):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 and a free port; no persistence, its files in ``folder``."""
+
+    def __init__(self, folder: Path):
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is missing: `make system-deps` installs Debian's redis-server")
+        self.folder, self.port = folder, free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--protected-mode", "yes", "--logfile", str(self.folder / "redis.log")],
+            cwd=self.folder)
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError(f"redis-server did not answer; see {self.folder / 'redis.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"

@@ -66,3 +66,43 @@ def test_systemd_unit_and_logrotate():
     rotate = (DEPLOY / "logrotate" / "glioma-node").read_text()
     assert "/var/log/glioma-node/*.log" in rotate and "copytruncate" in rotate
     assert "/var/log/glioma-node/node.log" in service["StandardError"]
+
+
+def test_compose_workers_share_the_nodes_volume_and_broker():
+    config = load_config(DEPLOY / "docker.yaml")
+    assert config.execution.engine == "celery" and config.execution.broker_url == "redis://redis:6379/0"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert "ports" not in services["redis"]  # the broker is reachable inside the compose network only
+    assert "--appendonly" in services["redis"]["command"]
+    node_volumes = set(services["glioma-node"]["volumes"])
+    for name, queue in (("worker", "cpu"), ("worker-gpu", "gpu")):
+        worker = services[name]
+        assert worker["command"] == ["worker", "--queues", queue]
+        assert f"{_volume(node_volumes)}:{config.data_dir}" in worker["volumes"]  # same volume, same path
+        assert "ports" not in worker and "container_name" not in worker  # `--scale worker=N` needs both absent
+    assert services["worker-gpu"]["profiles"] == ["gpu"] and services["worker-gpu"]["build"]["args"]["VARIANT"] == "cuda"
+
+
+def _volume(mounts: set[str]) -> str:
+    return next(m.split(":")[0] for m in mounts if m.endswith(":/var/lib/glioma-node"))
+
+
+def test_kubernetes_manifest_runs_one_node_and_scalable_workers_on_one_shared_volume():
+    docs = {(d["kind"], d["metadata"]["name"]): d
+            for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "glioma-node.yaml").read_text())}
+    data = docs[("PersistentVolumeClaim", "glioma-node-data")]
+    assert data["spec"]["accessModes"] == ["ReadWriteMany"]
+    node, worker = docs[("Deployment", "glioma-node")], docs[("Deployment", "glioma-node-worker")]
+    assert node["spec"]["replicas"] == 1 and node["spec"]["strategy"]["type"] == "Recreate"
+    assert worker["spec"]["replicas"] >= 2
+    for deployment, args in ((node, ["serve"]), (worker, ["worker", "--queues", "cpu"])):
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == args
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+        assert mounts["data"] == str(load_config(DEPLOY / "docker.yaml").data_dir)
+        assert claims["data"] == "glioma-node-data"
+        assert pod["securityContext"]["runAsUser"] == 10001
+    assert docs[("Service", "redis")]["spec"]["ports"][0]["port"] == 6379

@@ -77,7 +77,8 @@ def test_the_package_has_no_loose_modules():
     assert not loose, f"modules outside a room: {loose}"
 
 
-@pytest.mark.parametrize("module", ["glioma_node.service.serve", "glioma_node.cli.main"])
+@pytest.mark.parametrize("module", ["glioma_node.service.serve", "glioma_node.cli.main", "glioma_node.service.engines",
+                                    "glioma_node.service.celery_app", "glioma_node.service.celery_worker"])
 def test_the_serving_process_and_the_command_line_load_no_model_code(module):
     """Receiving starts in seconds and stays small: the models load in the worker process
     (and in the commands that run them), never on import of the node or the CLI."""

@@ -128,6 +128,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from glioma_node.service.celery_worker import worker_main
+    from glioma_node.service.config import EngineKind, QueueName
+
+    config = args.settings
+    if config.execution.engine is not EngineKind.CELERY:
+        print("glioma-node: execution.engine is 'local' in this configuration: the node runs its own worker; "
+              "set execution.engine: celery (and execution.broker_url) for `glioma-node worker`", file=sys.stderr)
+        return 2
+    if args.data_dir is not None:
+        config = config.model_copy(update={"data_dir": args.data_dir.resolve()})
+    try:
+        queues = [QueueName(q.strip()) for q in args.queues.split(",") if q.strip()]
+    except ValueError:
+        print(f"glioma-node: --queues: expected a comma-separated list of {', '.join(q.value for q in QueueName)}, "
+              f"got {args.queues!r}", file=sys.stderr)
+        return 2
+    worker_main(config, queues or [config.execution.queue], args.concurrency)
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from glioma_node.cli.replay import replay
 
@@ -255,6 +276,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    """The ``worker`` command."""
+    p = sub.add_parser("worker", help="run process jobs for a node on Celery (execution.engine: celery)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the node's data folder as mounted here (default: config; it must be shared storage)")
+    p.add_argument("--queues", default="",
+                   help="queues this worker serves, comma-separated: cpu, gpu (default: execution.queue)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="studies at once (each pool process loads the models: about 2 GB each)")
+    p.set_defaults(func=_cmd_worker)
+
+
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     """The ``replay`` command."""
     p = sub.add_parser("replay", help="send a DICOM folder to a node the way a scanner does")
@@ -301,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="configuration YAML (default: the embedded glioma_node/conf/glioma-node.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_inspect, _add_process, _add_synth, _add_train, _add_serve, _add_replay, _add_status,
+    for add in (_add_inspect, _add_process, _add_synth, _add_train, _add_serve, _add_worker, _add_replay, _add_status,
                 _add_orthanc_config, _add_nifti2dicom):
         add(sub)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,6 +171,43 @@ class Worker(_Strict):
     retry_delay_s: float = Field(default=10, gt=0)  # times the attempt number: 10 s, 20 s, ...
 
 
+class EngineKind(StrEnum):
+    """Where process jobs run: ``local`` in the node's own worker process, ``celery`` on
+    Celery workers (``glioma-node worker``) that share the node's data_dir."""
+
+    LOCAL = "local"
+    CELERY = "celery"
+
+
+class QueueName(StrEnum):
+    """The Celery queue a process job goes to, by the capability it needs."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Execution(_Strict):
+    """How process jobs are executed; see glioma_node/conf/glioma-node.yaml."""
+
+    engine: EngineKind = EngineKind.LOCAL
+    broker_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|amqp|amqps)://")
+    queue: QueueName = QueueName.CPU
+    visibility_timeout_s: float = Field(default=7200, gt=0)
+    heartbeat_s: float = Field(default=10, gt=0)
+    stale_after_s: float = Field(default=120, gt=0)
+    requeue_after_s: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Execution:
+        if self.stale_after_s <= 2 * self.heartbeat_s:
+            raise ValueError(f"stale_after_s ({self.stale_after_s}) must exceed twice heartbeat_s "
+                             f"({self.heartbeat_s}), or a live worker looks dead")
+        if self.visibility_timeout_s <= self.stale_after_s:
+            raise ValueError(f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed stale_after_s "
+                             f"({self.stale_after_s}): the broker would redeliver a job its worker still runs")
+        return self
+
+
 SegmenterKindName = Literal["glioma-node", "monai-bundle", "nnunet", "captk-deepmedic", "ensemble"]
 
 
@@ -243,6 +281,7 @@ class Config(_Strict):
     destinations: list[Destination]
     dispatch: Dispatch = Dispatch()
     worker: Worker = Worker()
+    execution: Execution = Execution()
     data_dir: Path
     assembly: Assembly
     models: Models

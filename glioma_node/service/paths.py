@@ -8,6 +8,8 @@ becomes a hash, so no received value can climb out of the data folder).
     data_dir/spool/<study>/<series>/<sop>.dcm      received instances (see spool.py)
     data_dir/state.db                                the node's state (see state.py)
     data_dir/results/<study>/v<N>/                   one version of a study's results
+    data_dir/results/<study>/v<N>/outcome.json       how its process job ended (see handoff.py)
+    data_dir/results/<study>/v<N>/heartbeat          touched while a worker runs the job
     data_dir/outbox/<kind>-<name>/<study>-v<N>/      hard links of one result set, per target
 """
 from __future__ import annotations
@@ -38,6 +40,14 @@ class Paths:
     def results(self, study_uid: str, version: int) -> Path:
         """The folder of one version of a study's results (findings.json, dicom/, nifti/, summary.png)."""
         return self.data_dir / "results" / safe_part(study_uid) / f"v{version}"
+
+    def outcome(self, study_uid: str, version: int) -> Path:
+        """How the process job of one study version ended, written by whichever worker ran it."""
+        return self.results(study_uid, version) / "outcome.json"
+
+    def heartbeat(self, study_uid: str, version: int) -> Path:
+        """Touched every ``execution.heartbeat_s`` while a worker runs the job; its content names the worker."""
+        return self.results(study_uid, version) / "heartbeat"
 
     def outbox(self, target: Target, study_uid: str, version: int) -> Path:
         """The files one send job delivers to ``target``."""

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from glioma_node.core.files import partial_path
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import DicomInputError
@@ -90,7 +91,7 @@ def load_models(config: Config) -> Models:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    tmp = partial_path(path)
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -110,7 +111,7 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
         arrays.update({f"gradcam-{t}": (h.values, h.affine) for t, h in findings.radiogenomics.heat_maps.items()})
         plot_attributions(findings.radiogenomics, folder / "explanations.png")
     for name, (voxels, affine) in arrays.items():
-        tmp = folder / "nifti" / f"{name}.partial.nii.gz"
+        tmp = partial_path(folder / "nifti" / f"{name}.nii.gz")
         write_nifti(tmp, voxels, affine)
         os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
     started = time.perf_counter()

@@ -1,8 +1,9 @@
 """`glioma-node serve`: the node. Receive, assemble, process, send back, durably.
 
 One process listens (:mod:`glioma_node.service.scp`), assembles studies (:mod:`glioma_node.service.assembly`), sends
-results (:func:`glioma_node.service.worker.send_pending`) and serves /health and /metrics; a child
-process runs the models (:func:`glioma_node.service.worker.worker_main`). Everything that matters is
+results (:func:`glioma_node.service.dispatch.send_pending`) and serves /health and /metrics; process
+jobs run on the configured engine (:mod:`glioma_node.service.engines`: a child process
+beside the node, or Celery workers sharing its data folder). Everything that matters is
 on disk (spool, SQLite state, results, outbox), so after a crash — even kill -9 — a
 restart reconciles the spool with the database, re-queues interrupted jobs, and goes on:
 nothing acknowledged is lost and no result is sent twice under different UIDs.
@@ -10,21 +11,15 @@ nothing acknowledged is lost and no result is sent twice under different UIDs.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import multiprocessing.spawn
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 
-import yaml
-
-from glioma_node.core.resources import import_root
 from glioma_node.service.assembly import tick
 from glioma_node.service.config import Config
 from glioma_node.service.dispatch import send_pending
+from glioma_node.service.engines import make_engine
 from glioma_node.service.intake import reconcile
 from glioma_node.service.metrics import MetricsServer
 from glioma_node.service.paths import Paths
@@ -52,13 +47,13 @@ class Node:
         self.scp = StorageScp(config, self.spool, self.state) if listen else None
         self.local, self.on_tick = local, on_tick
         self.stopping = threading.Event()
-        self.worker: subprocess.Popen | None = None
+        self.engine = make_engine(config, self.state, self.paths)
         self.metrics: MetricsServer | None = None
 
     def health(self) -> dict:
         """``/health``: ok or degraded, whether the worker lives, free spool bytes, whether the SCP listens."""
         free = self.spool.free_bytes()
-        worker_alive = self._worker_alive()
+        worker_alive = self.engine.alive()
         ok = worker_alive and free >= self.spool.min_free_bytes
         return {"status": "ok" if ok else "degraded", "worker_alive": worker_alive, "spool_free_bytes": free,
                 "listening": self.scp is not None and self.scp.server is not None}
@@ -69,22 +64,8 @@ class Node:
         for name, count in (self.scp.counters.counts.items() if self.scp else ()):
             values[f"glioma_node_{name}_total"] = count
         values["glioma_node_spool_free_bytes"] = self.spool.free_bytes()
-        values["glioma_node_worker_up"] = int(self._worker_alive())
+        values["glioma_node_worker_up"] = int(self.engine.alive())
         return values
-
-    def _start_worker(self) -> None:
-        # A plain child process running `python -m glioma_node.service.worker`, not multiprocessing's
-        # spawn: inside Orthanc the parent is an embedded interpreter whose sys.path
-        # (Debian's stdlib) must not be handed to the environment's Python.
-        path = self.paths.data_dir / "worker-config.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
-        self.worker = subprocess.Popen([str(python), "-m", "glioma_node.service.worker", "--config", str(path),
-                                        "--parent-pid", str(os.getpid())], cwd=import_root())
-
-    def _worker_alive(self) -> bool:
-        return self.worker is not None and self.worker.poll() is None
 
     def start(self) -> None:
         """Recover interrupted jobs, reconcile the spool, start the worker, the listener and /metrics."""
@@ -92,7 +73,7 @@ class Node:
         reconcile(self.spool, self.state)
         if requeued:
             log.info("jobs re-queued after restart", extra={"jobs": requeued})
-        self._start_worker()
+        self.engine.start()
         if self.scp is not None:
             self.scp.start()
         if self.config.node.metrics_port:
@@ -109,9 +90,7 @@ class Node:
                     self.on_tick()
                 tick(self.state, self.spool, self.config)
                 last_tick = now
-                if self.worker is not None and not self._worker_alive():
-                    log.error("worker process ended; restarting it", extra={"exitcode": self.worker.returncode})
-                    self._start_worker()
+            self.engine.step()
             if not send_pending(self.config, self.state, self.paths, self.local):
                 self.stopping.wait(0.2)
 
@@ -122,12 +101,7 @@ class Node:
             self.scp.stop()
         if self.metrics is not None:
             self.metrics.stop()
-        if self.worker is not None and self._worker_alive():
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
+        self.engine.stop()
 
 
 def serve(config: Config) -> None:

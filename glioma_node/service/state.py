@@ -133,7 +133,8 @@ class Series:
 
 @dataclass(frozen=True)
 class Job:
-    """One job: ``target`` is None for ``process`` jobs; ``next_at`` epoch seconds; ``attempts`` so far."""
+    """One job: ``target`` is None for ``process`` jobs; ``next_at`` and ``started_at`` (of
+    the current attempt) epoch seconds; ``attempts`` so far."""
 
     id: int
     kind: JobKind
@@ -144,6 +145,7 @@ class Job:
     attempts: int
     next_at: float
     error: str | None
+    started_at: float | None = None
 
 
 class NodeState:
@@ -331,11 +333,36 @@ class NodeState:
             db.execute("UPDATE jobs SET state='running', attempts=attempts+1, started_at=? WHERE id=?", (now, row[0]))
             return self._job(db.execute(self._JOB + " WHERE id=?", (row[0],)).fetchone())
 
-    _JOB = "SELECT id, kind, study_uid, version, target, state, attempts, next_at, error FROM jobs"
+    _JOB = "SELECT id, kind, study_uid, version, target, state, attempts, next_at, error, started_at FROM jobs"
 
     def _job(self, row: tuple) -> Job:
         return Job(row[0], JobKind(row[1]), row[2], row[3], Target.parse(row[4]) if row[4] else None,
                    JobState(row[5]), *row[6:])
+
+    def running(self, kind: JobKind) -> list[Job]:
+        """Jobs of ``kind`` now running, oldest attempt first."""
+        return [self._job(r) for r in self._db().execute(self._JOB + " WHERE state='running' AND kind=? "
+                                                         "ORDER BY started_at, id", (JobKind(kind).value,))]
+
+    def restart(self, job_id: int, count_attempt: bool) -> None:
+        """A running job handed out again (its worker died, or its task was lost): a new
+        start time, and one more attempt when ``count_attempt``."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET started_at=?, attempts=attempts+? WHERE id=? AND state='running'",
+                       (time.time(), int(count_attempt), job_id))
+
+    def unclaim(self, job_id: int, error: str, delay_s: float) -> None:
+        """A claimed job that never started (the broker refused it): queued again after
+        ``delay_s`` seconds, the claim not counted as an attempt."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), error=?, next_at=? WHERE id=?",
+                       (error, time.time() + delay_s, job_id))
+
+    def requeue_running(self, kind: JobKind) -> int:
+        """Jobs of ``kind`` left running by a worker that ended: queued again now; how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET state='queued', next_at=? WHERE state='running' AND kind=?",
+                              (time.time(), JobKind(kind).value)).rowcount
 
     def finish(self, job_id: int) -> None:
         """A job succeeded."""

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from glioma_node.core.files import partial_path
 from glioma_node.core.findings import RESEARCH_USE, Radiogenomics  # noqa: E402
 
 TITLES = {"mgmt": "MGMT methylation (log-odds)", "idh": "IDH mutation (log-odds)", "risk": "Cox risk (log hazard)"}
@@ -31,7 +32,7 @@ def plot_attributions(result: Radiogenomics, path: Path, top: int = 8) -> None:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"SHAP feature attributions. {RESEARCH_USE}", fontsize=8)
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".partial.png")
+    tmp = partial_path(Path(path))
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)

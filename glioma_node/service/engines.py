@@ -1,0 +1,212 @@
+"""Where a node's process jobs run (``execution.engine``), one class per engine and
+:data:`ENGINES` to pick one.
+
+* :class:`LocalEngine` (``local``, the embedded default): one worker process beside the
+  node claims jobs from the node's database and settles them itself.
+* :class:`CeleryEngine` (``celery``): the node claims each due job, publishes a task that
+  names the study and version, and settles the job when a worker's ``outcome.json``
+  appears in the shared data folder. A job whose worker's heartbeat went stale (the
+  worker died) is published again and counts an attempt; one that no worker started
+  within ``execution.requeue_after_s`` (the broker lost it) is published again without
+  counting one.
+
+The node drives an engine from its loop (:meth:`Engine.step`) and never imports model
+code through it.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing.spawn
+import os
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from glioma_node.core.resources import import_root
+from glioma_node.service.config import Config, EngineKind
+from glioma_node.service.handoff import JobOutcome, JobResult, heartbeat_age_s
+from glioma_node.service.paths import Paths
+from glioma_node.service.settle import processing_warnings, settle
+from glioma_node.service.state import Job, JobKind, NodeState, StudyState
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What the node needs of an engine."""
+
+    def start(self) -> None:
+        """Begin taking jobs."""
+
+    def step(self) -> None:
+        """Hand out due jobs and collect finished ones (called about every 0.2 s)."""
+
+    def alive(self) -> bool:
+        """Whether jobs can run now (the worker process lives; the broker answers)."""
+
+    def stop(self) -> None:
+        """Stop taking jobs."""
+
+
+class LocalEngine:
+    """A worker process beside the node (:mod:`glioma_node.service.worker`), restarted when it ends."""
+
+    def __init__(self, config: Config, state: NodeState, paths: Paths):
+        self.config, self.state, self.paths = config, state, paths
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # A plain child process running `python -m glioma_node.service.worker`, not multiprocessing's
+        # spawn: inside Orthanc the parent is an embedded interpreter whose sys.path
+        # (Debian's stdlib) must not be handed to the environment's Python.
+        path = self.paths.data_dir / "worker-config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
+        self.process = subprocess.Popen([str(python), "-m", "glioma_node.service.worker", "--config", str(path),
+                                         "--parent-pid", str(os.getpid())], cwd=import_root())
+
+    def step(self) -> None:
+        if self.process is not None and not self.alive():
+            requeued = self.state.requeue_running(JobKind.PROCESS)
+            log.error("worker process ended; restarting it",
+                      extra={"exitcode": self.process.returncode, "jobs_requeued": requeued})
+            self.start()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """End the worker: SIGTERM, then SIGKILL after 30 s."""
+        if self.process is not None and self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class CeleryEngine:
+    """Process jobs as Celery tasks (see the module doc and :mod:`glioma_node.service.celery_app`)."""
+
+    POLL_S = 1.0  # how often running jobs are checked for an outcome or a stale heartbeat
+    BROKER_RETRY_S = 5.0  # how long a job the broker refused waits before it is published again
+
+    def __init__(self, config: Config, state: NodeState, paths: Paths):
+        self.config, self.state, self.paths = config, state, paths
+        self.app: Any = None
+        self.broker_ok: bool | None = None  # unknown until the first publish or check
+        self._polled = 0.0
+
+    def start(self) -> None:
+        from glioma_node.service.celery_app import make_app
+
+        self.app = make_app(self.config.execution)
+        # jobs that were running when the node stopped were re-queued by NodeState.recover();
+        # their tasks may still be in the broker: a duplicate is settled once and computed once
+        log.info("celery engine", extra={"broker": _without_password(self.config.execution.broker_url),
+                                         "queue": self.config.execution.queue.value})
+
+    def _publish(self, job: Job) -> bool:
+        from glioma_node.service.celery_app import PROCESS_TASK, ProcessTask
+
+        task = ProcessTask(job.study_uid, job.version, processing_warnings(self.state, self.state.study(job.study_uid)),
+                           job.attempts)
+        try:
+            self.app.send_task(PROCESS_TASK, kwargs=task.__dict__, queue=self.config.execution.queue.value)
+        except Exception as exc:  # noqa: BLE001 - kombu's connection errors vary by transport; the job waits
+            if self.broker_ok is not False:  # said once per outage
+                log.error("broker unreachable; jobs wait", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self.broker_ok = False
+            return False
+        self.broker_ok = True
+        log.info("job published", extra={"study": job.study_uid, "version": job.version, "attempt": job.attempts})
+        return True
+
+    def step(self) -> None:
+        while (job := self.state.claim((JobKind.PROCESS,))) is not None:
+            if not self._publish(job):
+                self.state.unclaim(job.id, "broker unreachable", self.BROKER_RETRY_S)
+                break
+        now = time.monotonic()
+        if now - self._polled >= self.POLL_S:
+            self._polled = now
+            for job in self.state.running(JobKind.PROCESS):
+                self._check(job)
+
+    def _check(self, job: Job) -> None:
+        """Settle a running job whose outcome is in, or publish it again (see the module doc)."""
+        execution = self.config.execution
+        outcome = JobOutcome.read(self.paths.outcome(job.study_uid, job.version))
+        if outcome is not None and (outcome.result is not JobResult.ERROR or outcome.attempt >= job.attempts):
+            settle(job, outcome, self.config, self.state, self.paths)
+            return
+        heartbeat = self.paths.heartbeat(job.study_uid, job.version)
+        age = heartbeat_age_s(heartbeat)
+        waited = time.time() - (job.started_at or time.time())
+        if age is not None and age > execution.stale_after_s:
+            worker = _read(heartbeat)
+            if job.attempts >= self.config.worker.max_attempts:
+                reason = f"worker lost {job.attempts} times (last: {worker})"
+                self.state.fail(job.id, reason)
+                self.state.set_state(job.study_uid, StudyState.FAILED, reason)
+                heartbeat.unlink(missing_ok=True)
+                log.error("process job failed: its workers died", extra={"study": job.study_uid, "reason": reason})
+                return
+            log.warning("worker lost; job published again", extra={"study": job.study_uid, "worker": worker,
+                                                                   "heartbeat_age_s": round(age, 1)})
+            self._again(job, count_attempt=True, heartbeat=heartbeat)
+        elif age is None and waited > execution.requeue_after_s:
+            log.warning("job not started; published again", extra={"study": job.study_uid,
+                                                                   "waited_s": round(waited, 1)})
+            self._again(job, count_attempt=False, heartbeat=heartbeat)
+
+    def _again(self, job: Job, count_attempt: bool, heartbeat: Path) -> None:
+        self.state.restart(job.id, count_attempt)
+        heartbeat.unlink(missing_ok=True)  # the dead worker's; the next worker writes its own
+        if not self._publish(replace(job, attempts=job.attempts + int(count_attempt))):
+            self.state.unclaim(job.id, "broker unreachable", self.BROKER_RETRY_S)
+
+    def alive(self) -> bool:
+        return bool(self.broker_ok) or self._reachable()
+
+    def _reachable(self) -> bool:
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception:  # noqa: BLE001 - any failure means not reachable now
+            return False
+        self.broker_ok = True
+        return True
+
+    def stop(self) -> None:
+        """Nothing runs here: workers finish their jobs; the node settles them after a restart."""
+
+
+def _read(path: Path) -> str:
+    try:
+        return str(path.read_text().strip())
+    except OSError:
+        return "?"
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+ENGINES: dict[EngineKind, type[LocalEngine] | type[CeleryEngine]] = {
+    EngineKind.LOCAL: LocalEngine,
+    EngineKind.CELERY: CeleryEngine,
+}
+
+
+def make_engine(config: Config, state: NodeState, paths: Paths) -> Engine:
+    """The engine ``execution.engine`` names."""
+    return ENGINES[config.execution.engine](config, state, paths)
