@@ -136,6 +136,17 @@ class RunningNode:
         raise AssertionError(f"study {study_uid} not in {states} after {timeout:.0f} s: {study}")
 
 
+def wait_for(condition, timeout: float, what: str):
+    """``condition()``'s first truthy value, polled every 0.05 s; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def echo(port: int, calling_ae: str) -> bool:
     require_tool("echoscu")
     return subprocess.run(["echoscu", "-aet", calling_ae, "-aec", "GLIOMA_NODE", "127.0.0.1", str(port)],

@@ -10,7 +10,6 @@ that keeps every reception) got each result object exactly once.
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pydicom
 import pytest
 
 from glioma_node.dicom_io.scan import scan
-from tests.node_harness import CeleryWorker, CountingPacs, RunningNode, dcmsend, node_config
+from tests.node_harness import CeleryWorker, CountingPacs, RunningNode, dcmsend, node_config, wait_for
 from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("celery")]
@@ -53,16 +52,6 @@ def studies(synth_cohort, tmp_path_factory) -> list[Path]:
     return [*three, _restamped(three[0], tmp_path_factory.mktemp("celery-copy"))]
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _heartbeats(data_dir: Path) -> dict[Path, int]:
     """Heartbeat file → pid of the process that wrote it."""
     out = {}
@@ -91,7 +80,7 @@ def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
             sent = dcmsend(folder, node.port)
             assert sent.returncode == 0, sent.stderr
         # the first worker to run a job is lost with it
-        beats = _wait(lambda: {p: pid for p, pid in _heartbeats(node.data_dir).items()
+        beats = wait_for(lambda: {p: pid for p, pid in _heartbeats(node.data_dir).items()
                                if any(w.runs(pid) for w in workers)}, 300, "a worker to start a job")
         path, pid = next(iter(beats.items()))
         victim = next(w for w in workers if w.runs(pid))
@@ -100,7 +89,7 @@ def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
         killed_study = path.parent.parent.name  # results/<study>/v1/heartbeat
         assert killed_study in uids
         # its job is published again once the heartbeat goes stale, and counts an attempt
-        _wait(lambda: any(j.attempts >= 2 for j in node.state().jobs(killed_study) if j.kind == "process"), 60,
+        wait_for(lambda: any(j.attempts >= 2 for j in node.state().jobs(killed_study) if j.kind == "process"), 60,
               "the lost job to be published again")
         # Redis restarts without persistence while jobs wait in its queue
         redis.stop()

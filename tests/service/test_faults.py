@@ -28,7 +28,7 @@ import pytest
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import safe_part
 from tests.helpers import REPO
-from tests.node_harness import CountingPacs, RunningNode, Sender, echo, node_config
+from tests.node_harness import CountingPacs, RunningNode, Sender, echo, node_config, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
@@ -54,16 +54,6 @@ def studies(tmp_path_factory) -> tuple[Path, Path]:
 
 def _uid(folder: Path) -> str:
     return next(iter(scan(folder).studies))
-
-
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(studies, tmp_path):
@@ -99,14 +89,14 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(studies, 
             acknowledged |= set(sender.acknowledged)
         # kill while a study is processed, before anything of it is sent
         for _ in range(2):
-            processing = _wait(lambda: [k for k, uid in uids.items()
+            processing = wait_for(lambda: [k for k, uid in uids.items()
                                         if (s := node.state().study(uid)) and s.state == "processing"],
                                FORCE_TIMEOUT_S * 3, "a study in processing")
             delay = rng.uniform(0.5, 4.0)
             time.sleep(delay)
             states = {k: node.state().study(uid).state for k, uid in uids.items()}
             if "sending" in states.values():  # a kill now could repeat a send: at-least-once, not this test
-                _wait(lambda: "sending" not in {node.state().study(u).state for u in uids.values()}, 120,
+                wait_for(lambda: "sending" not in {node.state().study(u).state for u in uids.values()}, 120,
                       "sends to finish")
             node.kill()
             kills.append({"phase": "process", "after_s": round(delay, 2), "studies": processing, "states": states})
