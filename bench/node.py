@@ -39,11 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.uid import UID
 
-from glioma_node.dicom_io.uids import derived_uid
 from glioma_node.service.handoff import JobOutcome
-from tests.node_harness import CeleryWorker, RunningNode, node_config, orthanc_result_instances, storescu
+from tests.node_harness import CeleryWorker, RunningNode, copy_study, node_config, orthanc_result_instances, storescu
 from tests.servers import Orthanc, RedisServer, free_port
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
@@ -77,20 +75,6 @@ def _wait_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
-
-
-def copy_study(source: Path, out: Path, key: str) -> Path:
-    """``source`` with new Study/Series/SOP Instance UIDs (a different study, same images)."""
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID = derived_uid("bench", key, ds.StudyInstanceUID)
-        ds.SeriesInstanceUID = derived_uid("bench", key, ds.SeriesInstanceUID)
-        ds.SOPInstanceUID = derived_uid("bench", key, ds.SOPInstanceUID)
-        ds.file_meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
-        target = out / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(target)
-    return out
 
 
 @dataclass

@@ -136,6 +136,26 @@ class RunningNode:
         raise AssertionError(f"study {study_uid} not in {states} after {timeout:.0f} s: {study}")
 
 
+def copy_study(source: Path, out: Path, key: str) -> Path:
+    """``source`` with new Study/Series/SOP Instance UIDs (a different study, same images);
+    ``key`` makes the new UIDs (the same key, the same UIDs)."""
+    import pydicom
+    from pydicom.uid import UID
+
+    from glioma_node.dicom_io.uids import derived_uid
+
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = derived_uid("bench", key, ds.StudyInstanceUID)
+        ds.SeriesInstanceUID = derived_uid("bench", key, ds.SeriesInstanceUID)
+        ds.SOPInstanceUID = derived_uid("bench", key, ds.SOPInstanceUID)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
+        target = out / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(target)
+    return out
+
+
 def wait_for(condition, timeout: float, what: str):
     """``condition()``'s first truthy value, polled every 0.05 s; AssertionError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout

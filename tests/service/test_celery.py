@@ -17,39 +17,16 @@ import pydicom
 import pytest
 
 from glioma_node.dicom_io.scan import scan
-from tests.node_harness import CeleryWorker, CountingPacs, RunningNode, dcmsend, node_config, wait_for
+from tests.node_harness import CeleryWorker, CountingPacs, RunningNode, copy_study, dcmsend, node_config, wait_for
 from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("celery")]
 
-def _restamped(source: Path, out: Path) -> Path:
-    """A copy of the study in ``source`` with new study, series, instance and frame-of-reference
-    UIDs and another patient: one more study without synthesising one."""
-    from pydicom.uid import generate_uid
-
-    new: dict[str, str] = {}
-
-    def uid(old: str) -> str:
-        return new.setdefault(old, generate_uid(entropy_srcs=[old, "celery-copy"]))
-
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        ds = pydicom.dcmread(path)
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
-            if keyword in ds:
-                setattr(ds, keyword, uid(str(getattr(ds, keyword))))
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.PatientID = f"{ds.PatientID}-COPY"
-        target = out / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(target, enforce_file_format=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def studies(synth_cohort, tmp_path_factory) -> list[Path]:
-    """The session's three synthetic studies (one per vendor style) and a re-stamped copy of the first."""
+    """The session's three synthetic studies (one per vendor style) and a copy of the first with new UIDs."""
     three = sorted(p for p in (synth_cohort / "dicom").iterdir() if p.is_dir())
-    return [*three, _restamped(three[0], tmp_path_factory.mktemp("celery-copy"))]
+    return [*three, copy_study(three[0], tmp_path_factory.mktemp("celery-copy"), "celery")]
 
 
 def _heartbeats(data_dir: Path) -> dict[Path, int]:
