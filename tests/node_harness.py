@@ -207,19 +207,31 @@ def orthanc_result_instances(orthanc, study_uid: str) -> list[dict]:
 class Sender:
     """A scanner that remembers what the node acknowledged: each file of ``folder`` sent
     by C-STORE on one association (in a thread), the SOP Instance UIDs answered 0x0000
-    kept in :attr:`acknowledged`. A killed node ends the association; :attr:`error` says so."""
+    kept in :attr:`acknowledged`. A killed node ends the association; :attr:`error` says so.
 
-    def __init__(self, folder: Path, port: int, calling_ae: str = "GLIOMA_REPLAY"):
+    ``retries``: new associations for what was not yet acknowledged when one ended, as a
+    scanner retries. pynetdicom's requestor can lose a C-STORE-RSP to its own reactor
+    thread under load ("Received unexpected C-STORE service message", then a DIMSE
+    timeout): that is the test sender's failure, not the node's."""
+
+    def __init__(self, folder: Path, port: int, calling_ae: str = "GLIOMA_REPLAY", retries: int = 0):
         import threading
 
         self.files = sorted(p for p in folder.rglob("*") if p.is_file())
-        self.port, self.calling_ae = port, calling_ae
+        self.port, self.calling_ae, self.retries = port, calling_ae, retries
         self.acknowledged: list[str] = []
         self.error: str | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        for _attempt in range(self.retries + 1):
+            self.error = None
+            self._send_once()
+            if self.error is None:
+                return
+
+    def _send_once(self) -> None:
         import pydicom
         from pynetdicom import AE
 
@@ -228,14 +240,17 @@ class Sender:
             # 180 s, not 30: on a loaded 2-core CI machine (another test writing thousands of DICOM
             # files) one fsync'd acknowledgement was seen to take longer than 60 s; a hang still fails
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 180
-            headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in self.files]
+            done = set(self.acknowledged)
+            pending = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in self.files]
+            pending = [(p, h) for p, h in pending if str(h.SOPInstanceUID) not in done]
+            files, headers = [p for p, _ in pending], [h for _, h in pending]
             for pair in {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers}:
                 ae.add_requested_context(*pair)
             assoc = ae.associate("127.0.0.1", self.port, ae_title="GLIOMA_NODE")
             if not assoc.is_established:
                 self.error = "association not established"
                 return
-            for path, header in zip(self.files, headers):
+            for path, header in zip(files, headers):
                 status = assoc.send_c_store(path)
                 if not status or not assoc.is_established:
                     self.error = "association ended"

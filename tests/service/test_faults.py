@@ -82,9 +82,9 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(studies, 
                           "acknowledged": [len(s.acknowledged) for s in senders]})
             node.start()
         # the scanners retry: A whole, B still without its last instances
-        senders = [Sender(a, node.port, "STORESCU"), Sender(b, node.port, "SENDER_B")]
+        senders = [Sender(a, node.port, "STORESCU", retries=2), Sender(b, node.port, "SENDER_B", retries=2)]
         for sender in senders:
-            sender.wait(300)
+            sender.wait(600)
             assert sender.error is None, sender.error
             acknowledged |= set(sender.acknowledged)
         # kill while a study is processed, before anything of it is sent
