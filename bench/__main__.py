@@ -155,7 +155,9 @@ def main() -> None:
     for r in results:
         if "storescp_s" in r:
             print(f"{r['benchmark']}: glioma-node {r['seconds']} s, dcmtk storescp {r['storescp_s']} s "
-                  f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)")
+                  f"({r['node_over_storescp']}x; goal <= 2x), Orthanc {r['orthanc_s']} s ({r['orthanc_over_node']}x slower)"
+                  + (f"; node with 2 receiver processes {r['node_2_receivers_s']} s "
+                     f"({r['node_2_receivers_over_storescp']}x)" if "node_2_receivers_s" in r else ""))
     for r in results:
         if "processed_twice" in r:
             print(f"load: {r['processed']} of {r['studies_sent']} studies processed, {r['instances_stored']} of "

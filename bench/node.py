@@ -100,13 +100,17 @@ def _storescp(work: Path) -> Receiver:
     return Receiver(port, "STORESCP", lambda: sum(1 for p in out.iterdir() if p.is_file()), stop)
 
 
-def _node(work: Path) -> Receiver:
+def _node(work: Path, receivers: int = 1) -> Receiver:
     """The node as deployed with its workers on other machines: it receives and assembles
     (surveying each complete study), and its process jobs wait in a Redis queue that no
-    worker on this machine serves, so no inference competes with receiving."""
+    worker on this machine serves, so no inference competes with receiving.
+    ``receivers``: processes accepting on the port (``node.receivers``)."""
     redis = RedisServer(work / "redis")
-    away: dict[str, Any] = {"execution.engine": "celery", "execution.broker_url": redis.url}
+    away: dict[str, Any] = {"execution.engine": "celery", "execution.broker_url": redis.url,
+                            "node.receivers": receivers}
     node = RunningNode(node_config(work / "node", **away), cpus=CPUS)
+    if receivers > 1:
+        node.wait_log("receiver ready", timeout=60)
 
     def stop() -> None:
         node.stop()
@@ -126,7 +130,8 @@ def _orthanc(work: Path) -> Receiver:
     return Receiver(port, "ORTHANC", count, orthanc.stop)
 
 
-RECEIVERS: dict[str, Callable[[Path], Receiver]] = {"storescp": _storescp, "node": _node, "orthanc": _orthanc}
+RECEIVERS: dict[str, Callable[[Path], Receiver]] = {"storescp": _storescp, "node": _node, "orthanc": _orthanc,
+                                                    "node_2_receivers": lambda work: _node(work, receivers=2)}
 
 
 def _split(folder: Path, parts: int) -> list[Path]:
@@ -149,7 +154,8 @@ def receive(folder: Path, work: Path, associations: int = 1) -> dict:
     files = [p for p in folder.rglob("*") if p.is_file()]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     folders = [folder] if associations == 1 else _split(folder, associations)
-    names = list(RECEIVERS)
+    # a second receiver process can only help when associations run at once
+    names = [n for n in RECEIVERS if associations > 1 or n != "node_2_receivers"]
     times: dict[str, list[float]] = {n: [] for n in names}
     run = 0
     for round_ in range(-1, ROUNDS):  # round -1: the warm-up, not counted
@@ -173,6 +179,9 @@ def receive(folder: Path, work: Path, associations: int = 1) -> dict:
             "orthanc_s": round(median["orthanc"], 2),
             "node_over_storescp": round(median["node"] / median["storescp"], 2),
             "orthanc_over_node": round(median["orthanc"] / median["node"], 2),
+            **({"node_2_receivers_s": round(median["node_2_receivers"], 2),
+                "node_2_receivers_over_storescp": round(median["node_2_receivers"] / median["storescp"], 2)}
+               if "node_2_receivers" in median else {}),
             "rounds": ROUNDS, "runs_s": {n: [round(x, 2) for x in t] for n, t in times.items()},
             "instances_per_s": round(len(files) / median["node"], 1), "cpus": len(CPUS)}
 
@@ -325,7 +334,14 @@ def workers(study: Path, work: Path, counts: tuple[int, ...] = (1, 2, 4), batch:
 
 
 def main() -> None:
+    """``python -m bench.node [--only receive-1,receive-4,...]``: every benchmark, or those named."""
+    import argparse
+
     from glioma_node.training.synth.cohort import write_cohort
+
+    parser = argparse.ArgumentParser(prog="python -m bench.node")
+    parser.add_argument("--only", default="", help="comma-separated: receive-1, receive-4, turnaround, load, workers")
+    only = {name for name in parser.parse_args().only.split(",") if name}
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -339,6 +355,8 @@ def main() -> None:
                           ("turnaround", lambda: turnaround(studies[0], studies[2], work / "t")),
                           ("load", lambda: load(studies[1], work / "l")),
                           ("workers", lambda: workers(studies[1], work / "w"))):
+            if only and name not in only:
+                continue
             (work / name).mkdir(exist_ok=True)
             print(json.dumps(run()), flush=True)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -111,9 +111,16 @@ def spooled_roles(spool: Spool, study_uid: str, config: Config) -> set[str]:
     return found
 
 
-def tick(state: NodeState, spool: Spool, config: Config, now: float | None = None) -> list[Decision]:
-    """One pass over the studies that may have become ready; queues process jobs."""
+def tick(state: NodeState, spool: Spool, config: Config, now: float | None = None,
+         roles: Callable[[str], set[str]] | None = None) -> list[Decision]:
+    """One pass over the studies that may have become ready; queues process jobs.
+
+    ``roles``: how a study's spooled roles are found (default :func:`spooled_roles` in
+    this process; the standalone node surveys in a child, :mod:`glioma_node.service.surveyor`)."""
     now = time.time() if now is None else now
+    if roles is None:
+        def roles(study_uid: str) -> set[str]:
+            return spooled_roles(spool, study_uid, config)
     decisions = []
     candidates = state.studies((StudyState.RECEIVED, StudyState.WAITING))
     if config.assembly.reprocess_new_series:
@@ -123,7 +130,7 @@ def tick(state: NodeState, spool: Spool, config: Config, now: float | None = Non
                  state.broken_series(study.study_uid))
         decision = decide(*facts, None, config.assembly, now)
         if decision.action is Action.SURVEY:
-            decision = decide(*facts, spooled_roles(spool, study.study_uid, config), config.assembly, now)
+            decision = decide(*facts, roles(study.study_uid), config.assembly, now)
         if decision.action is Action.PROCESS:
             version = study.version + 1
             state.set_state(study.study_uid, StudyState.PROCESSING, decision.reason, version=version,

@@ -107,6 +107,9 @@ class NodeSettings(_Strict):
     port: int = Field(ge=1, le=65535)
     allowed_peers: list[Peer]
     max_associations: int = Field(ge=1, le=256)
+    # Processes accepting associations on the port (SO_REUSEPORT): concurrent associations
+    # then use more than one core; max_associations is shared out among them.
+    receivers: int = Field(default=1, ge=1, le=32)
     max_pdu_bytes: int = Field(ge=0)
     tls: TLS = TLS()
     metrics_port: int = Field(default=11180, ge=0, le=65535)

@@ -16,17 +16,13 @@ code through it.
 from __future__ import annotations
 
 import logging
-import multiprocessing.spawn
-import os
 import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from glioma_node.core.resources import import_root
+from glioma_node.service.children import start_child
 from glioma_node.service.config import Config, EngineKind
 from glioma_node.service.handoff import JobOutcome, JobResult, heartbeat_age_s
 from glioma_node.service.paths import Paths
@@ -60,15 +56,7 @@ class LocalEngine:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        # A plain child process running `python -m glioma_node.service.worker`, not multiprocessing's
-        # spawn: inside Orthanc the parent is an embedded interpreter whose sys.path
-        # (Debian's stdlib) must not be handed to the environment's Python.
-        path = self.paths.data_dir / "worker-config.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
-        self.process = subprocess.Popen([str(python), "-m", "glioma_node.service.worker", "--config", str(path),
-                                         "--parent-pid", str(os.getpid())], cwd=import_root())
+        self.process = start_child("glioma_node.service.worker", self.config, self.paths)
 
     def step(self) -> None:
         if self.process is not None and not self.alive():

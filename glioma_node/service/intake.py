@@ -42,6 +42,7 @@ from pydicom.uid import (
 
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 from glioma_node.service.logs import pseudonym
+from glioma_node.service.recorder import InstanceRecorder
 from glioma_node.service.spool import Spool, SpoolFull
 from glioma_node.service.state import NodeState, Received
 
@@ -240,10 +241,20 @@ def inspect(data: bytes, sop_class: str) -> Received:
 
 
 class Intake:
-    """Check, spool and record received instances (see the module doc)."""
+    """Check, spool and record received instances (see the module doc).
 
-    def __init__(self, spool: Spool, state: NodeState):
-        self.spool, self.state = spool, state
+    ``recorder``: record in batches on its thread (:mod:`glioma_node.service.recorder`;
+    the SCP's many small C-STOREs) instead of one transaction per instance."""
+
+    def __init__(self, spool: Spool, state: NodeState, recorder: InstanceRecorder | None = None):
+        self.spool, self.state, self.recorder = spool, state, recorder
+
+    @staticmethod
+    def refuse(status: StoreStatus, reason: str, peer: str, sop_class: str) -> Answer:
+        """The answer for an instance the node will not store (logged with its reason)."""
+        log.warning("instance refused: %s", reason, extra={"status": f"0x{status:04X}", "peer": peer,
+                                                           "sop_class": str(sop_class)})
+        return Answer(status, Outcome.REFUSED, reason)
 
     def admit(self, data: bytes, sop_class: str, association: str = "", peer: str = "",
               spooled: Path | None = None) -> Answer:
@@ -256,26 +267,28 @@ class Intake:
             return Answer(StoreStatus.SUCCESS, Outcome.IGNORED)
         try:
             received = inspect(data, sop_class)
-            known = self.state.instance_location(received.sop_uid)
+            known = (self.recorder.location if self.recorder else self.state.instance_location)(received.sop_uid)
             if known is not None and known != (received.study_uid, received.series_uid):
                 raise Refused(StoreStatus.SOP_INSTANCE_CONFLICT,
                               f"already stored in another {'study' if known[0] != received.study_uid else 'series'}"
                               f": SOP Instance UID {received.sop_uid}")
         except Refused as exc:
-            log.warning("instance refused: %s", exc, extra={"status": f"0x{exc.status:04X}", "peer": peer,
-                                                            "sop_class": str(sop_class)})
-            return Answer(exc.status, Outcome.REFUSED, str(exc))
+            return self.refuse(exc.status, str(exc), peer, sop_class)
         if received.tolerated:
             log.warning("instance accepted with UID defects older equipment writes: %s",
                         "; ".join(received.tolerated), extra={"peer": peer, "sop_instance": received.sop_uid})
         if known is not None:
             return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE)
         try:
-            path = spooled or self.spool.store(received.study_uid, received.series_uid, received.sop_uid, data)[0]
+            path, new = (spooled, True) if spooled else self.spool.store(received.study_uid, received.series_uid,
+                                                                         received.sop_uid, data)
         except (SpoolFull, OSError) as exc:
             log.error("instance not stored: %s", exc, extra={"peer": peer})
             return Answer(StoreStatus.OUT_OF_RESOURCES, Outcome.OUT_OF_RESOURCES, str(exc))
-        new = self.state.record_instance(received, str(path), association)
+        if self.recorder is not None:
+            self.recorder.record(received, str(path), association)
+        else:
+            new = self.state.record_instance(received, str(path), association)
         return Answer(StoreStatus.SUCCESS, Outcome.RECEIVED if new else Outcome.DUPLICATE, path=path)
 
 

@@ -11,6 +11,8 @@ becomes a hash, so no received value can climb out of the data folder).
     data_dir/results/<study>/v<N>/outcome.json       how its process job ended (see handoff.py)
     data_dir/results/<study>/v<N>/heartbeat          touched while a worker runs the job
     data_dir/outbox/<kind>-<name>/<study>-v<N>/      hard links of one result set, per target
+    data_dir/receivers/<pid>.json                    counters of an extra receiver process (see receivers.py)
+    data_dir/child-config.yaml                       the configuration the node's child processes read
 """
 from __future__ import annotations
 
@@ -53,3 +55,13 @@ class Paths:
         """The files one send job delivers to ``target``."""
         return self.data_dir / "outbox" / safe_part(f"{target.kind.value}-{target.name}") / \
             f"{safe_part(study_uid)}-v{version}"
+
+    @property
+    def receivers(self) -> Path:
+        """The counter snapshots of the node's extra receiver processes, one file per process."""
+        return self.data_dir / "receivers"
+
+    @property
+    def child_config(self) -> Path:
+        """The node's configuration as its child processes (worker, receivers) read it."""
+        return self.data_dir / "child-config.yaml"

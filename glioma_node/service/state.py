@@ -210,23 +210,32 @@ class NodeState:
     # instances and associations -------------------------------------------------
     def record_instance(self, instance: Received, path: str, association: str) -> bool:
         """Note a stored instance; False when the SOP Instance UID was already known."""
+        return self.record_instances([(instance, path, association)])[0]
+
+    def record_instances(self, batch: list[tuple[Received, str, str]]) -> list[bool]:
+        """Note stored instances, (facts, spool path, association id) each, in one
+        transaction; per instance, False when its SOP Instance UID was already known."""
         now = time.time()
+        new = []
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (instance.sop_uid,)).fetchone():
-                return False
-            db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?)",
-                       (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, path,
-                        association, now))
-            db.execute("INSERT INTO series(series_uid, study_uid, instances, expected, last_at) VALUES (?,?,1,?,?) "
-                       "ON CONFLICT(series_uid) DO UPDATE SET instances=instances+1, last_at=excluded.last_at, "
-                       "expected=COALESCE(excluded.expected, expected)",
-                       (instance.series_uid, instance.study_uid, instance.expected, now))
-            calling = db.execute("SELECT calling_ae FROM associations WHERE id=?", (association,)).fetchone()
-            db.execute("INSERT INTO studies(study_uid, state, patient, first_at, last_at, updated_at, calling_ae) "
-                       "VALUES (?,'received',?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET last_at=excluded.last_at, "
-                       "state=CASE WHEN state='waiting' THEN 'received' ELSE state END",
-                       (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
-        return True
+            for instance, path, association in batch:
+                if db.execute("SELECT 1 FROM instances WHERE sop_uid=?", (instance.sop_uid,)).fetchone():
+                    new.append(False)
+                    continue
+                db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?)",
+                           (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, path,
+                            association, now))
+                db.execute("INSERT INTO series(series_uid, study_uid, instances, expected, last_at) "
+                           "VALUES (?,?,1,?,?) ON CONFLICT(series_uid) DO UPDATE SET instances=instances+1, "
+                           "last_at=excluded.last_at, expected=COALESCE(excluded.expected, expected)",
+                           (instance.series_uid, instance.study_uid, instance.expected, now))
+                calling = db.execute("SELECT calling_ae FROM associations WHERE id=?", (association,)).fetchone()
+                db.execute("INSERT INTO studies(study_uid, state, patient, first_at, last_at, updated_at, calling_ae) "
+                           "VALUES (?,'received',?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET "
+                           "last_at=excluded.last_at, state=CASE WHEN state='waiting' THEN 'received' ELSE state END",
+                           (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
+                new.append(True)
+        return new
 
     def instance_location(self, sop_uid: str) -> tuple[str, str] | None:
         """(study, series) an already recorded SOP Instance UID belongs to, or None."""

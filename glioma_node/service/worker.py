@@ -17,6 +17,7 @@ import time
 
 from glioma_node.inference.analyze import Models
 from glioma_node.inference.lifetime import die_with_parent
+from glioma_node.service.children import child_main
 from glioma_node.service.compute import compute
 from glioma_node.service.config import Config
 from glioma_node.service.handoff import Heartbeat
@@ -63,15 +64,7 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
 
 def main() -> None:
     """``python -m glioma_node.service.worker --config FILE --parent-pid PID`` (started by the node)."""
-    import argparse
-
-    from glioma_node.service.config import load_config
-
-    parser = argparse.ArgumentParser(prog="python -m glioma_node.service.worker")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--parent-pid", type=int, default=None)
-    args = parser.parse_args()
-    worker_main(load_config(args.config), args.parent_pid)
+    child_main("glioma_node.service.worker", worker_main)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ AE, an aborted association, a full disk, the PACS down for a while, kill -9 whil
 receiving and while processing, interleaved studies from two senders."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -15,7 +18,17 @@ from pynetdicom import AE
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import safe_part
 from glioma_node.service.spool import Spool, SpoolFull
-from tests.node_harness import RunningNode, Sender, dcmsend, echo, node_config, orthanc_result_instances, sends_done, storescu
+from tests.node_harness import (
+    RunningNode,
+    Sender,
+    dcmsend,
+    echo,
+    node_config,
+    orthanc_result_instances,
+    sends_done,
+    storescu,
+    wait_for,
+)
 from tests.servers import Orthanc, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("node")]
@@ -281,3 +294,37 @@ def test_a_series_after_processing_makes_version_2(cases, tmp_path):
         assert versions == ["v1", "v2"]
     finally:
         node.stop()
+
+
+def test_receivers_share_the_port_and_a_killed_one_comes_back(cases, tmp_path):
+    """``node.receivers: 2``: a second process accepts on the node's port (SO_REUSEPORT),
+    the kernel spreads associations over both, /metrics counts both, a receiver killed
+    with -9 is started again, and two studies sent at once are recorded whole."""
+    node = RunningNode(node_config(tmp_path, **{"node.receivers": 2}))
+    counts = node.data_dir / "receivers"
+    try:
+        node.wait_log("receiver ready", timeout=60)
+        for _ in range(16):  # all 16 on one of two sockets: 1 in 32768
+            assert echo(node.port, "STORESCU")
+        snapshot = wait_for(lambda: next(counts.glob("*.json"), None), 10, "the receiver's counters")
+        # /metrics has them all (the receiver's snapshot is a second old at most), 16 plus the start's C-ECHO
+        total = wait_for(lambda: (n := node.metrics()["glioma_node_associations_accepted_total"]) >= 17 and n, 10,
+                         "every association in /metrics")
+        accepted = json.loads(snapshot.read_text()).get("associations_accepted", 0)
+        assert 1 <= accepted < total  # both processes accepted some
+
+        os.kill(int(snapshot.stem), signal.SIGKILL)
+        node.wait_log("receiver process ended", timeout=30)
+        wait_for(lambda: any(p != snapshot for p in counts.glob("*.json")), 60, "a new receiver")
+
+        a = storescu(cases[0], node.port, calling_ae="STORESCU", background=True)
+        b = storescu(cases[1], node.port, calling_ae="SENDER_B", background=True)
+        assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+        for case in cases:
+            study = node.state().study(_study_uid(case))
+            assert study is not None and study.instances == _instances(case)
+        receivers = [int(p.stem) for p in counts.glob("*.json")]
+    finally:
+        node.stop()
+    # the node's stop ends its receivers
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in receivers), 30, "the receivers to end")

@@ -213,6 +213,9 @@ def test_requestor_associations_keep_pynetdicom_s_own_loop(monkeypatch):
 
     stock: list = []
     monkeypatch.setattr(reactor, "_original", stock.append)
+    monkeypatch.setattr(reactor, "_original_dul", stock.append)
     requestor = SimpleNamespace(is_acceptor=False)
     reactor._run_reactor(requestor)
-    assert stock == [requestor]
+    dul = SimpleNamespace(assoc=requestor)
+    reactor._dul_run_reactor(dul)
+    assert stock == [requestor, dul]

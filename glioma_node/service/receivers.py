@@ -1,0 +1,129 @@
+"""Extra processes accepting associations on the node's port (``node.receivers`` > 1).
+
+One Python process receives with one GIL: its associations take turns, however many
+cores the machine has. With ``node.receivers`` = N the node starts N - 1 receiver
+processes, and every listening socket, the node's own included, sets SO_REUSEPORT, so
+the kernel spreads new connections among the N processes. A receiver runs the same
+:class:`~glioma_node.service.scp.StorageScp` and intake into the same spool and state
+(SQLite in WAL mode takes writers from several processes); the node alone assembles,
+processes and sends. Each receiver writes its counters to
+``data_dir/receivers/<pid>.json`` every second, and the node adds them to ``/metrics``.
+
+A receiver that dies is started again by the node; what it had acknowledged is in the
+spool (fsynced) and recorded by the next start's reconciliation at the latest. A
+receiver ends with the node (SIGTERM on the node's death, and a parent-pid check).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections import Counter
+
+from glioma_node.core.files import partial_path
+from glioma_node.inference.lifetime import die_with_parent
+from glioma_node.service.children import child_main, start_child
+from glioma_node.service.config import Config
+from glioma_node.service.paths import Paths
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_S = 1.0  # how often a receiver writes its counters
+STOP_S = 30.0  # how long a receiver may take to end its associations on SIGTERM
+
+
+class Receivers:
+    """The node's extra receiver processes: start, restart when one ends, stop, counters."""
+
+    def __init__(self, config: Config, paths: Paths):
+        self.config, self.paths = config, paths
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        """Start ``node.receivers - 1`` processes (none by default); old counter files go."""
+        if self.paths.receivers.exists():
+            for old in self.paths.receivers.glob("*.json"):
+                old.unlink(missing_ok=True)
+        self.processes = [self._start() for _ in range(self.config.node.receivers - 1)]
+
+    def _start(self) -> subprocess.Popen:
+        return start_child("glioma_node.service.receivers", self.config, self.paths)
+
+    def step(self) -> None:
+        """Start again any receiver that ended (its counters stay counted)."""
+        for i, process in enumerate(self.processes):
+            if process.poll() is not None:
+                log.error("receiver process ended; starting it again", extra={"exitcode": process.returncode})
+                self.processes[i] = self._start()
+
+    def counts(self) -> Counter:
+        """The receivers' counters (associations, instances by outcome), summed."""
+        total: Counter = Counter()
+        for snapshot in self.paths.receivers.glob("*.json") if self.paths.receivers.exists() else ():
+            try:
+                total.update(json.loads(snapshot.read_text()))
+            except (OSError, ValueError):  # replaced while read: the next scrape has it
+                continue
+        return total
+
+    def stop(self) -> None:
+        """SIGTERM every receiver (they end their associations), SIGKILL after :data:`STOP_S`."""
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+
+
+def _write_counts(path, counts: Counter) -> None:
+    tmp = partial_path(path)
+    tmp.write_text(json.dumps(dict(counts)))
+    os.replace(tmp, path)
+
+
+def receiver_main(config: Config, parent_pid: int | None = None) -> None:
+    """One receiver process: listen on the node's port beside it until SIGTERM or the node ends."""
+    from glioma_node.dicom_io.scan import tolerate_nonconformant_values
+    from glioma_node.service.logs import configure
+    from glioma_node.service.scp import StorageScp
+    from glioma_node.service.spool import BLANKS, Spool
+    from glioma_node.service.state import NodeState
+
+    configure()
+    tolerate_nonconformant_values()
+    die_with_parent(signal.SIGTERM)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
+    paths = Paths(config.data_dir)
+    paths.receivers.mkdir(parents=True, exist_ok=True)
+    counts_path = paths.receivers / f"{os.getpid()}.json"
+    spool = Spool(paths.spool, config.node.min_free_mb * 1024**2, blanks=BLANKS)
+    scp = StorageScp(config, spool, NodeState(paths.database))
+    scp.start()
+    log.info("receiver ready", extra={"pid": os.getpid(), "port": config.node.port})
+    try:
+        while not stopping.wait(SNAPSHOT_S) and (parent_pid is None or os.getppid() == parent_pid):
+            with scp.counters.lock:
+                counts = Counter(scp.counters.counts)
+            _write_counts(counts_path, counts)
+    finally:
+        scp.stop()
+        with scp.counters.lock:
+            _write_counts(counts_path, Counter(scp.counters.counts))
+
+
+def main() -> None:
+    """``python -m glioma_node.service.receivers --config FILE --parent-pid PID`` (started by the node)."""
+    child_main("glioma_node.service.receivers", receiver_main)
+
+
+if __name__ == "__main__":
+    main()
