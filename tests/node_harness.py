@@ -104,12 +104,17 @@ class RunningNode:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """SIGTERM, as systemd stops it; a node that does not then end cleanly (exit 0) fails the test."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=60)
+                code = self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
+                code = None
+            self.log.close()
+            if code != 0:
+                raise AssertionError(f"serve did not stop cleanly on SIGTERM (exit {code}); see {self.log.name}")
         self.log.close()
 
     def health(self) -> dict:

@@ -202,7 +202,9 @@ class StorageScp:
         server_class = _ReusePortServer if settings.receivers > 1 else ThreadedAssociationServer
         self.server = self.ae.make_server((settings.bind_address, settings.port), evt_handlers=handlers,
                                           ssl_context=context, server_class=server_class)
-        # as AE.start_server(block=False) runs it, with the server class chosen above
+        # as AE.start_server(block=False) runs it, with the server class chosen above (the
+        # server's shutdown removes itself from the AE's list of servers)
+        self.ae._servers.append(self.server)
         threading.Thread(target=self.server.serve_forever, name=f"acceptor-{settings.port}", daemon=True).start()
         self._accept_without_handshake(self.server, context, settings.tls_handshake_timeout_s)
         log.info("listening", extra={"ae_title": settings.ae_title, "address": settings.bind_address,
