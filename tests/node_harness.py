@@ -105,17 +105,17 @@ class RunningNode:
 
     def stop(self) -> None:
         """SIGTERM, as systemd stops it; a node that does not then end cleanly (exit 0) fails the test."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
+        process, code = self.process, None
+        stopped_here = process is not None and process.poll() is None
+        if process is not None and stopped_here:
+            process.terminate()
             try:
-                code = self.process.wait(timeout=60)
+                code = process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
-                code = None
-            self.log.close()
-            if code != 0:
-                raise AssertionError(f"serve did not stop cleanly on SIGTERM (exit {code}); see {self.log.name}")
         self.log.close()
+        if stopped_here and code != 0:
+            raise AssertionError(f"serve did not stop cleanly on SIGTERM (exit {code}); see {self.log.name}")
 
     def health(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=10) as response:

@@ -11,6 +11,14 @@ import threading
 from pathlib import Path
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename (readers see the old or the new file,
+    never a part); not fsynced: for files a restart rewrites anyway."""
+    tmp = partial_path(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def partial_path(path: Path) -> Path:
     """The temporary name beside ``path`` for this process and thread (same folder, so the
     rename is atomic on one filesystem); the suffix stays last so writers keyed on the

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import survey
@@ -118,9 +119,7 @@ def tick(state: NodeState, spool: Spool, config: Config, now: float | None = Non
     ``roles``: how a study's spooled roles are found (default :func:`spooled_roles` in
     this process; the standalone node surveys in a child, :mod:`glioma_node.service.surveyor`)."""
     now = time.time() if now is None else now
-    if roles is None:
-        def roles(study_uid: str) -> set[str]:
-            return spooled_roles(spool, study_uid, config)
+    roles = roles or partial(spooled_roles, spool, config=config)
     decisions = []
     candidates = state.studies((StudyState.RECEIVED, StudyState.WAITING))
     if config.assembly.reprocess_new_series:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import yaml
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import write_text_atomic
 from glioma_node.core.resources import import_root
 from glioma_node.service.config import Config, load_config
 from glioma_node.service.paths import Paths
@@ -27,9 +27,7 @@ def start_child(module: str, config: Config, paths: Paths, *arguments: str) -> s
     """Start ``python -m module --config <child config> --parent-pid <this pid> *arguments``."""
     path = paths.child_config
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     python = os.fsdecode(multiprocessing.spawn.get_executable())  # the plugin script sets it to the environment
     return subprocess.Popen([str(python), "-m", module, "--config", str(path), "--parent-pid", str(os.getpid()),
                              *arguments], cwd=import_root())

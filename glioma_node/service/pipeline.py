@@ -35,7 +35,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import partial_path, write_text_atomic
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import DicomInputError
@@ -91,9 +91,7 @@ def load_models(config: Config) -> Models:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = partial_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Dataset]], reference: Volume) -> None:

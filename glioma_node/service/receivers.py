@@ -23,7 +23,7 @@ import subprocess
 import threading
 from collections import Counter
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import write_text_atomic
 from glioma_node.inference.lifetime import die_with_parent
 from glioma_node.service.children import child_main, start_child
 from glioma_node.service.config import Config
@@ -82,12 +82,6 @@ class Receivers:
         self.processes = []
 
 
-def _write_counts(path, counts: Counter) -> None:
-    tmp = partial_path(path)
-    tmp.write_text(json.dumps(dict(counts)))
-    os.replace(tmp, path)
-
-
 def receiver_main(config: Config, parent_pid: int | None = None) -> None:
     """One receiver process: listen on the node's port beside it until SIGTERM or the node ends."""
     from glioma_node.dicom_io.scan import tolerate_nonconformant_values
@@ -109,15 +103,16 @@ def receiver_main(config: Config, parent_pid: int | None = None) -> None:
     scp = StorageScp(config, spool, NodeState(paths.database))
     scp.start()
     log.info("receiver ready", extra={"pid": os.getpid(), "port": config.node.port})
+    written: Counter | None = None
     try:
         while not stopping.wait(SNAPSHOT_S) and (parent_pid is None or os.getppid() == parent_pid):
-            with scp.counters.lock:
-                counts = Counter(scp.counters.counts)
-            _write_counts(counts_path, counts)
+            counts = scp.counters.snapshot()
+            if counts != written:
+                write_text_atomic(counts_path, json.dumps(counts))
+                written = counts
     finally:
         scp.stop()
-        with scp.counters.lock:
-            _write_counts(counts_path, Counter(scp.counters.counts))
+        write_text_atomic(counts_path, json.dumps(scp.counters.snapshot()))
 
 
 def main() -> None:

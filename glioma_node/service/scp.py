@@ -60,6 +60,12 @@ class ScpCounters:
         with self.lock:
             self.counts[name] += n
 
+    def snapshot(self) -> Counter:
+        """A copy of the counts, taken under the lock."""
+        with self.lock:
+            return Counter(self.counts)
+
+
 class _ReusePortServer(ThreadedAssociationServer):
     """pynetdicom's server with SO_REUSEPORT: several processes accept on one port
     (``node.receivers``; :mod:`glioma_node.service.receivers`), the kernel spreads the connections."""

@@ -70,7 +70,7 @@ class Node:
     def metric_values(self) -> dict[str, float]:
         """``/metrics``: the state's counts, the SCP's counters, free spool bytes, worker up."""
         values = dict(self.state.metrics())
-        counts = Counter(self.scp.counters.counts) if self.scp else Counter()
+        counts = self.scp.counters.snapshot() if self.scp else Counter()
         if self.receivers is not None:
             counts.update(self.receivers.counts())
         for name, count in counts.items():

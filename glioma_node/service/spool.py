@@ -50,27 +50,32 @@ class _Blanks:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._ready: queue.Queue[tuple[Path, int]] = queue.Queue(maxsize=count)
-        self.waiting: set[Path] = set()  # created and not yet taken: not a crash's leftover
+        # made by this process and not yet renamed into the spool: not a crash's leftover
+        self.live: set[Path] = set()
         threading.Thread(target=self._fill, name="spool-blanks", daemon=True).start()
 
     def _fill(self) -> None:
         while True:
             path = self.folder / _PARTIAL.format(uuid.uuid4().hex)
+            self.live.add(path)  # before the file exists: remove_partials must never see it unlisted
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except OSError:  # a full disk: store() creates its own file and reports the error
+                self.live.discard(path)
                 threading.Event().wait(1.0)
                 continue
-            self.waiting.add(path)
             self._ready.put((path, fd))
 
     def take(self) -> tuple[Path, int] | None:
+        """A blank to write into (it stays live until :meth:`done`), or None when none is ready."""
         try:
-            path, fd = self._ready.get_nowait()
+            return self._ready.get_nowait()
         except queue.Empty:
             return None
-        self.waiting.discard(path)
-        return path, fd
+
+    def done(self, path: Path) -> None:
+        """The blank at ``path`` was renamed into the spool, or removed."""
+        self.live.discard(path)
 
 
 class Spool:
@@ -125,6 +130,9 @@ class Spool:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if blank is not None and self._blanks is not None:
+                self._blanks.done(tmp)
         _fsync_dir(path.parent)
         if new_dirs:
             _fsync_dir(path.parent.parent)
@@ -134,9 +142,9 @@ class Spool:
     def remove_partials(self) -> int:
         """Delete temporary files a crash left behind (never acknowledged); how many."""
         count = 0
-        ours = set(self._blanks.waiting) if self._blanks is not None else set()
+        live = self._blanks.live if self._blanks is not None else set()
         for tmp in self.root.rglob(".*.partial"):
-            if tmp in ours:
+            if tmp in live:  # looked up now, not copied first: the blank-maker adds as we go
                 continue
             tmp.unlink(missing_ok=True)
             count += 1

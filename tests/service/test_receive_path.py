@@ -135,3 +135,13 @@ def test_survey_in_a_child_finds_what_the_node_finds_and_falls_back_when_it_dies
         assert surveyor.roles(study_uid) == expected  # and a new child afterwards
     finally:
         surveyor.close()
+
+
+def test_a_start_that_cleans_partials_while_blanks_are_made_never_takes_a_live_one(tmp_path):
+    """The node cleans the spool's partial files at start while its blank-maker is already
+    creating files; a blank must never be deleted between its creation and its use."""
+    spool = Spool(tmp_path / "spool", min_free_bytes=0, blanks=8)
+    for n in range(200):
+        spool.remove_partials()
+        path, new = spool.store("1.2", "1.2.1", f"1.2.1.{n}", b"instance %d" % n)
+        assert new and path.read_bytes() == b"instance %d" % n
