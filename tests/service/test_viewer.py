@@ -98,7 +98,10 @@ def _open(viewer) -> None:
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
-    time.sleep(1)  # its first frame painted
+    # its first frame painted (not a fixed wait: CI once measured a black pane), and no
+    # notice of OHIF's over it, so a colour count measures the image alone
+    _wait(lambda: _image_pixels(driver) > 10000, 60, "the T1c image painted in the viewport")
+    _wait(lambda: "Something went wrong" not in _text(driver), 60, "OHIF's error notice to go away")
 
 
 def _double_click(driver, series_number: int) -> None:
@@ -110,17 +113,28 @@ def _double_click(driver, series_number: int) -> None:
     ActionChains(driver).double_click(element).perform()  # type: ignore[arg-type]  # _wait returns what it found
 
 
-def _coloured_pixels(driver, name: str) -> int:
-    """Pixels of the viewport that are clearly not grey, in a screenshot kept as ``name``."""
+def _pane(driver, name: str | None = None) -> np.ndarray:
+    """The viewport's pixels (RGB, overlay text rows cut off); the screenshot kept as ``name``."""
     from selenium.webdriver.common.by import By
 
     png = driver.get_screenshot_as_png()
-    (ARTIFACTS / f"{name}.png").write_bytes(png)
+    if name:
+        (ARTIFACTS / f"{name}.png").write_bytes(png)
     rect = driver.find_element(By.CSS_SELECTOR, "[data-cy='viewport-pane']").rect
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     top, bottom = int(rect["y"]) + 60, int(rect["y"] + rect["height"]) - 60  # skip the overlay text rows
-    pane = image[top:bottom, int(rect["x"]):int(rect["x"] + rect["width"])]
+    return image[top:bottom, int(rect["x"]):int(rect["x"] + rect["width"])]
+
+
+def _coloured_pixels(driver, name: str) -> int:
+    """Pixels of the viewport that are clearly not grey, in a screenshot kept as ``name``."""
+    pane = _pane(driver, name)
     return int(((pane.max(axis=2) - pane.min(axis=2)) > 60).sum())
+
+
+def _image_pixels(driver) -> int:
+    """Pixels of the viewport bright enough to be the image (a blank viewport has none)."""
+    return int((_pane(driver).min(axis=2) > 60).sum())
 
 
 def _text(driver) -> str:
