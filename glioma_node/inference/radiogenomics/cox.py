@@ -3,15 +3,14 @@
 The model is h(t | x) = h0(t)·exp(β·z), z the standardised covariates (training mean and
 standard deviation, missing values imputed with the training median). The risk score is
 β·z (log relative hazard; higher = shorter expected survival); the group is "high" at or
-above the cutoff, the median score of the training cases. Fitting maximises Breslow's
-partial likelihood with a ridge penalty (scipy, exact gradient).
+above the cutoff, the median score of the training cases. The node only scores; the fit
+(lifelines, ridge-penalised) is training's: ``training/radiogenomics/survival.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 
 @dataclass
@@ -48,49 +47,3 @@ class CoxModel:
         return cls(list(d["names"]), np.asarray(d["beta"], float), np.asarray(d["median"], float),
                    np.asarray(d["mean"], float), np.asarray(d["std"], float), float(d["cutoff"]),
                    float(d.get("penalty", 0.0)), dict(d.get("extra", {})))
-
-
-def _neg_log_partial_likelihood(beta: np.ndarray, z: np.ndarray, time: np.ndarray, event: np.ndarray,
-                                penalty: float) -> tuple[float, np.ndarray]:
-    order = np.argsort(-time, kind="stable")  # descending: risk sets are prefixes
-    z, time, event = z[order], time[order], event[order]
-    eta = z @ beta
-    shift = eta.max()
-    w = np.exp(eta - shift)
-    cum_w = np.cumsum(w)
-    cum_wz = np.cumsum(w[:, None] * z, axis=0)
-    # Breslow ties: every tied death shares the risk set of the last tied time.
-    last = np.searchsorted(-time, -time, side="right") - 1
-    d = event.astype(bool)
-    loglik = float((eta[d] - shift - np.log(cum_w[last[d]])).sum())
-    grad = (z[d] - cum_wz[last[d]] / cum_w[last[d], None]).sum(axis=0)
-    return -loglik + 0.5 * penalty * float(beta @ beta), -grad + penalty * beta
-
-
-def fit_cox(x: np.ndarray, time: np.ndarray, event: np.ndarray, names: list[str], penalty: float = 1.0) -> CoxModel:
-    """Fit on covariates ``x`` ``(N, P)``, follow-up ``time`` (days) and ``event`` (1 = death)."""
-    if int(np.sum(event)) < 2:
-        raise ValueError("a Cox model needs at least two observed events")
-    median = np.nanmedian(x, axis=0)
-    median = np.where(np.isfinite(median), median, 0.0)
-    filled = np.where(np.isfinite(x), x, median)
-    mean, std = filled.mean(axis=0), np.maximum(filled.std(axis=0), 1e-6)
-    model = CoxModel(list(names), np.zeros(x.shape[1]), median, mean, std, penalty=penalty)
-    z = model.standardise(x)
-    result = minimize(_neg_log_partial_likelihood, np.zeros(x.shape[1]), args=(z, np.asarray(time, float),
-                      np.asarray(event, int), penalty), jac=True, method="L-BFGS-B")
-    model.beta = result.x
-    model.cutoff = float(np.median(z @ result.x))
-    return model
-
-
-def concordance_index(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
-    """Harrell's C: the share of comparable pairs (the earlier time is a death) ordered
-    correctly by risk (higher risk dies first); ties in risk count one half."""
-    time, risk, event = (np.asarray(a, float) for a in (time, risk, event))
-    earlier = (time[:, None] < time[None, :]) & (event[:, None] == 1)
-    if not earlier.any():
-        raise ValueError("no comparable pairs: the concordance index needs observed events")
-    right = (risk[:, None] > risk[None, :]) & earlier
-    tied = (risk[:, None] == risk[None, :]) & earlier
-    return float((right.sum() + 0.5 * tied.sum()) / earlier.sum())

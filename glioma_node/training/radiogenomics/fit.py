@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
 from glioma_node.core.roles import ROLES
-from glioma_node.inference.radiogenomics.cox import CoxModel, concordance_index, fit_cox
+from glioma_node.inference.radiogenomics.cox import CoxModel
 from glioma_node.inference.radiogenomics.heads import AttentionFusion, EarlyFusion, FusionHead
 from glioma_node.training.radiogenomics.metrics import auc
+from glioma_node.training.radiogenomics.survival import concordance_index, fit_cox
 
 SEQUENCE_GROUPS = ROLES
+#: Ridge strengths tried for the Cox model (lifelines' ``penalizer``: per case, see
+#: :func:`.survival.fit_cox`), picked by cross-validated C-index.
+PENALTIES = (0.001, 0.01, 0.05, 0.2, 1.0)
 
 
 def group_of(name: str) -> str:
@@ -30,6 +35,18 @@ def _filled(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, np.where(np.isfinite(med), med, 0.0))
 
 
+def column_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every column of ``scores`` ``(N, K)`` for ``y`` at once (Mann–Whitney ranks,
+    ties one half): what scikit-learn's ``roc_auc_score`` gives column by column, in one
+    vectorised pass over the thousands of candidate features. Needs both classes."""
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUC needs both classes")
+    ranks = stats.rankdata(scores, axis=0)
+    return (ranks[y].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
 def rank_columns(x: np.ndarray, y: np.ndarray, columns: list[int], max_missing: float = 0.2,
                  max_correlation: float = 0.9, top: int = 24) -> list[int]:
     """``columns`` ranked by univariate |AUC − 0.5| on (``x``, ``y``), dropping columns with
@@ -37,7 +54,7 @@ def rank_columns(x: np.ndarray, y: np.ndarray, columns: list[int], max_missing: 
     ``max_correlation`` with a better one; the first ``top``."""
     sub = x[:, columns]
     filled = _filled(sub)
-    scores = np.where(_usable(sub, filled, max_missing), np.abs(auc(y, filled) - 0.5), -1.0)
+    scores = np.where(_usable(sub, filled, max_missing), np.abs(column_auc(y, filled) - 0.5), -1.0)
     return [columns[j] for j in _pick(filled, scores, top, max_correlation)]
 
 
@@ -183,12 +200,16 @@ def fit_survival(x: np.ndarray, time: np.ndarray, event: np.ndarray, names: list
     # How many image features (a prefix of the ranking) and how much ridge: 5-fold CV C-index.
     for k in sorted({0, min(2, len(cols)), min(4, len(cols)), len(cols)}):
         keep = list(range(k)) + list(range(len(cols), len(cols) + n_extra))
-        for penalty in (0.1, 1.0, 5.0, 20.0, 80.0):
+        for penalty in PENALTIES:
             risk = np.zeros(len(time))
-            for fold in folds:
-                train = np.setdiff1d(np.arange(len(time)), fold)
-                fitted = fit_cox(design[train][:, keep], time[train], event[train], [design_names[i] for i in keep], penalty)
-                risk[fold] = fitted.risk(design[fold][:, keep])
+            try:
+                for fold in folds:
+                    train = np.setdiff1d(np.arange(len(time)), fold)
+                    fitted = fit_cox(design[train][:, keep], time[train], event[train],
+                                     [design_names[i] for i in keep], penalty)
+                    risk[fold] = fitted.risk(design[fold][:, keep])
+            except ValueError:  # a fold without two deaths, or no convergence: not a candidate
+                continue
             c = concordance_index(time, risk, event)
             if c > best:
                 best, best_choice = c, (k, penalty)
