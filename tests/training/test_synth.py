@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -25,9 +26,9 @@ def _rows(path):
 def test_layout_and_labels(synth_cohort):
     labels = _rows(synth_cohort / "labels.csv")
     assert [r["case"] for r in labels] == ["synth-0011-0000", "synth-0011-0001", "synth-0011-0002"]
-    assert list(labels[0]) == ["case", "age", "sex", "IDH", "MGMT", "survival_days", "event"]
+    assert list(labels[0]) == ["case", "age", "sex", "IDH", "MGMT", "EGFR", "survival_days", "event"]
     for row in labels:
-        assert row["IDH"] in "01" and row["MGMT"] in "01" and row["event"] in "01" and int(row["survival_days"]) > 0
+        assert all(row[k] in "01" for k in ("IDH", "MGMT", "EGFR", "event")) and int(row["survival_days"]) > 0
         for name in ("flair", "t1", "t1c", "t2", "seg", "brainmask"):
             assert (synth_cohort / "nifti" / row["case"] / f"{name}.nii.gz").exists()
 
@@ -88,11 +89,38 @@ def test_latent_status_drives_the_phenotype_and_survival():
     assert enhancing[~idh].mean() > enhancing[idh].mean() + 0.5
     assert mgmt[idh].mean() > mgmt[~idh].mean() + 0.3
     assert any(p.mismatch for p in patients) and not any(p.mismatch and not p.idh_mutant for p in patients)
-    days = {True: [], False: []}
+    egfr = np.array([p.egfr_amplified for p in patients])
+    assert egfr[~idh].mean() > 0.35 and egfr[idh].mean() < 0.1  # EGFR amplification belongs to IDH-wildtype
+    days: dict[tuple[bool, bool], list[int]] = {}
     for p in patients:
         t, _ = survival(p, core_ml=20.0, necrosis_fraction=0.0, rng=rng)
-        days[p.idh_mutant].append(t)
-    assert np.median(days[True]) > np.median(days[False])
+        days.setdefault((p.idh_mutant, p.egfr_amplified), []).append(t)
+    assert np.median(days[True, False]) > np.median(days[False, False]) > np.median(days[False, True])
+
+
+def test_an_interrupted_cohort_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Rows are appended as cases finish; a second run makes only the missing cases, and a
+    case cut off between its series rows and its label row is made again, once."""
+    from glioma_node.training.synth import cohort
+
+    made: list[int] = []
+
+    def fake_case(index: int, seed: int, out: Path, dicom: bool = True) -> cohort.CaseResult:
+        made.append(index)
+        if index == 2 and made.count(2) == 1:
+            cohort._append(out / "series.csv", cohort.SERIES_COLUMNS, [{"case": f"synth-{seed:04d}-0002"}])
+            raise KeyboardInterrupt  # killed after the series rows, before the label row
+        return cohort.CaseResult({"case": f"synth-{seed:04d}-{index:04d}"}, [{"case": f"synth-{seed:04d}-{index:04d}"}])
+
+    monkeypatch.setattr(cohort, "synthesise_case", fake_case)
+    with pytest.raises(KeyboardInterrupt):
+        cohort.write_cohort(tmp_path, cases=4, seed=8, progress=False)
+    cohort.write_cohort(tmp_path, cases=4, seed=8, progress=False)
+    assert made == [0, 1, 2, 2, 3]
+    assert [r["case"] for r in _rows(tmp_path / "labels.csv")] == [f"synth-0008-{i:04d}" for i in (0, 1, 2, 3)]
+    assert [r["case"] for r in _rows(tmp_path / "series.csv")] == [f"synth-0008-{i:04d}" for i in (0, 1, 2, 3)]
+    with pytest.raises(ValueError, match="another seed"):
+        cohort.write_cohort(tmp_path, cases=5, seed=9, progress=False)
 
 
 def test_same_seed_same_files(synth_cohort, tmp_path):

@@ -7,18 +7,21 @@ Layout of ``DIR``::
     nifti/<case>/seg.nii.gz                 BraTS labels (1 necrotic/non-enhancing core, 2 edema, 4 enhancing)
     nifti/<case>/brainmask.nii.gz           brain-extraction truth
     nifti/<case>/tissues.nii.gz             the generative tissue map (TISSUE_LABELS), for label-driven training
-    labels.csv                              case, age, sex, IDH, MGMT, survival_days, event
+    labels.csv                              case, age, sex, IDH, MGMT, EGFR, survival_days, event
     series.csv                              every DICOM series with its true role
     truth/<case>.json                       the latent phenotype, volumes and series grids
 
-IDH is 1 for mutant, MGMT 1 for methylated, event 1 for death observed (0: censored).
-Everything follows from ``seed``: the same seed writes the same files.
+IDH is 1 for mutant, MGMT 1 for methylated, EGFR 1 for amplified, event 1 for death
+observed (0: censored). Everything follows from ``seed``: the same seed writes the same
+files. A run that stops (killed, out of time) resumes where it stopped when started again
+with the same ``--out`` and ``--seed``: rows are appended as cases finish.
 See docs/synthetic-cohort.md for the generative model.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +45,7 @@ from glioma_node.training.synth.scanner import (
 )
 from glioma_node.training.synth.tumour import ENHANCING, NECROTIC_CORE, choose_centre, grow_tumour, sample_patient, survival
 
-LABEL_COLUMNS = ["case", "age", "sex", "IDH", "MGMT", "survival_days", "event"]
+LABEL_COLUMNS = ["case", "age", "sex", "IDH", "MGMT", "EGFR", "survival_days", "event"]
 SERIES_COLUMNS = ["case", "series_instance_uid", "series_number", "series_description", "vendor", "role",
                   "expected_selected", "mode", "plane", "enhanced", "transfer_syntax"]
 
@@ -143,7 +146,8 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
         write_mr_series(pixels, acq.affine, study, series, out / "dicom" / case / f"{number:02d}_{_folder_name(acq.description)}")
         series_rows.append(_series_row(case, series, vendor, acq))
     label_row = {"case": case, "age": patient.age, "sex": patient.sex, "IDH": int(patient.idh_mutant),
-                 "MGMT": int(patient.mgmt_methylated), "survival_days": days, "event": int(event)}
+                 "MGMT": int(patient.mgmt_methylated), "EGFR": int(patient.egfr_amplified), "survival_days": days,
+                 "event": int(event)}
     truth = {"case": case, "vendor": vendor, "patient": patient.to_dict(), "core_ml": core_ml,
              "necrosis_fraction": necrosis_fraction, "tumour_centre_voxel_zyx": centre.tolist(),
              "series": [{**row, "affine_lps": acq.affine.tolist(), "shape": list(acq.shape)}
@@ -186,26 +190,57 @@ def _write_localizer(case: str, seed: int, index: int, vendor: str, study: Study
     return _series_row(case, series, vendor, None)
 
 
+def _finished(out: Path, seed: int) -> set[str]:
+    """Cases of ``seed`` already in ``labels.csv`` (a case's label row is written last);
+    ``series.csv`` is cut back to their rows, dropping those of a case cut off half-way."""
+    labels, series = out / "labels.csv", out / "series.csv"
+    if not labels.exists():
+        return set()
+    with open(labels, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and list(rows[0]) != LABEL_COLUMNS:
+        raise ValueError(f"{labels} has columns {list(rows[0])}, not {LABEL_COLUMNS}: write this cohort to a new folder")
+    prefix = f"synth-{seed:04d}-"
+    done = {r["case"] for r in rows}
+    if any(not c.startswith(prefix) for c in done):
+        raise ValueError(f"{labels} holds cases of another seed: resume with that seed or write to a new folder")
+    if series.exists():
+        with open(series, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r["case"] in done]
+        with open(series, "w", newline="") as f:
+            writer = csv.DictWriter(f, SERIES_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+    return done
+
+
+def _append(path: Path, columns: list[str], rows: list[dict]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_cohort(out: Path, cases: int, seed: int = 0, progress: bool = True, dicom: bool = True) -> list[CaseResult]:
-    """Write ``cases`` synthetic cases under ``out`` (see the module doc for the layout).
+    """Write cases ``0 .. cases-1`` of ``seed`` under ``out`` (see the module doc for the
+    layout) and return those written by this call; cases already in ``labels.csv`` are kept.
 
     ``dicom=False`` skips the DICOM studies (and series.csv rows): a training cohort.
     """
     if cases < 1:
         raise ValueError("--cases must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
-    # Rows are appended as cases finish, so an interrupted run keeps what it made.
-    with open(out / "labels.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, LABEL_COLUMNS)
-        writer.writeheader()
-        results = []
-        for i in tqdm(range(cases), desc="synthesising", unit="case", disable=not progress):
-            results.append(synthesise_case(i, seed, out, dicom))
-            writer.writerow(results[-1].label_row)
-            f.flush()
-    with open(out / "series.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, SERIES_COLUMNS)
-        writer.writeheader()
-        for r in results:
-            writer.writerows(r.series_rows)
+    done = _finished(out, seed)
+    todo = [i for i in range(cases) if f"synth-{seed:04d}-{i:04d}" not in done]
+    results = []
+    # Series rows first, the label row last: a case is finished once its label row is on disk.
+    for i in tqdm(todo, desc="synthesising", unit="case", disable=not progress):
+        result = synthesise_case(i, seed, out, dicom)
+        _append(out / "series.csv", SERIES_COLUMNS, result.series_rows)
+        _append(out / "labels.csv", LABEL_COLUMNS, [result.label_row])
+        results.append(result)
     return results

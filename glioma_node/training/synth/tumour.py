@@ -14,10 +14,15 @@ Generative model (documented in docs/synthetic-cohort.md; numbers are the defaul
   effect, as MGMT is hard to see on MRI), and spreading along white matter.
 * T2-FLAIR mismatch (non-enhancing IDH-mutant tumours, probability 0.45): the core is
   bright on T2 but dark on FLAIR except for a thin bright rim.
+* EGFR amplified with probability 0.45 when IDH-wildtype, 0.05 when IDH-mutant. It has
+  no effect on the images (only through its association with IDH): it acts on survival
+  alone, so a model that is given the known status can recover it and one that only
+  sees images cannot. It is drawn from a child stream of the case's generator, so the
+  images of a seed are the same as before it was added.
 * Survival: Weibull (shape 1.3) with log hazard ratio
-  0.035·(age − 55) − 1.0·IDH-mutant − 0.5·MGMT-methylated + 0.3·log(core ml / 20)
-  + 0.8·necrosis fraction, median 450 days at the reference; uniform censoring over
-  180–2200 days of follow-up.
+  0.035·(age − 55) − 1.0·IDH-mutant − 0.5·MGMT-methylated + 0.5·EGFR-amplified
+  + 0.3·log(core ml / 20) + 0.8·necrosis fraction, median 450 days at the reference;
+  uniform censoring over 180–2200 days of follow-up.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class Patient:
     rim_mm: float
     mismatch: bool
     heterogeneity: float
+    egfr_amplified: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +62,8 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     """Draw latent status and the tumour phenotype it implies (see the module doc)."""
     idh = bool(rng.random() < 0.35)
     mgmt = bool(rng.random() < (0.85 if idh else 0.45))
+    # A child stream: the draws below (and every image) stay what they were before EGFR existed.
+    egfr = bool(rng.spawn(1)[0].random() < (0.05 if idh else 0.45))
     age = float(np.clip(rng.normal(38, 10) if idh else rng.normal(62, 11), 18, 90))
     enhancing = bool(rng.random() < (0.25 if idh else 0.9))
     necrotic = enhancing and bool(rng.random() < (0.15 if idh else 0.8))
@@ -73,6 +81,7 @@ def sample_patient(rng: np.random.Generator) -> Patient:
         rim_mm=float(rng.uniform(2, 5)),
         mismatch=idh and not enhancing and bool(rng.random() < 0.45),
         heterogeneity=float(rng.uniform(0.15, 0.3) if not idh else rng.uniform(0.05, 0.15)),
+        egfr_amplified=egfr,
     )
 
 
@@ -135,7 +144,7 @@ def grow_tumour(centre: np.ndarray, wm: np.ndarray, brain: np.ndarray, ventricle
 def survival(patient: Patient, core_ml: float, necrosis_fraction: float, rng: np.random.Generator) -> tuple[int, bool]:
     """(observed days, event) from the Weibull proportional-hazards model of the module doc."""
     log_hr = (0.035 * (patient.age - 55) - 1.0 * patient.idh_mutant - 0.5 * patient.mgmt_methylated
-              + 0.3 * np.log(max(core_ml, 0.5) / 20.0) + 0.8 * necrosis_fraction)
+              + 0.5 * patient.egfr_amplified + 0.3 * np.log(max(core_ml, 0.5) / 20.0) + 0.8 * necrosis_fraction)
     shape, median = 1.3, 450.0
     scale = median / np.log(2) ** (1 / shape)
     t = scale * (-np.log(rng.random()) / np.exp(log_hr)) ** (1 / shape)
