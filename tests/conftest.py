@@ -34,6 +34,12 @@ def processed(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
     dicom = synth_cohort / "dicom"
     (dicom / "README.txt").write_text("not DICOM: must be ignored")
     out = tmp_path_factory.mktemp("processed")
-    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "process", str(dicom), "--out", str(out)],
-                            capture_output=True, text=True, cwd=REPO, timeout=1800)
+    # The site's clinical source knows the first patient's IDH status (the others are not in it).
+    (out.parent / "lims.csv").write_text("PatientID,IDH,MGMT\nsynth-0011-0000,wildtype,\n")
+    default = (REPO / "glioma_node" / "conf" / "glioma-node.yaml").read_text()
+    config = out.parent / "with-clinical.yaml"
+    config.write_text(default.replace("clinical:\n  path: null", "clinical:\n  path: lims.csv")
+                      .replace("../models/", f"{REPO}/glioma_node/models/"))
+    result = subprocess.run([sys.executable, "-m", "glioma_node.cli.main", "--config", str(config), "process", str(dicom),
+                             "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=1800)
     return result, out

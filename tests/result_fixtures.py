@@ -55,12 +55,16 @@ def fabricated_findings(study: StudySurvey, radiogenomics: bool = True, size_mm:
     if radiogenomics:
         heat = np.exp(-_distance_mm(t1c, centre, np.array([30.0, 30.0, 30.0])) ** 2).astype(np.float32)
         maps = {t: HeatMap(t, "T1c", t1c.metadata.series_instance_uid, heat ** (1 + n), t1c.affine,
-                           list(t1c.sop_instance_uids), t1c.frame_numbers) for n, t in enumerate(("mgmt", "idh"))}
+                           list(t1c.sop_instance_uids), t1c.frame_numbers)
+                for n, t in enumerate(("mgmt", "idh", "chemo-benefit"))}
         feature = [{"feature": "T1c.enhancing.original_firstorder_Mean", "value": 1.2, "shap": 0.31}]
         rg = Radiogenomics(
             predictions={"mgmt": Prediction("mgmt", 0.63, 0.41, "methylated", "early", feature),
-                         "idh": Prediction("idh", 0.12, 0.48, "wildtype", "early", feature)},
-            risk=RiskScore(0.65, 0.11, "high", feature), heat_maps=maps, model=models[1])
+                         "idh": Prediction("idh", 0.12, 0.48, "wildtype", "early", feature),
+                         "chemo-benefit": Prediction("chemo-benefit", 0.71, 0.5, "benefit", "attention", feature)},
+            risk=RiskScore(0.65, 0.11, "high", feature, {"mgmt": "predicted from the images", "idh": "clinical source",
+                                                         "egfr": "clinical source"}, "lims.csv (PatientID P1)"),
+            heat_maps=maps, model=models[1])
     findings = Findings(study.study_instance_uid, "T1c", masks, volumes, 1400.0, models, {}, [], {}, rg, CREATED)
     return findings, study.source_headers(), t1c
 

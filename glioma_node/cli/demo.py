@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from glioma_node.cli.replay import replay
+from glioma_node.core.targets import TARGET_INFO
 from glioma_node.service.config import load_config, with_overrides
 from glioma_node.service.serve import Node
 
@@ -105,8 +106,8 @@ def _report(findings: dict, turnaround_s: float, folder: Path, pacs: LocalPacs) 
              f"necrotic core {seg['necrotic_core']:.1f} ml, edema {seg['edema']:.1f} ml"]
     rg = findings.get("radiogenomics")
     if rg:
-        for target, name in (("mgmt", "MGMT promoter"), ("idh", "IDH")):
-            p = rg["predictions"][target]
+        for target, p in rg["predictions"].items():
+            name = TARGET_INFO[target].title if target in TARGET_INFO else target
             lines.append(f"  {name}: {p['status']} (probability {p['probability']:.2f}, threshold {p['threshold']:.2f})")
         if rg.get("risk"):
             lines.append(f"  survival risk group: {rg['risk']['group']} (Cox score {rg['risk']['score']:.2f})")

@@ -74,11 +74,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
+    from glioma_node.core.targets import TARGETS
     from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
     from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, RESNET18_WIDTHS
     from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
 
-    targets = ("mgmt", "idh", "survival") if args.target in ("all", "survival") else (args.target,)
+    # The Cox model reads the MGMT and IDH probabilities, so survival trains them too.
+    targets = ((*TARGETS, "survival") if args.target == "all" else ("mgmt", "idh", "survival")
+               if args.target == "survival" else (args.target,))
     encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
                "crop_spacing_mm": args.crop_spacing}
     if args.medicalnet:
@@ -98,6 +101,9 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
             print(f"{target}: default {res['default_variant']}, test AUC {auc}")
     if "survival" in result and "test" in result["survival"]:
         print(f"survival: test C-index {result['survival']['test']['c_index']}")
+    if "test" in result.get("survival_known", {}):
+        known = result["survival_known"]
+        print(f"survival with known {'/'.join(m.upper() for m in known['markers'])}: test C-index {known['test']['c_index']}")
     print(f"model written to {args.out}")
     return 0
 
@@ -233,12 +239,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)
-    p = train_sub.add_parser("radiogenomics", help="train MGMT/IDH fusion classifiers and the Cox risk model")
+    p = train_sub.add_parser("radiogenomics",
+                             help="train MGMT/IDH/chemotherapy-benefit fusion classifiers and the Cox risk model")
     p.add_argument("--data", type=Path, required=True,
                    help="dataset folder: synthetic, brats2021, rsna-miccai, ucsf-pdgm or upenn-gbm layout")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--target", choices=("mgmt", "idh", "survival", "all"), default="all",
-                   help="what to train (survival needs mgmt and idh probabilities, so it trains them too)")
+    p.add_argument("--target", choices=("mgmt", "idh", "chemo-benefit", "survival", "all"), default="all",
+                   help="what to train (survival needs mgmt and idh probabilities, so it trains them too; "
+                        "chemo-benefit is overall survival >= 24 months)")
     p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
     p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
     p.add_argument("--cross-fit-folds", type=int, default=3,
@@ -246,7 +254,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-variant", choices=("crop", "patch"), default="crop",
                    help="encoder input: one tumour-centred crop, or patches inside the tumour")
     p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")
-    p.add_argument("--cnn", action="append", choices=("mgmt", "idh"), default=[],
+    p.add_argument("--cnn", action="append", choices=("mgmt", "idh", "chemo-benefit"), default=[],
                    help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
     p.add_argument("--cnn-weights", type=Path, default=None,
                    help="pretrained EfficientNetBN-3D state_dict (else pretrained on the data's segmentations)")

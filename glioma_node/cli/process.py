@@ -16,7 +16,7 @@ from glioma_node.dicom_io.study import survey
 from glioma_node.dicom_io.uids import safe_part
 from glioma_node.inference.analyze import Models
 from glioma_node.service.config import Config
-from glioma_node.service.pipeline import StudyOutcome, load_models, run_study
+from glioma_node.service.pipeline import StudyOutcome, clinical_source, load_models, run_study
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def process_folder(path: Path, out: Path, config: Config, models: Models | None 
     for bad, reason in result.bad_files:
         log.warning("skipped %s: %s", bad, reason)
     outcomes = [run_study(study, models, out / safe_part(study.study_instance_uid),
-                          required_roles=config.assembly.required_roles)
+                          required_roles=config.assembly.required_roles, clinical=clinical_source(config))
                 for study in survey(result, config.sequences, decode=False,
                                     min_confidence=config.thresholds.min_role_confidence)]
     log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)

@@ -67,12 +67,17 @@ class Prediction:
 @dataclass
 class RiskScore:
     """Cox risk: ``score`` (log relative hazard, higher = shorter expected survival), the
-    training-median ``cutoff`` and the ``group`` (high or low)."""
+    training-median ``cutoff`` and the ``group`` (high or low). ``inputs``: for a model
+    that takes genomic markers, marker → where its value came from
+    (:class:`~glioma_node.core.clinical.CovariateSource` text), and ``known_from`` the
+    clinical source's file and key when it supplied any."""
 
     score: float
     cutoff: float
     group: str
     top_features: list[dict[str, Any]] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)
+    known_from: str = ""
 
 
 @dataclass
@@ -91,7 +96,8 @@ class Radiogenomics:
                                 **({"attention": p.attention} if p.attention else {})}
                             for k, p in self.predictions.items()},
             "risk": None if self.risk is None else {"score": round(self.risk.score, 4), "cutoff": round(self.risk.cutoff, 4),
-                                                    "group": self.risk.group, "top_features": self.risk.top_features},
+                                                    "group": self.risk.group, "top_features": self.risk.top_features,
+                                                    "inputs": self.risk.inputs, "known_from": self.risk.known_from},
             "heat_maps": {k: {"role": h.role, "series_instance_uid": h.series_instance_uid} for k, h in self.heat_maps.items()},
         }
 

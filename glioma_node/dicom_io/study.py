@@ -165,4 +165,6 @@ def load_study(study: StudySurvey) -> StudyInput:
         sex=sex(ds) if ds is not None else None,
         shared_frame_of_reference=study.shared_frame_of_reference,
         warnings=warnings,
+        patient_id=str(ds.get("PatientID", "") or "") if ds is not None else "",
+        accession_number=str(ds.get("AccessionNumber", "") or "") if ds is not None else "",
     )

@@ -37,7 +37,7 @@ def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tupl
     if rg is None:
         raise ValueError("no radiogenomic model is loaded")
     prepared = seg.prepared
-    ts = tumour_study(seg.grid, prepared.channels, seg.labels, seg.brain, study.age_years)
+    ts = tumour_study(seg.grid, prepared.channels, seg.labels, seg.brain, study.age_years, study.known_markers)
     result = rg.run(ts, models.workers, models.thresholds)
     predictions = {}
     for target, p in result.probabilities.items():
@@ -51,7 +51,8 @@ def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tupl
     risk = None
     if result.risk is not None:
         score, cutoff, group = result.risk
-        risk = RiskScore(score=score, cutoff=cutoff, group=group, top_features=result.risk_attributions)
+        risk = RiskScore(score=score, cutoff=cutoff, group=group, top_features=result.risk_attributions,
+                         inputs=result.risk_inputs, known_from=study.known_from if result.risk_inputs else "")
     role = prepared.reference_role
     volume = study.volumes[role]
     heat_maps = {target: HeatMap(target=target, role=role, series_instance_uid=volume.metadata.series_instance_uid,

@@ -20,7 +20,7 @@ from glioma_node.inference.analyze import Models
 from glioma_node.service.config import Config
 from glioma_node.service.handoff import JobOutcome, JobResult, worker_name
 from glioma_node.service.paths import Paths
-from glioma_node.service.pipeline import OutcomeStatus, run_study
+from glioma_node.service.pipeline import OutcomeStatus, clinical_source, run_study
 from glioma_node.service.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def compute(study_uid: str, version: int, *, warnings: list[str], attempt: int, 
             outcome = JobOutcome(JobResult.FAILED, "no readable study in the spool", attempt=attempt)
         else:
             run = run_study(spooled, models, paths.results(study_uid, version),
-                            required_roles=config.assembly.required_roles, warnings=warnings)
+                            required_roles=config.assembly.required_roles, warnings=warnings,
+                            clinical=clinical_source(config))
             findings = run.findings
             outcome = JobOutcome(JobResult(run.status.value), run.error, run.instances, attempt,
                                  whole_tumour_ml=findings.volumes_ml["whole_tumour"] if findings else None,

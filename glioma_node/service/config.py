@@ -251,6 +251,7 @@ class RadiogenomicsModel(_Strict):
     path: Path
     mgmt: Literal["default", "early", "attention", "cnn"] = "default"
     idh: Literal["default", "early", "attention", "cnn"] = "default"
+    chemo_benefit: Literal["default", "early", "attention", "cnn"] = "default"
     workers: int | None = Field(default=None, ge=1, le=64)
     enabled: bool = True
 
@@ -270,11 +271,25 @@ class Models(_Strict):
 
 
 class Thresholds(_Strict):
-    """Decision thresholds (``thresholds``): MGMT, IDH and the least role confidence."""
+    """Decision thresholds (``thresholds``): MGMT, IDH, chemotherapy benefit and the least role confidence."""
 
     mgmt_methylated: float | None = Field(default=None, ge=0, le=1)
     idh_mutant: float | None = Field(default=None, ge=0, le=1)
+    chemo_benefit: float | None = Field(default=None, ge=0, le=1)
     min_role_confidence: float = Field(ge=0, le=1)
+
+
+class Clinical(_Strict):
+    """The site's clinical source (``clinical``): a CSV of known MGMT/IDH/EGFR status; see service/clinical.py."""
+
+    path: Path | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value} (the site's LIMS export; null when there is none)")
+        return value
 
 
 class Config(_Strict):
@@ -290,6 +305,7 @@ class Config(_Strict):
     models: Models
     thresholds: Thresholds
     sequences: SequenceRules
+    clinical: Clinical = Clinical()
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -341,6 +357,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path, data_base: Path | None = Non
         elif rg is not None:
             models["radiogenomics"] = {"path": resolve(rg)}
         raw["models"] = models
+    if isinstance(raw.get("clinical"), dict):
+        raw["clinical"] = {k: resolve(v) if k == "path" else v for k, v in raw["clinical"].items()}
     node = raw.get("node")
     if isinstance(node, dict) and isinstance(node.get("tls"), dict):
         raw["node"] = {**node, "tls": {k: resolve(v) for k, v in node["tls"].items()}}

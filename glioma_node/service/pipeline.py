@@ -51,6 +51,7 @@ from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.inference.radiogenomics.radiomics import default_workers
 from glioma_node.inference.radiogenomics.shap_plot import plot_attributions
 from glioma_node.inference.segmenters import SegmenterKind, SegmenterSpec, load_segmenter
+from glioma_node.service.clinical import ClinicalSource
 from glioma_node.service.config import Config
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ def load_models(config: Config) -> Models:
     segmenter = load_segmenter(seg.kind, seg.path, tuple(seg.folds), seg.checkpoint, members)
     extractor = BrainExtractor(ExtractorKind(config.models.brain_extraction.kind), device())
     rg = config.models.radiogenomics
-    radiogenomics = RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh}) if rg.enabled else None
-    thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant}
+    radiogenomics = (RadiogenomicModel(rg.path, {"mgmt": rg.mgmt, "idh": rg.idh, "chemo-benefit": rg.chemo_benefit})
+                     if rg.enabled else None)
+    thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant,
+                  "chemo-benefit": config.thresholds.chemo_benefit}
     return Models(segmenter=segmenter, min_component_ml=seg.min_component_ml, radiogenomics=radiogenomics,
                   thresholds=thresholds, workers=rg.workers or default_workers(), brain_extractor=extractor)
 
@@ -120,13 +123,19 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
     _write_json(folder / "findings.json", {"status": OutcomeStatus.DONE.value, **findings.to_json(), "dicom": dicom})
 
 
+def clinical_source(config: Config) -> ClinicalSource | None:
+    """The configured clinical source (``clinical.path``), or None."""
+    return ClinicalSource(config.clinical.path) if config.clinical.path is not None else None
+
+
 def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: tuple[str, ...] | list[str] = (),
-              warnings: tuple[str, ...] | list[str] = ()) -> StudyOutcome:
+              warnings: tuple[str, ...] | list[str] = (), clinical: ClinicalSource | None = None) -> StudyOutcome:
     """Run one surveyed study end to end into the folder ``out`` (see the module doc).
 
     ``required_roles``: sequences without which the study fails with that reason;
     ``warnings`` are added to the findings (what the caller knows about the data, such
-    as series with fewer instances than their headers announce).
+    as series with fewer instances than their headers announce); ``clinical``: where known
+    MGMT/IDH/EGFR status comes from (the survival model's inputs when the model takes them).
     """
     out.mkdir(parents=True, exist_ok=True)
     instances = sum(len(s.files.instances) for s in study.series)
@@ -139,6 +148,10 @@ def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: 
                                      "`glioma-node inspect` to see how each series was recognised")
         study_input = load_study(study)
         study_input.warnings.extend(warnings)
+        if clinical is not None:
+            found = clinical.lookup(study_input.patient_id, study_input.accession_number)
+            study_input.known_markers, study_input.known_from = found.markers, found.source
+            study_input.warnings.extend(found.warnings)
         findings = analyze(study_input, models)
         findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
         write_outputs(findings, out, study.source_headers(), study_input.volumes[findings.reference_role])

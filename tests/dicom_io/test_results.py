@@ -65,7 +65,8 @@ def _itk_affine(image: sitk.Image) -> np.ndarray:
 
 def test_every_object_is_written_with_the_study_copied_and_a_new_series(written):
     for study, _findings, objects in written:
-        assert set(objects) == {"seg-t1c", "seg-flair", "gradcam-mgmt", "gradcam-idh", "report", "summary"}
+        assert set(objects) == {"seg-t1c", "seg-flair", "gradcam-mgmt", "gradcam-idh", "gradcam-chemo-benefit",
+                                "report", "summary"}
         source = next(iter(study.roles["T1c"].files.instances)).header
         series_numbers = set()
         for stem, obj in objects.items():
@@ -78,7 +79,7 @@ def test_every_object_is_written_with_the_study_copied_and_a_new_series(written)
             purposes = [item.PurposeOfReferenceCodeSequence[0] for item in ds.ContributingEquipmentSequence]
             assert any((p.CodeValue, p.CodingSchemeDesignator) == (PROCESSING_ALGORITHM.value, "99IHE")
                        for p in purposes), stem
-        assert len(series_numbers) == 6
+        assert len(series_numbers) == len(objects)
         assert (objects["summary"].path.parent.parent / "summary.png").exists()
 
 
@@ -136,7 +137,7 @@ def test_parametric_maps_hold_the_heat_maps_exactly(written, tmp_path):
     reversed; its values are compared as a set, the placement from the frame headers."""
     tool = _dcmqi("paramap2itkimage")
     for study, findings, objects in written[:2]:
-        for target in ("mgmt", "idh"):
+        for target in ("mgmt", "idh", "chemo-benefit"):
             heat = findings.radiogenomics.heat_maps[target]
             ds = pydicom.dcmread(objects[f"gradcam-{target}"].path)
             assert ds.BitsAllocated == 32 and "FloatPixelData" in ds
@@ -169,6 +170,10 @@ def test_dsrdump_renders_the_report_with_volumes_and_predictions(written):
     assert '(C153562,NCIt,"MGMT Gene Promoter Methylation")' in text
     assert '(C62195,NCIt,"Wild Type")' in text and '(15508007,SCT,"High risk")' in text
     assert '"0.63" (1,UCUM,"no units")' in text  # the MGMT probability
+    assert 'CODE:(,,"Chemotherapy benefit (overall survival >= 24 months)")=(52101004,SCT,"Present")' in text
+    assert '"0.71" (1,UCUM,"no units")' in text  # its probability
+    assert 'TEXT:(,,"Risk model input and its source")="IDH: clinical source"' in text
+    assert '="MGMT: predicted from the im' in text  # dsrdump cuts long texts
 
 
 @pytest.mark.integration
@@ -284,7 +289,7 @@ def test_any_character_set_a_scanner_writes_passes_through_unchanged(studies, co
     (study,) = survey(scan(folder), config.sequences, decode=False)
     findings, sources, reference = fabricated_findings(study)
     objects = write_results(findings, sources, reference, tmp_path / "out")
-    assert len(objects) == 6
+    assert len(objects) == 7  # 2 SEG, 3 parametric maps, the SR, the summary
     for obj in objects:
         ds = pydicom.dcmread(obj.path)
         assert ds.SpecificCharacterSet == charset, obj.kind

@@ -74,6 +74,25 @@ def test_every_study_gets_mgmt_idh_risk_and_explanations(processed, synth_cohort
         assert (folder / "explanations.png").stat().st_size > 10_000
 
 
+def test_the_risk_says_where_its_genomic_inputs_came_from(processed, synth_cohort, config):
+    """The clinical source (the fixture's lims.csv) knows synth-0011-0000's IDH status only."""
+    _, out = processed
+    manifest = json.loads((REPO / "glioma_node" / "models" / "radiogenomics" / "manifest.json").read_text())
+    takes_known = "survival_known_markers" in manifest["output"]
+    for study in survey(scan(synth_cohort / "dicom"), config.sequences, decode=False):
+        findings = json.loads((out / study.study_instance_uid / "findings.json").read_text())
+        inputs = findings["radiogenomics"]["risk"]["inputs"]
+        listed = load_study(study).patient_id == "synth-0011-0000"
+        assert inputs["mgmt"] == "predicted from the images"
+        if listed and takes_known:
+            assert inputs["idh"] == "clinical source"
+            assert "PatientID synth-0011-0000" in findings["radiogenomics"]["risk"]["known_from"]
+        else:
+            assert inputs["idh"] == "predicted from the images"
+        # A model whose survival head never saw known status says it left the known IDH unused.
+        assert any("was not used" in w for w in findings["warnings"]) == (listed and not takes_known)
+
+
 def test_tumour_matches_the_synthetic_truth(processed, synth_cohort, config):
     """Held-out synthetic cases (seed 11; training used other seeds): whole tumour found where it is."""
     _, out = processed

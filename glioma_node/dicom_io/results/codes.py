@@ -64,11 +64,16 @@ COX_RISK_SCORE = _private("GN0004", "Cox risk score (log relative hazard)")
 DECISION_THRESHOLD = _private("GN0005", "Decision threshold")
 RISK_CUTOFF = _private("GN0006", "Risk group cutoff")
 GRAD_CAM = _private("GN0007", "Grad-CAM relevance")
+CHEMO_BENEFIT = _private("GN0008", "Chemotherapy benefit (overall survival >= 24 months)")
+RISK_INPUT = _private("GN0009", "Risk model input and its source")
+PRESENT = Code("52101004", "SCT", "Present")  # CID 240
+ABSENT = Code("272519000", "SCT", "Absent")  # CID 240
 
 #: what each prediction target's status concept name and values are
 STATUS = {
     "mgmt": (MGMT_STATUS, {"methylated": MGMT_METHYLATED, "unmethylated": MGMT_UNMETHYLATED}),
     "idh": (IDH_STATUS, {"mutant": GENE_MUTATION, "wildtype": WILD_TYPE}),
+    "chemo-benefit": (CHEMO_BENEFIT, {"benefit": PRESENT, "no benefit": ABSENT}),
 }
 RISK = {"high": HIGH_RISK, "low": LOW_RISK}
 

@@ -60,6 +60,8 @@ SERIES = {
     # a study without T1c is read on its T1, or on its T2 when that is all it has
     ("seg", "T1"): ResultSeries(907, "glioma-node tumour segmentation on T1 (research)", "seg-t1"),
     ("seg", "T2"): ResultSeries(908, "glioma-node tumour segmentation on T2 (research)", "seg-t2"),
+    ("pmap", "chemo-benefit"): ResultSeries(909, "glioma-node Grad-CAM chemotherapy benefit (research)",
+                                            "gradcam-chemo-benefit"),
 }
 
 

@@ -16,11 +16,13 @@ from matplotlib import colormaps
 from pydicom.dataset import Dataset
 
 from glioma_node.core.findings import HeatMap
+from glioma_node.core.targets import TARGET_INFO
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
 from glioma_node.dicom_io.results.frames import source_frames
 
-TARGET_NAMES = {"mgmt": "MGMT promoter methylation", "idh": "IDH mutation"}
+TARGET_NAMES = {t: info.title for t, info in TARGET_INFO.items()}
+TARGET_CODES = {t: info.code for t, info in TARGET_INFO.items()}
 
 
 def hot_palette(ctx: ResultContext) -> hd.PaletteColorLUTTransformation:
@@ -33,8 +35,9 @@ def heat_map(ctx: ResultContext, target: str, heat: HeatMap) -> hd.pm.Parametric
     """The Parametric Map of ``heat`` (the Grad-CAM of ``target``, ``mgmt`` or ``idh``)."""
     series = SERIES[("pmap", target)]
     name = TARGET_NAMES.get(target, target)
+    label = f"GRADCAM_{TARGET_CODES.get(target, target.upper())}"[:16]
     mapping = hd.pm.RealWorldValueMapping(
-        lut_label=f"GRADCAM_{target.upper()}"[:16], lut_explanation=f"Grad-CAM relevance for {name} (0-1)"[:64],
+        lut_label=label, lut_explanation=f"Grad-CAM relevance for {name} (0-1)"[:64],
         unit=codes.NO_UNITS, value_range=(0.0, 1.0), slope=1.0, intercept=0.0, quantity_definition=codes.GRAD_CAM)
     sources = ctx.ordered_sources(heat.series_instance_uid, heat.sop_instance_uids, heat.frame_numbers)
     frames = source_frames(np.clip(heat.values, 0, 1).astype(np.float32), sources, heat.frame_numbers)
@@ -45,7 +48,7 @@ def heat_map(ctx: ResultContext, target: str, heat: HeatMap) -> hd.pm.Parametric
         device_serial_number=DEVICE_SERIAL, contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
-        content_label=f"GRADCAM_{target.upper()}"[:16],
+        content_label=label,
         content_description=f"Grad-CAM for {name}, research use only"[:64],
         content_creator_name="glioma-node^automatic",
         contributing_equipment=ctx.contributing_equipment())

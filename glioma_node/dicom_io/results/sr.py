@@ -31,6 +31,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes as dcm_codes
+from pydicom.sr.coding import Code
 
 from glioma_node.core.findings import Radiogenomics
 from glioma_node.dicom_io.results import codes
@@ -125,22 +126,26 @@ def _outline_groups(ctx: ResultContext) -> list[hd.sr.PlanarROIMeasurementsAndQu
     return groups
 
 
-def _evaluation(name, value, numbers, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.CodeContentItem:
-    """One study-level qualitative evaluation: CODE, with its numbers (HAS PROPERTIES)
-    and the algorithm that made it (TID 4019, HAS CONCEPT MOD)."""
+def _evaluation(name, value, numbers, algorithm: hd.sr.AlgorithmIdentification,
+                texts: Sequence[tuple[Code, str]] = ()) -> hd.sr.CodeContentItem:
+    """One study-level qualitative evaluation: CODE, with its numbers and texts (HAS
+    PROPERTIES) and the algorithm that made it (TID 4019, HAS CONCEPT MOD)."""
     item = hd.sr.CodeContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     item.ContentSequence = hd.sr.ContentSequence([
         *(hd.sr.NumContentItem(name=n, value=v, unit=codes.NO_UNITS,
                                relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES) for n, v in numbers),
+        *(hd.sr.TextContentItem(name=n, value=v[:1024], relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES)
+          for n, v in texts),
         *algorithm])
     return item
 
 
 def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics | None) -> hd.sr.ContainerContentItem:
-    """TID 1500's study-level Qualitative Evaluations container: MGMT status, IDH status
-    and the risk group, each with its probability (or Cox risk score) and threshold; and
-    each warning about the data the results were computed on (an incomplete series, a
-    missing sequence) as a TEXT Comment, so a reader of the SR alone learns it too."""
+    """TID 1500's study-level Qualitative Evaluations container: MGMT status, IDH status,
+    chemotherapy benefit (when the model predicts it) and the risk group, each with its
+    probability (or Cox risk score) and threshold; and each warning about the data the
+    results were computed on (an incomplete series, a missing sequence) as a TEXT Comment,
+    so a reader of the SR alone learns it too."""
     items: list = [hd.sr.TextContentItem(name=codes.COMMENT, value=f"Warning: {warning}"[:1024],
                                          relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
                    for warning in ctx.findings.warnings]
@@ -155,7 +160,9 @@ def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics | None) -> hd
     if rg.risk is not None:
         items.append(_evaluation(codes.RISK_GROUP, codes.RISK[rg.risk.group],
                                  [(codes.COX_RISK_SCORE, round(rg.risk.score, 4)),
-                                  (codes.RISK_CUTOFF, round(rg.risk.cutoff, 4))], algorithm))
+                                  (codes.RISK_CUTOFF, round(rg.risk.cutoff, 4))], algorithm,
+                                 [(codes.RISK_INPUT, f"{marker.upper()}: {source}")
+                                  for marker, source in rg.risk.inputs.items()]))
     return _container(items)
 
 

@@ -21,7 +21,9 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from glioma_node.core.clinical import CovariateSource
 from glioma_node.core.findings import RESEARCH_USE, Findings
+from glioma_node.core.targets import TARGET_INFO
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.results.context import MANUFACTURER, SERIES, ResultContext
 from glioma_node.dicom_io.results.seg import SEGMENTS
@@ -44,6 +46,15 @@ def _window(image: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
 
 
+#: how the summary words where a survival-model input came from
+SOURCE_WORDS = {CovariateSource.CLINICAL.value: "known", CovariateSource.PREDICTED.value: "predicted",
+                CovariateSource.IMPUTED.value: "unknown (median)"}
+
+
+def _short(target: str) -> str:
+    return TARGET_INFO[target].short if target in TARGET_INFO else target.upper()
+
+
 def _text_lines(findings: Findings) -> list[tuple[str, str]]:
     """(text, style) lines of the right-hand column; style is 'head', 'body', 'small' or
     'warning' (first, in red: what the results must not be read without)."""
@@ -57,14 +68,17 @@ def _text_lines(findings: Findings) -> list[tuple[str, str]]:
     else:
         lines.append(("Predictions (calibrated probability; threshold)", "head"))
         for target, p in rg.predictions.items():
-            lines.append((f"{target.upper()}: {p.status}  p={p.probability:.2f}  (threshold {p.threshold:.2f}, "
+            lines.append((f"{_short(target)}: {p.status}  p={p.probability:.2f}  (threshold {p.threshold:.2f}, "
                           f"{p.variant})", "body"))
         if rg.risk is not None:
             risk = rg.risk
             lines.append((f"Risk group: {risk.group}  (Cox score {risk.score:+.2f}, cutoff {risk.cutoff:+.2f})",
                           "body"))
+            if risk.inputs:
+                lines.append(("Risk inputs: " + ", ".join(f"{m.upper()} {SOURCE_WORDS.get(v, v)}"
+                                                          for m, v in risk.inputs.items()), "body"))
         for target, p in rg.predictions.items():
-            lines.append((f"Top SHAP features, {target.upper()} (log-odds)", "head"))
+            lines.append((f"Top SHAP features, {_short(target)} (log-odds)", "head"))
             for item in p.top_features[:4]:
                 lines.append((f"{float(item['shap']):+.3f}  {str(item['feature'])[:58]}", "small"))
     lines.append(("Models", "head"))

@@ -33,7 +33,9 @@ class RadiogenomicBundle:
     ``{"config", "state"}``; ``cnn``: target → ``{"config", "state"}``; ``cox``: the Cox
     model as a dict or None; ``background``: ``{"columns": LongTensor, "values": FloatTensor}``
     (SHAP background rows, only the columns a head reads); ``cox_background``: rows of
-    Cox covariates or None; ``default_variants``: target → variant.
+    Cox covariates or None; ``default_variants``: target → variant. ``cox_known`` and
+    ``cox_known_background``: the Cox model that takes laboratory-known MGMT, IDH and
+    EGFR status (with its SHAP rows), when the training cohort had them; None otherwise.
     """
 
     feature_names: list[str]
@@ -46,6 +48,8 @@ class RadiogenomicBundle:
     cnn: dict[str, dict[str, Any]] = field(default_factory=dict)
     cox: dict[str, Any] | None = None
     cox_background: torch.Tensor | None = None
+    cox_known: dict[str, Any] | None = None
+    cox_known_background: torch.Tensor | None = None
     format: int = FORMAT
 
     def to_file(self, path: Path) -> None:

@@ -9,9 +9,9 @@ Layout (see :mod:`glioma_node.inference.model_dir`)::
     MODEL_CARD.md   training data, metrics, limits
 
 Per study: radiomics + location + the 128-number embedding make one feature vector; each
-target (``mgmt``, ``idh``) runs the variant chosen in the configuration (``early``,
-``attention`` or ``cnn``); the Cox model scores the fused features with the MGMT and IDH
-probabilities and age; Grad-CAM and SHAP explain each prediction.
+target the model has (``mgmt``, ``idh``, ``chemo-benefit``: :mod:`glioma_node.core.targets`)
+runs the variant chosen in the configuration (``early``, ``attention`` or ``cnn``); the Cox
+model scores the fused features with the MGMT and IDH probabilities and age; Grad-CAM and SHAP explain each prediction.
 """
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from glioma_node.core.clinical import CovariateSource, Marker
+from glioma_node.core.targets import TARGET_INFO, TARGETS
 from glioma_node.inference.model_dir import ModelError, read_manifest
+from glioma_node.inference.networks import device as default_device
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import BundleError, RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import TumourCNN
@@ -39,9 +42,12 @@ from glioma_node.inference.radiogenomics.morphology import morphology_features
 from glioma_node.inference.radiogenomics.tumour_study import TumourStudy
 
 KIND = "glioma-node-radiogenomics"
-TARGETS = ("mgmt", "idh")
-POSITIVE = {"mgmt": ("methylated", "unmethylated"), "idh": ("mutant", "wildtype")}
+__all__ = ["TARGETS"]  # re-exported for training
+POSITIVE = {t: (TARGET_INFO[t].positive, TARGET_INFO[t].negative) for t in TARGETS}
 COX_EXTRA = ("mgmt_probability", "idh_probability", "age_years")
+# The Cox model with laboratory-known status: MGMT and IDH known (else the predicted
+# probability), EGFR amplification known (else missing: the training median).
+COX_KNOWN = ("mgmt_status", "idh_status", "egfr_amplified", "age_years")
 # Feature columns whose absence means "this sub-region is not there" (0 ml), not "unknown".
 ZERO_WHEN_ABSENT = ("MeshVolume", "VoxelVolume", "SurfaceArea")
 
@@ -57,6 +63,7 @@ class StageResult:
     attention: dict[str, dict[str, float]]
     risk: tuple[float, float, str] | None
     risk_attributions: list[dict]
+    risk_inputs: dict[str, str]
     cams: dict[str, np.ndarray]
     features: dict[str, float]
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -83,9 +90,11 @@ def encoder_input(stack: np.ndarray, labels: np.ndarray, config: dict[str, Any])
     return crop[None], [where]
 
 
-def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1) -> dict[str, float]:
-    """Radiomic, location and morphology features of one study, by name (training uses it too)."""
-    features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers)
+def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1,
+                   only: list[str] | None = None) -> dict[str, float]:
+    """Radiomic, location and morphology features of one study, by name (training uses it
+    too, with all features; ``only`` limits intensity and texture to those names)."""
+    features = radiomics.extract(study.images, study.labels, study.grid.spacing, params, workers, only)
     features.update(location_features(study.labels, study.brain, study.grid))
     features.update(morphology_features(features))
     return features
@@ -97,9 +106,16 @@ def _first_logit(net: TumourCNN) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class RadiogenomicModel:
-    """A loaded radiogenomic model directory (checksum checked)."""
+    """A loaded radiogenomic model directory (checksum checked).
 
-    def __init__(self, directory: Path, variants: dict[str, str] | None = None) -> None:
+    The convolutional networks (the deep encoder, the end-to-end CNNs) and their Grad-CAM
+    run on ``device`` (default: a CUDA GPU when torch sees one); the fusion heads and the
+    Cox model, a few hundred numbers each, and SHAP run on the CPU.
+    """
+
+    def __init__(self, directory: Path, variants: dict[str, str] | None = None,
+                 device: torch.device | None = None) -> None:
+        self.device = device or default_device()
         self.manifest = read_manifest(Path(directory), KIND)
         try:
             bundle = RadiogenomicBundle.from_file(self.manifest.weights_path)
@@ -112,7 +128,7 @@ class RadiogenomicModel:
         # The training heads (IDH and MGMT logits on the embedding) are not used here.
         self.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
                                       for k, v in bundle.encoder["state"].items() if not k.startswith("heads.")})
-        self.encoder.eval()
+        self.encoder.to(self.device).eval()
         self.heads: dict[str, dict[str, FusionHead]] = {}
         for target, by_variant in bundle.heads.items():
             self.heads[target] = {}
@@ -125,7 +141,7 @@ class RadiogenomicModel:
         for target, stored in bundle.cnn.items():
             net = TumourCNN(stored["config"]["model_name"])
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in stored["state"].items()})
-            net.eval()
+            net.to(self.device).eval()
             self.cnns[target] = (net, dict(stored["config"]))
         if bundle.cox and bundle.cox_background is None:
             raise ModelError(f"{self.manifest.weights_path}: the Cox model has no SHAP background rows")
@@ -135,6 +151,11 @@ class RadiogenomicModel:
         self.background[:, np.asarray(stored["columns"])] = np.asarray(stored["values"], np.float64)
         self.cox_background = (np.asarray(bundle.cox_background, np.float64)
                                if bundle.cox and bundle.cox_background is not None else None)
+        if bundle.cox_known and bundle.cox_known_background is None:
+            raise ModelError(f"{self.manifest.weights_path}: the known-status Cox model has no SHAP background rows")
+        self.cox_known = CoxModel.from_dict(bundle.cox_known) if bundle.cox_known else None
+        self.cox_known_background = (np.asarray(bundle.cox_known_background, np.float64)
+                                     if bundle.cox_known is not None and bundle.cox_known_background is not None else None)
         defaults = dict(bundle.default_variants)
         chosen = {**defaults, **{k: v for k, v in (variants or {}).items() if v not in (None, "default")}}
         for target, variant in chosen.items():
@@ -143,6 +164,10 @@ class RadiogenomicModel:
                 raise ModelError(f"{directory}: no {variant!r} model for {target}; "
                                  f"this model has {', '.join(available) or 'none'}")
         self.variants = chosen
+        # What the chosen heads and the Cox models read: all the radiomics inference computes.
+        read = {self.feature_names[c] for t, v in chosen.items() if v != "cnn" for c in self.heads[t][v].columns}
+        read |= {n for cox in (self.cox, self.cox_known) if cox is not None for n in cox.names}
+        self.features_read = sorted(read)
 
     def describe(self) -> dict[str, str]:
         return {**self.manifest.describe(), "variants": ", ".join(f"{k}={v}" for k, v in sorted(self.variants.items()))}
@@ -156,7 +181,8 @@ class RadiogenomicModel:
 
         def output(piece: torch.Tensor) -> torch.Tensor:
             full = base.clone()
-            emb = torch.cat([others[:index], self.encoder(piece), others[index + 1:]])
+            # The encoder runs on the model's device, the head on the CPU; .cpu() keeps the gradient path.
+            emb = torch.cat([others[:index], self.encoder(piece).cpu(), others[index + 1:]])
             full[deep] = emb.mean(dim=0)  # the embedding averages the pieces (one for a crop)
             return head.logit_standardised(head.standardise(full[None]))[0]
 
@@ -171,16 +197,52 @@ class RadiogenomicModel:
             out = np.maximum(out, uncrop(cam, crop, shape))
         return out
 
+    def _risk(self, study: TumourStudy, x: np.ndarray, probs: dict[str, float],
+              warnings: list[str]) -> tuple[tuple[float, float, str], list[dict], dict[str, str]]:
+        """The Cox score, group, SHAP attributions and where each marker input came from.
+
+        The known-status model runs when the study has laboratory-known markers and the
+        model has one; a marker it lacks is the predicted probability (MGMT, IDH) or the
+        training median (EGFR). Otherwise the model on predicted probabilities runs.
+        """
+        known = study.known_markers
+        use_known = self.cox_known is not None and bool(known)
+        cox, background = (self.cox_known, self.cox_known_background) if use_known else (self.cox, self.cox_background)
+        if cox is None:  # only a known-status model, and nothing known: it runs on predictions
+            cox, background, use_known = self.cox_known, self.cox_known_background, True
+        assert cox is not None and background is not None  # checked when the model was loaded
+        extra = {"mgmt_probability": probs.get("mgmt", np.nan), "idh_probability": probs.get("idh", np.nan),
+                 "age_years": study.age_years if study.age_years is not None else np.nan}
+        inputs: dict[str, str] = {}
+        for marker in (Marker.MGMT, Marker.IDH):
+            if use_known and marker in known:
+                extra[f"{marker}_status"], inputs[marker] = float(known[marker]), CovariateSource.CLINICAL
+            else:
+                extra[f"{marker}_status"], inputs[marker] = probs.get(marker, np.nan), CovariateSource.PREDICTED
+        if use_known:
+            extra["egfr_amplified"], inputs[Marker.EGFR] = ((float(known[Marker.EGFR]), CovariateSource.CLINICAL)
+                                                             if Marker.EGFR in known else (np.nan, CovariateSource.IMPUTED))
+        elif known:
+            warnings.append("genomic status known from the clinical source was not used: this model's survival "
+                            "head was trained on predicted MGMT/IDH only")
+        if study.age_years is None:
+            warnings.append("patient age unknown (no PatientAge, PatientBirthDate/StudyDate): the risk score "
+                            "used the training cohort's median age")
+        covariates = np.array([extra[n] if n in extra else x[self.feature_names.index(n)] for n in cox.names])
+        score = float(cox.risk(covariates)[0])
+        attributions = [a.to_json() for a in cox_attributions(cox, covariates, background)]
+        return (score, cox.cutoff, cox.group(score)), attributions, {str(k): str(v) for k, v in inputs.items()}
+
     def run(self, study: TumourStudy, workers: int = 1, thresholds: dict[str, float | None] | None = None) -> StageResult:
         """Predict, score and explain one study. ``thresholds`` override the stored ones."""
         t0 = time.perf_counter()
-        feats = image_features(study, self.params, workers)
+        feats = image_features(study, self.params, workers, self.features_read)
         t1 = time.perf_counter()
         stack = study.stack()
         arrays, where = encoder_input(stack, study.labels, self.encoder_config)
-        pieces = torch.from_numpy(arrays)
+        pieces = torch.from_numpy(arrays).to(self.device)
         with torch.no_grad():
-            embeddings = self.encoder(pieces)
+            embeddings = self.encoder(pieces).cpu()
         feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(embeddings.mean(dim=0).numpy())})
         timings = {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
         x = feature_vector(feats, self.feature_names)
@@ -195,9 +257,9 @@ class RadiogenomicModel:
             if variant == "cnn":
                 net, cfg = self.cnns[target]
                 crop, crop_at = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
-                tensor = torch.from_numpy(crop)[None]
+                tensor = torch.from_numpy(crop)[None].to(self.device)
                 with torch.no_grad():
-                    logit = net(tensor)[0, 0]
+                    logit = net(tensor)[0, 0].cpu()
                 probs[target] = float(torch.sigmoid(cfg["platt"][0] * logit + cfg["platt"][1]))
                 thr[target] = float(cfg["threshold"])
                 te = time.perf_counter()
@@ -216,19 +278,13 @@ class RadiogenomicModel:
         for target, value in (thresholds or {}).items():
             if value is not None and target in thr:
                 thr[target] = float(value)
-        risk, risk_attr = None, []
-        if self.cox is not None:
-            extra = {"mgmt_probability": probs.get("mgmt", np.nan), "idh_probability": probs.get("idh", np.nan),
-                     "age_years": study.age_years if study.age_years is not None else np.nan}
-            if study.age_years is None:
-                warnings.append("patient age unknown (no PatientAge, PatientBirthDate/StudyDate): the risk score "
-                                "used the training cohort's median age")
-            covariates = np.array([extra[n] if n in extra else x[self.feature_names.index(n)] for n in self.cox.names])
-            score = float(self.cox.risk(covariates)[0])
-            risk = (score, self.cox.cutoff, self.cox.group(score))
-            assert self.cox_background is not None  # checked when the model was loaded
-            risk_attr = [a.to_json() for a in cox_attributions(self.cox, covariates, self.cox_background)]
+        risk: tuple[float, float, str] | None = None
+        risk_attr: list[dict] = []
+        risk_inputs: dict[str, str] = {}
+        if self.cox is not None or self.cox_known is not None:
+            risk, risk_attr, risk_inputs = self._risk(study, x, probs, warnings)
         timings.update({"explanations": round(t_explain, 2), "radiogenomics_total": round(time.perf_counter() - t0, 2)})
         return StageResult(probabilities=probs, thresholds=thr, variants=dict(self.variants),
                            attributions=attributions, attention=attention, risk=risk, risk_attributions=risk_attr,
+                           risk_inputs=risk_inputs,
                            cams=cams, features=feats, timings_s=timings, warnings=warnings)

@@ -10,8 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from glioma_node.core.files import partial_path
 from glioma_node.core.findings import RESEARCH_USE, Radiogenomics  # noqa: E402
+from glioma_node.core.targets import TARGET_INFO  # noqa: E402
 
-TITLES = {"mgmt": "MGMT methylation (log-odds)", "idh": "IDH mutation (log-odds)", "risk": "Cox risk (log hazard)"}
+TITLES = {**{t: f"{info.short} (log-odds)" for t, info in TARGET_INFO.items()}, "risk": "Cox risk (log hazard)"}
 
 
 def plot_attributions(result: Radiogenomics, path: Path, top: int = 8) -> None:

@@ -6,7 +6,7 @@ trained with is the one it meets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,7 +20,8 @@ class TumourStudy:
     """Four z-scored sequences, labels and brain on one axis-aligned 1 mm LPS grid.
 
     ``images[role]``: float32 ``[z, y, x]``, z-scored inside ``brain`` (0 outside);
-    ``labels``: BraTS labels 1/2/4 (uint8); ``brain``: bool; ``age_years`` may be None.
+    ``labels``: BraTS labels 1/2/4 (uint8); ``brain``: bool; ``age_years`` may be None;
+    ``known_markers``: marker → 1/0 status known from the laboratory (may be empty).
     """
 
     grid: Grid
@@ -28,6 +29,7 @@ class TumourStudy:
     labels: np.ndarray
     brain: np.ndarray
     age_years: float | None = None
+    known_markers: dict[str, int] = field(default_factory=dict)
 
     def stack(self) -> np.ndarray:
         """The images as one float32 array ``(4, z, y, x)`` in the order of ``ROLES``."""
@@ -35,7 +37,7 @@ class TumourStudy:
 
 
 def tumour_study(grid: Grid, channels: dict[str, np.ndarray], labels: np.ndarray, brain: np.ndarray | None,
-                 age_years: float | None = None) -> TumourStudy:
+                 age_years: float | None = None, known_markers: dict[str, int] | None = None) -> TumourStudy:
     """Normalise raw ``channels`` (role → array on ``grid``) inside ``brain`` (or the head)."""
     missing = [r for r in ROLES if r not in channels]
     if missing:
@@ -46,4 +48,4 @@ def tumour_study(grid: Grid, channels: dict[str, np.ndarray], labels: np.ndarray
         brain = head_mask(channels["T1"])
     brain = brain | (labels > 0)
     images = {role: zscore(channels[role], brain) for role in ROLES}
-    return TumourStudy(grid, images, labels.astype(np.uint8), brain, age_years)
+    return TumourStudy(grid, images, labels.astype(np.uint8), brain, age_years, dict(known_markers or {}))

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from glioma_node.core.clinical import egfr_status, idh_status, mgmt_status
+from glioma_node.core.targets import Target, chemo_benefit_label
 from glioma_node.dicom_io.nifti import find_role_files
 
 LAYOUTS = ("synthetic", "brats2021", "rsna-miccai", "ucsf-pdgm", "upenn-gbm")
@@ -37,8 +39,8 @@ class LabelledCase:
 
     ``images``: role → NIfTI file (None for DICOM layouts, see ``dicom_dir``); ``seg``: a
     BraTS-label NIfTI or None (then the segmentation model draws the mask); ``brain``: a
-    brain-mask NIfTI when the images are not skull-stripped. ``mgmt``/``idh``: 1, 0 or None;
-    ``survival_days`` with ``event`` (1 death, 0 censored) or None.
+    brain-mask NIfTI when the images are not skull-stripped. ``mgmt``/``idh``/``egfr``
+    (amplified): 1, 0 or None; ``survival_days`` with ``event`` (1 death, 0 censored) or None.
     """
 
     name: str
@@ -51,6 +53,13 @@ class LabelledCase:
     idh: int | None = None
     survival_days: float | None = None
     event: int | None = None
+    egfr: int | None = None
+
+    def label(self, target: str) -> int | None:
+        """1, 0 or None (unknown) for a :class:`~glioma_node.core.targets.Target`."""
+        if target == Target.CHEMO_BENEFIT:
+            return chemo_benefit_label(self.survival_days, self.event)
+        return {Target.MGMT: self.mgmt, Target.IDH: self.idh}[Target(target)]
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -73,27 +82,6 @@ def _float(text: str) -> float | None:
     return value if value == value else None
 
 
-def _status(text: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> int | None:
-    t = text.strip().lower()
-    if not t:
-        return None
-    if any(re.search(p, t) for p in negative):
-        return 0
-    if any(re.search(p, t) for p in positive):
-        return 1
-    return None
-
-
-def mgmt_status(text: str) -> int | None:
-    """1 methylated, 0 unmethylated, None unknown (indeterminate, not available)."""
-    return _status(text, (r"^1(\.0)?$", r"^methylated", r"positive"), (r"^0(\.0)?$", r"unmethylated", r"negative"))
-
-
-def idh_status(text: str) -> int | None:
-    """1 mutant, 0 wildtype, None unknown (NOS/NEC, not available)."""
-    return _status(text, (r"^1(\.0)?$", r"mut", r"r132", r"r172", r"positive"), (r"^0(\.0)?$", r"wild", r"negative", r"^wt$"))
-
-
 def synthetic(root: Path) -> list[LabelledCase]:
     cases = []
     for labels in sorted(root.rglob("labels.csv")):
@@ -104,7 +92,8 @@ def synthetic(root: Path) -> list[LabelledCase]:
             cases.append(LabelledCase(
                 row["case"], find_role_files(folder), folder / "seg.nii.gz", folder / "brainmask.nii.gz",
                 age_years=_float(row["age"]), mgmt=int(row["mgmt"]), idh=int(row["idh"]),
-                survival_days=_float(row["survival_days"]), event=int(row["event"])))
+                survival_days=_float(row["survival_days"]), event=int(row["event"]),
+                egfr=egfr_status(row.get("egfr", ""))))
     return cases
 
 

@@ -1,8 +1,11 @@
 """Training the CNN parts: the deep-feature encoder and the end-to-end EfficientNet.
 
 Both read the cached encoder inputs (float16 ``(N, P, 4, s, s, s)``: P = 1 for the
-tumour-centred crop, P patches for the patch variant) and use the same 3D augmentation: flips on every axis, a shift of up to
-4 voxels, per-channel intensity scale (±10 %) and offset (±0.1 sd), and Gaussian noise.
+tumour-centred crop, P patches for the patch variant) and use the same 3D augmentation:
+flips on every axis, a shift of up to 4 voxels, per-channel intensity scale (±10 %) and
+offset (±0.1 sd), and Gaussian noise. They train on the device torch sees
+(:func:`glioma_node.inference.networks.device`: a CUDA GPU when there is one) and are
+returned on it; batches are assembled on the CPU and moved there.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch import nn
 from torch.utils.data import WeightedRandomSampler
 from tqdm import tqdm
 
+from glioma_node.inference.networks import device
 from glioma_node.inference.radiogenomics.cnn import TumourCNN, load_backbone
 from glioma_node.inference.radiogenomics.encoder import DeepEncoder, load_medicalnet
 
@@ -38,8 +42,8 @@ def _batch(pieces: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None)
     of every case, in order, ``(len(idx) * P, 4, s, s, s)``."""
     arr = pieces[idx].astype(np.float32)
     if rng is None:
-        return torch.from_numpy(arr.reshape(-1, *arr.shape[2:]))
-    return augment(torch.from_numpy(arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))]), rng)
+        return torch.from_numpy(arr.reshape(-1, *arr.shape[2:])).to(device())
+    return augment(torch.from_numpy(arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))]), rng).to(device())
 
 
 def _per_case(net: nn.Module, pieces: np.ndarray, batch: int) -> np.ndarray:
@@ -49,7 +53,7 @@ def _per_case(net: nn.Module, pieces: np.ndarray, batch: int) -> np.ndarray:
     with torch.no_grad():
         for start in range(0, len(pieces), batch):
             idx = np.arange(start, min(start + batch, len(pieces)))
-            out.append(net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).mean(dim=1).numpy())
+            out.append(net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).mean(dim=1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -73,10 +77,11 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     encoder = DeepEncoder(widths, targets=labels.shape[1])
     if medicalnet:
         load_medicalnet(encoder, medicalnet)
+    encoder.to(device())
     opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
     known = np.isfinite(labels)
-    target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32)
+    target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32, device=device())
     heads = encoder.heads
     if heads is None:
         raise ValueError("the encoder was built without label heads")
@@ -84,7 +89,7 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
         idx = rng.integers(0, len(crops), batch)
         logits = heads(encoder(_batch(crops, idx, rng)))
-        mask = torch.from_numpy(known[idx]).float()
+        mask = torch.from_numpy(known[idx]).float().to(device())
         per_label = nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none")
         loss = (per_label * mask).sum() / mask.sum().clamp(min=1)
         _step(opt, loss, sched)
@@ -121,15 +126,17 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
     net = TumourCNN(config["model_name"], outputs=descriptors.shape[1] if not weights else 1)
     if weights:
         load_backbone(net, weights)
-    else:
+    net.to(device())
+    if not weights:
         d = (descriptors - descriptors.mean(0)) / np.maximum(descriptors.std(0), 1e-6)
-        target = torch.tensor(d, dtype=torch.float32)
+        target = torch.tensor(d, dtype=torch.float32, device=device())
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
         net.train()
         for _ in tqdm(range(pretrain_steps), desc="cnn pretrain", unit="step", disable=not progress):
             idx = rng.integers(0, len(crops), batch)
             _step(opt, nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx]))
         net.replace_output(1)
+        net.to(device())
     net.freeze_early(int(config["frozen_blocks"]))
     counts = np.bincount(y.astype(int), minlength=2).astype(float)
     sampler = list(WeightedRandomSampler((1.0 / np.maximum(counts, 1))[y.astype(int)], num_samples=steps * batch,
@@ -137,7 +144,7 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
-    target = torch.tensor(y, dtype=torch.float32)
+    target = torch.tensor(y, dtype=torch.float32, device=device())
     net.train()
     for step in tqdm(range(steps), desc="cnn", unit="step", disable=not progress):
         idx = np.asarray(sampler[step * batch:(step + 1) * batch])

@@ -11,14 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from glioma_node.core.targets import TARGET_INFO  # noqa: E402
 from glioma_node.inference.radiogenomics.explain import head_attributions  # noqa: E402
 from glioma_node.inference.radiogenomics.heads import FusionHead  # noqa: E402
-from glioma_node.training.radiogenomics.metrics import kaplan_meier  # noqa: E402
+from glioma_node.training.radiogenomics.survival import kaplan_meier  # noqa: E402
 
 PUBLISHED = ("On real patients, published MRI-based results are: MGMT promoter methylation AUC about 0.56-0.62 "
              "(RSNA-MICCAI 2021 and its external validation), IDH mutation AUC 0.86-0.96, overall-survival "
              "C-index 0.63-0.77.")
-NAMES = {"mgmt": "MGMT promoter methylation", "idh": "IDH mutation"}
+NAMES = {t: info.title for t, info in TARGET_INFO.items()}
 
 
 def _save(fig, out: Path, name: str) -> str:
@@ -31,7 +32,7 @@ def _save(fig, out: Path, name: str) -> str:
 def _roc(out: Path, curves: dict) -> list[str]:
     files = []
     for target, by_variant in curves.items():
-        if target == "survival":
+        if target.startswith("survival"):
             continue
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         for variant, (y, p) in by_variant.items():
@@ -44,19 +45,21 @@ def _roc(out: Path, curves: dict) -> list[str]:
     return files
 
 
-def _km(out: Path, curves: dict, p: float | None) -> list[str]:
-    if "survival" not in curves:
+def _km(out: Path, curves: dict, p: float | None, key: str = "survival", name: str = "km-risk-groups.png",
+        title: str = "Risk groups") -> list[str]:
+    if key not in curves:
         return []
-    time, event, high = curves["survival"]["km"]
+    time, event, high = curves[key]["km"]
     fig, ax = plt.subplots(figsize=(5, 4))
-    for mask, label in ((high, "high risk"), (~high, "low risk")):
+    for mask, label, colour in ((high, "high risk", "#c0392b"), (~high, "low risk", "#2e86c1")):
         if mask.any():
-            t, s = kaplan_meier(time[mask], event[mask])
-            ax.step(t, s, where="post", label=f"{label} (n={int(mask.sum())})")
-    ax.set(xlabel="days", ylabel="survival probability", ylim=(0, 1.02),
-           title=f"Risk groups (test), log-rank p = {p:.3g}" if p is not None else "Risk groups (test)")
+            t, s, ci = kaplan_meier(time[mask], event[mask])
+            ax.step(t, s, where="post", color=colour, label=f"{label} (n={int(mask.sum())})")
+            ax.fill_between(t, ci[:, 0], ci[:, 1], step="post", color=colour, alpha=0.15, linewidth=0)
+    ax.set(xlabel="days", ylabel="survival probability (95 % CI)", ylim=(0, 1.02),
+           title=(f"{title} (test), log-rank p = {p:.3g}" if p is not None else f"{title} (test)"))
     ax.legend()
-    return [_save(fig, out, "km-risk-groups.png")]
+    return [_save(fig, out, name)]
 
 
 def _shap(out: Path, heads: dict[str, FusionHead], x_test: np.ndarray, background: np.ndarray) -> list[str]:
@@ -98,6 +101,10 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
         lines += [notes.strip(), ""]
     for target, res in results["targets"].items():
         lines.append(f"## {NAMES.get(target, target)}")
+        if res.get("cases_without_label"):
+            why = (f", {res['censored_before_endpoint']} of them censored alive before 24 months"
+                   if "censored_before_endpoint" in res else "")
+            lines += ["", f"Cases left out for lack of a label: {res['cases_without_label']}{why}."]
         if "skipped" in res:
             lines += ["", f"Not trained: {res['skipped']}.", ""]
             continue
@@ -114,21 +121,37 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
         t = res["variants"][res["default_variant"]]["test"]
         lines += ["", f"Confusion matrix of the default variant on test ([[TN, FP], [FN, TP]], threshold "
                       f"{t['threshold']}): {t['confusion_matrix']}", ""]
-    surv = results.get("survival")
-    if surv:
-        lines += ["## Survival (Cox risk group)", ""]
-        if "skipped" in surv:
-            lines += [f"Not trained: {surv['skipped']}.", ""]
-        else:
-            t = surv["test"]
-            lines += [f"Test C-index {_ci(t, 'c_index')} on {t['n']} cases ({t['events']} deaths); training "
-                      f"cross-validated C-index {_fmt(surv['train_cv_c_index'])}; log-rank p of the high/low groups "
-                      f"on test {surv['logrank_p_test']:.3g} (groups {surv['groups_test']}). Cutoff (training "
-                      f"median risk) {surv['cutoff']:.4f}.", "", "Covariates (standardised log hazard ratios):", ""]
-            lines += [f"- `{k}`: {v}" for k, v in surv["covariates"].items()]
-            lines.append("")
+    lines += _survival_lines("## Survival (Cox risk group)", results.get("survival"))
+    lines += _survival_lines("## Survival with laboratory-known status (Cox risk group)", results.get("survival_known"))
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _survival_lines(title: str, surv: dict | None) -> list[str]:
+    if not surv:
+        return []
+    lines = [title, ""]
+    if "skipped" in surv:
+        return lines + [f"Not trained: {surv['skipped']}.", ""]
+    if "markers" in surv:
+        lines += [f"Inputs known from the cohort's tables: {', '.join(m.upper() for m in surv['markers'])} "
+                  f"(known in test: {surv['known_in_test']}); where MGMT or IDH is unknown the predicted "
+                  "probability stands in, where EGFR is unknown the training median. The node runs this model "
+                  "when a site's clinical source knows a study's status.", ""]
+    t = surv["test"]
+    lines += [f"Test C-index {_ci(t, 'c_index')} on {t['n']} cases ({t['events']} deaths); training "
+              f"cross-validated C-index {_fmt(surv['train_cv_c_index'])}; log-rank p of the high/low groups "
+              f"on test {surv['logrank_p_test']:.3g} (groups {surv['groups_test']}). Cutoff (training "
+              f"median risk) {surv['cutoff']:.4f}.", "", "Covariates (standardised log hazard ratios):", ""]
+    lines += [f"- `{k}`: {v}" for k, v in surv["covariates"].items()]
+    lines += ["", "The high-risk group read as a prediction of death before a horizon (test cases; those "
+              "censored before it are left out):", "",
+              "| horizon | AUC of the risk score | sensitivity | specificity | F1 | [[TN, FP], [FN, TP]] | "
+              "cases (censored before) |", "|---|---|---|---|---|---|---|"]
+    for horizon, h in surv.get("horizons_test", {}).items():
+        lines.append(f"| {horizon} | {_fmt(h['auc'])} | {_fmt(h['sensitivity'])} | {_fmt(h['specificity'])} | "
+                     f"{_fmt(h['f1'])} | {h['confusion_matrix']} | {h['n']} ({h['censored_before']}) |")
+    return lines + [""]
 
 
 def write_report(out: Path, results: dict, curves: dict, heads: dict[str, FusionHead], x_test: np.ndarray,
@@ -140,6 +163,8 @@ def write_report(out: Path, results: dict, curves: dict, heads: dict[str, Fusion
 
     background = RadiogenomicModel(out).background
     plots = _roc(out, curves) + _km(out, curves, results.get("survival", {}).get("logrank_p_test"))
+    plots += _km(out, curves, results.get("survival_known", {}).get("logrank_p_test"), "survival_known",
+                 "km-risk-groups-known-status.png", "Risk groups, known status")
     plots += _shap(out, heads, x_test, background)
     manifest = json.loads((out / "manifest.json").read_text())
     notes_file = out / "training-notes.md"

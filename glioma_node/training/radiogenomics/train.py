@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from glioma_node.core.targets import CHEMO_BENEFIT_DAYS, Target
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
@@ -32,7 +33,7 @@ from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
 from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
-from glioma_node.training.radiogenomics import metrics
+from glioma_node.training.radiogenomics import metrics, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
 from glioma_node.training.radiogenomics.features import build_cache, read_cache
 from glioma_node.training.radiogenomics.fit import (
@@ -53,7 +54,7 @@ VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
 class RadiogenomicSettings:
     """Training choices; defaults are what the committed model used."""
 
-    targets: tuple[str, ...] = ("mgmt", "idh", "survival")
+    targets: tuple[str, ...] = (*TARGETS, "survival")
     layout: str = "auto"
     seed: int = 0
     encoder_steps: int = 300
@@ -75,7 +76,8 @@ class RadiogenomicSettings:
 
 
 def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
-    return np.array([np.nan if getattr(c, target) is None else float(getattr(c, target)) for c in cases])
+    labels = [c.label(target) for c in cases]
+    return np.array([np.nan if v is None else float(v) for v in labels])
 
 
 def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,8 +152,8 @@ def _oof_probability(head_variant: str, names: list[str], x: np.ndarray, y: np.n
 
 
 def _state(module: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
-    """A copy of the weights; ``half`` stores floats as float16 (half the file; loading widens them again)."""
-    return {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).clone()
+    """A CPU copy of the weights; ``half`` stores floats as float16 (half the file; loading widens them again)."""
+    return {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).to("cpu", copy=True)
             for k, v in module.state_dict().items()}
 
 
@@ -210,8 +212,14 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
     for target in [t for t in TARGETS if t in s.targets]:
         yt = y[target]
         rows = {name: r[np.isfinite(yt[r])] for name, r in (("train", train), ("val", val), ("test", test))}
+        unlabelled = {"cases_without_label": int(np.isnan(yt).sum())}
+        if target == Target.CHEMO_BENEFIT:
+            unlabelled["censored_before_endpoint"] = sum(
+                1 for c in table.cases if c.survival_days is not None and c.event == 0
+                and c.survival_days < CHEMO_BENEFIT_DAYS)
+        results["targets"][target] = dict(unlabelled)
         if min(len(set(yt[rows["train"]])), len(set(yt[rows["val"]])), len(set(yt[rows["test"]]))) < 2:
-            results["targets"][target] = {"skipped": "both classes are needed in train, validation and test"}
+            results["targets"][target]["skipped"] = "both classes are needed in train, validation and test"
             continue
         per_variant: dict[str, dict[str, Any]] = {}
         heads[target], curves[target] = {}, {}
@@ -239,24 +247,63 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
             cnns[target] = {"config": cfg, "state": _state(net, half=True)}
         best = max(("early", "attention"), key=lambda v: float(per_variant[v]["cv"]["auc_mean"]))
         defaults[target] = best
-        results["targets"][target] = {"variants": per_variant, "default_variant": best}
+        results["targets"][target].update({"variants": per_variant, "default_variant": best})
 
 
-def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[Any, np.ndarray | None]:
-    """The Cox model on the training rows with follow-up (fused features, MGMT and IDH
-    probabilities, age) and its test figures into ``fitted``; (model or None, its SHAP background rows)."""
-    x, names_all, y, train, test, cases = table.x, table.names, table.y, table.train, table.test, table.cases
-    results, defaults, curves, shap_rows = fitted.results, fitted.defaults, fitted.curves, fitted.shap_rows
-    cox_background = None
-    cox = None
-    known = np.array([c.survival_days is not None and c.event is not None for c in cases])
-    tr = train[known[train]]
-    te = test[known[test]]
+def _known_status(cases: list[LabelledCase], marker: str) -> np.ndarray:
+    values = [getattr(c, marker) for c in cases]
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
+@dataclass
+class _CoxFit:
+    """One fitted Cox model, its SHAP background rows, its test figures and KM curve data."""
+
+    model: Any
+    background: np.ndarray
+    figures: dict[str, Any]
+    km: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _cox_on(table: _Table, tr: np.ndarray, te: np.ndarray, extra: np.ndarray, extra_names: list[str],
+            s: RadiogenomicSettings) -> _CoxFit:
+    """A Cox model on fused shape features + ``extra`` columns, fitted on ``tr``, measured on ``te``."""
+    x, names_all, cases = table.x, table.names, table.cases
     time_ = np.array([c.survival_days or 0.0 for c in cases], float)
     event = np.array([c.event or 0 for c in cases], int)
+    candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
+    cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], extra_names, seed=s.seed)
+    columns = [names_all.index(n) for n in cox.names if n in names_all]
+    design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
+    risk_te = cox.risk(design(te))
+    high = risk_te >= cox.cutoff
+    figures = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
+               "train_cv_c_index": cox.extra.get("cv_c_index"),
+               "logrank_p_test": survival.logrank(time_[te], event[te], high),
+               "horizons_test": survival.horizon_figures(time_[te], risk_te, event[te], cox.cutoff),
+               "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
+               "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
+               "cutoff": cox.cutoff}
+    return _CoxFit(cox, design(tr), figures, (time_[te], event[te], high))
+
+
+def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_CoxFit | None, _CoxFit | None]:
+    """The Cox models on the training rows with follow-up, their test figures into ``fitted``:
+    one on fused features + out-of-fold MGMT and IDH probabilities + age; and, when the cohort
+    knows MGMT, IDH or EGFR status for at least half of those rows, one that takes the known
+    status (a predicted probability where MGMT/IDH is unknown, the training median for EGFR)."""
+    x, names_all, y, train, test, cases = table.x, table.names, table.y, table.train, table.test, table.cases
+    results, defaults, curves, shap_rows = fitted.results, fitted.defaults, fitted.curves, fitted.shap_rows
+    followed = np.array([c.survival_days is not None and c.event is not None for c in cases])
+    tr = train[followed[train]]
+    te = test[followed[test]]
+    event = np.array([c.event or 0 for c in cases], int)
+    if len(tr) < 20 or event[tr].sum() < 5:
+        results["survival"] = {"skipped": "needs at least 20 training cases with follow-up and 5 deaths"}
+        return None, None
     age = np.array([np.nan if c.age_years is None else c.age_years for c in cases])
-    probs = {}
-    for target in TARGETS:
+    probs: dict[str, np.ndarray] = {}
+    for target in ("mgmt", "idh"):  # what the Cox model reads
         variant = defaults.get(target)
         if variant is None:
             probs[target] = np.full(len(cases), np.nan)
@@ -266,25 +313,24 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[A
         head = shap_rows[f"{target}:{variant}"]
         p[te] = head.probability(x[te])
         probs[target] = p
-    extra = np.column_stack([probs["mgmt"], probs["idh"], age])
-    candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
-    if len(tr) >= 20 and event[tr].sum() >= 5:
-        cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], list(COX_EXTRA), seed=s.seed)
-        columns = [names_all.index(n) for n in cox.names if n in names_all]
-        design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
-        risk_te = cox.risk(design(te))
-        high = risk_te >= cox.cutoff
-        results["survival"] = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
-                               "train_cv_c_index": cox.extra.get("cv_c_index"),
-                               "logrank_p_test": metrics.logrank(time_[te], event[te], high),
-                               "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
-                               "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
-                               "cutoff": cox.cutoff}
-        curves["survival"] = {"km": (time_[te], event[te], high)}
-        cox_background = design(tr)
-    else:
-        results["survival"] = {"skipped": "needs at least 20 training cases with follow-up and 5 deaths"}
-    return cox, cox_background
+    predicted = _cox_on(table, tr, te, np.column_stack([probs["mgmt"], probs["idh"], age]), list(COX_EXTRA), s)
+    results["survival"] = predicted.figures
+    curves["survival"] = {"km": predicted.km}
+    status = {m: _known_status(cases, m) for m in ("mgmt", "idh", "egfr")}
+    markers = [m for m in status if np.isfinite(status[m][tr]).mean() >= 0.5]
+    if not markers:
+        results["survival_known"] = {"skipped": "the cohort knows no MGMT, IDH or EGFR status for half of the "
+                                                "training cases with follow-up"}
+        return predicted, None
+    columns, names = [], []
+    for m in markers:
+        columns.append(np.where(np.isfinite(status[m]), status[m], probs[m]) if m in probs else status[m])
+        names.append(f"{m}_status" if m in probs else "egfr_amplified")
+    known = _cox_on(table, tr, te, np.column_stack([*columns, age]), [*names, "age_years"], s)
+    results["survival_known"] = {**known.figures, "markers": markers,
+                                 "known_in_test": {m: int(np.isfinite(status[m][te]).sum()) for m in markers}}
+    curves["survival_known"] = {"km": known.km}
+    return predicted, known
 
 
 def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress: bool = True,
@@ -306,7 +352,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     names = sorted({k for f in feats for k in f})
     radiomic_x = np.stack([feature_vector(f, names) for f in feats])
     train, val, test = split(cases, s.seed)
-    y = {t: _labels(cases, t) for t in ("mgmt", "idh")}
+    y = {t: _labels(cases, t) for t in TARGETS}
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
     # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
@@ -319,7 +365,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     fitted = _Fitted({"cases": len(cases), "left_out": errors,
                       "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {}})
     _fit_classifiers(table, fitted, s, progress)
-    cox, cox_background = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
+    cox, cox_known = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
     results, heads, cnns, defaults, curves, shap_rows = (fitted.results, fitted.heads, fitted.cnns, fitted.defaults,
                                                          fitted.curves, fitted.shap_rows)
 
@@ -337,10 +383,12 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
         encoder={"config": dict(s.encoder), "state": _state(encoder, half=True)},
         heads=heads,
         cnn=cnns,
-        cox=cox.to_dict() if cox is not None else None,
+        cox=cox.model.to_dict() if cox is not None else None,
         background={"columns": background_columns, "values": background_values},
-        cox_background=(torch.tensor(cox_background[:64], dtype=torch.float32)
-                        if cox is not None and cox_background is not None else None),
+        cox_background=torch.tensor(cox.background[:64], dtype=torch.float32) if cox is not None else None,
+        cox_known=cox_known.model.to_dict() if cox_known is not None else None,
+        cox_known_background=(torch.tensor(cox_known.background[:64], dtype=torch.float32)
+                              if cox_known is not None else None),
         default_variants=defaults,
     )
     bundle.to_file(out / "model.pt")
@@ -351,6 +399,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
                   "normalisation": "inference.intensity.zscore inside the brain", "labels": "BraTS 1/2/4",
                   "radiomics_settings_sha256": bundle.radiomics_sha256, "encoder": s.encoder},
         "output": {"targets": sorted(heads) + (["survival"] if cox is not None else []), "default_variants": defaults,
+                   **({"survival_known_markers": results["survival_known"]["markers"]} if cox_known else {}),
                    "thresholds": {t: float(shap_rows[f"{t}:{v}"].threshold) for t, v in defaults.items()}},
         "training": {"data": str(data), "layout": s.layout, "command": command, "cases": len(cases),
                      "seconds": results["seconds"]},
