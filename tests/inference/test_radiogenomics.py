@@ -1,6 +1,8 @@
-"""Radiogenomics: the statistics, the explanations, and a whole training run on tiny cases."""
+"""Radiogenomics: the fusion heads, the explanations, and a whole training run on tiny cases
+(the statistics: tests/training/test_statistics.py)."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,7 +12,6 @@ import torch
 
 from glioma_node.core.grid import Grid
 from glioma_node.inference.model_dir import ModelError
-from glioma_node.inference.radiogenomics.cox import concordance_index, fit_cox
 from glioma_node.inference.radiogenomics.crop import tumour_crop, tumour_patches, uncrop
 from glioma_node.inference.radiogenomics.encoder import RESNET18_WIDTHS, DeepEncoder, load_medicalnet
 from glioma_node.inference.radiogenomics.explain import head_attributions
@@ -18,39 +19,11 @@ from glioma_node.inference.radiogenomics.gradcam import grad_cam
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.inference.radiogenomics.tumour_study import tumour_study
 from glioma_node.training.radiogenomics.fit import calibrate, fit_early
-from glioma_node.training.radiogenomics.metrics import classification, kaplan_meier, logrank
 from tests import radiogenomic_trees as trees
 
 LIGHT = Path(__file__).parents[1] / "radiomics-light.yaml"
 # One worker trains the tiny model once for every test that reads it.
 pytestmark = pytest.mark.xdist_group("radiogenomics")
-
-
-def test_cox_recovers_the_hazard_direction_and_orders_patients():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((300, 2))
-    t = rng.exponential(1.0 / np.exp(1.0 * x[:, 0]))  # x0 raises the hazard, x1 does nothing
-    censor = rng.exponential(2.0, 300)
-    time, event = np.minimum(t, censor), (t <= censor).astype(int)
-    model = fit_cox(x, time, event, ["a", "b"], penalty=0.1)
-    assert model.beta[0] > 0.7 and abs(model.beta[1]) < 0.2
-    assert concordance_index(time, model.risk(x), event) > 0.65
-    high = model.risk(x) >= model.cutoff
-    assert high.sum() == pytest.approx(150, abs=2)  # the cutoff is the training median
-    assert logrank(time, event, high) < 1e-4
-
-
-def test_kaplan_meier_steps_down_at_deaths_only():
-    t, s = kaplan_meier(np.array([1, 2, 3, 4.0]), np.array([1, 0, 1, 0]))
-    assert t.tolist() == [0, 1, 3] and s.tolist() == pytest.approx([1, 0.75, 0.375])
-
-
-def test_metrics_report_intervals_and_confusion():
-    y = np.array([0, 0, 0, 1, 1, 1] * 5)
-    p = np.array([0.1, 0.2, 0.6, 0.4, 0.8, 0.9] * 5)
-    m = classification(y, p, 0.5, boots=200)
-    assert m["auc"] == pytest.approx(8 / 9, abs=1e-3) and m["confusion_matrix"] == [[10, 5], [5, 10]]
-    assert m["auc_ci95"][0] <= m["auc"] <= m["auc_ci95"][1]
 
 
 def test_early_fusion_calibrates_and_its_shap_values_add_up():
@@ -128,12 +101,27 @@ def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     assert set(idh["variants"]) == {"radiomics", "deep", "early", "attention", "cnn"}
     assert idh["variants"]["radiomics"]["test"]["auc"] >= 0.8  # IDH-wildtype tumours are larger here
     assert idh["default_variant"] in ("early", "attention")
+    # Chemotherapy benefit is overall survival >= 24 months: longer in IDH-mutant cases here.
+    labels = list(csv.DictReader(open(root / "data" / "labels.csv")))
+    censored_early = sum(1 for r in labels if r["event"] == "0" and float(r["survival_days"]) < 730)
+    chemo = result["targets"]["chemo-benefit"]
+    assert censored_early > 0 and chemo["censored_before_endpoint"] == chemo["cases_without_label"] == censored_early
+    assert chemo["variants"]["radiomics"]["test"]["auc"] >= 0.6
     surv = result["survival"]
     assert surv["train_cv_c_index"] > 0.6 and surv["test"]["c_index_ci95"][0] <= surv["test"]["c_index"]
-    for name in ("model.pt", "manifest.json", "MODEL_CARD.md", "metrics.json", "roc-idh.png", "km-risk-groups.png"):
+    # Known status (MGMT, IDH, EGFR from labels.csv): EGFR shortens survival and only this model sees it.
+    known = result["survival_known"]
+    assert known["markers"] == ["mgmt", "idh", "egfr"] and known["covariates"]["egfr_amplified"] > 0.1
+    one_year = surv["horizons_test"]["365d"]
+    assert one_year["n"] + one_year["censored_before"] == surv["test"]["n"]
+    assert sum(map(sum, one_year["confusion_matrix"])) == one_year["n"]
+    for name in ("model.pt", "manifest.json", "MODEL_CARD.md", "metrics.json", "roc-idh.png", "roc-chemo-benefit.png",
+                 "km-risk-groups.png", "km-risk-groups-known-status.png"):
         assert (root / "model" / name).exists(), name
     card = (root / "model" / "MODEL_CARD.md").read_text()
     assert "Research use only" in card and "0.56-0.62" in card and "| early |" in card
+    assert "## Chemotherapy benefit" in card and f"{censored_early} of them censored alive before 24 months" in card
+    assert "| 730d |" in card and "## Survival with laboratory-known status" in card
     assert json.loads((root / "model" / "manifest.json").read_text())["kind"] == "glioma-node-radiogenomics"
 
 
@@ -145,16 +133,36 @@ def test_trained_model_predicts_and_explains_a_new_case(trained):
     for variants in ({}, {"mgmt": "attention", "idh": "cnn"}):
         model = RadiogenomicModel(root / "model", variants)
         result = model.run(study, workers=1)
-        assert set(result.probabilities) == {"mgmt", "idh"}
+        assert set(result.probabilities) == {"mgmt", "idh", "chemo-benefit"}
         assert all(0 <= p <= 1 for p in result.probabilities.values())
         assert result.risk is not None and result.risk[2] in ("high", "low")
         assert any("age unknown" in w for w in result.warnings)
-        assert set(result.cams) == {"mgmt", "idh"}  # a heat map per prediction, never an empty dict
+        assert set(result.cams) == set(result.probabilities)  # a heat map per prediction, never an empty dict
         for cam in result.cams.values():
             assert cam.shape == labels.shape and 0 <= cam.min() and 0 < cam.max() <= 1.0
         if variants.get("mgmt") == "attention":
             assert abs(sum(result.attention["mgmt"].values()) - 1) < 1e-3
         assert result.attributions["mgmt"] and "shap" in result.attributions["mgmt"][0]
+
+
+@pytest.mark.slow
+def test_the_risk_says_which_genomic_inputs_were_known_and_which_predicted(trained):
+    root, _ = trained
+    images, labels, brain = trees.tiny_case(np.random.default_rng(998), idh=0, mgmt=0)
+    model = RadiogenomicModel(root / "model")
+
+    def run(known: dict[str, int]):
+        study = tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, 60.0, known)
+        return model.run(study, workers=1)
+
+    alone = run({})
+    assert alone.risk_inputs == {"mgmt": "predicted from the images", "idh": "predicted from the images"}
+    amplified, not_amplified = run({"idh": 0, "egfr": 1}), run({"idh": 0, "egfr": 0})
+    assert amplified.risk_inputs == {"mgmt": "predicted from the images", "idh": "clinical source",
+                                     "egfr": "clinical source"}
+    assert amplified.risk[0] > not_amplified.risk[0]  # EGFR amplification raises the hazard it learnt
+    partial = run({"mgmt": 1})
+    assert partial.risk_inputs["egfr"] == "not known: training median used"
 
 
 @pytest.mark.slow
@@ -189,3 +197,27 @@ def test_the_model_file_round_trips_and_another_format_is_refused(tmp_path):
     torch.save(blob, tmp_path / "partial.pt")
     with pytest.raises(BundleError, match="lacks heads"):
         RadiogenomicBundle.from_file(tmp_path / "partial.pt")
+
+
+def test_extracting_only_what_a_model_reads_gives_the_full_extraction_values():
+    """Inference computes only the features its heads and Cox models read: the same values
+    as the full extraction (default settings: original, LoG, wavelet; all classes)."""
+    from glioma_node.inference.radiogenomics import radiomics
+
+    images, labels, brain = trees.tiny_case(np.random.default_rng(4), idh=0, mgmt=1)
+    study = tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain)
+    params = radiomics.load_settings()
+    full = radiomics.extract(study.images, study.labels, (1.0, 1.0, 1.0), params)
+    texture = sorted(n for n in full if not n.startswith("shape."))
+    rng = np.random.default_rng(0)
+    wanted = [n for n in texture if "log-sigma-3-0" in n][:3] + [n for n in texture if "wavelet-HLH_glszm" in n][:2]
+    wanted += list(rng.choice([n for n in texture if n.startswith("T2.")], 5, replace=False))
+    for workers in (1, 2):
+        some = radiomics.extract(study.images, study.labels, (1.0, 1.0, 1.0), params, workers, only=wanted)
+        assert {n: some[n] for n in wanted} == {n: full[n] for n in wanted}
+        assert {n for n in some if not n.startswith("shape.")} == set(wanted)
+        assert {n: v for n, v in some.items() if n.startswith("shape.")} == {
+            n: v for n, v in full.items() if n.startswith("shape.")}
+    plans = radiomics.plan_for(wanted[:3], params)  # LoG features at 3 mm only: no 1 mm LoG image is made
+    log_passes = [types for plan in plans.values() for types, _ in plan if "LoG" in types]
+    assert log_passes and all(types["LoG"]["sigma"] == [3.0] for types in log_passes)
