@@ -127,9 +127,11 @@ def write_rsna(root: Path, cases: int) -> None:
             f.write(f"{i},{mgmt}\n")
 
 
-def write_ucsf(root: Path, cases: int) -> None:
+def write_ucsf(root: Path, cases: int, first: int = 0) -> None:
+    """Cases ``first`` .. ``first + cases - 1`` in the UCSF-PDGM layout (other cases than the
+    synthetic tree's when ``first`` is past them: an external cohort)."""
     rows = []
-    for i in range(cases):
+    for i in range(first, first + cases):
         idh, mgmt, event, age, days = _phenotype(i)
         images, labels, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
         folder = root / f"UCSF-PDGM-{i + 4:04d}_nifti"
@@ -137,7 +139,7 @@ def write_ucsf(root: Path, cases: int) -> None:
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_FLAIR_bias.nii.gz", images["FLAIR"], AFFINE)
         write_nifti(folder / f"UCSF-PDGM-{i + 4:04d}_tumor_segmentation.nii.gz", labels, AFFINE)
         rows.append({"ID": f"UCSF-PDGM-{i + 4:03d}", "Sex": "M", "Age at MRI": round(age),
-                     "WHO CNS Grade": 4, "MGMT status": ["negative", "positive"][mgmt] if i != 2 else "indeterminate",
+                     "WHO CNS Grade": 4, "MGMT status": ["negative", "positive"][mgmt] if i != first + 2 else "indeterminate",
                      "IDH": ["wildtype", "mutant (NOS)"][idh], "1-dead 0-alive": event, "OS": days})
     _write_csv(root / "UCSF-PDGM-metadata_v2.csv", rows)
 

@@ -91,7 +91,7 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
         cnn_weights=args.cnn_weights,
-        medicalnet=args.medicalnet, workers=args.workers, cache=args.cache,
+        medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
@@ -166,6 +166,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0 if not result.failed else 1
 
 
+def _cmd_evaluate_radiogenomics(args: argparse.Namespace) -> int:
+    from glioma_node.training.radiogenomics.evaluate import evaluate_radiogenomics
+
+    out = args.out or Path(f"external-{args.data.resolve().name}")
+    result = evaluate_radiogenomics(args.model, args.data, out, args.layout, args.workers, args.cache,
+                                    args.segmentation_model or args.settings.models.segmentation.path,
+                                    progress=not args.quiet)
+    for target, res in result["targets"].items():
+        if "variants" in res:
+            print(f"{target}: {res['default_variant']}, external AUC {res['variants'][res['default_variant']]['test']['auc']}")
+    for key in ("survival", "survival_known"):
+        if "test" in result.get(key, {}):
+            print(f"{key}: external C-index {result[key]['test']['c_index']}")
+    print(f"figures written to {out}")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from glioma_node.cli.status import render
     from glioma_node.service.state import NodeState
@@ -219,6 +236,23 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_synth)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` command (external validation of a trained model)."""
+    p = sub.add_parser("evaluate", help="apply a trained model, unchanged, to another cohort")
+    eval_sub = p.add_subparsers(dest="what", required=True)
+    p = eval_sub.add_parser("radiogenomics", help="external validation of a radiogenomic model directory")
+    p.add_argument("--model", type=Path, required=True, help="the radiogenomic model directory")
+    p.add_argument("--data", type=Path, required=True, help="the external cohort (any layout train reads)")
+    p.add_argument("--out", type=Path, default=None, help="figures folder (default: ./external-<data folder name>)")
+    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
+    p.add_argument("--segmentation-model", type=Path, default=None,
+                   help="segmentation model for cases without masks (default: the configured one)")
+    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate_radiogenomics)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     """The ``train seg`` and ``train radiogenomics`` command."""
     p = sub.add_parser("train", help="train a model (segmentation, radiogenomics)")
@@ -265,6 +299,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation-model", type=Path, default=None,
                    help="segmentation model for cases without masks (default: the configured one)")
     p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    p.add_argument("--external", type=Path, default=None,
+                   help="after training, validate the model on this cohort (figures into OUT/external/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_radiogenomics)
@@ -342,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="configuration YAML (default: the embedded glioma_node/conf/glioma-node.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_inspect, _add_process, _add_synth, _add_train, _add_serve, _add_worker, _add_replay, _add_status,
-                _add_orthanc_config, _add_nifti2dicom):
+    for add in (_add_inspect, _add_process, _add_synth, _add_train, _add_evaluate, _add_serve, _add_worker, _add_replay,
+                _add_status, _add_orthanc_config, _add_nifti2dicom):
         add(sub)
     return parser
 

@@ -85,7 +85,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
 
     root = tmp_path_factory.mktemp("tiny-cohort")
     trees.write_synthetic(root / "data", 60)
-    settings = RadiogenomicSettings(
+    trees.write_ucsf(root / "external", 30, first=200)  # other cases, another layout, no EGFR column
+    settings = RadiogenomicSettings(external=root / "external",
         encoder_steps=4, cross_fit_folds=2, cv_folds=3, cnn_targets=("idh",), cnn_steps=3, cnn_pretrain_steps=2,
         encoder={"widths": [4, 8, 8, 8], "crop_size": 32, "crop_spacing_mm": 2.0, "variant": "crop",
                  "patch_size": 8, "patch_count": 2},
@@ -122,6 +123,17 @@ def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     assert "Research use only" in card and "0.56-0.62" in card and "| early |" in card
     assert "## Chemotherapy benefit" in card and f"{censored_early} of them censored alive before 24 months" in card
     assert "| 730d |" in card and "## Survival with laboratory-known status" in card
+    # External validation (train --external): the model unchanged on the UCSF-PDGM-layout cohort.
+    external = json.loads((root / "model" / "external" / "metrics.json").read_text())
+    assert external["cases"] == 30 and external["layout"] == "auto"
+    assert external["targets"]["idh"]["variants"]["early"]["test"]["auc"] >= 0.8
+    assert external["targets"]["idh"]["variants"]["early"]["test"]["n"] == 30
+    assert external["targets"]["mgmt"]["cases_without_label"] == 1  # "indeterminate"
+    assert "c_index" in external["survival"]["test"] and external["survival_known"]["markers"] == ["mgmt", "idh"]
+    assert result["external"]["auc"]["idh"] == external["targets"]["idh"]["variants"][
+        result["targets"]["idh"]["default_variant"]]["test"]["auc"]
+    assert "## External validation" in card and (root / "model" / "external" / "EXTERNAL_VALIDATION.md").exists()
+    assert (root / "model" / "external" / "roc-idh.png").exists()
     assert json.loads((root / "model" / "manifest.json").read_text())["kind"] == "glioma-node-radiogenomics"
 
 
@@ -221,3 +233,19 @@ def test_extracting_only_what_a_model_reads_gives_the_full_extraction_values():
     plans = radiomics.plan_for(wanted[:3], params)  # LoG features at 3 mm only: no 1 mm LoG image is made
     log_passes = [types for plan in plans.values() for types, _ in plan if "LoG" in types]
     assert log_passes and all(types["LoG"]["sigma"] == [3.0] for types in log_passes)
+
+
+@pytest.mark.slow
+def test_evaluate_applies_a_trained_model_to_another_cohort(trained, tmp_path):
+    """`glioma-node evaluate radiogenomics --model DIR --data DIR --out DIR` as a user runs it."""
+    from glioma_node.cli.main import main
+
+    root, _ = trained
+    trees.write_upenn(tmp_path / "upenn", 12)
+    assert main(["evaluate", "radiogenomics", "--model", str(root / "model"), "--data", str(tmp_path / "upenn"),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    figures = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert figures["cases"] == 12 and figures["model"] == str(root / "model")
+    text = (tmp_path / "out" / "EXTERNAL_VALIDATION.md").read_text()
+    assert "# External validation of glioma-node-radiogenomics" in text and "external AUC" in text
+    assert "Research use only" in text

@@ -167,7 +167,7 @@ class RadiogenomicModel:
         # What the chosen heads and the Cox models read: all the radiomics inference computes.
         read = {self.feature_names[c] for t, v in chosen.items() if v != "cnn" for c in self.heads[t][v].columns}
         read |= {n for cox in (self.cox, self.cox_known) if cox is not None for n in cox.names}
-        self.features_read = sorted(read)
+        self.features_read: list[str] | None = sorted(read)  # None: every feature (as training extracts)
 
     def describe(self) -> dict[str, str]:
         return {**self.manifest.describe(), "variants": ", ".join(f"{k}={v}" for k, v in sorted(self.variants.items()))}

@@ -29,7 +29,7 @@ def _save(fig, out: Path, name: str) -> str:
     return name
 
 
-def _roc(out: Path, curves: dict) -> list[str]:
+def roc_plots(out: Path, curves: dict) -> list[str]:
     files = []
     for target, by_variant in curves.items():
         if target.startswith("survival"):
@@ -45,7 +45,7 @@ def _roc(out: Path, curves: dict) -> list[str]:
     return files
 
 
-def _km(out: Path, curves: dict, p: float | None, key: str = "survival", name: str = "km-risk-groups.png",
+def km_plot(out: Path, curves: dict, p: float | None, key: str = "survival", name: str = "km-risk-groups.png",
         title: str = "Risk groups") -> list[str]:
     if key not in curves:
         return []
@@ -89,6 +89,30 @@ def _ci(m: dict, key: str) -> str:
     return f"{_fmt(m.get(key))} ({_fmt(lo)}–{_fmt(hi)})"
 
 
+def target_lines(target: str, res: dict, split: str = "test", skipped: str = "Not trained") -> list[str]:
+    """The card section of one classification target: each variant's figures on ``split``."""
+    lines = [f"## {NAMES.get(target, target)}"]
+    if res.get("cases_without_label"):
+        why = (f", {res['censored_before_endpoint']} of them censored alive before 24 months"
+               if "censored_before_endpoint" in res else "")
+        lines += ["", f"Cases left out for lack of a label: {res['cases_without_label']}{why}."]
+    if "skipped" in res:
+        return lines + ["", f"{skipped}: {res['skipped']}.", ""]
+    lines += ["", f"Default variant: **{res['default_variant']}** (best cross-validated AUC in training).", "",
+              f"| variant | {split} AUC (95 % CI) | accuracy | precision | recall | F1 | 5-fold CV AUC | features |",
+              "|---|---|---|---|---|---|---|---|"]
+    for variant, m in res["variants"].items():
+        t = m["test"]
+        cv = m.get("cv", {})
+        lines.append(f"| {variant} | {_ci(t, 'auc')} | {_fmt(t['accuracy'])} | {_fmt(t['precision'])} | "
+                     f"{_fmt(t['recall'])} | {_fmt(t['f1'])} | "
+                     f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | "
+                     f"{m.get('features', '–')} |")
+    t = res["variants"][res["default_variant"]]["test"]
+    return lines + ["", f"Confusion matrix of the default variant on {split} ([[TN, FP], [FN, TP]], threshold "
+                        f"{t['threshold']}): {t['confusion_matrix']}", ""]
+
+
 def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") -> str:
     """MODEL_CARD.md for a run's results and manifest."""
     lines = [f"# {manifest['name']} {manifest['version']}", "",
@@ -100,39 +124,27 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
     if notes:
         lines += [notes.strip(), ""]
     for target, res in results["targets"].items():
-        lines.append(f"## {NAMES.get(target, target)}")
-        if res.get("cases_without_label"):
-            why = (f", {res['censored_before_endpoint']} of them censored alive before 24 months"
-                   if "censored_before_endpoint" in res else "")
-            lines += ["", f"Cases left out for lack of a label: {res['cases_without_label']}{why}."]
-        if "skipped" in res:
-            lines += ["", f"Not trained: {res['skipped']}.", ""]
-            continue
-        lines += ["", f"Default variant: **{res['default_variant']}** (best cross-validated AUC).", "",
-                  "| variant | test AUC (95 % CI) | accuracy | precision | recall | F1 | 5-fold CV AUC | features |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for variant, m in res["variants"].items():
-            t = m["test"]
-            cv = m.get("cv", {})
-            lines.append(f"| {variant} | {_ci(t, 'auc')} | {_fmt(t['accuracy'])} | {_fmt(t['precision'])} | "
-                         f"{_fmt(t['recall'])} | {_fmt(t['f1'])} | "
-                         f"{(_fmt(cv['auc_mean']) + ' ± ' + _fmt(cv['auc_sd'])) if cv else 'not run'} | "
-                         f"{m.get('features', '–')} |")
-        t = res["variants"][res["default_variant"]]["test"]
-        lines += ["", f"Confusion matrix of the default variant on test ([[TN, FP], [FN, TP]], threshold "
-                      f"{t['threshold']}): {t['confusion_matrix']}", ""]
-    lines += _survival_lines("## Survival (Cox risk group)", results.get("survival"))
-    lines += _survival_lines("## Survival with laboratory-known status (Cox risk group)", results.get("survival_known"))
+        lines += target_lines(target, res)
+    lines += survival_lines("## Survival (Cox risk group)", results.get("survival"))
+    lines += survival_lines("## Survival with laboratory-known status (Cox risk group)", results.get("survival_known"))
+    external = results.get("external")
+    if external:
+        lines += ["## External validation", "",
+                  f"The model unchanged on `{external['data']}` ({external['cases']} cases): AUC of the default variant "
+                  + ", ".join(f"{NAMES.get(t, t)} {_fmt(a)}" for t, a in external["auc"].items())
+                  + f"; C-index {_fmt(external['c_index'])}. Every figure, interval and plot: "
+                  "[external/EXTERNAL_VALIDATION.md](external/EXTERNAL_VALIDATION.md).", ""]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
 
 
-def _survival_lines(title: str, surv: dict | None) -> list[str]:
+def survival_lines(title: str, surv: dict | None, skipped: str = "Not trained") -> list[str]:
+    """The card section of one Cox model's figures (``results["survival"]`` or ``["survival_known"]``)."""
     if not surv:
         return []
     lines = [title, ""]
     if "skipped" in surv:
-        return lines + [f"Not trained: {surv['skipped']}.", ""]
+        return lines + [f"{skipped}: {surv['skipped']}.", ""]
     if "markers" in surv:
         lines += [f"Inputs known from the cohort's tables: {', '.join(m.upper() for m in surv['markers'])} "
                   f"(known in test: {surv['known_in_test']}); where MGMT or IDH is unknown the predicted "
@@ -162,8 +174,8 @@ def write_report(out: Path, results: dict, curves: dict, heads: dict[str, Fusion
     from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 
     background = RadiogenomicModel(out).background
-    plots = _roc(out, curves) + _km(out, curves, results.get("survival", {}).get("logrank_p_test"))
-    plots += _km(out, curves, results.get("survival_known", {}).get("logrank_p_test"), "survival_known",
+    plots = roc_plots(out, curves) + km_plot(out, curves, results.get("survival", {}).get("logrank_p_test"))
+    plots += km_plot(out, curves, results.get("survival_known", {}).get("logrank_p_test"), "survival_known",
                  "km-risk-groups-known-status.png", "Risk groups, known status")
     plots += _shap(out, heads, x_test, background)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -73,6 +73,7 @@ class RadiogenomicSettings:
     cache: Path | None = None
     segmentation_model: Path | None = None
     radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
+    external: Path | None = None
 
 
 def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
@@ -405,6 +406,16 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
                      "seconds": results["seconds"]},
         "intended_use": "research use only, not for diagnosis",
     })
+    if s.external is not None:
+        from glioma_node.training.radiogenomics.evaluate import evaluate_radiogenomics
+
+        # Its own layout (detected) and cache: its case names may repeat the training cohort's.
+        external = evaluate_radiogenomics(out, s.external, out / "external", "auto", s.workers, None,
+                                          s.segmentation_model, progress)
+        results["external"] = {"data": str(s.external), "cases": external["cases"],
+                               "auc": {t: r["variants"][r["default_variant"]]["test"]["auc"]
+                                       for t, r in external["targets"].items() if "variants" in r},
+                               "c_index": external.get("survival", {}).get("test", {}).get("c_index")}
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     report.write_report(out, results, curves, shap_rows, x[test], names_all)
     return results
