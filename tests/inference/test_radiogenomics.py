@@ -249,3 +249,32 @@ def test_evaluate_applies_a_trained_model_to_another_cohort(trained, tmp_path):
     text = (tmp_path / "out" / "EXTERNAL_VALIDATION.md").read_text()
     assert "# External validation of glioma-node-radiogenomics" in text and "external AUC" in text
     assert "Research use only" in text
+
+
+@pytest.mark.slow
+def test_heat_maps_are_smooth_inside_the_brain_and_pass_the_randomisation_check(trained):
+    """Grad-CAM a radiologist can read: smooth (no step between neighbouring voxels, as the
+    blocks of a coarse layer or the crop's faces made), nothing outside the brain; and the
+    sanity check of Adebayo et al. (2018): with the network's weights randomised the map
+    must change, else it explains nothing."""
+    root, _ = trained
+    images, labels, brain = trees.tiny_case(np.random.default_rng(999), idh=0, mgmt=1)
+    study = tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, 60.0)
+    for variants in ({"mgmt": "early"}, {"idh": "cnn"}):
+        model = RadiogenomicModel(root / "model", variants)
+        target = next(iter(variants))
+        cam = model.run(study, workers=1).cams[target]
+        inside = study.brain
+        assert cam[~inside].max() == 0.0 and cam.max() == pytest.approx(1.0)
+        for axis in range(3):
+            both = np.moveaxis(inside, axis, 0)
+            steps = np.abs(np.diff(np.moveaxis(cam, axis, 0), axis=0))[both[1:] & both[:-1]]
+            assert steps.max() < 0.1, (variants, axis, steps.max())
+        net = model.encoder if variants[target] == "early" else model.cnns[target][0]
+        torch.manual_seed(123)
+        for module in net.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        randomised = model.run(study, workers=1).cams[target]
+        assert np.corrcoef(cam[inside], randomised[inside])[0, 1] < 0.8
+        assert np.abs(cam[inside] - randomised[inside]).mean() > 0.05

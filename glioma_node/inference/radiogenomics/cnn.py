@@ -31,8 +31,13 @@ class TumourCNN(nn.Module):
 
     @property
     def last_conv(self) -> nn.Module:
-        """The layer Grad-CAM reads (the 1×1×1 head convolution)."""
+        """The 1×1×1 head convolution."""
         return self.net._conv_head
+
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """The layers Grad-CAM combines: MBConv stages 3 and 5 (1/8 and 1/16 of the input) and the head (1/32)."""
+        return [self.net._blocks[2], self.net._blocks[4], self.net._conv_head]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -75,6 +75,17 @@ def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count:
             [Crop(shape3(c), 1, size) for c in corners])
 
 
+def edge_taper(size: int, fraction: float = 0.125) -> np.ndarray:
+    """A ``(size, size, size)`` weight that is 1 inside and falls smoothly (half cosine) to 0
+    over the outer ``fraction`` of each side: a heat map multiplied by it fades out at the
+    crop's faces instead of ending in a step (near them the network saw zero padding)."""
+    ramp = max(1, int(round(size * fraction)))
+    edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)
+    line = np.ones(size, np.float32)
+    line[:ramp], line[size - ramp:] = edge, edge[::-1]
+    return (line[:, None, None] * line[None, :, None] * line[None, None, :]).astype(np.float32)
+
+
 def uncrop(values: np.ndarray, crop: Crop, shape: tuple[int, int, int]) -> np.ndarray:
     """``values`` (any cube resolution over the crop) placed back on the 1 mm grid of ``shape``.
 

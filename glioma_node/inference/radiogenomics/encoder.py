@@ -42,8 +42,13 @@ class DeepEncoder(nn.Module):
 
     @property
     def last_conv(self) -> nn.Module:
-        """The layer Grad-CAM reads (the last residual stage)."""
+        """The last residual stage."""
         return self.backbone.layer4
+
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """The layers Grad-CAM combines: the last three residual stages (1/4, 1/8 and 1/16 of the input)."""
+        return [self.backbone.layer2, self.backbone.layer3, self.backbone.layer4]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding ``(N, 128)``."""

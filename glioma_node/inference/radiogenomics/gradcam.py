@@ -1,28 +1,37 @@
-"""3D Grad-CAM (Selvaraju et al. 2017) for a scalar output of a CNN.
+"""3D Grad-CAM (Selvaraju et al. 2017) for a scalar output of a CNN, over several layers.
 
-The map is ReLU(Σ_k α_k A_k) over the channels k of a convolutional layer's activations
-A, with α_k the spatial mean of d(output)/dA_k; it is scaled to 0–1 (1 = the voxels that
+At one convolutional layer the map is ReLU(Σ_k α_k A_k) over its channels k, with A the
+layer's activations and α_k the spatial mean of d(output)/dA_k. A deep layer alone is too
+coarse to read (the 2³ last stage of a 64³ crop is one blob the size of the crop), so the
+maps of several layers are each scaled to 0–1, upsampled smoothly (trilinear) to the
+input's voxels and averaged (as multi-layer CAMs do): the deep layers say which
+structure, the finer ones where in it. The result is scaled to 0–1 (1 = the voxels that
 most raised the output). Values are relative: they say where, not how much.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 
-def grad_cam(model_input: torch.Tensor, layer: nn.Module, output: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-    """Grad-CAM of ``output(model_input)`` (a scalar) at ``layer``: float32 ``(d, h, w)`` in 0–1,
-    at the layer's resolution (upsample to the input with :func:`glioma_node.inference.radiogenomics.crop.uncrop`)."""
-    store: dict[str, torch.Tensor] = {}
+def grad_cam(model_input: torch.Tensor, layers: nn.Module | Sequence[nn.Module],
+             output: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Grad-CAM of ``output(model_input)`` (a scalar) at ``layers``: float32 ``(d, h, w)`` in 0–1 on
+    the voxels of ``model_input`` ``(1, C, d, h, w)`` (place it on the study grid with
+    :func:`glioma_node.inference.radiogenomics.crop.uncrop`)."""
+    layers = [layers] if isinstance(layers, nn.Module) else list(layers)
+    store: dict[int, torch.Tensor] = {}
 
-    def keep(_module, _inputs, out):
-        out.retain_grad()
-        store["a"] = out
+    def keeper(index: int):
+        def keep(_module, _inputs, out):
+            out.retain_grad()
+            store[index] = out
+        return keep
 
-    handle = layer.register_forward_hook(keep)
+    handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
     try:
         with torch.enable_grad():
             x = model_input.detach().requires_grad_(False)
@@ -31,11 +40,20 @@ def grad_cam(model_input: torch.Tensor, layer: nn.Module, output: Callable[[torc
                 raise ValueError("Grad-CAM needs a scalar output")
             value.backward()
     finally:
-        handle.remove()
-    a, g = store["a"], store["a"].grad
-    if g is None:
-        raise ValueError("Grad-CAM: the output does not depend on the chosen layer (no gradient reached it)")
-    weights = g.mean(dim=(2, 3, 4), keepdim=True)
-    cam = torch.relu((weights * a).sum(dim=1))[0].detach().cpu().numpy().astype(np.float32)
-    peak = float(cam.max())
-    return cam / peak if peak > 0 else cam
+        for handle in handles:
+            handle.remove()
+    size = tuple(model_input.shape[-3:])
+    maps = []
+    for i in range(len(layers)):
+        a = store[i]
+        g = a.grad
+        if g is None:
+            raise ValueError("Grad-CAM: the output does not depend on the chosen layer (no gradient reached it)")
+        cam = torch.relu((g.mean(dim=(2, 3, 4), keepdim=True) * a).sum(dim=1, keepdim=True)).detach()
+        if tuple(cam.shape[-3:]) != size:
+            cam = nn.functional.interpolate(cam, size=size, mode="trilinear", align_corners=False)
+        peak = float(cam.max())
+        maps.append(cam / peak if peak > 0 else cam)
+    combined = torch.stack(maps).mean(dim=0)[0, 0].cpu().numpy().astype(np.float32)
+    peak = float(combined.max())
+    return combined / peak if peak > 0 else combined

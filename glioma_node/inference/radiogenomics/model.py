@@ -32,7 +32,7 @@ from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import BundleError, RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import TumourCNN
 from glioma_node.inference.radiogenomics.cox import CoxModel
-from glioma_node.inference.radiogenomics.crop import Crop, tumour_crop, tumour_patches, uncrop
+from glioma_node.inference.radiogenomics.crop import Crop, edge_taper, tumour_crop, tumour_patches, uncrop
 from glioma_node.inference.radiogenomics.encoder import DeepEncoder
 from glioma_node.inference.radiogenomics.explain import cox_attributions, head_attributions
 from glioma_node.inference.radiogenomics.gradcam import grad_cam
@@ -193,7 +193,8 @@ class RadiogenomicModel:
         """Grad-CAM of the head's logit through the encoder, one map per piece merged by maximum."""
         out = np.zeros(shape, np.float32)
         for i, crop in enumerate(where):
-            cam = grad_cam(pieces[i:i + 1], self.encoder.last_conv, self._deep_output(head, x, embeddings, i))
+            cam = grad_cam(pieces[i:i + 1], self.encoder.cam_layers, self._deep_output(head, x, embeddings, i))
+            cam *= edge_taper(cam.shape[0])
             out = np.maximum(out, uncrop(cam, crop, shape))
         return out
 
@@ -263,7 +264,8 @@ class RadiogenomicModel:
                 probs[target] = float(torch.sigmoid(cfg["platt"][0] * logit + cfg["platt"][1]))
                 thr[target] = float(cfg["threshold"])
                 te = time.perf_counter()
-                cams[target] = uncrop(grad_cam(tensor, net.last_conv, _first_logit(net)), crop_at, study.labels.shape)
+                cam = grad_cam(tensor, net.cam_layers, _first_logit(net)) * edge_taper(tensor.shape[-1])
+                cams[target] = uncrop(cam, crop_at, study.labels.shape)
                 attributions[target] = []
             else:
                 head = self.heads[target][variant]
@@ -275,6 +277,11 @@ class RadiogenomicModel:
                 attributions[target] = [a.to_json() for a in head_attributions(head, x, self.background)]
                 cams[target] = self._fusion_cam(head, x, pieces, embeddings, where, study.labels.shape)
             t_explain += time.perf_counter() - te
+        for target, cam in cams.items():
+            # The networks see the 128 mm cube around the tumour; relevance outside the brain is the skull's or air's.
+            inside = np.where(study.brain, cam, 0.0).astype(np.float32)
+            peak = float(inside.max())
+            cams[target] = inside / peak if peak > 0 else inside
         for target, value in (thresholds or {}).items():
             if value is not None and target in thr:
                 thr[target] = float(value)
