@@ -89,7 +89,8 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     settings = RadiogenomicSettings(
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
         cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
-        cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder, cnn=dict(DEFAULT_CNN),
+        cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder,
+        cnn={**DEFAULT_CNN, "model_name": args.cnn_model},
         cnn_weights=args.cnn_weights,
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
@@ -292,6 +293,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
     p.add_argument("--cnn-weights", type=Path, default=None,
                    help="pretrained EfficientNetBN-3D state_dict (else pretrained on the data's segmentations)")
+    p.add_argument("--cnn-model", choices=tuple(f"efficientnet-b{k}" for k in range(8)), default="efficientnet-b0",
+                   help="the end-to-end CNN's EfficientNet size (the IDH study used b7; b0 fits a CPU)")
     p.add_argument("--cnn-steps", type=int, default=300)
     p.add_argument("--crop-size", type=int, default=64, help="CNN crop side, voxels")
     p.add_argument("--crop-spacing", type=float, default=2.0, help="CNN crop voxel size, mm (whole numbers)")

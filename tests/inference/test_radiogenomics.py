@@ -117,7 +117,7 @@ def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     assert one_year["n"] + one_year["censored_before"] == surv["test"]["n"]
     assert sum(map(sum, one_year["confusion_matrix"])) == one_year["n"]
     for name in ("model.pt", "manifest.json", "MODEL_CARD.md", "metrics.json", "roc-idh.png", "roc-chemo-benefit.png",
-                 "km-risk-groups.png", "km-risk-groups-known-status.png"):
+                 "km-risk-groups.png", "km-risk-groups-known-status.png", "curves-encoder.png", "curves-cnn-idh.png"):
         assert (root / "model" / name).exists(), name
     card = (root / "model" / "MODEL_CARD.md").read_text()
     assert "Research use only" in card and "0.56-0.62" in card and "| early |" in card

@@ -9,6 +9,7 @@ returned on it; batches are assembled on the CPU and moved there.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,24 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> None:
         sched.step()
 
 
+@dataclass
+class Curve:
+    """A network's training record for its curves plot: ``(step, loss)`` per training step
+    (``phase`` names the stage: pretraining, training) and ``(step, loss)`` on held-out
+    cases every few steps when the caller gave them."""
+
+    name: str
+    train: list[tuple[str, int, float]] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+
+
 def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
-                  seed: int = 0, medicalnet: Path | None = None, progress: bool = True, desc: str = "encoder") -> DeepEncoder:
+                  seed: int = 0, medicalnet: Path | None = None, progress: bool = True, desc: str = "encoder",
+                  curve: Curve | None = None) -> DeepEncoder:
     """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
 
-    Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy.
+    Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy; each
+    step's loss goes into ``curve`` when given.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -93,6 +107,8 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
         per_label = nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none")
         loss = (per_label * mask).sum() / mask.sum().clamp(min=1)
         _step(opt, loss, sched)
+        if curve is not None:
+            curve.train.append(("training", len(curve.train), float(loss)))
     encoder.eval()
     return encoder
 
@@ -111,15 +127,19 @@ def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) ->
 
 def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config: dict[str, Any], pretrain_steps: int = 200,
               steps: int = 300, batch: int = 4, seed: int = 0, weights: Path | None = None,
-              progress: bool = True) -> TumourCNN:
+              progress: bool = True, curve: Curve | None = None,
+              validation: tuple[np.ndarray, np.ndarray] | None = None) -> TumourCNN:
     """The end-to-end EfficientNet for one target.
 
     With ``weights`` (user-supplied) the backbone loads them; otherwise it is pretrained for
     ``pretrain_steps`` on segmentation-derived descriptors of each crop (log sub-region
     volumes and position, ``descriptors`` ``(N, K)``, standardised), which needs no
-    molecular label. Then the stem and first ``frozen_blocks`` stages are frozen and the rest
-    trained with focal loss, class-balanced sampling (WeightedRandomSampler), AdamW and a
-    one-cycle learning rate.
+    molecular label. Then the stem and the first stages are frozen (``frozen_blocks`` of the
+    7 after glioma-node's own pretraining; with supplied weights all but the last two, as
+    the IDH study trained only the last two blocks and the head) and the rest trained with
+    focal loss, class-balanced sampling (WeightedRandomSampler), AdamW and a one-cycle
+    learning rate. Each step's loss goes into ``curve``, and with ``validation`` (crops,
+    labels) the focal loss on those cases every tenth of the run.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -134,10 +154,13 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
         net.train()
         for _ in tqdm(range(pretrain_steps), desc="cnn pretrain", unit="step", disable=not progress):
             idx = rng.integers(0, len(crops), batch)
-            _step(opt, nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx]))
+            loss = nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx])
+            _step(opt, loss)
+            if curve is not None:
+                curve.train.append(("pretraining", len(curve.train), float(loss)))
         net.replace_output(1)
         net.to(device())
-    net.freeze_early(int(config["frozen_blocks"]))
+    net.freeze_early(len(net.net._blocks) - 2 if weights else int(config["frozen_blocks"]))
     counts = np.bincount(y.astype(int), minlength=2).astype(float)
     sampler = list(WeightedRandomSampler((1.0 / np.maximum(counts, 1))[y.astype(int)], num_samples=steps * batch,
                                          replacement=True, generator=torch.Generator().manual_seed(seed)))
@@ -148,7 +171,15 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
     net.train()
     for step in tqdm(range(steps), desc="cnn", unit="step", disable=not progress):
         idx = np.asarray(sampler[step * batch:(step + 1) * batch])
-        _step(opt, focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx]), sched)
+        loss = focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx])
+        _step(opt, loss, sched)
+        if curve is not None:
+            curve.train.append(("training", len(curve.train), float(loss)))
+            if validation is not None and (step + 1) % max(1, steps // 10) == 0:
+                logits = torch.tensor(cnn_logits(net, validation[0]))
+                curve.validation.append((len(curve.train) - 1, float(focal_loss(logits, torch.tensor(
+                    validation[1], dtype=torch.float32)))))
+                net.train()
     net.eval()
     return net
 

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from glioma_node.core.targets import TARGET_INFO  # noqa: E402
 from glioma_node.inference.radiogenomics.explain import head_attributions  # noqa: E402
 from glioma_node.inference.radiogenomics.heads import FusionHead  # noqa: E402
+from glioma_node.training.radiogenomics.networks import Curve  # noqa: E402
 from glioma_node.training.radiogenomics.survival import kaplan_meier  # noqa: E402
 
 PUBLISHED = ("On real patients, published MRI-based results are: MGMT promoter methylation AUC about 0.56-0.62 "
@@ -166,8 +167,33 @@ def survival_lines(title: str, surv: dict | None, skipped: str = "Not trained") 
     return lines + [""]
 
 
+def curve_plots(out: Path, nets: dict[str, Curve]) -> list[str]:
+    """``curves-<net>.png``: each trained network's loss per step (raw and a 20-step moving
+    mean, per phase) and its validation loss where it was measured."""
+    files = []
+    for key, curve in nets.items():
+        if not curve.train:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for phase in dict.fromkeys(p for p, _, _ in curve.train):
+            steps = np.array([s for p, s, _ in curve.train if p == phase])
+            loss = np.array([v for p, _, v in curve.train if p == phase])
+            line = ax.plot(steps, loss, alpha=0.25)[0]
+            window = min(20, len(loss))
+            ax.plot(steps[window - 1:], np.convolve(loss, np.ones(window) / window, mode="valid"), color=line.get_color(),
+                    label=f"{phase} loss (20-step mean)")
+        if curve.validation:
+            ax.plot(*zip(*curve.validation), "o-", color="black", label="validation loss")
+        if min(v for _, _, v in curve.train) > 0:
+            ax.set_yscale("log")  # pretraining (MSE) and training (focal) losses differ by orders of magnitude
+        ax.set(xlabel="step", ylabel="loss", title=curve.name)
+        ax.legend(fontsize=8)
+        files.append(_save(fig, out, f"curves-{key}.png"))
+    return files
+
+
 def write_report(out: Path, results: dict, curves: dict, heads: dict[str, FusionHead], x_test: np.ndarray,
-                 names: list[str]) -> None:
+                 names: list[str], nets: dict[str, Curve] | None = None) -> None:
     """ROC, Kaplan–Meier and SHAP plots, and MODEL_CARD.md, into ``out``."""
     import json
 
@@ -178,6 +204,7 @@ def write_report(out: Path, results: dict, curves: dict, heads: dict[str, Fusion
     plots += km_plot(out, curves, results.get("survival_known", {}).get("logrank_p_test"), "survival_known",
                  "km-risk-groups-known-status.png", "Risk groups, known status")
     plots += _shap(out, heads, x_test, background)
+    plots += curve_plots(out, nets or {})
     manifest = json.loads((out / "manifest.json").read_text())
     notes_file = out / "training-notes.md"
     (out / "MODEL_CARD.md").write_text(card_text(results, manifest, plots, notes_file.read_text() if notes_file.exists() else ""))

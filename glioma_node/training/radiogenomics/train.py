@@ -45,7 +45,7 @@ from glioma_node.training.radiogenomics.fit import (
     group_of,
     rank_columns,
 )
-from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all, train_cnn, train_encoder
+from glioma_node.training.radiogenomics.networks import Curve, cnn_logits, embed_all, train_cnn, train_encoder
 
 VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
 
@@ -185,10 +185,11 @@ class _Fitted:
     defaults: dict[str, str] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     shap_rows: dict[str, FusionHead] = field(default_factory=dict)
+    curves_nets: dict[str, Curve] = field(default_factory=dict)
 
 
 def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray, s: RadiogenomicSettings,
-                   progress: bool) -> tuple[np.ndarray, torch.nn.Module]:
+                   progress: bool, curve: Curve | None = None) -> tuple[np.ndarray, torch.nn.Module]:
     """Cross-fitted embeddings for the training rows, the final encoder's for the rest; and that encoder."""
     emb = np.zeros((len(crops), EMBEDDING_SIZE), np.float32)
     folds = np.array_split(np.random.default_rng(s.seed).permutation(train), s.cross_fit_folds)
@@ -198,7 +199,7 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
                             medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
         emb[fold] = embed_all(enc, crops[fold])
     encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
-                            medicalnet=s.medicalnet, progress=progress, desc="encoder")
+                            medicalnet=s.medicalnet, progress=progress, desc="encoder", curve=curve)
     others = np.setdiff1d(np.arange(len(crops)), train)
     emb[others] = embed_all(encoder, crops[others])
     return emb, encoder
@@ -237,8 +238,10 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
         if target in s.cnn_targets:
             # Pretraining targets that need no molecular label: sizes, composition, position.
             descriptors = radiomic_x[:, [i for i, n in enumerate(names) if n.startswith(("morphology.", "location."))]]
+            fitted.curves_nets[f"cnn-{target}"] = Curve(f"end-to-end CNN, {target}")
             net = train_cnn(crops[rows["train"]], yt[rows["train"]], np.nan_to_num(descriptors[rows["train"]]), s.cnn,
-                            s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress)
+                            s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress,
+                            curve=fitted.curves_nets[f"cnn-{target}"], validation=(crops[rows["val"]], yt[rows["val"]]))
             a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
             p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
             per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
@@ -357,7 +360,8 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
     # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
-    emb, encoder = _deep_features(crops, enc_labels, train, s, progress)
+    encoder_curve = Curve("deep-feature encoder (IDH and MGMT logits)")
+    emb, encoder = _deep_features(crops, enc_labels, train, s, progress, encoder_curve)
     deep_names = [f"deep.{i:03d}" for i in range(EMBEDDING_SIZE)]
     names_all = names + deep_names
     x = np.column_stack([radiomic_x, emb]).astype(np.float64)
@@ -365,6 +369,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
 
     fitted = _Fitted({"cases": len(cases), "left_out": errors,
                       "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {}})
+    fitted.curves_nets["encoder"] = encoder_curve
     _fit_classifiers(table, fitted, s, progress)
     cox, cox_known = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
     results, heads, cnns, defaults, curves, shap_rows = (fitted.results, fitted.heads, fitted.cnns, fitted.defaults,
@@ -417,5 +422,5 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
                                        for t, r in external["targets"].items() if "variants" in r},
                                "c_index": external.get("survival", {}).get("test", {}).get("c_index")}
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    report.write_report(out, results, curves, shap_rows, x[test], names_all)
+    report.write_report(out, results, curves, shap_rows, x[test], names_all, fitted.curves_nets)
     return results
