@@ -92,7 +92,7 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder,
         cnn={**DEFAULT_CNN, "model_name": args.cnn_model},
         cnn_weights=args.cnn_weights,
-        medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external,
+        medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
@@ -302,6 +302,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation-model", type=Path, default=None,
                    help="segmentation model for cases without masks (default: the configured one)")
     p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    p.add_argument("--augment", type=float, default=0.0,
+                   help="also compare a PCA-GMM-augmented fit (this many synthetic rows per real one) with the real-only one")
     p.add_argument("--external", type=Path, default=None,
                    help="after training, validate the model on this cohort (figures into OUT/external/)")
     p.add_argument("--seed", type=int, default=0)

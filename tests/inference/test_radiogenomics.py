@@ -86,7 +86,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("tiny-cohort")
     trees.write_synthetic(root / "data", 60)
     trees.write_ucsf(root / "external", 30, first=200)  # other cases, another layout, no EGFR column
-    settings = RadiogenomicSettings(external=root / "external",
+    settings = RadiogenomicSettings(external=root / "external", augment=1.0,
         encoder_steps=4, cross_fit_folds=2, cv_folds=3, cnn_targets=("idh",), cnn_steps=3, cnn_pretrain_steps=2,
         encoder={"widths": [4, 8, 8, 8], "crop_size": 32, "crop_spacing_mm": 2.0, "variant": "crop",
                  "patch_size": 8, "patch_count": 2},
@@ -99,7 +99,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
 def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     root, result = trained
     idh = result["targets"]["idh"]
-    assert set(idh["variants"]) == {"radiomics", "deep", "early", "attention", "cnn"}
+    assert set(idh["variants"]) == {"radiomics", "deep", "early", "attention", "cnn", "dictionary"}
     assert idh["variants"]["radiomics"]["test"]["auc"] >= 0.8  # IDH-wildtype tumours are larger here
     assert idh["default_variant"] in ("early", "attention")
     # Chemotherapy benefit is overall survival >= 24 months: longer in IDH-mutant cases here.
@@ -123,6 +123,16 @@ def test_training_compares_variants_and_learns_what_the_cases_hide(trained):
     assert "Research use only" in card and "0.56-0.62" in card and "| early |" in card
     assert "## Chemotherapy benefit" in card and f"{censored_early} of them censored alive before 24 months" in card
     assert "| 730d |" in card and "## Survival with laboratory-known status" in card
+    # The studies' baselines and analyses: dictionary learning, survival from each feature family,
+    # PCA-GMM augmentation beside the real-only fit, variance analysis of the feature groups.
+    assert idh["variants"]["dictionary"]["test"]["auc"] >= 0.7
+    assert set(result["survival_variants"]) == {"radiomics", "deep", "dictionary"}
+    assert all("c_index" in v["test"] for v in result["survival_variants"].values())
+    aug = idh["augmentation"]
+    assert aug["augmented"]["training_rows"] == 2 * aug["real_only"]["training_rows"]
+    assert aug["augmented"]["n"] == aug["real_only"]["n"] == idh["variants"]["early"]["test"]["n"]
+    assert idh["variance_analysis"]["shape"]["significant_share"] > 0  # IDH-wildtype tumours are larger
+    assert "overstate" in card and "## Survival: baselines beside the fusion model" in card
     # External validation (train --external): the model unchanged on the UCSF-PDGM-layout cohort.
     external = json.loads((root / "model" / "external" / "metrics.json").read_text())
     assert external["cases"] == 30 and external["layout"] == "auto"

@@ -122,3 +122,9 @@ def test_column_auc_is_roc_auc_score_column_by_column():
     y = rng.integers(0, 2, 50)
     scores = np.column_stack([rng.normal(size=50) + y, rng.integers(0, 3, 50), -y + rng.normal(size=50)])
     assert column_auc(y, scores) == pytest.approx([roc_auc_score(y, scores[:, k]) for k in range(3)])
+
+
+def test_a_constant_covariate_gets_no_weight_instead_of_breaking_the_fit():
+    x, time, event = _cohort(100)
+    model = fit_cox(np.column_stack([x, np.zeros(100)]), time, event, ["a", "b", "unused"], penalty=0.01)
+    assert model.beta[2] == 0.0 and model.beta[0] > 0.5

@@ -108,7 +108,7 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
         loss = (per_label * mask).sum() / mask.sum().clamp(min=1)
         _step(opt, loss, sched)
         if curve is not None:
-            curve.train.append(("training", len(curve.train), float(loss)))
+            curve.train.append(("training", len(curve.train), float(loss.item())))
     encoder.eval()
     return encoder
 
@@ -157,7 +157,7 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
             loss = nn.functional.mse_loss(net(_batch(crops, idx, rng)), target[idx])
             _step(opt, loss)
             if curve is not None:
-                curve.train.append(("pretraining", len(curve.train), float(loss)))
+                curve.train.append(("pretraining", len(curve.train), float(loss.item())))
         net.replace_output(1)
         net.to(device())
     net.freeze_early(len(net.net._blocks) - 2 if weights else int(config["frozen_blocks"]))
@@ -174,7 +174,7 @@ def train_cnn(crops: np.ndarray, y: np.ndarray, descriptors: np.ndarray, config:
         loss = focal_loss(net(_batch(crops, idx, rng))[:, 0], target[idx])
         _step(opt, loss, sched)
         if curve is not None:
-            curve.train.append(("training", len(curve.train), float(loss)))
+            curve.train.append(("training", len(curve.train), float(loss.item())))
             if validation is not None and (step + 1) % max(1, steps // 10) == 0:
                 logits = torch.tensor(cnn_logits(net, validation[0]))
                 curve.validation.append((len(curve.train) - 1, float(focal_loss(logits, torch.tensor(

@@ -44,8 +44,11 @@ def fit_cox(x: np.ndarray, time: np.ndarray, event: np.ndarray, names: list[str]
     mean, std = filled.mean(axis=0), np.maximum(filled.std(axis=0), 1e-6)
     model = CoxModel(list(names), np.zeros(x.shape[1]), median, mean, std, penalty=penalty)
     z = model.standardise(x)
-    columns = [f"x{i}" for i in range(z.shape[1])]
-    frame = pd.DataFrame(z, columns=columns).assign(_time=np.maximum(time, 1e-3), _event=event)
+    # A constant column (a sparse-code atom no case uses, say) carries nothing and makes the
+    # fit singular: it keeps a coefficient of 0.
+    varying = np.flatnonzero(filled.std(axis=0) > 1e-9)
+    columns = [f"x{i}" for i in varying]
+    frame = pd.DataFrame(z[:, varying], columns=columns).assign(_time=np.maximum(time, 1e-3), _event=event)
     fitter = CoxPHFitter(penalizer=penalty, l1_ratio=0.0)
     try:
         with warnings.catch_warnings():
@@ -53,7 +56,8 @@ def fit_cox(x: np.ndarray, time: np.ndarray, event: np.ndarray, names: list[str]
             fitter.fit(frame, duration_col="_time", event_col="_event")
     except ConvergenceError as e:
         raise ValueError(f"the Cox fit did not converge with penalty {penalty} (raise it): {e}") from e
-    model.beta = fitter.params_[columns].to_numpy(float)
+    model.beta = np.zeros(x.shape[1])
+    model.beta[varying] = fitter.params_[columns].to_numpy(float)
     model.cutoff = float(np.median(z @ model.beta))
     return model
 

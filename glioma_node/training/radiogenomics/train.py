@@ -33,7 +33,7 @@ from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
 from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
-from glioma_node.training.radiogenomics import metrics, survival
+from glioma_node.training.radiogenomics import baselines, metrics, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
 from glioma_node.training.radiogenomics.features import build_cache, read_cache
 from glioma_node.training.radiogenomics.fit import (
@@ -48,6 +48,8 @@ from glioma_node.training.radiogenomics.fit import (
 from glioma_node.training.radiogenomics.networks import Curve, cnn_logits, embed_all, train_cnn, train_encoder
 
 VARIANTS_COMPARED = ("radiomics", "deep", "early", "attention")
+#: Radiomic features (ranked by univariate AUC on the training rows) the sparse-coding baseline reads.
+DICTIONARY_FEATURES = 200
 
 
 @dataclass
@@ -74,6 +76,7 @@ class RadiogenomicSettings:
     segmentation_model: Path | None = None
     radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
     external: Path | None = None
+    augment: float = 0.0
 
 
 def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
@@ -205,6 +208,34 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
     return emb, encoder
 
 
+def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_variant: dict[str, dict[str, Any]],
+               res: dict[str, Any], curves: dict[str, Any], s: RadiogenomicSettings) -> None:
+    """The studies' comparisons for one target (see :mod:`.baselines`), fitted on the training
+    rows, calibrated on validation, measured on test; none is stored in the model."""
+    x, names, yt = table.x, table.names, table.y[target]
+    tr, va, te = rows["train"], rows["val"], rows["test"]
+    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    screened = rank_columns(x[tr], yt[tr].astype(int), radiomic, top=DICTIONARY_FEATURES)
+    p, threshold = baselines.dictionary_classifier(x[tr][:, screened], yt[tr], x[va][:, screened], yt[va],
+                                                   x[te][:, screened], seed=s.seed)
+    per_variant["dictionary"] = {"test": metrics.classification(yt[te], p, threshold, seed=s.seed),
+                                 "features": len(screened)}
+    curves["dictionary"] = (yt[te], p)
+    res["variance_analysis"] = baselines.group_variance(x[tr], yt[tr], names, group_of)
+    if s.augment > 0:
+        cols = _head_columns(names, "early", x[tr], yt[tr].astype(int), s)
+        sub = [names[c] for c in cols]
+        figures = {}
+        for name, (xa, ya) in (("real_only", (x[tr][:, cols], yt[tr])),
+                               ("augmented", baselines.pca_gmm_augment(x[tr][:, cols], yt[tr], s.augment, seed=s.seed))):
+            head = fit_early(xa, ya.astype(int), list(range(len(cols))), sub, seed=s.seed)
+            calibrate(head, x[va][:, cols], yt[va].astype(int))
+            figures[name] = metrics.classification(yt[te], head.probability(x[te][:, cols]), float(head.threshold),
+                                                   seed=s.seed)
+            figures[name]["training_rows"] = int(len(ya))
+        res["augmentation"] = {**figures, "variant": "early", "factor": s.augment, "caveat": baselines.AUGMENTATION_CAVEAT}
+
+
 def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, progress: bool) -> None:
     """Every compared variant (and the CNN where asked) per molecular target, into ``fitted``."""
     x, names_all, y, train, val, test = table.x, table.names, table.y, table.train, table.val, table.test
@@ -249,6 +280,7 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
             cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
                    "platt": [a, b], "threshold": thr}
             cnns[target] = {"config": cfg, "state": _state(net, half=True)}
+        _baselines(table, target, rows, per_variant, results["targets"][target], curves[target], s)
         best = max(("early", "attention"), key=lambda v: float(per_variant[v]["cv"]["auc_mean"]))
         defaults[target] = best
         results["targets"][target].update({"variants": per_variant, "default_variant": best})
@@ -270,12 +302,14 @@ class _CoxFit:
 
 
 def _cox_on(table: _Table, tr: np.ndarray, te: np.ndarray, extra: np.ndarray, extra_names: list[str],
-            s: RadiogenomicSettings) -> _CoxFit:
-    """A Cox model on fused shape features + ``extra`` columns, fitted on ``tr``, measured on ``te``."""
+            s: RadiogenomicSettings, candidates: list[int] | None = None) -> _CoxFit:
+    """A Cox model on ``candidates`` image features (default: shape and location) + ``extra``
+    columns, fitted on ``tr``, measured on ``te``."""
     x, names_all, cases = table.x, table.names, table.cases
     time_ = np.array([c.survival_days or 0.0 for c in cases], float)
     event = np.array([c.event or 0 for c in cases], int)
-    candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
+    if candidates is None:
+        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
     cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], extra_names, seed=s.seed)
     columns = [names_all.index(n) for n in cox.names if n in names_all]
     design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
@@ -289,6 +323,36 @@ def _cox_on(table: _Table, tr: np.ndarray, te: np.ndarray, extra: np.ndarray, ex
                "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
                "cutoff": cox.cutoff}
     return _CoxFit(cox, design(tr), figures, (time_[te], event[te], high))
+
+
+def _survival_baselines(table: _Table, tr: np.ndarray, te: np.ndarray, age: np.ndarray,
+                        s: RadiogenomicSettings) -> dict[str, dict[str, Any]]:
+    """Survival from radiomics alone, deep features alone and sparse codes of the radiomics
+    (each + age), beside the stored fusion model: test figures only, nothing stored."""
+    x, names = table.x, table.names
+    time_ = np.array([c.survival_days or 0.0 for c in table.cases], float)
+    event = np.array([c.event or 0 for c in table.cases], int)
+    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    deep = [i for i, n in enumerate(names) if n.startswith("deep.")]
+    out: dict[str, dict[str, Any]] = {}
+    for name, candidates in (("radiomics", radiomic), ("deep", deep)):
+        try:
+            out[name] = _cox_on(table, tr, te, age[:, None], ["age_years"], s, candidates).figures
+        except ValueError as exc:
+            out[name] = {"skipped": str(exc)}
+    filled = np.where(np.isfinite(x[tr][:, radiomic]), x[tr][:, radiomic], np.nanmedian(x[tr][:, radiomic], axis=0))
+    strength = np.array([abs(survival.concordance_index(time_[tr], filled[:, j], event[tr]) - 0.5)
+                         if np.isfinite(filled[:, j]).all() and filled[:, j].std() > 0 else -1.0
+                         for j in range(len(radiomic))])
+    screened = [radiomic[j] for j in np.argsort(-strength)[:DICTIONARY_FEATURES] if strength[j] >= 0]
+    try:
+        coder = baselines.SparseCoder(x[tr][:, screened], seed=s.seed)
+        codes = coder.codes(x[:, screened])
+        atoms = [f"atom.{k:02d}" for k in range(codes.shape[1])]
+        out["dictionary"] = _cox_on(table, tr, te, np.column_stack([codes, age]), [*atoms, "age_years"], s, []).figures
+    except ValueError as exc:
+        out["dictionary"] = {"skipped": str(exc)}
+    return out
 
 
 def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_CoxFit | None, _CoxFit | None]:
@@ -320,6 +384,7 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_
     predicted = _cox_on(table, tr, te, np.column_stack([probs["mgmt"], probs["idh"], age]), list(COX_EXTRA), s)
     results["survival"] = predicted.figures
     curves["survival"] = {"km": predicted.km}
+    results["survival_variants"] = _survival_baselines(table, tr, te, age, s)
     status = {m: _known_status(cases, m) for m in ("mgmt", "idh", "egfr")}
     markers = [m for m in status if np.isfinite(status[m][tr]).mean() >= 0.5]
     if not markers:
