@@ -110,7 +110,9 @@ def _report(findings: dict, turnaround_s: float, folder: Path, pacs: LocalPacs) 
             name = TARGET_INFO[target].title if target in TARGET_INFO else target
             lines.append(f"  {name}: {p['status']} (probability {p['probability']:.2f}, threshold {p['threshold']:.2f})")
         if rg.get("risk"):
-            lines.append(f"  survival risk group: {rg['risk']['group']} (Cox score {rg['risk']['score']:.2f})")
+            inputs = ", ".join(f"{m.upper()} {src}" for m, src in rg["risk"].get("inputs", {}).items())
+            lines.append(f"  survival risk group: {rg['risk']['group']} (Cox score {rg['risk']['score']:.2f}"
+                         + (f"; {inputs})" if inputs else ")"))
     lines += [f"  time from the last image to results in the PACS: {turnaround_s:.1f} s", "",
               f"  summary image: {folder / 'summary.png'}",
               f"  all outputs:   {folder}",

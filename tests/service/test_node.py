@@ -259,7 +259,8 @@ def test_demo_prints_what_a_radiologist_wants(tmp_path):
     result = subprocess.run([sys.executable, "-m", "glioma_node.cli.demo", "--out", str(tmp_path / "demo")], capture_output=True,
                             text=True, cwd=REPO, timeout=1500)
     assert result.returncode == 0, result.stderr[-2000:]
-    for line in ("RESEARCH USE ONLY", "tumour volumes: whole", "MGMT promoter:", "IDH:", "survival risk group:",
+    for line in ("RESEARCH USE ONLY", "tumour volumes: whole", "MGMT promoter methylation:", "IDH mutation:",
+                 "survival risk group:",
                  "time from the last image to results in the PACS", "summary image:", "PACS:"):
         assert line in result.stdout, line
     summary = next(line for line in result.stdout.splitlines() if "summary image:" in line).split(": ", 1)[1]
