@@ -237,6 +237,15 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_synth)
 
 
+def _cohort_options(p: argparse.ArgumentParser) -> None:
+    """How a radiogenomic command reads a cohort: layout, feature cache, masks, workers."""
+    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
+    p.add_argument("--segmentation-model", type=Path, default=None,
+                   help="segmentation model for cases without masks (default: the configured one)")
+    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     """The ``evaluate`` command (external validation of a trained model)."""
     p = sub.add_parser("evaluate", help="apply a trained model, unchanged, to another cohort")
@@ -245,11 +254,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="the radiogenomic model directory")
     p.add_argument("--data", type=Path, required=True, help="the external cohort (any layout train reads)")
     p.add_argument("--out", type=Path, default=None, help="figures folder (default: ./external-<data folder name>)")
-    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
-    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--segmentation-model", type=Path, default=None,
-                   help="segmentation model for cases without masks (default: the configured one)")
-    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
+    _cohort_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate_radiogenomics)
 
@@ -282,7 +287,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("mgmt", "idh", "chemo-benefit", "survival", "all"), default="all",
                    help="what to train (survival needs mgmt and idh probabilities, so it trains them too; "
                         "chemo-benefit is overall survival >= 24 months)")
-    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    _cohort_options(p)
     p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
     p.add_argument("--cross-fit-folds", type=int, default=3,
                    help="encoders trained to give the training cases embeddings they did not see")
@@ -298,10 +303,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn-steps", type=int, default=300)
     p.add_argument("--crop-size", type=int, default=64, help="CNN crop side, voxels")
     p.add_argument("--crop-spacing", type=float, default=2.0, help="CNN crop voxel size, mm (whole numbers)")
-    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: OUT/cache)")
-    p.add_argument("--segmentation-model", type=Path, default=None,
-                   help="segmentation model for cases without masks (default: the configured one)")
-    p.add_argument("--workers", type=int, default=1, help="cases whose features are extracted in parallel")
     p.add_argument("--augment", type=float, default=0.0,
                    help="also compare a PCA-GMM-augmented fit (this many synthetic rows per real one) with the real-only one")
     p.add_argument("--external", type=Path, default=None,
