@@ -26,8 +26,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from glioma_node.core.clinical import egfr_status, idh_status, mgmt_status
-from glioma_node.core.targets import Target, chemo_benefit_label
+from glioma_node.core.targets import CHEMO_BENEFIT_DAYS, Target, chemo_benefit_label
 from glioma_node.dicom_io.nifti import find_role_files
 
 LAYOUTS = ("synthetic", "brats2021", "rsna-miccai", "ucsf-pdgm", "upenn-gbm")
@@ -60,6 +62,17 @@ class LabelledCase:
         if target == Target.CHEMO_BENEFIT:
             return chemo_benefit_label(self.survival_days, self.event)
         return {Target.MGMT: self.mgmt, Target.IDH: self.idh}[Target(target)]
+
+
+def label_array(cases: list[LabelledCase], target: str) -> np.ndarray:
+    """Each case's label for ``target`` (1.0, 0.0, NaN unknown), in case order."""
+    values = [c.label(target) for c in cases]
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
+def censored_before_endpoint(cases: list[LabelledCase]) -> int:
+    """Cases followed up alive for less than the chemotherapy-benefit endpoint: no label, counted."""
+    return sum(1 for c in cases if c.survival_days is not None and c.event == 0 and c.survival_days < CHEMO_BENEFIT_DAYS)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

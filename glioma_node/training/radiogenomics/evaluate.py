@@ -18,19 +18,14 @@ import numpy as np
 from scipy.special import expit
 
 from glioma_node.core.clinical import Marker
-from glioma_node.core.targets import CHEMO_BENEFIT_DAYS, Target
+from glioma_node.core.targets import Target
 from glioma_node.inference.radiogenomics.cox import CoxModel
 from glioma_node.inference.radiogenomics.encoder import EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel, feature_vector
 from glioma_node.training.radiogenomics import metrics, report, survival
-from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
+from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
 from glioma_node.training.radiogenomics.features import build_cache, read_cache
 from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all
-
-
-def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
-    values = [c.label(target) for c in cases]
-    return np.array([np.nan if v is None else float(v) for v in values])
 
 
 def _classifiers(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndarray, crops: np.ndarray,
@@ -38,12 +33,11 @@ def _classifiers(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndar
     """Every stored head and CNN on the labelled cases; the default variants' probabilities for all cases."""
     probabilities: dict[str, np.ndarray] = {}
     for target in sorted(set(model.heads) | set(model.cnns)):
-        y = _labels(cases, target)
+        y = label_array(cases, target)
         known = np.isfinite(y)
         res: dict[str, Any] = {"cases_without_label": int((~known).sum())}
         if target == Target.CHEMO_BENEFIT:
-            res["censored_before_endpoint"] = sum(1 for c in cases if c.survival_days is not None and c.event == 0
-                                                  and c.survival_days < CHEMO_BENEFIT_DAYS)
+            res["censored_before_endpoint"] = censored_before_endpoint(cases)
         scored: dict[str, np.ndarray] = {}
         for variant, head in model.heads.get(target, {}).items():
             scored[variant] = head.probability(x)
@@ -74,13 +68,8 @@ def _cox(cox: CoxModel, x: np.ndarray, names: list[str], extra: dict[str, np.nda
          event: np.ndarray) -> tuple[dict, tuple]:
     covariates = np.column_stack([extra[n] if n in extra else x[:, names.index(n)] for n in cox.names])
     risk = cox.risk(covariates)
-    high = risk >= cox.cutoff
-    figures = {"test": metrics.c_index_with_ci(time, risk, event), "train_cv_c_index": cox.extra.get("cv_c_index"),
-               "logrank_p_test": survival.logrank(time, event, high),
-               "horizons_test": survival.horizon_figures(time, risk, event, cox.cutoff),
-               "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
-               "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())), "cutoff": cox.cutoff}
-    return figures, (time, event, high)
+    figures = survival.cox_figures(cox, risk, time, event)
+    return figures, (time, event, risk >= cox.cutoff)
 
 
 def _survival(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndarray, probabilities: dict[str, np.ndarray],

@@ -91,6 +91,19 @@ def logrank(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> float:
     return float(result.p_value)
 
 
+def cox_figures(cox: CoxModel, risk: np.ndarray, time: np.ndarray, event: np.ndarray, seed: int = 0) -> dict:
+    """What a card reports of a Cox model on evaluation cases with scores ``risk``: C-index
+    with its interval, log-rank p and sizes of its risk groups, the horizon figures, its
+    covariates and cutoff."""
+    from glioma_node.training.radiogenomics.metrics import c_index_with_ci
+
+    high = risk >= cox.cutoff
+    return {"test": c_index_with_ci(time, risk, event, seed=seed), "train_cv_c_index": cox.extra.get("cv_c_index"),
+            "logrank_p_test": logrank(time, event, high), "horizons_test": horizon_figures(time, risk, event, cox.cutoff),
+            "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
+            "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())), "cutoff": cox.cutoff}
+
+
 def status_at(time: np.ndarray, event: np.ndarray, horizon_days: float) -> np.ndarray:
     """Per case at ``horizon_days``: 1 died before it, 0 known alive at it (followed that
     long), NaN censored before it (status unknown; such cases are left out, and counted)."""

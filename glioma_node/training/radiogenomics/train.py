@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from glioma_node.core.targets import CHEMO_BENEFIT_DAYS, Target
+from glioma_node.core.targets import Target
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
@@ -34,7 +34,7 @@ from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDI
 from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
 from glioma_node.training.radiogenomics import baselines, metrics, survival
-from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
+from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
 from glioma_node.training.radiogenomics.features import build_cache, read_cache
 from glioma_node.training.radiogenomics.fit import (
     calibrate,
@@ -77,11 +77,6 @@ class RadiogenomicSettings:
     radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
     external: Path | None = None
     augment: float = 0.0
-
-
-def _labels(cases: list[LabelledCase], target: str) -> np.ndarray:
-    labels = [c.label(target) for c in cases]
-    return np.array([np.nan if v is None else float(v) for v in labels])
 
 
 def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,9 +242,7 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
         rows = {name: r[np.isfinite(yt[r])] for name, r in (("train", train), ("val", val), ("test", test))}
         unlabelled = {"cases_without_label": int(np.isnan(yt).sum())}
         if target == Target.CHEMO_BENEFIT:
-            unlabelled["censored_before_endpoint"] = sum(
-                1 for c in table.cases if c.survival_days is not None and c.event == 0
-                and c.survival_days < CHEMO_BENEFIT_DAYS)
+            unlabelled["censored_before_endpoint"] = censored_before_endpoint(table.cases)
         results["targets"][target] = dict(unlabelled)
         if min(len(set(yt[rows["train"]])), len(set(yt[rows["val"]])), len(set(yt[rows["test"]]))) < 2:
             results["targets"][target]["skipped"] = "both classes are needed in train, validation and test"
@@ -314,15 +307,8 @@ def _cox_on(table: _Table, tr: np.ndarray, te: np.ndarray, extra: np.ndarray, ex
     columns = [names_all.index(n) for n in cox.names if n in names_all]
     design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
     risk_te = cox.risk(design(te))
-    high = risk_te >= cox.cutoff
-    figures = {"test": metrics.c_index_with_ci(time_[te], risk_te, event[te], seed=s.seed),
-               "train_cv_c_index": cox.extra.get("cv_c_index"),
-               "logrank_p_test": survival.logrank(time_[te], event[te], high),
-               "horizons_test": survival.horizon_figures(time_[te], risk_te, event[te], cox.cutoff),
-               "groups_test": {"high": int(high.sum()), "low": int((~high).sum())},
-               "covariates": dict(zip(cox.names, np.round(cox.beta, 4).tolist())),
-               "cutoff": cox.cutoff}
-    return _CoxFit(cox, design(tr), figures, (time_[te], event[te], high))
+    figures = survival.cox_figures(cox, risk_te, time_[te], event[te], seed=s.seed)
+    return _CoxFit(cox, design(tr), figures, (time_[te], event[te], risk_te >= cox.cutoff))
 
 
 def _survival_baselines(table: _Table, tr: np.ndarray, te: np.ndarray, age: np.ndarray,
@@ -421,7 +407,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     names = sorted({k for f in feats for k in f})
     radiomic_x = np.stack([feature_vector(f, names) for f in feats])
     train, val, test = split(cases, s.seed)
-    y = {t: _labels(cases, t) for t in TARGETS}
+    y = {t: label_array(cases, t) for t in TARGETS}
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
     # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
