@@ -159,3 +159,55 @@ def write_upenn(root: Path, cases: int) -> None:
                      "IDH1": ["Wildtype", "Mutated"][idh] if i != 0 else "NOS/NEC",
                      "MGMT": ["Unmethylated", "Methylated"][mgmt] if i != 1 else "Not Available"})
     _write_csv(root / "UPENN-GBM_clinical_info_v2.1.csv", rows)
+
+
+TCGA_DESCRIPTIONS = {"FLAIR": "AX FLAIR", "T1": "AX T1 pre", "T1c": "AX T1 POST GD", "T2": "AX T2 FSE"}
+
+
+def tcga_barcode(i: int) -> str:
+    return f"TCGA-02-{i + 1:04d}"
+
+
+def _write_tcia_study(root: Path, i: int, date: str, images: dict[str, np.ndarray]) -> None:
+    """One study of patient ``i`` as NBIA Data Retriever lays it out: ``<date>-MRI BRAIN-NNNNN/<n>.000000-<desc>-NNNNN/``;
+    the series are named only by their descriptions and physics (ROLE_SERIES of nifti2dicom)."""
+    from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
+    from glioma_node.dicom_io.nifti import ROLE_SERIES
+    from glioma_node.dicom_io.uids import derived_uid
+
+    barcode = tcga_barcode(i)
+    study = StudyInfo(derived_uid("tcga", i, date), derived_uid("tcga", i, date, "for"), barcode, barcode, study_date=date)
+    folder = root / "TCGA-GBM" / barcode / f"{date[4:6]}-{date[6:]}-{date[:4]}-MRI BRAIN-{i + 4000}"
+    for n, (role, img) in enumerate(images.items()):
+        spec = ROLE_SERIES[role]
+        series = SeriesInfo(derived_uid("tcga", i, date, role), n + 2, TCGA_DESCRIPTIONS[role],
+                            attributes={**spec["attributes"], "MRAcquisitionType": "2D"})
+        write_mr_series(img, AFFINE, study, series, folder / f"{n + 2}.000000-{TCGA_DESCRIPTIONS[role]}-{n + 700}")
+
+
+def write_tcga(root: Path, cases: int) -> None:
+    """TCGA-GBM as researchers hold it: TCIA DICOM per patient, GDC's clinical.tsv (GDC's
+    ``'--`` for empty, two treatment rows for one patient) and a marker table keyed by barcode.
+
+    Patient 0 also has a later (post-operative) study, with other images; patient 1 has an
+    earlier study with only a T2: the earliest complete study is the one to read."""
+    clinical = ["case_id\tcase_submitter_id\tproject_id\tage_at_index\tvital_status\tdays_to_death\t"
+                "days_to_last_follow_up\ttreatment_type"]
+    markers = []
+    for i in range(cases):
+        idh, mgmt, event, age, days = _phenotype(i)
+        images, _, _ = tiny_case(np.random.default_rng(i), idh, mgmt)
+        _write_tcia_study(root, i, "19970608", images)
+        if i == 0:
+            _write_tcia_study(root, i, "19980101", {role: img * 2 for role, img in images.items()})
+        if i == 1:
+            _write_tcia_study(root, i, "19970101", {"T2": images["T2"]})
+        death, follow = (str(days), "'--") if event else ("'--", str(days))
+        for treatment in ("Radiation Therapy, NOS", "Pharmaceutical Therapy, NOS")[: 2 if i == 0 else 1]:
+            clinical.append(f"uuid-{i}\t{tcga_barcode(i)}\tTCGA-GBM\t{round(age)}\t{['Alive', 'Dead'][event]}\t{death}\t"
+                            f"{follow}\t{treatment}")
+        markers.append({"Case": tcga_barcode(i), "IDH status": ["WT", "Mutant"][idh],
+                        "MGMT promoter status": ["Unmethylated", "Methylated"][mgmt] if i != 2 else "NA",
+                        "EGFR amplification": ["Not amplified", "Amplified"][egfr_amplified(i)]})
+    (root / "clinical.tsv").write_text("\n".join(clinical) + "\n")
+    _write_csv(root / "TableS1_pan-glioma.csv", markers)

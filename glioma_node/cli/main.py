@@ -93,7 +93,8 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         cnn={**DEFAULT_CNN, "model_name": args.cnn_model},
         cnn_weights=args.cnn_weights,
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
-        segmentation_model=args.segmentation_model or args.settings.models.segmentation.path)
+        segmentation_model=args.segmentation_model or args.settings.models.segmentation.path,
+        sequence_rules=args.settings.sequences)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
     for target, res in result["targets"].items():
@@ -173,7 +174,7 @@ def _cmd_evaluate_radiogenomics(args: argparse.Namespace) -> int:
     out = args.out or Path(f"external-{args.data.resolve().name}")
     result = evaluate_radiogenomics(args.model, args.data, out, args.layout, args.workers, args.cache,
                                     args.segmentation_model or args.settings.models.segmentation.path,
-                                    progress=not args.quiet)
+                                    progress=not args.quiet, sequence_rules=args.settings.sequences)
     for target, res in result["targets"].items():
         if "variants" in res:
             print(f"{target}: {res['default_variant']}, external AUC {res['variants'][res['default_variant']]['test']['auc']}")
@@ -282,7 +283,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser("radiogenomics",
                              help="train MGMT/IDH/chemotherapy-benefit fusion classifiers and the Cox risk model")
     p.add_argument("--data", type=Path, required=True,
-                   help="dataset folder: synthetic, brats2021, rsna-miccai, ucsf-pdgm or upenn-gbm layout")
+                   help="dataset folder: synthetic, brats2021, rsna-miccai, ucsf-pdgm, upenn-gbm or tcga layout")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--target", choices=("mgmt", "idh", "chemo-benefit", "survival", "all"), default="all",
                    help="what to train (survival needs mgmt and idh probabilities, so it trains them too; "

@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from glioma_node.core.volume import SeriesMetadata, Volume
 from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
 from glioma_node.dicom_io.uids import derived_uid
 
@@ -94,6 +95,19 @@ def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim == 4:
         data = data[..., 0]
     return np.ascontiguousarray(data.transpose(2, 1, 0)), RAS_TO_LPS @ img.affine
+
+
+def read_nifti_volume(path: Path, description: str = "") -> Volume:
+    """A NIfTI file as a :class:`Volume` (voxels ``[k, j, i]`` as float32, LPS affine in mm), for
+    the models. No DICOM object will reference it, so its UIDs derive from the file's path
+    and size: the same file gives the same UIDs."""
+    voxels, affine = read_nifti(path)
+    key = f"{path.resolve()}:{path.stat().st_size}"
+    return Volume(voxels=np.asarray(voxels, np.float32), affine=affine,
+                  sop_instance_uids=[derived_uid("nifti-volume", key, k) for k in range(voxels.shape[0])],
+                  metadata=SeriesMetadata(study_instance_uid=derived_uid("nifti-volume", key, "study"),
+                                          series_instance_uid=derived_uid("nifti-volume", key, "series"),
+                                          series_description=description or path.name))
 
 
 def write_nifti(path: Path, voxels: np.ndarray, affine_lps: np.ndarray) -> None:

@@ -13,6 +13,13 @@ ucsf-pdgm      ``UCSF-PDGM-NNNN_nifti/UCSF-PDGM-NNNN_{FLAIR,T1,T1c,T2,tumor_segm
 upenn-gbm      ``images_structural/<ID>/<ID>_{FLAIR,T1,T1GD,T2}.nii.gz``, masks in
                ``images_segm/<ID>_segm.nii.gz`` (or ``automated_segm/``) + ``UPENN-GBM_clinical_info*.csv``
                (ID, Age_at_scan_years, IDH1, MGMT, Survival_from_surgery_days[_UPDATED], Survival_Status)
+tcga           TCGA-GBM / TCGA-LGG as TCIA's NBIA Data Retriever writes them, one folder per patient
+               (``TCGA-XX-XXXX/<study>/<series>/*.dcm``; no masks: the segmentation model draws
+               them) + GDC's ``clinical.tsv`` (case_submitter_id, vital_status, days_to_death,
+               days_to_last_follow_up, age_at_index; with or without the ``cases.``/``demographic.``
+               prefixes of newer GDC releases) + any other table in the folder keyed by the
+               TCGA barcode with IDH, MGMT or EGFR columns (the TCGA marker papers' supplements,
+               cBioPortal's patient table)
 =============  ==============================================================================
 
 Labels the source leaves empty or "indeterminate" are None: that case is left out of that
@@ -32,7 +39,7 @@ from glioma_node.core.clinical import egfr_status, idh_status, mgmt_status
 from glioma_node.core.targets import CHEMO_BENEFIT_DAYS, Target, chemo_benefit_label
 from glioma_node.dicom_io.nifti import find_role_files
 
-LAYOUTS = ("synthetic", "brats2021", "rsna-miccai", "ucsf-pdgm", "upenn-gbm")
+LAYOUTS = ("synthetic", "brats2021", "rsna-miccai", "ucsf-pdgm", "upenn-gbm", "tcga")
 
 
 @dataclass
@@ -76,8 +83,11 @@ def censored_before_endpoint(cases: list[LabelledCase]) -> int:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows with lower-case column names; tab-separated when the name ends in .tsv or .txt."""
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     with open(path, newline="", encoding="utf-8-sig") as f:
-        return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                for row in csv.DictReader(f, delimiter=delimiter)]
 
 
 def _col(row: dict[str, str], *names: str) -> str:
@@ -187,6 +197,90 @@ def upenn_gbm(root: Path) -> list[LabelledCase]:
     return cases
 
 
+TCGA_BARCODE = re.compile(r"TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", re.I)
+"""A TCGA patient barcode; sample and aliquot barcodes begin with it."""
+_GDC_EMPTY = ("'--", "--", "not reported", "unknown", "na", "n/a")
+_TCGA_ID_COLUMNS = ("case_submitter_id", "submitter_id", "case", "patient", "patient_id", "bcr_patient_barcode",
+                    "sample", "sample_id", "tumor_sample_barcode")
+_MARKER_COLUMNS = {
+    "idh": ("idh status", "idh_status", "idh", "idh1", "idh1_mutation", "idh mutation", "idh_mutation"),
+    "mgmt": ("mgmt promoter status", "mgmt_promoter_status", "mgmt status", "mgmt_status", "mgmt"),
+    "egfr": ("egfr amplification", "egfr_amplification", "egfr amplification status", "egfr status", "egfr_status",
+             "egfr_cna", "egfr"),
+}
+
+
+def _gdc_rows(path: Path) -> list[dict[str, str]]:
+    """A GDC table with GDC's empty words made empty and the dotted prefixes of newer
+    releases (``demographic.vital_status``) dropped."""
+    rows = []
+    for row in _read_csv(path):
+        rows.append({k.rsplit(".", 1)[-1]: ("" if v.lower() in _GDC_EMPTY else v) for k, v in row.items()})
+    return rows
+
+
+def _barcode(row: dict[str, str]) -> str | None:
+    for column in _TCGA_ID_COLUMNS:
+        found = TCGA_BARCODE.match(row.get(column, ""))
+        if found:
+            return found.group(0).upper()
+    return None
+
+
+def _tcga_survival(rows: list[dict[str, str]]) -> tuple[float | None, int | None, float | None]:
+    """(overall survival days, event, age years) of one patient from its GDC clinical rows
+    (one per diagnosis or treatment): the death if any row reports one, else the longest follow-up."""
+    deaths = [d for r in rows if (d := _float(_col(r, "days_to_death"))) is not None]
+    dead = any(_col(r, "vital_status").lower() in ("dead", "deceased") for r in rows)
+    follow = [d for r in rows if (d := _float(_col(r, "days_to_last_follow_up", "days_to_last_followup"))) is not None]
+    ages = [a for r in rows if (a := _float(_col(r, "age_at_index"))) is not None]
+    if not ages:
+        ages = [a / 365.25 for r in rows if (a := _float(_col(r, "age_at_diagnosis"))) is not None]
+    age = ages[0] if ages else None
+    if dead and deaths:
+        return max(deaths), 1, age
+    if follow and not dead:
+        return max(follow), 0, age
+    return None, None, age
+
+
+def _tcga_tables(root: Path) -> tuple[dict[str, list[dict[str, str]]], dict[str, dict[str, int | None]]]:
+    """(barcode → GDC clinical rows, barcode → marker → status) from every table under ``root``."""
+    clinical: dict[str, list[dict[str, str]]] = {}
+    markers: dict[str, dict[str, int | None]] = {}
+    parsers = {"idh": idh_status, "mgmt": mgmt_status, "egfr": egfr_status}
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".tsv", ".csv", ".txt") and p.is_file()):
+        try:
+            rows = _gdc_rows(path)
+        except (UnicodeDecodeError, csv.Error):
+            continue
+        for row in rows:
+            barcode = _barcode(row)
+            if barcode is None:
+                continue
+            if path.name.lower() == "clinical.tsv":
+                clinical.setdefault(barcode, []).append(row)
+            for marker, columns in _MARKER_COLUMNS.items():
+                status = parsers[marker](_col(row, *columns))
+                if status is not None:
+                    markers.setdefault(barcode, {})[marker] = status
+    return clinical, markers
+
+
+def tcga(root: Path) -> list[LabelledCase]:
+    clinical, markers = _tcga_tables(root)
+    if not clinical:
+        raise FileNotFoundError(f"{root}: no GDC clinical.tsv with TCGA case barcodes")
+    cases = []
+    for folder in sorted(p for p in root.rglob("TCGA-*") if p.is_dir() and TCGA_BARCODE.fullmatch(p.name)):
+        barcode = folder.name.upper()
+        days, event, age = _tcga_survival(clinical.get(barcode, []))
+        known = markers.get(barcode, {})
+        cases.append(LabelledCase(barcode, None, None, dicom_dir=folder, age_years=age, mgmt=known.get("mgmt"),
+                                  idh=known.get("idh"), egfr=known.get("egfr"), survival_days=days, event=event))
+    return cases
+
+
 def detect_layout(root: Path) -> str:
     """The layout of ``root`` (see the module doc), from the files that name it."""
     if not root.is_dir():
@@ -195,6 +289,8 @@ def detect_layout(root: Path) -> str:
         return "ucsf-pdgm"
     if next(root.rglob("UPENN-GBM_clinical_info*.csv"), None):
         return "upenn-gbm"
+    if next(root.rglob("clinical.tsv"), None) and any(TCGA_BARCODE.fullmatch(p.name) for p in root.rglob("TCGA-*")):
+        return "tcga"
     if next(root.rglob("BraTS2021_*"), None):
         return "brats2021"
     if next(root.rglob("train_labels.csv"), None):
@@ -208,7 +304,7 @@ def load_cases(root: Path, layout: str = "auto") -> list[LabelledCase]:
     """Every case under ``root`` in ``layout`` (``auto``: :func:`detect_layout`)."""
     layout = detect_layout(root) if layout == "auto" else layout
     reader = {"synthetic": synthetic, "brats2021": brats2021, "rsna-miccai": rsna_miccai,
-              "ucsf-pdgm": ucsf_pdgm, "upenn-gbm": upenn_gbm}.get(layout)
+              "ucsf-pdgm": ucsf_pdgm, "upenn-gbm": upenn_gbm, "tcga": tcga, "tcga-gbm": tcga, "tcga-lgg": tcga}.get(layout)
     if reader is None:
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     cases = reader(root)

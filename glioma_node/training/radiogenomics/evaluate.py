@@ -19,6 +19,7 @@ from scipy.special import expit
 
 from glioma_node.core.clinical import Marker
 from glioma_node.core.targets import Target
+from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.inference.radiogenomics.cox import CoxModel
 from glioma_node.inference.radiogenomics.encoder import EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel, feature_vector
@@ -125,13 +126,15 @@ def external_card(results: dict, model_dir: Path, data: Path, plots: list[str]) 
 
 def evaluate_radiogenomics(model_dir: Path, data: Path, out: Path, layout: str = "auto", workers: int = 1,
                            cache: Path | None = None, segmentation_model: Path | None = None,
-                           progress: bool = True) -> dict[str, Any]:
-    """Apply the model in ``model_dir`` to the cohort in ``data``; figures and plots into ``out``."""
+                           progress: bool = True, sequence_rules: SequenceRules | None = None) -> dict[str, Any]:
+    """Apply the model in ``model_dir`` to the cohort in ``data``; figures and plots into ``out``
+    (``sequence_rules``: how the series of a TCIA cohort are recognised)."""
     model = RadiogenomicModel(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = load_cases(data, layout)
     cache = cache or out / "cache"
-    errors = build_cache(cases, cache, model.params, model.encoder_config, workers, segmentation_model, progress)
+    errors = build_cache(cases, cache, model.params, model.encoder_config, workers, segmentation_model, progress,
+                         sequence_rules)
     cases, feats, crops = read_cache(cases, cache, model.params, model.encoder_config)
     if not cases:
         raise ValueError(f"{data}: no case could be read ({len(errors)} failed)")

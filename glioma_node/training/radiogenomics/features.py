@@ -3,7 +3,9 @@
 A case becomes a :class:`glioma_node.inference.radiogenomics.tumour_study.TumourStudy` exactly as at
 inference: four sequences z-scored inside the brain on a 1 mm axis-aligned grid, with
 its BraTS labels. Cases with a mask file use it (ground truth, as published radiogenomic
-work does); cases without one (RSNA-MICCAI) are segmented by the segmentation model.
+work does); DICOM cases without one (RSNA-MICCAI, TCGA) are converted to NIfTI first
+(:mod:`glioma_node.training.radiogenomics.dicom_cohort`, into ``<cache>/nifti/``) and
+segmented by the segmentation model.
 The cache (``<cache>/<case>.npz``, the name through
 :func:`glioma_node.dicom_io.uids.safe_file_name`) holds the named image features and the encoder's
 input pieces, keyed by the radiomics settings' digest, so re-training (other
@@ -22,13 +24,15 @@ from tqdm import tqdm
 
 from glioma_node.core.grid import Grid, shape3
 from glioma_node.core.roles import ROLES
-from glioma_node.dicom_io.nifti import read_nifti
+from glioma_node.dicom_io.nifti import read_nifti, read_nifti_volume
+from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.dicom_io.uids import safe_file_name
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.model import encoder_input, image_features
 from glioma_node.inference.radiogenomics.tumour_study import TumourStudy, tumour_study
 from glioma_node.inference.resample import canonical_grid, resample
 from glioma_node.training.radiogenomics.adapters import LabelledCase
+from glioma_node.training.radiogenomics.dicom_cohort import convert_cases
 
 log = logging.getLogger(__name__)
 
@@ -53,40 +57,22 @@ def _nifti_study(case: LabelledCase) -> TumourStudy:
     return tumour_study(grid, channels, labels, brain, case.age_years)
 
 
-RSNA_FOLDERS = {"flair": "FLAIR", "t1w": "T1", "t1wce": "T1c", "t2w": "T2"}
-
-
-def dicom_case_volumes(dicom_dir: Path) -> dict:
-    """Role → Volume of an RSNA-MICCAI case folder (one sub-folder per sequence, named for it)."""
-    from glioma_node.dicom_io.scan import scan
-    from glioma_node.dicom_io.series_reader import read_series
-
-    result = scan(dicom_dir)
-    volumes = {}
-    for study in result.studies.values():
-        for series in study.series.values():
-            role = RSNA_FOLDERS.get(series.instances[0].path.parent.name.lower())
-            if role:
-                volumes[role] = read_series(series.instances)
-    missing = [r for r in ROLES if r not in volumes]
-    if missing:
-        raise ValueError(f"{dicom_dir}: no {', '.join(missing)} folder (expected FLAIR, T1w, T1wCE, T2w)")
-    return volumes
-
-
 def _segmented_study(case: LabelledCase, segmentation_model: Path) -> TumourStudy:
     from glioma_node.inference.segmentation import segment
     from glioma_node.inference.segmenters import load_segmenter
 
-    if case.dicom_dir is None:
-        raise ValueError(f"{case.name}: neither a tumour mask nor a DICOM study to segment")
-    seg = segment(dicom_case_volumes(case.dicom_dir), load_segmenter("glioma-node", segmentation_model))
+    assert case.images is not None
+    volumes = {role: read_nifti_volume(path, f"{case.name} {role}") for role, path in case.images.items()}
+    seg = segment(volumes, load_segmenter("glioma-node", segmentation_model))
     return tumour_study(seg.grid, seg.prepared.channels, seg.labels, seg.brain, case.age_years)
 
 
 def load_study(case: LabelledCase, segmentation_model: Path | None = None) -> TumourStudy:
     """The TumourStudy of one case (see the module doc)."""
-    if case.seg is not None and case.images is not None:
+    if case.images is None:
+        raise ValueError(f"{case.name}: a DICOM case is read after its conversion to NIfTI "
+                         "(training.radiogenomics.dicom_cohort.convert_case)")
+    if case.seg is not None:
         return _nifti_study(case)
     if segmentation_model is None:
         raise ValueError(f"{case.name}: no tumour mask and no segmentation model to draw one")
@@ -119,13 +105,17 @@ def cache_key(params: dict[str, Any], encoder_config: dict[str, Any]) -> str:
 
 
 def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any],
-                workers: int = 1, segmentation_model: Path | None = None, progress: bool = True) -> dict[str, str]:
-    """Extract every case not yet in ``cache``; returns case name → error for those that failed."""
+                workers: int = 1, segmentation_model: Path | None = None, progress: bool = True,
+                sequence_rules: SequenceRules | None = None) -> dict[str, str]:
+    """Extract every case not yet in ``cache``; returns case name → error for those that failed.
+
+    DICOM cases are converted first (``sequence_rules``: how TCIA series are recognised,
+    see :func:`glioma_node.training.radiogenomics.dicom_cohort.role_series`)."""
     folder = cache / cache_key(params, encoder_config)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in cases
-            if not (folder / f"{safe_file_name(c.name)}.npz").exists()]
-    errors: dict[str, str] = {}
+    missing = [c for c in cases if not (folder / f"{safe_file_name(c.name)}.npz").exists()]
+    missing, errors = convert_cases(missing, cache / "nifti", sequence_rules)
+    todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in missing]
     bar = tqdm(total=len(todo), desc="features", unit="case", disable=not progress)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool:

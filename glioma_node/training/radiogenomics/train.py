@@ -26,6 +26,7 @@ import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from glioma_node.core.targets import Target
+from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
@@ -74,6 +75,7 @@ class RadiogenomicSettings:
     workers: int = 1
     cache: Path | None = None
     segmentation_model: Path | None = None
+    sequence_rules: SequenceRules | None = None
     radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
     external: Path | None = None
     augment: float = 0.0
@@ -400,7 +402,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
         raise ValueError("the end-to-end CNN reads the tumour-centred crop: use --encoder-variant crop with --cnn")
     cases = load_cases(data, s.layout)
     cache = s.cache or out / "cache"
-    errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress)
+    errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules)
     cases, feats, crops = read_cache(cases, cache, params, s.encoder)
     if len(cases) < 20:
         raise ValueError(f"only {len(cases)} usable cases; radiogenomic training needs at least 20")
@@ -467,7 +469,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
 
         # Its own layout (detected) and cache: its case names may repeat the training cohort's.
         external = evaluate_radiogenomics(out, s.external, out / "external", "auto", s.workers, None,
-                                          s.segmentation_model, progress)
+                                          s.segmentation_model, progress, s.sequence_rules)
         results["external"] = {"data": str(s.external), "cases": external["cases"],
                                "auc": {t: r["variants"][r["default_variant"]]["test"]["auc"]
                                        for t, r in external["targets"].items() if "variants" in r},
