@@ -82,6 +82,7 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     # The Cox model reads the MGMT and IDH probabilities, so survival trains them too.
     targets = ((*TARGETS, "survival") if args.target == "all" else ("mgmt", "idh", "survival")
                if args.target == "survival" else (args.target,))
+    defaults = args.settings.training.radiogenomics
     encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
                "crop_spacing_mm": args.crop_spacing}
     if args.medicalnet:
@@ -90,11 +91,13 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
         cross_fit_folds=args.cross_fit_folds, cnn_pretrain_steps=max(1, args.cnn_steps // 2),
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder,
-        cnn={**DEFAULT_CNN, "model_name": args.cnn_model},
+        cnn={**DEFAULT_CNN, "model_name": args.cnn_model or defaults.cnn_model,
+             "crop_size": args.cnn_crop_size or defaults.cnn_crop_size or args.crop_size,
+             "crop_spacing_mm": float(args.cnn_crop_spacing or defaults.cnn_crop_spacing_mm or args.crop_spacing)},
         cnn_weights=args.cnn_weights,
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path,
-        sequence_rules=args.settings.sequences)
+        sequence_rules=args.settings.sequences, version=args.model_version)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
     for target, res in result["targets"].items():
@@ -292,22 +295,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-steps", type=int, default=300, help="training steps of the deep-feature encoder")
     p.add_argument("--cross-fit-folds", type=int, default=3,
                    help="encoders trained to give the training cases embeddings they did not see")
-    p.add_argument("--encoder-variant", choices=("crop", "patch"), default="crop",
-                   help="encoder input: one tumour-centred crop, or patches inside the tumour")
+    p.add_argument("--encoder-variant", choices=("crop", "patch", "box", "box+patch", "slices"), default="crop",
+                   help="encoder input: one tumour-centred crop, patches inside the tumour, the tumour's bounding "
+                        "box stretched to the crop size, the box and the patches (half weight each), or axial "
+                        "slices through the tumour for the survival study's 2D CNN")
     p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")
     p.add_argument("--cnn", action="append", choices=("mgmt", "idh", "chemo-benefit"), default=[],
                    help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
     p.add_argument("--cnn-weights", type=Path, default=None,
                    help="pretrained EfficientNetBN-3D state_dict (else pretrained on the data's segmentations)")
-    p.add_argument("--cnn-model", choices=tuple(f"efficientnet-b{k}" for k in range(8)), default="efficientnet-b0",
-                   help="the end-to-end CNN's EfficientNet size (the IDH study used b7; b0 fits a CPU)")
+    p.add_argument("--cnn-model", choices=tuple(f"efficientnet-b{k}" for k in range(8)), default=None,
+                   help="the end-to-end CNN's EfficientNet size (default: training.radiogenomics.cnn_model; "
+                        "the IDH study used b7; b0 fits a CPU)")
     p.add_argument("--cnn-steps", type=int, default=300)
-    p.add_argument("--crop-size", type=int, default=64, help="CNN crop side, voxels")
-    p.add_argument("--crop-spacing", type=float, default=2.0, help="CNN crop voxel size, mm (whole numbers)")
+    p.add_argument("--cnn-crop-size", type=int, default=None,
+                   help="the end-to-end CNN's crop side, voxels (default: training.radiogenomics.cnn_crop_size, "
+                        "else the encoder's crop; the IDH study: 128)")
+    p.add_argument("--cnn-crop-spacing", type=int, default=None,
+                   help="its voxel size, whole mm (default: training.radiogenomics.cnn_crop_spacing_mm, else the "
+                        "encoder's; the IDH study: 1)")
+    p.add_argument("--crop-size", type=int, default=64, help="the encoder's crop side, voxels")
+    p.add_argument("--crop-spacing", type=float, default=2.0, help="the encoder's crop voxel size, mm (whole numbers)")
     p.add_argument("--augment", type=float, default=0.0,
                    help="also compare a PCA-GMM-augmented fit (this many synthetic rows per real one) with the real-only one")
     p.add_argument("--external", type=Path, default=None,
                    help="after training, validate the model on this cohort (figures into OUT/external/)")
+    p.add_argument("--model-version", default="1.0.0", help="the version the manifest and the card give the model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_radiogenomics)

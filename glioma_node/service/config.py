@@ -292,6 +292,23 @@ class Clinical(_Strict):
         return value
 
 
+EFFICIENTNETS = tuple(f"efficientnet-b{k}" for k in range(8))
+
+
+class RadiogenomicTraining(_Strict):
+    """Defaults of ``glioma-node train radiogenomics`` (``training.radiogenomics``); the command line overrides them."""
+
+    cnn_model: Literal[EFFICIENTNETS] = "efficientnet-b0"  # type: ignore[valid-type]
+    cnn_crop_size: int | None = Field(default=None, ge=16, le=256)
+    cnn_crop_spacing_mm: int | None = Field(default=None, ge=1, le=4)
+
+
+class Training(_Strict):
+    """Training defaults (``training``)."""
+
+    radiogenomics: RadiogenomicTraining = RadiogenomicTraining()
+
+
 class Config(_Strict):
     """The whole configuration; see glioma_node/conf/glioma-node.yaml for what each key means."""
 
@@ -306,6 +323,7 @@ class Config(_Strict):
     thresholds: Thresholds
     sequences: SequenceRules
     clinical: Clinical = Clinical()
+    training: Training = Training()
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

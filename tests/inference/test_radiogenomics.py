@@ -12,11 +12,12 @@ import torch
 
 from glioma_node.core.grid import Grid
 from glioma_node.inference.model_dir import ModelError
-from glioma_node.inference.radiogenomics.crop import tumour_crop, tumour_patches, uncrop
+from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
+from glioma_node.inference.radiogenomics.crop import tumour_box, tumour_crop, tumour_patches, uncrop
 from glioma_node.inference.radiogenomics.encoder import RESNET18_WIDTHS, DeepEncoder, load_medicalnet
 from glioma_node.inference.radiogenomics.explain import head_attributions
 from glioma_node.inference.radiogenomics.gradcam import grad_cam
-from glioma_node.inference.radiogenomics.model import RadiogenomicModel
+from glioma_node.inference.radiogenomics.model import RadiogenomicModel, encoder_input, piece_weights
 from glioma_node.inference.radiogenomics.tumour_study import tumour_study
 from glioma_node.training.radiogenomics.fit import calibrate, fit_early
 from tests import radiogenomic_trees as trees
@@ -55,6 +56,57 @@ def test_crop_round_trip_and_patches_cover_the_tumour():
     assert patches.shape == (4, 4, 8, 8, 8) and all(p[0].sum() > 0 for p in patches)
 
 
+def test_the_box_crop_stretches_any_tumour_to_fill_the_cube_and_maps_back():
+    for box in ((slice(20, 30), slice(25, 35), slice(30, 40)), (slice(10, 50), slice(5, 25), slice(20, 56))):
+        labels = np.zeros((60, 60, 60), np.uint8)
+        labels[box] = 2
+        stack = np.stack([(labels > 0).astype(np.float32)] * 4)
+        cube, where = tumour_box(stack, labels, 32, margin_mm=4)
+        assert cube.shape == (4, 32, 32, 32) and where.extent is not None
+        # The box is the tumour plus 4 mm a side: small or large, the tumour fills the cube but
+        # for the margin, in proportion.
+        sides = [s.stop - s.start for s in box]
+        assert where.extent == tuple(n + 8 for n in sides)
+        assert (cube[0] > 0.5).mean() == pytest.approx(np.prod([n / (n + 8) for n in sides]), rel=0.1)
+        assert cube[0][16, 16, 16] == pytest.approx(1.0) and cube[0][0, 0, 0] == 0
+        back = uncrop(cube[0], where, labels.shape)
+        assert back.shape == labels.shape
+        assert back[labels > 0].mean() > 0.9 and back[labels == 0].mean() < 0.05
+
+
+def test_the_box_and_patches_variant_weighs_the_box_as_all_patches_together():
+    labels = np.zeros((60, 60, 60), np.uint8)
+    labels[20:36, 25:41, 30:46] = 2
+    stack = np.stack([labels.astype(np.float32)] * 4)
+    config = {"variant": "box+patch", "crop_size": 64, "crop_spacing_mm": 2.0, "patch_size": 16, "patch_count": 4}
+    pieces, where = encoder_input(stack, labels, config)
+    assert pieces.shape == (5, 4, 16, 16, 16) and where[0].extent is not None and where[1].extent is None
+    assert list(piece_weights(config, 5)) == [0.5, 0.125, 0.125, 0.125, 0.125]
+    assert list(piece_weights({**config, "variant": "patch"}, 4)) == [0.25] * 4
+    with pytest.raises(ValueError):
+        encoder_input(stack, labels, {**config, "variant": "bounding-box"})
+
+
+def test_the_slices_variant_reads_axial_slices_through_the_tumour_and_explains_on_them():
+    from glioma_node.inference.radiogenomics.slice_encoder import SliceEncoder
+
+    labels = np.zeros((60, 60, 60), np.uint8)
+    labels[20:36, 25:41, 30:46] = 2
+    stack = np.stack([(labels > 0).astype(np.float32)] * 4)
+    config = {"variant": "slices", "slice_size": 64, "slice_count": 4}
+    pieces, where = encoder_input(stack, labels, config)
+    assert pieces.shape == (4, 4, 64, 64)
+    levels = [c.corner[0] for c in where]
+    assert levels == sorted(levels) and 20 <= levels[0] and levels[-1] < 36 and len(set(levels)) == 4
+    assert all(p[0].sum() == 16 * 16 for p in pieces)  # each slice holds the tumour's full cross-section
+    encoder = SliceEncoder()
+    assert encoder(torch.from_numpy(pieces)).shape == (4, 128)
+    cam = grad_cam(torch.from_numpy(pieces[:1]), encoder.cam_layers, lambda t: encoder(t)[0, 0])
+    assert cam.shape == (64, 64) and 0 <= cam.min() and cam.max() == pytest.approx(1.0)
+    back = uncrop(cam, where[0], labels.shape)
+    assert back[levels[0]].max() == pytest.approx(1.0) and np.delete(back, levels[0], axis=0).max() == 0
+
+
 def test_grad_cam_points_at_the_voxels_that_matter():
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU())
     with torch.no_grad():
@@ -88,6 +140,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     trees.write_ucsf(root / "external", 30, first=200)  # other cases, another layout, no EGFR column
     settings = RadiogenomicSettings(external=root / "external", augment=1.0,
         encoder_steps=4, cross_fit_folds=2, cv_folds=3, cnn_targets=("idh",), cnn_steps=3, cnn_pretrain_steps=2,
+        cnn={**DEFAULT_CNN, "crop_size": 32, "crop_spacing_mm": 2.0},
         encoder={"widths": [4, 8, 8, 8], "crop_size": 32, "crop_spacing_mm": 2.0, "variant": "crop",
                  "patch_size": 8, "patch_count": 2},
         radiomics_settings=LIGHT, workers=2)
@@ -288,3 +341,31 @@ def test_heat_maps_are_smooth_inside_the_brain_and_pass_the_randomisation_check(
         randomised = model.run(study, workers=1).cams[target]
         assert np.corrcoef(cam[inside], randomised[inside])[0, 1] < 0.8
         assert np.abs(cam[inside] - randomised[inside]).mean() > 0.05
+
+
+@pytest.mark.slow
+def test_a_model_on_the_slice_encoder_predicts_and_explains_on_its_slices(trained):
+    """The survival study's 2D slice encoder through training and inference, on the tiny cohort;
+    beside it an end-to-end CNN on an input of its own (the encoder reads slices, not a crop)."""
+    from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
+
+    root, _ = trained
+    settings = RadiogenomicSettings(targets=("mgmt", "idh"), encoder_steps=6, cross_fit_folds=2, cv_folds=3,
+                                    cnn_targets=("idh",), cnn_steps=3, cnn_pretrain_steps=2,
+                                    cnn={**DEFAULT_CNN, "crop_size": 40, "crop_spacing_mm": 2.0},
+                                    encoder={"variant": "slices", "slice_size": 48, "slice_count": 3, "widths": [],
+                                             "crop_size": 32, "crop_spacing_mm": 2.0, "patch_size": 8, "patch_count": 2},
+                                    radiomics_settings=LIGHT, workers=2)
+    result = train_radiogenomics(root / "data", root / "model-slices", settings, progress=False, command="test")
+    assert result["targets"]["idh"]["variants"]["radiomics"]["test"]["auc"] >= 0.8
+    model = RadiogenomicModel(root / "model-slices", {"idh": "early"})
+    images, labels, brain = trees.tiny_case(np.random.default_rng(997), idh=0, mgmt=1)
+    run = model.run(tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, age_years=60.0), workers=1)
+    cam = run.cams["idh"]
+    assert cam.shape == labels.shape and cam.max() == pytest.approx(1.0)
+    lit = np.flatnonzero(cam.max(axis=(1, 2)) > 0)  # the maps lie on the slices the encoder read
+    assert 1 <= len(lit) <= 3 and all(labels[z].any() for z in lit)
+    model = RadiogenomicModel(root / "model-slices", {"idh": "cnn"})
+    assert (model.cnns["idh"][1]["crop_size"], model.cnns["idh"][1]["crop_spacing_mm"]) == (40, 2.0)
+    assert 0 <= model.run(tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, 60.0)).probabilities["idh"] <= 1
+    assert len(list((root / "model-slices").glob("cache/crops-*/*.npy"))) == 60  # cut once per case, kept

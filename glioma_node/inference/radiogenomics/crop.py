@@ -4,7 +4,9 @@ A crop is a cube of ``size`` voxels of ``spacing_mm`` (the 1 mm study grid avera
 blocks of ``spacing_mm`` voxels) centred on the whole tumour's centroid, zero outside
 the image. Keeping a fixed physical size (not stretching the tumour box to fit) keeps
 the tumour's size visible to the network. The patch variant takes several 1 mm cubes
-inside the tumour instead, for encoders trained on small patches.
+inside the tumour instead, for encoders trained on small patches. The box variant is the
+segmentation-guided bounding box of the chemotherapy-benefit study: the whole tumour's
+box with a margin, stretched to a cube, so every tumour fills its input whatever its size.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class Crop:
     corner: tuple[int, int, int]
     factor: int
     size: int
+    extent: tuple[int, int, int] | None = None
+    """For a box crop: the 1 mm voxels (z, y, x) the cube was stretched from (``factor`` is 1)."""
 
 
 def _pool(array: np.ndarray, factor: int) -> np.ndarray:
@@ -36,9 +40,11 @@ def _pool(array: np.ndarray, factor: int) -> np.ndarray:
     return a.mean(axis=(-5, -3, -1))
 
 
-def _cut(array: np.ndarray, corner: np.ndarray, size: int) -> np.ndarray:
-    out = np.zeros(array.shape[:-3] + (size,) * 3, np.float32)
-    src = [slice(max(0, c), min(n, c + size)) for c, n in zip(corner, array.shape[-3:])]
+def _cut(array: np.ndarray, corner: np.ndarray, size: int | np.ndarray) -> np.ndarray:
+    """The box of ``size`` voxels (one side, or z, y, x) from ``corner`` of ``array``'s last three axes; zero outside."""
+    sides = [int(n) for n in np.broadcast_to(size, 3)]
+    out = np.zeros(array.shape[:-3] + tuple(sides), np.float32)
+    src = [slice(max(0, c), min(n, c + side)) for c, side, n in zip(corner, sides, array.shape[-3:])]
     dst = [slice(s.start - c, s.stop - c) for s, c in zip(src, corner)]
     out[(...,) + tuple(dst)] = array[(...,) + tuple(src)]
     return out
@@ -53,6 +59,50 @@ def tumour_crop(stack: np.ndarray, labels: np.ndarray, size: int, spacing_mm: fl
     corner = np.round(centre - size / 2).astype(int)
     crop = _cut(_pool(stack.astype(np.float32), factor), corner, size)
     return crop, Crop(shape3(corner), factor, size)
+
+
+def tumour_box(stack: np.ndarray, labels: np.ndarray, size: int, margin_mm: int = 8,
+               min_side_mm: int = 16) -> tuple[np.ndarray, Crop]:
+    """A ``(C, size, size, size)`` float32 cube resampled (linear) from the whole tumour's bounding
+    box on the 1 mm grid, widened by ``margin_mm`` on every side and to at least ``min_side_mm``;
+    zero outside the image."""
+    points = np.argwhere(labels > 0)
+    if not len(points):
+        raise ValueError("no tumour voxels: the tumour box needs a segmented tumour")
+    low, high = points.min(0) - margin_mm, points.max(0) + 1 + margin_mm
+    grow = np.maximum(0, min_side_mm - (high - low))
+    low, high = low - grow // 2, high + grow - grow // 2
+    extent = high - low
+    region = _cut(stack.astype(np.float32), low, extent)
+    cube = np.stack([_resize(channel, (size,) * 3) for channel in region.reshape(-1, *region.shape[-3:])])
+    return cube.reshape(region.shape[:-3] + (size,) * 3), Crop(shape3(low), 1, size, shape3(extent))
+
+
+def _resize(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``volume`` linearly resampled to ``shape`` over the same extent (voxel centres aligned as
+    boxes: the first and last output voxels lie half an output voxel inside the edges)."""
+    axes = [(np.arange(n) + 0.5) * m / n - 0.5 for n, m in zip(shape, volume.shape)]
+    return ndimage.map_coordinates(volume, np.meshgrid(*axes, indexing="ij"), order=1, mode="nearest").astype(np.float32)
+
+
+def tumour_slices(stack: np.ndarray, labels: np.ndarray, size: int = 224, count: int = 8) -> tuple[np.ndarray, list[Crop]]:
+    """``(count, C, size, size)`` axial slices (1 mm pixels) spread evenly over the tumour's axial
+    extent, each centred in-plane on the tumour's centroid, zero outside the image; and where
+    each came from (a box one voxel deep)."""
+    points = np.argwhere(labels > 0)
+    if not len(points):
+        raise ValueError("no tumour voxels: tumour slices need a segmented tumour")
+    z_low, z_high = int(points[:, 0].min()), int(points[:, 0].max())
+    levels = np.unique(np.round(np.linspace(z_low, z_high, count + 2)[1:-1]).astype(int)) if z_high > z_low \
+        else np.array([z_low])
+    levels = np.resize(levels, count)  # a thin tumour repeats its few slices
+    centre = np.round(points[:, 1:].mean(0) - size / 2).astype(int)
+    slices, where = [], []
+    for z in levels:
+        corner = np.array([z, centre[0], centre[1]])
+        slices.append(_cut(stack, corner, np.array([1, size, size]))[..., 0, :, :])
+        where.append(Crop(shape3(corner), 1, size, (1, size, size)))
+    return np.stack(slices), where
 
 
 def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count: int = 8) -> tuple[np.ndarray, list[Crop]]:
@@ -75,26 +125,34 @@ def tumour_patches(stack: np.ndarray, labels: np.ndarray, size: int = 32, count:
             [Crop(shape3(c), 1, size) for c in corners])
 
 
-def edge_taper(size: int, fraction: float = 0.125) -> np.ndarray:
-    """A ``(size, size, size)`` weight that is 1 inside and falls smoothly (half cosine) to 0
+def edge_taper(size: int, fraction: float = 0.125, dims: int = 3) -> np.ndarray:
+    """A ``(size,) * dims`` weight that is 1 inside and falls smoothly (half cosine) to 0
     over the outer ``fraction`` of each side: a heat map multiplied by it fades out at the
     crop's faces instead of ending in a step (near them the network saw zero padding)."""
     ramp = max(1, int(round(size * fraction)))
     edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)
     line = np.ones(size, np.float32)
     line[:ramp], line[size - ramp:] = edge, edge[::-1]
+    if dims == 2:
+        return (line[:, None] * line[None, :]).astype(np.float32)
     return (line[:, None, None] * line[None, :, None] * line[None, None, :]).astype(np.float32)
 
 
 def uncrop(values: np.ndarray, crop: Crop, shape: tuple[int, int, int]) -> np.ndarray:
-    """``values`` (any cube resolution over the crop) placed back on the 1 mm grid of ``shape``.
+    """``values`` (any cube resolution over the crop; a 2D map for a slice) placed back on the 1 mm
+    grid of ``shape``.
 
-    Linear interpolation to the crop's voxels, then up by the pooling factor; 0 outside the crop.
+    Linear interpolation to the crop's voxels (stretched back to its box for a box crop), then
+    up by the pooling factor; 0 outside the crop.
     """
     pooled_shape = tuple(-(-n // crop.factor) for n in shape)
-    cube = ndimage.zoom(values.astype(np.float32), crop.size / values.shape[0], order=1)
+    sides = crop.extent or (crop.size,) * 3
+    if values.ndim == 2:
+        values = values[None]
+    cube = (_resize(values.astype(np.float32), sides) if crop.extent
+            else ndimage.zoom(values.astype(np.float32), crop.size / values.shape[0], order=1))
     canvas = np.zeros(pooled_shape, np.float32)
-    src = [slice(max(0, -c), min(crop.size, n - c)) for c, n in zip(crop.corner, pooled_shape)]
+    src = [slice(max(0, -c), min(side, n - c)) for c, side, n in zip(crop.corner, sides, pooled_shape)]
     dst = [slice(max(0, c), max(0, c) + (s.stop - s.start)) for c, s in zip(crop.corner, src)]
     if all(s.stop > s.start for s in src):
         canvas[tuple(dst)] = cube[tuple(src)]

@@ -15,10 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from glioma_node.inference.radiogenomics.slice_encoder import SliceEncoder
+
 EMBEDDING_SIZE = 128
 RESNET18_WIDTHS = (64, 128, 256, 512)
 DEFAULT_ENCODER: dict[str, Any] = {"widths": [16, 32, 64, 128], "crop_size": 64, "crop_spacing_mm": 2.0,
                                    "variant": "crop", "patch_size": 32, "patch_count": 8}
+SLICE_DEFAULTS: dict[str, Any] = {"slice_size": 224, "slice_count": 8}
+"""The slices variant's input: this many axial slices through the tumour, this many 1 mm pixels a side."""
 
 
 class DeepEncoder(nn.Module):
@@ -78,3 +82,11 @@ def load_medicalnet(encoder: DeepEncoder, path: Path) -> list[str]:
     if len(result.missing_keys) > len(own) // 2:
         raise ValueError(f"{path}: holds almost none of a ResNet-18's weights; is it MedicalNet's resnet_18.pth?")
     return list(result.missing_keys)
+
+
+def build_encoder(config: dict[str, Any], targets: int = 0) -> DeepEncoder | SliceEncoder:
+    """The encoder an encoder ``config`` names: the 2D slice CNN for the ``slices`` variant,
+    else the 3D ResNet-18 of ``widths``."""
+    if config.get("variant") == "slices":
+        return SliceEncoder(targets=targets)
+    return DeepEncoder(config["widths"], targets=targets)

@@ -1,4 +1,4 @@
-"""3D Grad-CAM (Selvaraju et al. 2017) for a scalar output of a CNN, over several layers.
+"""3D (and 2D) Grad-CAM (Selvaraju et al. 2017) for a scalar output of a CNN, over several layers.
 
 At one convolutional layer the map is ReLU(Σ_k α_k A_k) over its channels k, with A the
 layer's activations and α_k the spatial mean of d(output)/dA_k. A deep layer alone is too
@@ -20,8 +20,8 @@ from torch import nn
 def grad_cam(model_input: torch.Tensor, layers: nn.Module | Sequence[nn.Module],
              output: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
     """Grad-CAM of ``output(model_input)`` (a scalar) at ``layers``: float32 ``(d, h, w)`` in 0–1 on
-    the voxels of ``model_input`` ``(1, C, d, h, w)`` (place it on the study grid with
-    :func:`glioma_node.inference.radiogenomics.crop.uncrop`)."""
+    the voxels of ``model_input`` ``(1, C, d, h, w)`` (``(h, w)`` for a 2D network's ``(1, C, h, w)``;
+    place it on the study grid with :func:`glioma_node.inference.radiogenomics.crop.uncrop`)."""
     layers = [layers] if isinstance(layers, nn.Module) else list(layers)
     store: dict[int, torch.Tensor] = {}
 
@@ -42,16 +42,18 @@ def grad_cam(model_input: torch.Tensor, layers: nn.Module | Sequence[nn.Module],
     finally:
         for handle in handles:
             handle.remove()
-    size = tuple(model_input.shape[-3:])
+    spatial = model_input.ndim - 2
+    size = tuple(model_input.shape[2:])
     maps = []
     for i in range(len(layers)):
         a = store[i]
         g = a.grad
         if g is None:
             raise ValueError("Grad-CAM: the output does not depend on the chosen layer (no gradient reached it)")
-        cam = torch.relu((g.mean(dim=(2, 3, 4), keepdim=True) * a).sum(dim=1, keepdim=True)).detach()
-        if tuple(cam.shape[-3:]) != size:
-            cam = nn.functional.interpolate(cam, size=size, mode="trilinear", align_corners=False)
+        cam = torch.relu((g.mean(dim=tuple(range(2, 2 + spatial)), keepdim=True) * a).sum(dim=1, keepdim=True)).detach()
+        if tuple(cam.shape[2:]) != size:
+            cam = nn.functional.interpolate(cam, size=size, mode="trilinear" if spatial == 3 else "bilinear",
+                                            align_corners=False)
         peak = float(cam.max())
         maps.append(cam / peak if peak > 0 else cam)
     combined = torch.stack(maps).mean(dim=0)[0, 0].cpu().numpy().astype(np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,16 @@ from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import BundleError, RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import TumourCNN
 from glioma_node.inference.radiogenomics.cox import CoxModel
-from glioma_node.inference.radiogenomics.crop import Crop, edge_taper, tumour_crop, tumour_patches, uncrop
-from glioma_node.inference.radiogenomics.encoder import DeepEncoder
+from glioma_node.inference.radiogenomics.crop import (
+    Crop,
+    edge_taper,
+    tumour_box,
+    tumour_crop,
+    tumour_patches,
+    tumour_slices,
+    uncrop,
+)
+from glioma_node.inference.radiogenomics.encoder import SLICE_DEFAULTS, build_encoder
 from glioma_node.inference.radiogenomics.explain import cox_attributions, head_attributions
 from glioma_node.inference.radiogenomics.gradcam import grad_cam
 from glioma_node.inference.radiogenomics.heads import AttentionFusion, FusionHead, build_head
@@ -81,13 +90,47 @@ def feature_vector(features: dict[str, float], names: list[str]) -> np.ndarray:
     return out
 
 
+class EncoderVariant(StrEnum):
+    """What the deep-feature encoder sees of a study (``encoder.variant`` of a model)."""
+
+    CROP = "crop"
+    """One tumour-centred cube of fixed physical size (``crop_size`` voxels of ``crop_spacing_mm``)."""
+    PATCH = "patch"
+    """``patch_count`` 1 mm cubes of ``patch_size`` inside the tumour."""
+    BOX = "box"
+    """The tumour's bounding box with a margin, stretched to ``crop_size``³ (segmentation-guided)."""
+    BOX_PATCH = "box+patch"
+    """The box (at ``patch_size``³) and the patches; their embeddings weigh half each."""
+    SLICES = "slices"
+    """``slice_count`` axial slices of ``slice_size``² through the tumour, for the 2D slice encoder."""
+
+
 def encoder_input(stack: np.ndarray, labels: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, list[Crop]]:
-    """The encoder's input for one study and where each piece came from: one tumour-centred
-    crop ``(1, 4, s, s, s)`` or, for the patch variant, ``(P, 4, s, s, s)`` patches."""
-    if config.get("variant", "crop") == "patch":
+    """The encoder's input for one study, ``(P, 4, s, s, s)`` float32 (``(P, 4, s, s)`` slices),
+    and where each piece came from (see :class:`EncoderVariant`; P = 1 for a crop or a box)."""
+    variant = EncoderVariant(config.get("variant", "crop"))
+    if variant == EncoderVariant.SLICES:
+        return tumour_slices(stack, labels, config.get("slice_size", SLICE_DEFAULTS["slice_size"]),
+                             config.get("slice_count", SLICE_DEFAULTS["slice_count"]))
+    if variant == EncoderVariant.PATCH:
         return tumour_patches(stack, labels, config["patch_size"], config["patch_count"])
+    if variant == EncoderVariant.BOX_PATCH:
+        box, box_at = tumour_box(stack, labels, config["patch_size"])
+        patches, patches_at = tumour_patches(stack, labels, config["patch_size"], config["patch_count"])
+        return np.concatenate([box[None], patches]), [box_at, *patches_at]
+    if variant == EncoderVariant.BOX:
+        box, box_at = tumour_box(stack, labels, config["crop_size"])
+        return box[None], [box_at]
     crop, where = tumour_crop(stack, labels, config["crop_size"], config["crop_spacing_mm"])
     return crop[None], [where]
+
+
+def piece_weights(config: dict[str, Any], pieces: int) -> np.ndarray:
+    """How much each of a study's ``pieces`` weighs in its embedding (they sum to 1): equal,
+    except for ``box+patch``, where the box weighs as much as all the patches together."""
+    if EncoderVariant(config.get("variant", "crop")) == EncoderVariant.BOX_PATCH and pieces > 1:
+        return np.array([0.5] + [0.5 / (pieces - 1)] * (pieces - 1))
+    return np.full(pieces, 1.0 / pieces)
 
 
 def image_features(study: TumourStudy, params: dict[str, Any], workers: int = 1,
@@ -124,7 +167,7 @@ class RadiogenomicModel:
         self.feature_names: list[str] = list(bundle.feature_names)
         self.params: dict[str, Any] = bundle.radiomics_settings
         self.encoder_config: dict[str, Any] = dict(bundle.encoder["config"])
-        self.encoder = DeepEncoder(self.encoder_config["widths"])
+        self.encoder = build_encoder(self.encoder_config)
         # The training heads (IDH and MGMT logits on the embedding) are not used here.
         self.encoder.load_state_dict({k: v.float() if v.is_floating_point() else v
                                       for k, v in bundle.encoder["state"].items() if not k.startswith("heads.")})
@@ -178,12 +221,13 @@ class RadiogenomicModel:
         other pieces' embeddings (``others``) and the other features held at their values."""
         deep = [i for i, n in enumerate(self.feature_names) if n.startswith("deep.")]
         base = torch.tensor(x, dtype=torch.float32)
+        weights = torch.tensor(piece_weights(self.encoder_config, len(others)), dtype=torch.float32)
 
         def output(piece: torch.Tensor) -> torch.Tensor:
             full = base.clone()
             # The encoder runs on the model's device, the head on the CPU; .cpu() keeps the gradient path.
             emb = torch.cat([others[:index], self.encoder(piece).cpu(), others[index + 1:]])
-            full[deep] = emb.mean(dim=0)  # the embedding averages the pieces (one for a crop)
+            full[deep] = weights @ emb  # the embedding is the weighted mean of the pieces (one for a crop)
             return head.logit_standardised(head.standardise(full[None]))[0]
 
         return output
@@ -194,7 +238,7 @@ class RadiogenomicModel:
         out = np.zeros(shape, np.float32)
         for i, crop in enumerate(where):
             cam = grad_cam(pieces[i:i + 1], self.encoder.cam_layers, self._deep_output(head, x, embeddings, i))
-            cam *= edge_taper(cam.shape[0])
+            cam *= edge_taper(cam.shape[-1], dims=cam.ndim)
             out = np.maximum(out, uncrop(cam, crop, shape))
         return out
 
@@ -244,7 +288,8 @@ class RadiogenomicModel:
         pieces = torch.from_numpy(arrays).to(self.device)
         with torch.no_grad():
             embeddings = self.encoder(pieces).cpu()
-        feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(embeddings.mean(dim=0).numpy())})
+        weights = piece_weights(self.encoder_config, len(embeddings))
+        feats.update({f"deep.{i:03d}": float(v) for i, v in enumerate(weights @ embeddings.numpy())})
         timings = {"radiomics": round(t1 - t0, 2), "deep_features": round(time.perf_counter() - t1, 2)}
         x = feature_vector(feats, self.feature_names)
         probs: dict[str, float] = {}

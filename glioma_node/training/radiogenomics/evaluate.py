@@ -11,6 +11,7 @@ its stored calibration, threshold and cutoff; nothing is refitted. Written to ``
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ from glioma_node.inference.radiogenomics.encoder import EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel, feature_vector
 from glioma_node.training.radiogenomics import metrics, report, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
-from glioma_node.training.radiogenomics.features import build_cache, read_cache
+from glioma_node.training.radiogenomics.features import build_cache, build_crops, read_cache, reads_encoder_crops
 from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all
 
 
-def _classifiers(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndarray, crops: np.ndarray,
-                 results: dict, curves: dict) -> dict[str, np.ndarray]:
+def _classifiers(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndarray,
+                 cnn_input: Callable[[dict[str, Any]], np.ndarray], results: dict, curves: dict) -> dict[str, np.ndarray]:
     """Every stored head and CNN on the labelled cases; the default variants' probabilities for all cases."""
     probabilities: dict[str, np.ndarray] = {}
     for target in sorted(set(model.heads) | set(model.cnns)):
@@ -44,11 +45,8 @@ def _classifiers(model: RadiogenomicModel, cases: list[LabelledCase], x: np.ndar
             scored[variant] = head.probability(x)
         if target in model.cnns:
             net, cfg = model.cnns[target]
-            if (cfg["crop_size"], cfg["crop_spacing_mm"]) == (model.encoder_config["crop_size"],
-                                                              model.encoder_config["crop_spacing_mm"]) \
-                    and model.encoder_config.get("variant", "crop") == "crop":
-                a, b = cfg["platt"]
-                scored["cnn"] = expit(a * cnn_logits(net, crops) + b)
+            a, b = cfg["platt"]
+            scored["cnn"] = expit(a * cnn_logits(net, cnn_input(cfg)) + b)
         default = model.variants.get(target, next(iter(scored)))
         probabilities[target] = scored[default]
         results["targets"][target] = res
@@ -142,11 +140,19 @@ def evaluate_radiogenomics(model_dir: Path, data: Path, out: Path, layout: str =
     deep = [i for i, n in enumerate(model.feature_names) if n.startswith("deep.")]
     if len(deep) != EMBEDDING_SIZE:
         raise ValueError(f"{model_dir}: the model's feature names hold {len(deep)} deep columns, not {EMBEDDING_SIZE}")
-    x[:, deep] = embed_all(model.encoder, crops)
+    x[:, deep] = embed_all(model.encoder, crops, model.encoder_config)
     results: dict[str, Any] = {"cases": len(cases), "left_out": errors, "layout": layout, "data": str(data),
                                "model": str(model_dir), "targets": {}}
     curves: dict[str, Any] = {}
-    probabilities = _classifiers(model, cases, x, crops, results, curves)
+
+    def cnn_input(cfg: dict[str, Any]) -> np.ndarray:
+        """The crops a stored CNN reads: the cached encoder crops when they are its input, else its own."""
+        if reads_encoder_crops(cfg, model.encoder_config):
+            return crops
+        return build_crops(cases, cache, cfg["crop_size"], cfg["crop_spacing_mm"], workers, segmentation_model,
+                           progress)
+
+    probabilities = _classifiers(model, cases, x, cnn_input, results, curves)
     _survival(model, cases, x, probabilities, results, curves)
     plots = report.roc_plots(out, curves)
     plots += report.km_plot(out, curves, results.get("survival", {}).get("logrank_p_test"))

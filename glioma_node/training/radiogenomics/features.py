@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from glioma_node.dicom_io.nifti import read_nifti, read_nifti_volume
 from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.dicom_io.uids import safe_file_name
 from glioma_node.inference.radiogenomics import radiomics
+from glioma_node.inference.radiogenomics.encoder import SLICE_DEFAULTS
 from glioma_node.inference.radiogenomics.model import encoder_input, image_features
 from glioma_node.inference.radiogenomics.tumour_study import TumourStudy, tumour_study
 from glioma_node.inference.resample import canonical_grid, resample
@@ -86,6 +88,24 @@ def case_inputs(study: TumourStudy, params: dict[str, Any], encoder_config: dict
     return {"features": image_features(study, params), "crop": pieces.astype(np.float16)}
 
 
+class _Serial:
+    """The in-process stand-in for a process pool (one worker, or one case)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def map(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        return map(fn, items)
+
+
+def _pool(workers: int, tasks: int) -> ProcessPoolExecutor | _Serial:
+    return ProcessPoolExecutor(workers) if workers > 1 and tasks > 1 else _Serial()
+
+
 def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str, str | None]:
     case, path, params, encoder_config, seg_model = args
     try:
@@ -100,6 +120,8 @@ def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str,
 
 def cache_key(params: dict[str, Any], encoder_config: dict[str, Any]) -> str:
     crop = {k: encoder_config[k] for k in ("variant", "crop_size", "crop_spacing_mm", "patch_size", "patch_count")}
+    if encoder_config.get("variant") == "slices":  # only then: the digests of the other variants stay as they were
+        crop.update({k: encoder_config.get(k, v) for k, v in SLICE_DEFAULTS.items()})
     # format 2: the encoder input is stored as pieces (P, 4, s, s, s), P = 1 for a crop.
     return radiomics.settings_digest({"radiomics": params, "crop": crop, "format": 2})[:12]
 
@@ -117,15 +139,8 @@ def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], 
     missing, errors = convert_cases(missing, cache / "nifti", sequence_rules)
     todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in missing]
     bar = tqdm(total=len(todo), desc="features", unit="case", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for name, error in pool.map(_one, todo):
-                bar.update()
-                if error:
-                    errors[name] = error
-    else:
-        for item in todo:
-            name, error = _one(item)
+    with _pool(workers, len(todo)) as pool:
+        for name, error in pool.map(_one, todo):
             bar.update()
             if error:
                 errors[name] = error
@@ -133,6 +148,46 @@ def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], 
     for name, error in errors.items():
         log.warning("case %s left out: %s", name, error)
     return errors
+
+
+def _crop_only(args: tuple[LabelledCase, Path, dict, Path | None]) -> tuple[str, str | None]:
+    case, path, crop_config, seg_model = args
+    try:
+        study = load_study(case, seg_model)
+        pieces, _ = encoder_input(study.stack(), study.labels, crop_config)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return case.name, str(exc)
+    tmp = path.with_suffix(".partial.npy")
+    np.save(tmp, pieces.astype(np.float16))
+    tmp.rename(path)
+    return case.name, None
+
+
+def reads_encoder_crops(cnn_config: dict[str, Any], encoder_config: dict[str, Any]) -> bool:
+    """Whether a CNN's input (``crop_size``, ``crop_spacing_mm``) is the encoder's cached crop."""
+    return (encoder_config.get("variant", "crop") == "crop"
+            and (int(cnn_config["crop_size"]), float(cnn_config["crop_spacing_mm"]))
+            == (int(encoder_config["crop_size"]), float(encoder_config["crop_spacing_mm"])))
+
+
+def build_crops(cases: list[LabelledCase], cache: Path, size: int, spacing_mm: float, workers: int = 1,
+                segmentation_model: Path | None = None, progress: bool = True) -> np.ndarray:
+    """Tumour-centred crops ``(N, 1, 4, size, size, size)`` float16 of ``cases`` (already in the
+    feature cache, so converted and readable), for a CNN whose input differs from the
+    encoder's; cached in ``<cache>/crops-<key>/`` like the features."""
+    config = {"variant": "crop", "crop_size": size, "crop_spacing_mm": spacing_mm}
+    folder = cache / f"crops-{radiomics.settings_digest({'crop': config, 'format': 2})[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{safe_file_name(c.name)}.npy" for c in cases]
+    todo = [(c, p, config, segmentation_model) for c, p in zip(cases, paths) if not p.exists()]
+    bar = tqdm(total=len(todo), desc=f"crops {size} at {spacing_mm:g} mm", unit="case", disable=not progress)
+    with _pool(workers, len(todo)) as pool:
+        for name, error in pool.map(_crop_only, todo):
+            bar.update()
+            if error:
+                raise ValueError(f"{name}: its features were extracted but its CNN crop failed: {error}")
+    bar.close()
+    return np.stack([np.load(p) for p in paths])
 
 
 def read_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], encoder_config: dict[str, Any]

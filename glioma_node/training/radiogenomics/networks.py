@@ -1,9 +1,10 @@
 """Training the CNN parts: the deep-feature encoder and the end-to-end EfficientNet.
 
 Both read the cached encoder inputs (float16 ``(N, P, 4, s, s, s)``: P = 1 for the
-tumour-centred crop, P patches for the patch variant) and use the same 3D augmentation:
+tumour-centred crop or box, P patches, or ``(N, P, 4, s, s)`` slices) and use the same 3D augmentation:
 flips on every axis, a shift of up to 4 voxels, per-channel intensity scale (±10 %) and
-offset (±0.1 sd), and Gaussian noise. They train on the device torch sees
+offset (±0.1 sd), and Gaussian noise (slices: rotation, flip and zoom, then the same
+intensity changes). They train on the device torch sees
 (:func:`glioma_node.inference.networks.device`: a CUDA GPU when there is one) and are
 returned on it; batches are assembled on the CPU and moved there.
 """
@@ -21,7 +22,9 @@ from tqdm import tqdm
 
 from glioma_node.inference.networks import device
 from glioma_node.inference.radiogenomics.cnn import TumourCNN, load_backbone
-from glioma_node.inference.radiogenomics.encoder import DeepEncoder, load_medicalnet
+from glioma_node.inference.radiogenomics.encoder import DeepEncoder, build_encoder, load_medicalnet
+from glioma_node.inference.radiogenomics.model import piece_weights
+from glioma_node.inference.radiogenomics.slice_encoder import SliceEncoder
 
 
 def augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -38,23 +41,46 @@ def augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return out
 
 
-def _batch(pieces: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
-    """Training (``rng`` given): one random piece per case, augmented. Otherwise every piece
-    of every case, in order, ``(len(idx) * P, 4, s, s, s)``."""
+def augment_slices(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The survival study's 2D augmentation of ``(B, C, H, W)`` slices: a random rotation (±15°),
+    horizontal flip and zoom (0.9–1.1), then the same intensity jitter as in 3D."""
+    n = batch.shape[0]
+    angle = np.radians(rng.uniform(-15, 15, n))
+    zoom = rng.uniform(0.9, 1.1, n)
+    flip = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    theta = np.zeros((n, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 1] = np.cos(angle) / zoom * flip, -np.sin(angle) / zoom
+    theta[:, 1, 0], theta[:, 1, 1] = np.sin(angle) / zoom * flip, np.cos(angle) / zoom
+    grid = nn.functional.affine_grid(torch.tensor(theta, dtype=batch.dtype), list(batch.shape), align_corners=False)
+    out = nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    scale = torch.tensor(rng.uniform(0.9, 1.1, (n, batch.shape[1])), dtype=batch.dtype)[:, :, None, None]
+    offset = torch.tensor(rng.uniform(-0.1, 0.1, (n, batch.shape[1])), dtype=batch.dtype)[:, :, None, None]
+    return out * scale + offset + 0.05 * torch.randn_like(out)
+
+
+def _batch(pieces: np.ndarray, idx: np.ndarray, rng: np.random.Generator | None,
+           weights: np.ndarray | None = None) -> torch.Tensor:
+    """Training (``rng`` given): one random piece per case (drawn with ``weights``, default
+    equal), augmented. Otherwise every piece of every case, in order, ``(len(idx) * P, 4, s, s, s)``."""
     arr = pieces[idx].astype(np.float32)
     if rng is None:
         return torch.from_numpy(arr.reshape(-1, *arr.shape[2:])).to(device())
-    return augment(torch.from_numpy(arr[np.arange(len(idx)), rng.integers(0, arr.shape[1], len(idx))]), rng).to(device())
+    chosen = torch.from_numpy(arr[np.arange(len(idx)), rng.choice(arr.shape[1], len(idx), p=weights)])
+    return (augment_slices(chosen, rng) if chosen.ndim == 4 else augment(chosen, rng)).to(device())
 
 
-def _per_case(net: nn.Module, pieces: np.ndarray, batch: int) -> np.ndarray:
-    """``net``'s output per case, averaged over its pieces, without gradients."""
+def _per_case(net: nn.Module, pieces: np.ndarray, batch: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """``net``'s output per case, the mean over its pieces weighted by ``weights`` (default equal),
+    without gradients."""
     net.eval()
+    w = torch.tensor(weights if weights is not None else np.full(pieces.shape[1], 1.0 / pieces.shape[1]),
+                     dtype=torch.float32)
     out = []
     with torch.no_grad():
         for start in range(0, len(pieces), batch):
             idx = np.arange(start, min(start + batch, len(pieces)))
-            out.append(net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).mean(dim=1).cpu().numpy())
+            per_piece = net(_batch(pieces, idx, None)).reshape(len(idx), pieces.shape[1], -1).cpu()
+            out.append(torch.einsum("p,npk->nk", w, per_piece).numpy())
     return np.concatenate(out)
 
 
@@ -79,30 +105,39 @@ class Curve:
 
 def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
                   seed: int = 0, medicalnet: Path | None = None, progress: bool = True, desc: str = "encoder",
-                  curve: Curve | None = None) -> DeepEncoder:
-    """Train the encoder with one logit per label column (IDH, MGMT; NaN = unknown, ignored).
+                  curve: Curve | None = None) -> DeepEncoder | SliceEncoder:
+    """Train the encoder (:func:`glioma_node.inference.radiogenomics.encoder.build_encoder`) with
+    one logit per label column (IDH, MGMT; NaN = unknown, ignored), masked binary cross-entropy.
 
-    Learning rate 1e-3 with a one-cycle schedule, AdamW, masked binary cross-entropy; each
-    step's loss goes into ``curve`` when given.
+    The 3D encoder: AdamW at 1e-3 with a one-cycle schedule. The 2D slice encoder as the
+    survival study trained it: Adam at 1e-4, halved every 10 epochs (an epoch: the cases
+    once, ``len(crops) / batch`` steps). Each step's loss goes into ``curve`` when given.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    widths = config["widths"]
-    encoder = DeepEncoder(widths, targets=labels.shape[1])
+    encoder = build_encoder(config, targets=labels.shape[1])
     if medicalnet:
+        if not isinstance(encoder, DeepEncoder):
+            raise ValueError("MedicalNet weights are for the 3D ResNet-18 encoder, not the slices variant")
         load_medicalnet(encoder, medicalnet)
     encoder.to(device())
-    opt = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if isinstance(encoder, DeepEncoder):
+        opt: torch.optim.Optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
+    else:
+        opt = torch.optim.Adam(encoder.parameters(), lr=1e-4)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10 * max(1, len(crops) // batch), gamma=0.5)
     known = np.isfinite(labels)
     target = torch.tensor(np.nan_to_num(labels), dtype=torch.float32, device=device())
     heads = encoder.heads
     if heads is None:
         raise ValueError("the encoder was built without label heads")
+    weights = piece_weights(config, crops.shape[1])
     encoder.train()
     for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
         idx = rng.integers(0, len(crops), batch)
-        logits = heads(encoder(_batch(crops, idx, rng)))
+        logits = heads(encoder(_batch(crops, idx, rng, weights)))
         mask = torch.from_numpy(known[idx]).float().to(device())
         per_label = nn.functional.binary_cross_entropy_with_logits(logits, target[idx], reduction="none")
         loss = (per_label * mask).sum() / mask.sum().clamp(min=1)
@@ -113,9 +148,9 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     return encoder
 
 
-def embed_all(encoder: DeepEncoder, pieces: np.ndarray, batch: int = 8) -> np.ndarray:
-    """``(N, 128)`` embeddings (the mean over each case's pieces, as at inference)."""
-    return _per_case(encoder, pieces, batch)
+def embed_all(encoder: nn.Module, pieces: np.ndarray, config: dict[str, Any], batch: int = 8) -> np.ndarray:
+    """``(N, 128)`` embeddings (each case's pieces weighted as the encoder ``config`` says, as at inference)."""
+    return _per_case(encoder, pieces, batch, piece_weights(config, pieces.shape[1]))
 
 
 def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

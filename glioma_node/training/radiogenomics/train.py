@@ -36,7 +36,7 @@ from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
 from glioma_node.training.radiogenomics import baselines, metrics, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
-from glioma_node.training.radiogenomics.features import build_cache, read_cache
+from glioma_node.training.radiogenomics.features import build_cache, build_crops, read_cache, reads_encoder_crops
 from glioma_node.training.radiogenomics.fit import (
     calibrate,
     calibration,
@@ -79,6 +79,8 @@ class RadiogenomicSettings:
     radiomics_settings: Path = radiomics.DEFAULT_SETTINGS
     external: Path | None = None
     augment: float = 0.0
+    version: str = "1.0.0"
+    """The model's version in its manifest and card."""
 
 
 def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,6 +175,8 @@ class _Table:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    cnn_crops: np.ndarray | None = None
+    """The end-to-end CNN's input when it differs from the encoder's ``crops``."""
 
 
 @dataclass
@@ -188,6 +192,11 @@ class _Fitted:
     curves_nets: dict[str, Curve] = field(default_factory=dict)
 
 
+def _cnn_crop(s: RadiogenomicSettings) -> dict[str, Any]:
+    """The end-to-end CNN's input: a tumour-centred cube, voxels per side and mm per voxel."""
+    return {"crop_size": int(s.cnn["crop_size"]), "crop_spacing_mm": float(s.cnn["crop_spacing_mm"])}
+
+
 def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray, s: RadiogenomicSettings,
                    progress: bool, curve: Curve | None = None) -> tuple[np.ndarray, torch.nn.Module]:
     """Cross-fitted embeddings for the training rows, the final encoder's for the rest; and that encoder."""
@@ -197,11 +206,11 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
         rest = np.setdiff1d(train, fold)
         enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
                             medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
-        emb[fold] = embed_all(enc, crops[fold])
+        emb[fold] = embed_all(enc, crops[fold], s.encoder)
     encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
                             medicalnet=s.medicalnet, progress=progress, desc="encoder", curve=curve)
     others = np.setdiff1d(np.arange(len(crops)), train)
-    emb[others] = embed_all(encoder, crops[others])
+    emb[others] = embed_all(encoder, crops[others], s.encoder)
     return emb, encoder
 
 
@@ -236,7 +245,8 @@ def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_vari
 def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, progress: bool) -> None:
     """Every compared variant (and the CNN where asked) per molecular target, into ``fitted``."""
     x, names_all, y, train, val, test = table.x, table.names, table.y, table.train, table.val, table.test
-    crops, radiomic_x, names = table.crops, table.radiomic_x, table.radiomic_names
+    radiomic_x, names = table.radiomic_x, table.radiomic_names
+    crops = table.cnn_crops if table.cnn_crops is not None else table.crops
     results, heads, cnns, defaults, curves, shap_rows = (fitted.results, fitted.heads, fitted.cnns, fitted.defaults,
                                                          fitted.curves, fitted.shap_rows)
     for target in [t for t in TARGETS if t in s.targets]:
@@ -272,8 +282,7 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
             p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
             per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
             curves[target]["cnn"] = (yt[rows["test"]], p)
-            cfg = {**s.cnn, "crop_size": s.encoder["crop_size"], "crop_spacing_mm": s.encoder["crop_spacing_mm"],
-                   "platt": [a, b], "threshold": thr}
+            cfg = {**s.cnn, **_cnn_crop(s), "platt": [a, b], "threshold": thr}
             cnns[target] = {"config": cfg, "state": _state(net, half=True)}
         _baselines(table, target, rows, per_variant, results["targets"][target], curves[target], s)
         best = max(("early", "attention"), key=lambda v: float(per_variant[v]["cv"]["auc_mean"]))
@@ -398,8 +407,6 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     params = radiomics.load_settings(s.radiomics_settings)
-    if s.cnn_targets and s.encoder.get("variant", "crop") != "crop":
-        raise ValueError("the end-to-end CNN reads the tumour-centred crop: use --encoder-variant crop with --cnn")
     cases = load_cases(data, s.layout)
     cache = s.cache or out / "cache"
     errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules)
@@ -419,6 +426,10 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     names_all = names + deep_names
     x = np.column_stack([radiomic_x, emb]).astype(np.float64)
     table = _Table(cases, x, names_all, radiomic_x, names, crops, y, train, val, test)
+    crop = _cnn_crop(s)
+    if s.cnn_targets and not reads_encoder_crops(crop, s.encoder):
+        table.cnn_crops = build_crops(cases, cache, crop["crop_size"], crop["crop_spacing_mm"], s.workers,
+                                      s.segmentation_model, progress)
 
     fitted = _Fitted({"cases": len(cases), "left_out": errors,
                       "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {}})
@@ -453,7 +464,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     bundle.to_file(out / "model.pt")
     results["seconds"] = round(time.time() - started, 1)
     write_manifest(out, {
-        "name": "glioma-node-radiogenomics", "version": "1.0.0", "kind": KIND, "weights": "model.pt",
+        "name": "glioma-node-radiogenomics", "version": s.version, "kind": KIND, "weights": "model.pt",
         "input": {"channels": ["FLAIR", "T1", "T1c", "T2"], "grid": "1 mm axis-aligned LPS",
                   "normalisation": "inference.intensity.zscore inside the brain", "labels": "BraTS 1/2/4",
                   "radiomics_settings_sha256": bundle.radiomics_sha256, "encoder": s.encoder},
