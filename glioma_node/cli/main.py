@@ -85,7 +85,11 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     defaults = args.settings.training.radiogenomics
     encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
                "crop_spacing_mm": args.crop_spacing}
-    if args.medicalnet:
+    backbone = args.encoder_backbone or ("medicalnet" if args.medicalnet else "lightweight")
+    if backbone != "lightweight" and not args.medicalnet:
+        raise SystemExit(f"glioma-node: --encoder-backbone {backbone} needs --medicalnet resnet_18.pth")
+    encoder["backbone"] = backbone
+    if backbone == "medicalnet":
         encoder["widths"] = list(RESNET18_WIDTHS)  # MedicalNet's weights are full width
     settings = RadiogenomicSettings(
         targets=targets, layout=args.layout, seed=args.seed, encoder_steps=args.encoder_steps,
@@ -300,6 +304,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "box stretched to the crop size, the box and the patches (half weight each), or axial "
                         "slices through the tumour for the survival study's 2D CNN")
     p.add_argument("--medicalnet", type=Path, default=None, help="MedicalNet resnet_18.pth to start the encoder from")
+    p.add_argument("--encoder-backbone", choices=("lightweight", "medicalnet", "combined"), default=None,
+                   help="the 3D encoder: the quarter-width ResNet-18, the full-width one from --medicalnet, or both "
+                        "with their embeddings combined (default: medicalnet when --medicalnet is given)")
     p.add_argument("--cnn", action="append", choices=("mgmt", "idh", "chemo-benefit"), default=[],
                    help="also train the end-to-end 3D EfficientNet for this target (repeatable)")
     p.add_argument("--cnn-weights", type=Path, default=None,

@@ -131,6 +131,25 @@ def test_medicalnet_weights_load_into_the_encoder(tmp_path: Path):
         load_medicalnet(DeepEncoder((16, 32, 64, 128)), tmp_path / "resnet_18.pth")
 
 
+def test_the_combined_encoder_joins_the_lightweight_network_and_medicalnet(tmp_path: Path):
+    from glioma_node.inference.radiogenomics.encoder import CombinedEncoder, build_encoder
+    from glioma_node.training.radiogenomics.networks import embed_all, train_encoder
+
+    source = DeepEncoder(RESNET18_WIDTHS, in_channels=1)
+    torch.save(source.backbone.state_dict(), tmp_path / "resnet_18.pth")
+    config = {"variant": "crop", "backbone": "combined", "widths": [4, 8, 8, 8], "crop_size": 16, "crop_spacing_mm": 2.0}
+    encoder = build_encoder(config)
+    assert isinstance(encoder, CombinedEncoder) and len(encoder.cam_layers) == 6
+    assert load_medicalnet(encoder, tmp_path / "resnet_18.pth") == []
+    assert torch.allclose(encoder.medicalnet.backbone.layer4[0].conv1.weight, source.backbone.layer4[0].conv1.weight)
+    pieces = np.random.default_rng(0).normal(size=(6, 1, 4, 16, 16, 16)).astype(np.float16)
+    labels = np.array([[0, 1], [1, 0]] * 3, float)
+    trained = train_encoder(pieces, labels, config, steps=2, batch=2, medicalnet=tmp_path / "resnet_18.pth", progress=False)
+    assert isinstance(trained, CombinedEncoder) and embed_all(trained, pieces, config).shape == (6, 128)
+    cam = grad_cam(torch.from_numpy(pieces[0].astype(np.float32)), trained.cam_layers, lambda t: trained(t)[0, 0])
+    assert cam.shape == (16, 16, 16)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics

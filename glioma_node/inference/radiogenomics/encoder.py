@@ -5,10 +5,12 @@ MedicalNet's shortcut type A, so MedicalNet's ``resnet_18.pth`` (Chen et al. 201
 on 23 medical datasets) loads into it when a user supplies the file: its one-channel first
 convolution is inflated to four channels. Nothing is downloaded. The default widths are a
 quarter of ResNet-18's (16–128 instead of 64–512) so the network trains on a CPU; with
-MedicalNet weights the full widths are used.
+MedicalNet weights the full widths are used, and the ``combined`` backbone runs both side by
+side (:class:`Backbone`).
 """
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,15 @@ class DeepEncoder(nn.Module):
         return self.project(self.backbone(x))
 
 
-def load_medicalnet(encoder: DeepEncoder, path: Path) -> list[str]:
+def load_medicalnet(encoder: DeepEncoder | CombinedEncoder, path: Path) -> list[str]:
     """Copy MedicalNet ResNet-18 weights (``resnet_18.pth``) into ``encoder``'s backbone.
 
     The first convolution (one input channel) is repeated over the four channels and
     divided by four, so a constant image gives the same response. Returns the names of
     the backbone parameters the file did not have (a mismatch raises ValueError).
     """
+    if isinstance(encoder, CombinedEncoder):
+        encoder = encoder.medicalnet
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()
@@ -84,9 +88,46 @@ def load_medicalnet(encoder: DeepEncoder, path: Path) -> list[str]:
     return list(result.missing_keys)
 
 
-def build_encoder(config: dict[str, Any], targets: int = 0) -> DeepEncoder | SliceEncoder:
+class CombinedEncoder(nn.Module):
+    """The lightweight ResNet-18 and the full-width one MedicalNet's weights start, side by
+    side on the same input: their two embeddings, concatenated, are mapped to one of 128
+    (the chemotherapy-benefit study combined a lightweight 3D CNN with MedicalNet)."""
+
+    def __init__(self, widths: tuple[int, ...] | list[int], in_channels: int = 4, targets: int = 0) -> None:
+        super().__init__()
+        self.lightweight = DeepEncoder(widths, in_channels)
+        self.medicalnet = DeepEncoder(RESNET18_WIDTHS, in_channels)
+        self.combine = nn.Sequential(nn.Linear(2 * EMBEDDING_SIZE, EMBEDDING_SIZE), nn.LayerNorm(EMBEDDING_SIZE))
+        self.heads = nn.Linear(EMBEDDING_SIZE, targets) if targets else None
+
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """Both networks' Grad-CAM layers (their maps are averaged on the common input)."""
+        return self.lightweight.cam_layers + self.medicalnet.cam_layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding ``(N, 128)``."""
+        return self.combine(torch.cat([self.lightweight(x), self.medicalnet(x)], dim=1))
+
+
+class Backbone(StrEnum):
+    """Which 3D network the encoder is (``encoder.backbone`` of a model; the slices variant has its own)."""
+
+    LIGHTWEIGHT = "lightweight"
+    """The quarter-width ResNet-18 (``widths``), trained from scratch on a CPU."""
+    MEDICALNET = "medicalnet"
+    """The full-width ResNet-18, started from MedicalNet's ``resnet_18.pth``."""
+    COMBINED = "combined"
+    """Both, their embeddings combined (:class:`CombinedEncoder`)."""
+
+
+def build_encoder(config: dict[str, Any], targets: int = 0) -> DeepEncoder | SliceEncoder | CombinedEncoder:
     """The encoder an encoder ``config`` names: the 2D slice CNN for the ``slices`` variant,
-    else the 3D ResNet-18 of ``widths``."""
+    else the ``backbone`` (:class:`Backbone`; a config without one is the ResNet-18 of ``widths``)."""
     if config.get("variant") == "slices":
         return SliceEncoder(targets=targets)
-    return DeepEncoder(config["widths"], targets=targets)
+    backbone = Backbone(config.get("backbone", Backbone.LIGHTWEIGHT))
+    if backbone == Backbone.COMBINED:
+        return CombinedEncoder(config["widths"], targets=targets)
+    widths = RESNET18_WIDTHS if backbone == Backbone.MEDICALNET else config["widths"]
+    return DeepEncoder(widths, targets=targets)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from glioma_node.inference.networks import device
 from glioma_node.inference.radiogenomics.cnn import TumourCNN, load_backbone
-from glioma_node.inference.radiogenomics.encoder import DeepEncoder, build_encoder, load_medicalnet
+from glioma_node.inference.radiogenomics.encoder import CombinedEncoder, DeepEncoder, build_encoder, load_medicalnet
 from glioma_node.inference.radiogenomics.model import piece_weights
 from glioma_node.inference.radiogenomics.slice_encoder import SliceEncoder
 
@@ -105,7 +105,7 @@ class Curve:
 
 def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any], steps: int = 300, batch: int = 8,
                   seed: int = 0, medicalnet: Path | None = None, progress: bool = True, desc: str = "encoder",
-                  curve: Curve | None = None) -> DeepEncoder | SliceEncoder:
+                  curve: Curve | None = None) -> DeepEncoder | SliceEncoder | CombinedEncoder:
     """Train the encoder (:func:`glioma_node.inference.radiogenomics.encoder.build_encoder`) with
     one logit per label column (IDH, MGMT; NaN = unknown, ignored), masked binary cross-entropy.
 
@@ -117,12 +117,12 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     rng = np.random.default_rng(seed)
     encoder = build_encoder(config, targets=labels.shape[1])
     if medicalnet:
-        if not isinstance(encoder, DeepEncoder):
+        if isinstance(encoder, SliceEncoder):
             raise ValueError("MedicalNet weights are for the 3D ResNet-18 encoder, not the slices variant")
         load_medicalnet(encoder, medicalnet)
     encoder.to(device())
     sched: torch.optim.lr_scheduler.LRScheduler
-    if isinstance(encoder, DeepEncoder):
+    if not isinstance(encoder, SliceEncoder):
         opt: torch.optim.Optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-3, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
     else:
