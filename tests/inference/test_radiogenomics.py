@@ -141,7 +141,8 @@ def test_the_combined_encoder_joins_the_lightweight_network_and_medicalnet(tmp_p
     encoder = build_encoder(config)
     assert isinstance(encoder, CombinedEncoder) and len(encoder.cam_layers) == 6
     assert load_medicalnet(encoder, tmp_path / "resnet_18.pth") == []
-    assert torch.allclose(encoder.medicalnet.backbone.layer4[0].conv1.weight, source.backbone.layer4[0].conv1.weight)
+    loaded, original = encoder.medicalnet.backbone.state_dict(), source.backbone.state_dict()
+    assert torch.allclose(loaded["layer4.0.conv1.weight"], original["layer4.0.conv1.weight"])
     pieces = np.random.default_rng(0).normal(size=(6, 1, 4, 16, 16, 16)).astype(np.float16)
     labels = np.array([[0, 1], [1, 0]] * 3, float)
     trained = train_encoder(pieces, labels, config, steps=2, batch=2, medicalnet=tmp_path / "resnet_18.pth", progress=False)
