@@ -24,6 +24,21 @@ def shared(*parts: str) -> Path:
     return path
 
 
+def result_kinds(radiogenomics: bool = True) -> list[str]:
+    """The result objects a study gets from the default models, sorted: a SEG on T1c and on
+    FLAIR, the summary image (sc) and the SR, and with radiogenomics one Parametric Map
+    (Grad-CAM) per prediction target of the default radiogenomic model."""
+    import json
+
+    manifest = json.loads((REPO / "glioma_node" / "models" / "radiogenomics" / "manifest.json").read_text())
+    maps = list(manifest["output"]["default_variants"]) if radiogenomics else []
+    return sorted(["seg", "seg", "sc", "sr"] + ["pmap"] * len(maps))
+
+
+MODALITY = {"seg": "SEG", "pmap": "OT", "sc": "OT", "sr": "SR"}
+"""The Modality each result kind has (Orthanc lists Parametric Maps and the summary as OT)."""
+
+
 def require_tool(name: str) -> str:
     found = shutil.which(name)
     if not found:

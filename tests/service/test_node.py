@@ -18,6 +18,7 @@ from pynetdicom import AE
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import safe_part
 from glioma_node.service.spool import Spool, SpoolFull
+from tests.helpers import MODALITY, result_kinds
 from tests.node_harness import (
     RunningNode,
     Sender,
@@ -33,7 +34,7 @@ from tests.servers import Orthanc, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("node")]
 
-RESULTS = 6  # 2 SEG, 2 Parametric Maps, SR, summary image
+RESULTS = len(result_kinds())  # 2 SEG, a Parametric Map per prediction, SR, summary image
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_study_from_storescu_comes_back_to_orthanc_once(cases, tmp_path, orthanc
         found = orthanc_result_instances(orthanc, _study_uid(cases[0]))
         assert len(found) == RESULTS
         modalities = sorted(i["series"]["Modality"] for i in found)
-        assert modalities == ["OT", "OT", "OT", "SEG", "SEG", "SR"], modalities  # the Parametric Maps are OT
+        assert modalities == sorted(MODALITY[k] for k in result_kinds()), modalities  # the Parametric Maps are OT
         assert sends_done(node, _study_uid(cases[0])) == [(1, "dicom:pacs")]  # one result set, sent once
         assert time.monotonic() - started < 300
     finally:
@@ -169,7 +170,7 @@ def test_pacs_down_then_up_gets_the_results_once(cases, tmp_path):
         orthanc = Orthanc(tmp_path / "orthanc", dicom_port=port, modalities={"node": ["GLIOMA_NODE", "127.0.0.1", 104]})
         study = node.wait_study(uid, ("done", "failed"), timeout=120)
         assert study.state == "done", study.reason
-        assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2  # no radiogenomics: no Parametric Maps
+        assert len(orthanc_result_instances(orthanc, uid)) == len(result_kinds(radiogenomics=False))  # no Parametric Maps
         assert sends_done(node, uid) == [(1, "dicom:pacs")]
     finally:
         node.stop()
@@ -206,7 +207,7 @@ def test_kill_9_while_receiving_and_while_processing(cases, tmp_path, orthanc):
         assert study.instances == _instances(cases[0]) and study.version == 1
         (process,) = [j for j in node.state().jobs(uid) if j.kind == "process"]
         assert process.attempts >= 2  # the interrupted job really ran again
-        assert len(orthanc_result_instances(orthanc, uid)) == RESULTS - 2
+        assert len(orthanc_result_instances(orthanc, uid)) == len(result_kinds(radiogenomics=False))
         assert sends_done(node, uid) == [(1, "dicom:pacs")]  # once, whatever the restarts
     finally:
         node.stop()

@@ -15,7 +15,7 @@ from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import load_study, survey
 from glioma_node.inference.regions import region_dice
 from glioma_node.inference.resample import resample
-from tests.helpers import REPO
+from tests.helpers import REPO, result_kinds
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("synth")]
 
@@ -178,7 +178,7 @@ def test_every_study_gets_its_dicom_results(processed, synth_cohort, config):
     for study in survey(scan(synth_cohort / "dicom"), config.sequences, decode=False):
         folder = out / study.study_instance_uid
         findings = json.loads((folder / "findings.json").read_text())
-        assert sorted(d["kind"] for d in findings["dicom"]) == ["pmap", "pmap", "sc", "seg", "seg", "sr"]
+        assert sorted(d["kind"] for d in findings["dicom"]) == result_kinds()
         for item in findings["dicom"]:
             ds = pydicom.dcmread(folder / item["file"])
             assert ds.StudyInstanceUID == study.study_instance_uid

@@ -21,7 +21,7 @@ from PIL import Image
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import survey
-from tests.helpers import REPO
+from tests.helpers import REPO, result_kinds
 from tests.servers import Orthanc, ViewerServer, headless_chromium
 from tools.fetch_ohif import DIST
 
@@ -168,7 +168,7 @@ def test_study_browser_lists_every_result_series(viewer):
                         "glioma-node Grad-CAM MGMT", "glioma-node Grad-CAM IDH", "glioma-node tumour report TID 1500",
                         "glioma-node summary"):
         assert description in text, description
-    assert len(findings["dicom"]) == 6
+    assert len(findings["dicom"]) == len(result_kinds())
 
 
 def test_seg_shows_its_segments_over_t1c(viewer):
