@@ -34,7 +34,7 @@ from glioma_node.inference.radiogenomics.model import encoder_input, image_featu
 from glioma_node.inference.radiogenomics.tumour_study import TumourStudy, tumour_study
 from glioma_node.inference.resample import canonical_grid, resample
 from glioma_node.training.radiogenomics.adapters import LabelledCase
-from glioma_node.training.radiogenomics.dicom_cohort import convert_cases
+from glioma_node.training.radiogenomics.dicom_cohort import convert_case, convert_cases
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,38 @@ def _pool(workers: int, tasks: int) -> ProcessPoolExecutor | _Serial:
     return ProcessPoolExecutor(workers) if workers > 1 and tasks > 1 else _Serial()
 
 
-def _one(args: tuple[LabelledCase, Path, dict, dict, Path | None]) -> tuple[str, str | None]:
+def _one(args: tuple[LabelledCase, Path, dict | None, dict, Path | None]) -> tuple[str, str | None]:
+    """One case into the cache at ``path``: its features and encoder pieces (``.npz``), or
+    with ``params`` None only the pieces of ``encoder_config`` (``.npy``); atomically."""
     case, path, params, encoder_config, seg_model = args
     try:
-        inputs = case_inputs(load_study(case, seg_model), params, encoder_config)
+        study = load_study(case, seg_model)
+        if params is None:
+            pieces, _ = encoder_input(study.stack(), study.labels, encoder_config)
+        else:
+            inputs = case_inputs(study, params, encoder_config)
     except (ValueError, OSError, RuntimeError) as exc:
         return case.name, str(exc)
-    tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, crop=inputs["crop"], features=json.dumps(inputs["features"]))
+    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
+    if params is None:
+        np.save(tmp, pieces.astype(np.float16))
+    else:
+        np.savez(tmp, crop=inputs["crop"], features=json.dumps(inputs["features"]))
     tmp.rename(path)
     return case.name, None
+
+
+def _run(todo: list[tuple], desc: str, workers: int, progress: bool) -> dict[str, str]:
+    """:func:`_one` over ``todo`` (in ``workers`` processes), with a progress bar; case name → error."""
+    errors: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc=desc, unit="case", disable=not progress)
+    with _pool(workers, len(todo)) as pool:
+        for name, error in pool.map(_one, todo):
+            bar.update()
+            if error:
+                errors[name] = error
+    bar.close()
+    return errors
 
 
 def cache_key(params: dict[str, Any], encoder_config: dict[str, Any]) -> str:
@@ -138,29 +160,10 @@ def build_cache(cases: list[LabelledCase], cache: Path, params: dict[str, Any], 
     missing = [c for c in cases if not (folder / f"{safe_file_name(c.name)}.npz").exists()]
     missing, errors = convert_cases(missing, cache / "nifti", sequence_rules)
     todo = [(c, folder / f"{safe_file_name(c.name)}.npz", params, encoder_config, segmentation_model) for c in missing]
-    bar = tqdm(total=len(todo), desc="features", unit="case", disable=not progress)
-    with _pool(workers, len(todo)) as pool:
-        for name, error in pool.map(_one, todo):
-            bar.update()
-            if error:
-                errors[name] = error
-    bar.close()
+    errors.update(_run(todo, "features", workers, progress))
     for name, error in errors.items():
         log.warning("case %s left out: %s", name, error)
     return errors
-
-
-def _crop_only(args: tuple[LabelledCase, Path, dict, Path | None]) -> tuple[str, str | None]:
-    case, path, crop_config, seg_model = args
-    try:
-        study = load_study(case, seg_model)
-        pieces, _ = encoder_input(study.stack(), study.labels, crop_config)
-    except (ValueError, OSError, RuntimeError) as exc:
-        return case.name, str(exc)
-    tmp = path.with_suffix(".partial.npy")
-    np.save(tmp, pieces.astype(np.float16))
-    tmp.rename(path)
-    return case.name, None
 
 
 def reads_encoder_crops(cnn_config: dict[str, Any], encoder_config: dict[str, Any]) -> bool:
@@ -179,14 +182,11 @@ def build_crops(cases: list[LabelledCase], cache: Path, size: int, spacing_mm: f
     folder = cache / f"crops-{radiomics.settings_digest({'crop': config, 'format': 2})[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{safe_file_name(c.name)}.npy" for c in cases]
-    todo = [(c, p, config, segmentation_model) for c, p in zip(cases, paths) if not p.exists()]
-    bar = tqdm(total=len(todo), desc=f"crops {size} at {spacing_mm:g} mm", unit="case", disable=not progress)
-    with _pool(workers, len(todo)) as pool:
-        for name, error in pool.map(_crop_only, todo):
-            bar.update()
-            if error:
-                raise ValueError(f"{name}: its features were extracted but its CNN crop failed: {error}")
-    bar.close()
+    # DICOM cases were converted when their features were extracted: read those files.
+    todo = [(convert_case(c, cache / "nifti", None), p, None, config, segmentation_model)
+            for c, p in zip(cases, paths) if not p.exists()]
+    for name, error in _run(todo, f"crops {size} at {spacing_mm:g} mm", workers, progress).items():
+        raise ValueError(f"{name}: its features were extracted but its CNN crop failed: {error}")
     return np.stack([np.load(p) for p in paths])
 
 
