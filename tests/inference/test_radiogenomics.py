@@ -106,7 +106,7 @@ def test_the_slices_variant_reads_axial_slices_through_the_tumour_and_explains_o
     assert cam.shape == (64, 64) and 0 <= cam.min() and cam.max() == pytest.approx(1.0)
     back = uncrop(cam, where[0], labels.shape)
     _, y, x = where[0].corner  # the slice is centred on the tumour, so part of it lies outside the image
-    inside = cam[max(0, -y): 60 - y, max(0, -x): 60 - x]
+    inside = cam[max(0, -y): labels.shape[1] - y, max(0, -x): labels.shape[2] - x]
     np.testing.assert_allclose(back[levels[0], max(0, y): max(0, y) + inside.shape[0], max(0, x): max(0, x) + inside.shape[1]],
                                inside, atol=1e-6)
     assert np.delete(back, levels[0], axis=0).max() == 0
