@@ -121,6 +121,15 @@ class NodeSettings(_Strict):
     network_timeout_s: float = Field(default=60, gt=0)
     dimse_timeout_s: float = Field(default=60, gt=0)
     tls_handshake_timeout_s: float = Field(default=10, gt=0)
+    # Bounds on what one peer can make the node hold: an instance's size after inflating a
+    # Deflated transfer syntax (MB), and an image's voxels (Rows x Columns x frames, and
+    # x instances for a series) before any pixel array is allocated.
+    max_instance_mb: int = Field(default=512, ge=1)
+    max_series_voxels: int = Field(default=2**28, ge=1)
+    # The health/metrics HTTP port: a client silent this long (s) is dropped, and at most
+    # this many connections are served at once (more are closed at once).
+    http_timeout_s: float = Field(default=10, gt=0)
+    http_max_connections: int = Field(default=32, ge=1, le=1024)
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("bind_address")(check_host)
