@@ -5,7 +5,7 @@ not multiprocessing's spawn: inside Orthanc the parent is an embedded interprete
 ``sys.path`` (Debian's standard library) must not be handed to the environment's
 Python. Each child reads the node's configuration from
 :attr:`glioma_node.service.paths.Paths.child_config` and ends when the node does
-(:func:`glioma_node.inference.lifetime.die_with_parent`, and its own parent-pid check).
+(:func:`glioma_node.core.lifetime.die_with_parent`, and its own parent-pid check).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 
 from glioma_node.core.files import write_text_atomic
-from glioma_node.inference.lifetime import die_with_parent
+from glioma_node.core.lifetime import die_with_parent
 from glioma_node.service.children import child_main, start_child
 from glioma_node.service.config import Config
 from glioma_node.service.paths import Paths

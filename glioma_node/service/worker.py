@@ -15,8 +15,8 @@ import os
 import signal
 import time
 
+from glioma_node.core.lifetime import die_with_parent
 from glioma_node.inference.analyze import Models
-from glioma_node.inference.lifetime import die_with_parent
 from glioma_node.service.children import child_main
 from glioma_node.service.compute import compute
 from glioma_node.service.config import Config

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from glioma_node.core.lifetime import die_with_parent
 from glioma_node.core.resources import RADIOMICS_SETTINGS
-from glioma_node.inference.lifetime import die_with_parent
 
 DEFAULT_SETTINGS = RADIOMICS_SETTINGS
 # BraTS labels of each sub-region.
