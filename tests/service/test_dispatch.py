@@ -10,6 +10,7 @@ from glioma_node.service.dispatch import DispatchError, send, send_pending, targ
 from glioma_node.service.paths import Paths
 from glioma_node.service.state import JobKind, JobState, NodeState, Received, StudyState
 from glioma_node.service.target import ORTHANC_SELF, Target, TargetKind
+from tests.servers import free_port
 
 PACS = Target(TargetKind.DICOM, "pacs-0")  # with_overrides names destinations <aet>-<n>
 
@@ -40,7 +41,7 @@ class FakePacs:
         self.calls += 1
         if self.calls <= self.failures:
             raise DispatchError(f"{target}: association rejected")
-        return len(files)
+        return files
 
 
 def _run_due(config, state, paths) -> None:
@@ -93,3 +94,84 @@ def test_a_target_string_that_names_no_target_is_refused(text):
     with pytest.raises(ValueError, match="target"):
         Target.parse(text)
     assert Target.parse("stow:archive") == Target(TargetKind.STOW, "archive") and str(PACS) == "dicom:pacs-0"
+
+
+class PickyPacs:
+    """A real Storage SCP (pynetdicom) on 127.0.0.1 that takes only ``classes``; what it stored, by SOP Instance UID."""
+
+    def __init__(self, classes: list[str]):
+        from pynetdicom import AE, evt
+
+        self.stored: list[str] = []
+        ae = AE(ae_title="PACS")
+        for sop_class in classes:
+            ae.add_supported_context(sop_class)
+
+        def on_store(event):
+            self.stored.append(str(event.request.AffectedSOPInstanceUID))
+            return 0x0000
+
+        self.port = free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _result(path, sop_class: str, uid: str) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID = sop_class, uid, "1.2"
+    ds.SeriesInstanceUID, ds.Modality, ds.PatientID = uid + ".1", "OT", "P"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_pacs_refusing_some_classes_and_a_truncated_file_cost_attempts_not_the_node(tmp_path, config):
+    """The PACS takes SEG and Secondary Capture but no Parametric Map or SR, and one outbox
+    file is cut short: what it takes is stored once, the rest is retried and then fails
+    the study with the PACS's reasons; send_pending itself never raises."""
+    from pydicom.uid import (
+        Comprehensive3DSRStorage,
+        ParametricMapStorage,
+        SecondaryCaptureImageStorage,
+        SegmentationStorage,
+    )
+
+    pacs = PickyPacs([SegmentationStorage, SecondaryCaptureImageStorage])
+    try:
+        config = with_overrides(config, data_dir=tmp_path / "data", destinations=[f"PACS@127.0.0.1:{pacs.port}"])
+        config = config.model_copy(update={"dispatch": config.dispatch.model_copy(update={
+            "retry_initial_s": 0.001, "max_attempts": 3, "timeout_s": 10})})
+        paths = Paths(config.data_dir)
+        state = NodeState(paths.database)
+        state.record_instance(Received("1.2", "1.2.1", "1.2.1.1", "1.2.840.10008.5.1.4.1.1.4", None, "x"), "p", "")
+        state.set_state("1.2", StudyState.SENDING, None, version=1)
+        box = paths.outbox(PACS, "1.2", 1)
+        box.mkdir(parents=True)
+        for name, sop_class in [("seg", SegmentationStorage), ("map", ParametricMapStorage),
+                                ("sr", Comprehensive3DSRStorage), ("summary", SecondaryCaptureImageStorage),
+                                ("cut", SegmentationStorage)]:
+            _result(box / f"{name}.dcm", sop_class, f"1.2.9.{len(name)}{ord(name[0])}")
+        (box / "cut.dcm").write_bytes((box / "cut.dcm").read_bytes()[:150])
+        state.enqueue(JobKind.SEND, "1.2", 1, PACS)
+
+        assert send_pending(config, state, paths)  # the first attempt: no exception escapes
+        (job,) = state.jobs("1.2")
+        assert job.state is JobState.QUEUED and job.attempts == 1
+        assert "accepted no presentation context for Parametric Map Storage" in job.error
+        assert "Comprehensive 3D SR Storage" in job.error and "cut.dcm does not read" in job.error
+        assert sorted(p.name for p in box.iterdir()) == ["cut.dcm", "map.dcm", "sr.dcm"]  # the rest waits
+        _run_due(config, state, paths)
+        (job,) = state.jobs("1.2")
+        study = state.study("1.2")
+        assert job.state is JobState.FAILED and job.attempts == 3
+        assert study.state is StudyState.FAILED and "Parametric Map Storage" in study.reason
+        assert sorted(pacs.stored) == sorted(["1.2.9.3115", "1.2.9.7115"])  # SEG and summary, each once
+    finally:
+        pacs.close()
