@@ -26,7 +26,7 @@ from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import survey
 from glioma_node.service.config import Assembly, Config
 from glioma_node.service.spool import Spool
-from glioma_node.service.state import JobKind, NodeState, Series, Study, StudyState
+from glioma_node.service.state import NodeState, Series, Study, StudyState
 
 log = logging.getLogger(__name__)
 # the reason a study carries while it is processed at the force timeout (the worker warns on it)
@@ -132,9 +132,7 @@ def tick(state: NodeState, spool: Spool, config: Config, now: float | None = Non
             decision = decide(*facts, roles(study.study_uid), config.assembly, now)
         if decision.action is Action.PROCESS:
             version = study.version + 1
-            state.set_state(study.study_uid, StudyState.PROCESSING, decision.reason, version=version,
-                            surveyed_at=now, processed_at=now, processed_instances=study.instances)
-            state.enqueue(JobKind.PROCESS, study.study_uid, version)
+            state.start_processing(study.study_uid, version, decision.reason, now, study.instances)
             log.info("study ready", extra={"study": study.study_uid, "version": version, "reason": decision.reason})
         elif decision.action is Action.WAIT:
             state.set_state(study.study_uid, StudyState.WAITING, decision.reason, surveyed_at=now)

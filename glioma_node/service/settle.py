@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 from glioma_node.service.assembly import FORCED, incomplete_series
 from glioma_node.service.config import Config
 from glioma_node.service.dispatch import targets
 from glioma_node.service.handoff import JobOutcome, JobResult
 from glioma_node.service.paths import Paths
-from glioma_node.service.state import Job, JobKind, NodeState, Study, StudyState
+from glioma_node.service.state import Job, NodeState, Study
+from glioma_node.service.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ def processing_warnings(state: NodeState, study: Study | None) -> list[str]:
     return warnings
 
 
-def _queue_sends(job: Job, config: Config, state: NodeState, paths: Paths) -> int:
+def _fill_outboxes(job: Job, config: Config, state: NodeState, paths: Paths) -> list[Target]:
+    """Link the version's result files into one outbox per target; the targets."""
     study = state.study(job.study_uid)
     files = sorted((paths.results(job.study_uid, job.version) / "dicom").glob("*.dcm"))
     planned = targets(config, study.calling_ae if study else None)
@@ -39,8 +42,14 @@ def _queue_sends(job: Job, config: Config, state: NodeState, paths: Paths) -> in
         for path in files:
             if not (box / path.name).exists():
                 os.link(path, box / path.name)
-        state.enqueue(JobKind.SEND, job.study_uid, job.version, target)
-    return len(planned)
+    return planned
+
+
+def _disk_low(config: Config, paths: Paths) -> bool:
+    try:
+        return shutil.disk_usage(paths.data_dir).free < config.node.min_free_mb * 1024**2
+    except OSError:
+        return True
 
 
 def settle(job: Job, outcome: JobOutcome, config: Config, state: NodeState, paths: Paths) -> None:
@@ -51,9 +60,12 @@ def settle(job: Job, outcome: JobOutcome, config: Config, state: NodeState, path
     extra = {"study": job.study_uid, "version": job.version, "worker": outcome.worker}
     if outcome.result is JobResult.ERROR:
         error = outcome.error or "error"
-        if job.attempts >= config.worker.max_attempts:
-            state.fail(job.id, error)
-            state.set_state(job.study_uid, StudyState.FAILED, error)
+        if _disk_low(config, paths):
+            # a full data folder is the node's trouble, not the study's: no attempt spent,
+            # the job waits and runs when space returns
+            state.unclaim(job.id, f"data_dir below node.min_free_mb: {error}", config.worker.retry_delay_s)
+        elif job.attempts >= config.worker.max_attempts:
+            state.fail_job(job.id, job.study_uid, error)
         else:
             state.retry(job.id, error, config.worker.retry_delay_s * job.attempts)
         log.warning("process job error", extra={**extra, "attempt": job.attempts, "error": error})
@@ -63,12 +75,10 @@ def settle(job: Job, outcome: JobOutcome, config: Config, state: NodeState, path
     processed = {"processed_instances": max(outcome.instances, (study.processed_instances if study else None) or 0)}
     if outcome.result is JobResult.FAILED:
         reason = outcome.error or "failed"
-        state.fail(job.id, reason)
-        state.set_state(job.study_uid, StudyState.FAILED, reason, **processed)
+        state.fail_job(job.id, job.study_uid, reason, **processed)
         log.warning("processing failed", extra={**extra, "reason": reason})
         return
-    sends = _queue_sends(job, config, state, paths)
-    state.set_state(job.study_uid, StudyState.SENDING if sends else StudyState.DONE, None, **processed)
-    state.finish(job.id)
-    log.info("processed", extra={**extra, "sends": sends, "whole_tumour_ml": outcome.whole_tumour_ml,
+    planned = _fill_outboxes(job, config, state, paths)
+    state.complete_processing(job.id, job.study_uid, job.version, planned, **processed)
+    log.info("processed", extra={**extra, "sends": len(planned), "whole_tumour_ml": outcome.whole_tumour_ml,
                                  "warnings": outcome.warnings})

@@ -3,7 +3,7 @@
 :class:`NodeState` is the node's one record of what it received and what it owes: one
 file, WAL, safe across processes on one machine. The spool, not this database, is the
 durable record of received instances; the database is reconciled with it at every start
-(:func:`glioma_node.service.intake.reconcile`).
+(:func:`glioma_node.service.reconcile.reconcile`).
 
 Study states (:class:`StudyState`): ``received`` (instances arriving), ``waiting``
 (complete series but a required role missing), ``processing``, ``sending``, ``done``,
@@ -13,16 +13,21 @@ is idempotent (same UIDs).
 """
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from glioma_node.service.target import Target
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3  # PRAGMA user_version; raise it with a migration in _migrate when the tables change
 
 
 class StudyState(StrEnum):
@@ -74,7 +79,10 @@ CREATE TABLE IF NOT EXISTS instances(
     path TEXT NOT NULL, association TEXT, received_at REAL);
 CREATE TABLE IF NOT EXISTS associations(
     id TEXT PRIMARY KEY, calling_ae TEXT, address TEXT, opened_at REAL, state TEXT NOT NULL DEFAULT 'open',
-    closed_at REAL);
+    closed_at REAL, owner INTEGER);
+CREATE TABLE IF NOT EXISTS conflicts(
+    sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL, stored_sha256 TEXT NOT NULL, received_sha256 TEXT NOT NULL,
+    peer TEXT, at REAL, PRIMARY KEY(sop_uid, received_sha256));
 CREATE TABLE IF NOT EXISTS jobs(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, study_uid TEXT NOT NULL, version INTEGER NOT NULL,
     target TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -148,6 +156,17 @@ class Job:
     started_at: float | None = None
 
 
+@dataclass(frozen=True)
+class SendHealth:
+    """Sending now: send jobs waiting to retry after a failure, failed send attempts ever,
+    age of the oldest result not yet delivered (s; 0 when none waits), the latest error."""
+
+    failing: int
+    failed_attempts: int
+    oldest_unsent_s: float
+    last_error: str | None
+
+
 class NodeState:
     """The node's durable state (see the module doc): one SQLite file; one connection per thread."""
 
@@ -178,6 +197,11 @@ class NodeState:
                 if "state" not in columns:
                     tx.execute("ALTER TABLE associations ADD COLUMN state TEXT NOT NULL DEFAULT 'open'")
                     tx.execute("ALTER TABLE associations ADD COLUMN closed_at REAL")
+        if version < 3:  # schema 3: the process that accepted an association (a receiver's death closes its own)
+            with self._tx() as tx:
+                if "owner" not in {r[1] for r in tx.execute("PRAGMA table_info(associations)")}:
+                    tx.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
+        if version < SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
@@ -243,10 +267,57 @@ class NodeState:
         return (row[0], row[1]) if row else None
 
     def association_opened(self, association: str, calling_ae: str, address: str) -> None:
-        """Note an association the SCP accepted (its instances point at it)."""
+        """Note an association the SCP accepted (its instances point at it), owned by this process."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state) "
-                       "VALUES (?,?,?,?,'open')", (association, calling_ae, address, time.time()))
+            db.execute("INSERT OR REPLACE INTO associations(id, calling_ae, address, opened_at, state, owner) "
+                       "VALUES (?,?,?,?,'open',?)", (association, calling_ae, address, time.time(), os.getpid()))
+
+    def open_calling_aes(self) -> list[str]:
+        """The calling AE titles of the associations open now (before :meth:`recover` interrupts them)."""
+        return [r[0] for r in self._db().execute("SELECT calling_ae FROM associations WHERE state='open'")]
+
+    def interrupt_associations(self, owner: int) -> list[str]:
+        """The process ``owner`` (a receiver) died: its open associations are interrupted
+        (their series count as cut off, see :mod:`glioma_node.service.assembly`); their calling AE titles."""
+        now = time.time()
+        with self._tx() as db:
+            calling = [r[0] for r in db.execute("SELECT calling_ae FROM associations WHERE state='open' AND owner=?",
+                                                (owner,))]
+            db.execute("UPDATE associations SET state='interrupted', closed_at=? WHERE state='open' AND owner=?",
+                       (now, owner))
+        return calling
+
+    def recovered_association(self, calling_aes: list[str]) -> str:
+        """An interrupted association that instances found in the spool but not in the
+        database are recorded under (see :func:`glioma_node.service.reconcile.reconcile`).
+
+        Such an instance was acknowledged on an association still open when its process
+        died: the association's own flush records every instance before its end is noted.
+        Recorded under an interrupted association, its series counts as cut off, as the
+        series of the lost association would; ``calling_aes`` are the AE titles of the
+        associations the death interrupted: with one, results can still return to it."""
+        association = f"recovered-{uuid.uuid4().hex}"
+        calling = calling_aes[0] if len(set(calling_aes)) == 1 else None
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO associations(id, calling_ae, address, opened_at, state, closed_at, owner) "
+                       "VALUES (?,?,'',?,'interrupted',?,?)", (association, calling, now, now, os.getpid()))
+        return association
+
+    def record_conflict(self, sop_uid: str, study_uid: str, stored_sha256: str, received_sha256: str,
+                        peer: str) -> None:
+        """A second copy of a stored SOP Instance UID arrived with other content (it was dropped)."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?,?,?)",
+                       (sop_uid, study_uid, stored_sha256, received_sha256, peer, time.time()))
+
+    def conflicts(self, study_uid: str | None = None) -> list[tuple[str, str, str, str, str | None]]:
+        """Conflicting resends (sop, study, stored sha256, received sha256, peer), of one study or all."""
+        query = "SELECT sop_uid, study_uid, stored_sha256, received_sha256, peer FROM conflicts"
+        args: tuple = ()
+        if study_uid is not None:
+            query, args = query + " WHERE study_uid=?", (study_uid,)
+        return [tuple(r) for r in self._db().execute(query + " ORDER BY at", args)]  # type: ignore[misc]
 
     def association_closed(self, association: str,
                            state: AssociationState = AssociationState.RELEASED) -> None:
@@ -313,23 +384,73 @@ class NodeState:
     def set_state(self, study_uid: str, state: StudyState, reason: str | None = None, **fields: float | int) -> None:
         """Move a study to ``state`` with ``reason``; ``fields`` may set version, surveyed_at,
         processed_at (epoch s) and processed_instances."""
-        state = StudyState(state)
-        allowed = {"version", "surveyed_at", "processed_at", "processed_instances"}
-        extra = {k: v for k, v in fields.items() if k in allowed}
-        sets = ", ".join([f"{k}=?" for k in extra])
         with self._tx() as db:
-            db.execute(f"UPDATE studies SET state=?, reason=?, updated_at=?{', ' + sets if sets else ''} "
-                       "WHERE study_uid=?", (state, reason, time.time(), *extra.values(), study_uid))
+            self._set_state(db, study_uid, state, reason, **fields)
+
+    _STUDY_FIELDS = frozenset({"version", "surveyed_at", "processed_at", "processed_instances"})
+
+    def _set_state(self, db: sqlite3.Connection, study_uid: str, state: StudyState, reason: str | None,
+                   **fields: float | int) -> None:
+        extra = {k: v for k, v in fields.items() if k in self._STUDY_FIELDS}
+        sets = ", ".join([f"{k}=?" for k in extra])
+        db.execute(f"UPDATE studies SET state=?, reason=?, updated_at=?{', ' + sets if sets else ''} "
+                   "WHERE study_uid=?", (StudyState(state).value, reason, time.time(), *extra.values(), study_uid))
+
+    # a study and its job, moved together --------------------------------------------
+    # Each method below is one transaction: a crash between the study's change and the
+    # job's (a study PROCESSING without a job, SENDING with its sends done) cannot happen;
+    # recover() repairs such a pair left by an older version.
+    def start_processing(self, study_uid: str, version: int, reason: str, now: float,
+                         processed_instances: int) -> None:
+        """The study goes PROCESSING as ``version`` and its process job is queued."""
+        with self._tx() as db:
+            self._set_state(db, study_uid, StudyState.PROCESSING, reason, version=version, surveyed_at=now,
+                            processed_at=now, processed_instances=processed_instances)
+            self._enqueue(db, JobKind.PROCESS, study_uid, version, None)
+
+    def fail_job(self, job_id: int, study_uid: str, reason: str, **fields: float | int) -> None:
+        """A job failed for good, and so did its study (with the same reason)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='failed', error=?, finished_at=? WHERE id=?",
+                       (reason, time.time(), job_id))
+            self._set_state(db, study_uid, StudyState.FAILED, reason, **fields)
+
+    def complete_processing(self, job_id: int, study_uid: str, version: int, targets: list[Target],
+                            **fields: float | int) -> None:
+        """A process job succeeded: one send job per target queued, the study SENDING
+        (DONE when there is nowhere to send), the job done."""
+        with self._tx() as db:
+            for target in targets:
+                self._enqueue(db, JobKind.SEND, study_uid, version, target)
+            self._set_state(db, study_uid, StudyState.SENDING if targets else StudyState.DONE, None, **fields)
+            db.execute("UPDATE jobs SET state='done', error=NULL, finished_at=? WHERE id=?", (time.time(), job_id))
+
+    def complete_send(self, job_id: int, study_uid: str) -> bool:
+        """A send job succeeded; the study is DONE when it was SENDING and nothing of it is
+        queued or running any more. True when the study became DONE."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state='done', error=NULL, finished_at=? WHERE id=?", (time.time(), job_id))
+            return self._done_if_sent(db, study_uid)
+
+    def _done_if_sent(self, db: sqlite3.Connection, study_uid: str) -> bool:
+        cursor = db.execute("UPDATE studies SET state='done', reason=NULL, updated_at=? WHERE study_uid=? AND "
+                            "state='sending' AND NOT EXISTS (SELECT 1 FROM jobs WHERE study_uid=? AND "
+                            "state IN ('queued','running'))", (time.time(), study_uid, study_uid))
+        return cursor.rowcount == 1
 
     # jobs ------------------------------------------------------------------------
     def enqueue(self, kind: JobKind, study_uid: str, version: int, target: Target | None = None) -> bool:
         """Queue a job once (a second enqueue of the same job is a no-op); True if new."""
-        now = time.time()
         with self._tx() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO jobs(kind, study_uid, version, target, state, next_at, "
-                                "created_at) VALUES (?,?,?,?,'queued',?,?)",
-                                (JobKind(kind).value, study_uid, version, str(target) if target else "", now, now))
-            return cursor.rowcount == 1
+            return self._enqueue(db, kind, study_uid, version, target)
+
+    def _enqueue(self, db: sqlite3.Connection, kind: JobKind, study_uid: str, version: int,
+                 target: Target | None) -> bool:
+        now = time.time()
+        cursor = db.execute("INSERT OR IGNORE INTO jobs(kind, study_uid, version, target, state, next_at, "
+                            "created_at) VALUES (?,?,?,?,'queued',?,?)",
+                            (JobKind(kind).value, study_uid, version, str(target) if target else "", now, now))
+        return cursor.rowcount == 1
 
     def claim(self, kinds: tuple[JobKind, ...]) -> Job | None:
         """Take the oldest due job of ``kinds`` (marked running, attempts + 1), or None."""
@@ -403,14 +524,48 @@ class NodeState:
 
     def recover(self) -> int:
         """After a restart: jobs a crash interrupted run again; associations that were open
-        are interrupted (their series count as unfinished, see :mod:`glioma_node.service.assembly`)."""
+        are interrupted (their series count as unfinished, see :mod:`glioma_node.service.assembly`);
+        a study whose state disagrees with its jobs is mended (PROCESSING without a job gets
+        its job, with a failed job it fails, with a done job it goes on to SENDING or DONE;
+        SENDING with a failed send fails, with every send done it is DONE)."""
         now = time.time()
         with self._tx() as db:
             count = db.execute("UPDATE jobs SET state='queued', next_at=? WHERE state='running'", (now,)).rowcount
             db.execute("UPDATE associations SET state='interrupted', closed_at=? WHERE state='open'", (now,))
             # an ended association matters only while its study is assembled
             db.execute("DELETE FROM associations WHERE state!='open' AND closed_at < ?", (now - 30 * 86400,))
+            self._repair(db)
         return count
+
+    def _repair(self, db: sqlite3.Connection) -> None:
+        """Mend a study whose state disagrees with its jobs (left by a crash between two
+        transactions of an older version, or by hand): see :meth:`recover`."""
+        # PROCESSING: its version's process job must be queued or running
+        for study_uid, version in db.execute("SELECT study_uid, version FROM studies WHERE state='processing'")\
+                .fetchall():
+            job = db.execute("SELECT id, state, error FROM jobs WHERE kind='process' AND study_uid=? AND version=?",
+                             (study_uid, version)).fetchone()
+            if job is None:
+                self._enqueue(db, JobKind.PROCESS, study_uid, version, None)
+                log.warning("repaired: a processing study had no job; queued", extra={"study": study_uid})
+            elif job[1] == JobState.FAILED:
+                self._set_state(db, study_uid, StudyState.FAILED, job[2] or "processing failed")
+                log.warning("repaired: a processing study whose job failed is failed", extra={"study": study_uid})
+            elif job[1] == JobState.DONE:
+                sends = db.execute("SELECT COUNT(*) FROM jobs WHERE kind='send' AND study_uid=? AND version=?",
+                                   (study_uid, version)).fetchone()[0]
+                self._set_state(db, study_uid, StudyState.SENDING if sends else StudyState.DONE, None)
+                self._done_if_sent(db, study_uid)
+                log.warning("repaired: a processing study whose job was done", extra={"study": study_uid})
+        # SENDING: a failed send fails it; no send left to run makes it DONE
+        for study_uid, version in db.execute("SELECT study_uid, version FROM studies WHERE state='sending'")\
+                .fetchall():
+            failed = db.execute("SELECT error FROM jobs WHERE kind='send' AND study_uid=? AND version=? AND "
+                                "state='failed'", (study_uid, version)).fetchone()
+            if failed is not None:
+                self._set_state(db, study_uid, StudyState.FAILED, failed[0] or "sending failed")
+            elif self._done_if_sent(db, study_uid):
+                log.warning("repaired: a sending study with every send done is done", extra={"study": study_uid})
 
     def metrics(self) -> dict[str, float]:
         """Counts for /metrics: studies by state, queue depth by kind, job durations."""
@@ -427,4 +582,22 @@ class NodeState:
             out[f'glioma_node_stage_seconds_count{{stage="{kind}"}}'] = n
             out[f'glioma_node_stage_seconds_sum{{stage="{kind}"}}'] = round(total or 0.0, 3)
         out["glioma_node_instances_stored"] = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        sends = self.send_health()
+        out["glioma_node_sends_failing"] = sends.failing
+        out["glioma_node_send_failures_total"] = sends.failed_attempts
+        out["glioma_node_oldest_unsent_result_seconds"] = round(sends.oldest_unsent_s, 3)
+        out["glioma_node_conflicting_instances_total"] = db.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
         return out
+
+    def send_health(self) -> SendHealth:
+        """How sending goes now (for /health and /metrics)."""
+        db = self._db()
+        failing, last = db.execute("SELECT COUNT(*), (SELECT error FROM jobs WHERE kind='send' AND state='queued' "
+                                   "AND error IS NOT NULL ORDER BY next_at DESC LIMIT 1) FROM jobs "
+                                   "WHERE kind='send' AND state='queued' AND error IS NOT NULL").fetchone()
+        failed_attempts = db.execute("SELECT COALESCE(SUM(CASE WHEN state='done' OR state='running' THEN attempts - 1 "
+                                     "ELSE attempts END), 0) FROM jobs WHERE kind='send' AND attempts > 0 AND "
+                                     "(state!='done' OR attempts > 1)").fetchone()[0]
+        oldest = db.execute("SELECT MIN(created_at) FROM jobs WHERE kind='send' AND state IN ('queued','running')")\
+            .fetchone()[0]
+        return SendHealth(int(failing), int(failed_attempts), max(0.0, time.time() - oldest) if oldest else 0.0, last)
