@@ -27,7 +27,7 @@ from glioma_node.service.config import Config, EngineKind
 from glioma_node.service.handoff import JobOutcome, JobResult, heartbeat_age_s
 from glioma_node.service.paths import Paths
 from glioma_node.service.settle import processing_warnings, settle
-from glioma_node.service.state import Job, JobKind, NodeState, StudyState
+from glioma_node.service.state import Job, JobKind, NodeState
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,39 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """A worker process beside the node (:mod:`glioma_node.service.worker`), restarted when it ends."""
+    """A worker process beside the node (:mod:`glioma_node.service.worker`), restarted when
+    it ends: at once the first time, then after a wait that doubles with each death in a
+    row (up to :data:`RESTART_MAX_S`), so a worker that cannot live (a full disk, a model
+    that does not load) is no restart loop; a worker that ran :data:`RESTART_MAX_S` clears the count."""
+
+    RESTART_MAX_S = 60.0
 
     def __init__(self, config: Config, state: NodeState, paths: Paths):
         self.config, self.state, self.paths = config, state, paths
         self.process: subprocess.Popen | None = None
+        self._started = 0.0  # monotonic s
+        self._deaths = 0  # in a row
+        self._restart_at: float | None = None
 
     def start(self) -> None:
         self.process = start_child("glioma_node.service.worker", self.config, self.paths)
+        self._started = time.monotonic()
+        self._restart_at = None
 
     def step(self) -> None:
-        if self.process is not None and not self.alive():
-            requeued = self.state.requeue_running(JobKind.PROCESS)
+        if self.process is None or self.alive():
+            return
+        now = time.monotonic()
+        if self._restart_at is None:  # just found dead
+            self._deaths = 1 if now - self._started >= self.RESTART_MAX_S else self._deaths + 1
+            delay = 0.0 if self._deaths == 1 else min(2.0 ** (self._deaths - 1), self.RESTART_MAX_S)
+            self._restart_at = now + delay
             log.error("worker process ended; restarting it",
-                      extra={"exitcode": self.process.returncode, "jobs_requeued": requeued})
+                      extra={"exitcode": self.process.returncode, "restart_in_s": delay, "deaths_in_a_row": self._deaths})
+        if now >= self._restart_at:
+            requeued = self.state.requeue_running(JobKind.PROCESS)  # may raise (a full disk): tried again next step
+            if requeued:
+                log.info("jobs of the ended worker queued again", extra={"jobs": requeued})
             self.start()
 
     def alive(self) -> bool:
@@ -140,8 +159,7 @@ class CeleryEngine:
             worker = _read(heartbeat)
             if job.attempts >= self.config.worker.max_attempts:
                 reason = f"worker lost {job.attempts} times (last: {worker})"
-                self.state.fail(job.id, reason)
-                self.state.set_state(job.study_uid, StudyState.FAILED, reason)
+                self.state.fail_job(job.id, job.study_uid, reason)
                 heartbeat.unlink(missing_ok=True)
                 log.error("process job failed: its workers died", extra={"study": job.study_uid, "reason": reason})
                 return

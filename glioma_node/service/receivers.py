@@ -9,9 +9,11 @@ the kernel spreads new connections among the N processes. A receiver runs the sa
 processes and sends. Each receiver writes its counters to
 ``data_dir/receivers/<pid>.json`` every second, and the node adds them to ``/metrics``.
 
-A receiver that dies is started again by the node; what it had acknowledged is in the
-spool (fsynced) and recorded by the next start's reconciliation at the latest. A
-receiver ends with the node (SIGTERM on the node's death, and a parent-pid check).
+A receiver that dies is started again by the node, which then closes the associations
+it had open (interrupted: their series count as cut off) and, :data:`RECONCILE_AFTER_S`
+later, records what it had acknowledged (fsynced in the spool) but not yet recorded
+(:func:`glioma_node.service.reconcile.reconcile`). A receiver ends with the node
+(SIGTERM on the node's death, and a parent-pid check).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 
 from glioma_node.core.files import write_text_atomic
@@ -28,11 +31,17 @@ from glioma_node.core.lifetime import die_with_parent
 from glioma_node.service.children import child_main, start_child
 from glioma_node.service.config import Config
 from glioma_node.service.paths import Paths
+from glioma_node.service.reconcile import reconcile
+from glioma_node.service.spool import Spool
+from glioma_node.service.state import NodeState
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_S = 1.0  # how often a receiver writes its counters
 STOP_S = 30.0  # how long a receiver may take to end its associations on SIGTERM
+# after a receiver's death, the wait before its spool files are reconciled: the live
+# receivers' instances of that moment have been committed by their recorders by then
+RECONCILE_AFTER_S = 2.0
 
 
 class Receivers:
@@ -41,6 +50,7 @@ class Receivers:
     def __init__(self, config: Config, paths: Paths):
         self.config, self.paths = config, paths
         self.processes: list[subprocess.Popen] = []
+        self._deaths: list[tuple[float, list[str]]] = []  # (when, calling AE titles interrupted), not reconciled yet
 
     def start(self) -> None:
         """Start ``node.receivers - 1`` processes (none by default); old counter files go."""
@@ -52,12 +62,22 @@ class Receivers:
     def _start(self) -> subprocess.Popen:
         return start_child("glioma_node.service.receivers", self.config, self.paths)
 
-    def step(self) -> None:
-        """Start again any receiver that ended (its counters stay counted)."""
+    def step(self, spool: Spool, state: NodeState) -> None:
+        """Start again any receiver that ended (its counters stay counted), close its
+        associations, and reconcile what it acknowledged (see the module doc)."""
         for i, process in enumerate(self.processes):
             if process.poll() is not None:
-                log.error("receiver process ended; starting it again", extra={"exitcode": process.returncode})
+                calling = state.interrupt_associations(process.pid)
+                log.error("receiver process ended; starting it again",
+                          extra={"exitcode": process.returncode, "associations_interrupted": len(calling)})
+                self._deaths.append((time.time(), calling))
                 self.processes[i] = self._start()
+        now = time.time()
+        while self._deaths and now - self._deaths[0][0] >= RECONCILE_AFTER_S:
+            died, calling = self._deaths[0]
+            added = reconcile(spool, state, calling_aes=calling, remove_partials=False, written_before=died)
+            self._deaths.pop(0)  # only once it went through: a failure (a full disk) tries again
+            log.info("receiver's spool reconciled", extra={"instances_added": added})
 
     def counts(self) -> Counter:
         """The receivers' counters (associations, instances by outcome), summed."""
@@ -87,8 +107,7 @@ def receiver_main(config: Config, parent_pid: int | None = None) -> None:
     from glioma_node.dicom_io.scan import tolerate_nonconformant_values
     from glioma_node.service.logs import configure
     from glioma_node.service.scp import StorageScp
-    from glioma_node.service.spool import BLANKS, Spool
-    from glioma_node.service.state import NodeState
+    from glioma_node.service.spool import BLANKS
 
     configure()
     tolerate_nonconformant_values()

@@ -1,7 +1,7 @@
 """Record received instances in the node's state in batches, off the acknowledging thread.
 
 An instance is acknowledged once its spool file is fsynced (:mod:`glioma_node.service.spool`):
-the spool is the durable record, and :func:`glioma_node.service.intake.reconcile` records
+the spool is the durable record, and :func:`glioma_node.service.reconcile.reconcile` records
 at start whatever a crash left unrecorded. The SQLite row can therefore follow a
 moment later, grouped with its neighbours in one transaction, instead of costing
 each C-STORE a transaction of its own. :class:`InstanceRecorder` keeps what it has not

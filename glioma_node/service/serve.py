@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -22,10 +23,10 @@ from glioma_node.service.assembly import tick
 from glioma_node.service.config import Config
 from glioma_node.service.dispatch import send_pending
 from glioma_node.service.engines import make_engine
-from glioma_node.service.intake import reconcile
 from glioma_node.service.metrics import MetricsServer
 from glioma_node.service.paths import Paths
 from glioma_node.service.receivers import Receivers
+from glioma_node.service.reconcile import reconcile
 from glioma_node.service.scp import StorageScp
 from glioma_node.service.spool import BLANKS, Spool
 from glioma_node.service.state import NodeState
@@ -58,14 +59,34 @@ class Node:
         self.metrics: MetricsServer | None = None
         self.surveyor = Surveyor(self.spool, config) if survey_apart else None
         self.receivers = Receivers(config, self.paths) if listen else None
+        self.faults: dict[str, str] = {}  # loop step -> its current error (see run)
 
     def health(self) -> dict:
-        """``/health``: ok or degraded, whether the worker lives, free spool bytes, whether the SCP listens."""
+        """``/health``: ok or degraded with the reasons (the disk below its watermark, the
+        worker or broker down, a step of the node's loop failing, sends failing), whether
+        the worker lives, free spool bytes, whether the SCP listens, the oldest result not
+        yet delivered (s)."""
+        reasons: list[str] = []
         free = self.spool.free_bytes()
+        if free < self.spool.min_free_bytes:
+            reasons.append(f"disk: {free // 1024**2} MB free in data_dir, below node.min_free_mb "
+                           f"({self.spool.min_free_bytes // 1024**2} MB); C-STORE is answered 0xA700")
         worker_alive = self.engine.alive()
-        ok = worker_alive and free >= self.spool.min_free_bytes
-        return {"status": "ok" if ok else "degraded", "worker_alive": worker_alive, "spool_free_bytes": free,
-                "listening": self.scp is not None and self.scp.server is not None}
+        if not worker_alive:
+            reasons.append("worker: not running" if self.config.execution.engine.value == "local"
+                           else "broker: not reachable")
+        reasons += [f"{step}: {error}" for step, error in sorted(self.faults.items())]
+        report: dict = {"worker_alive": worker_alive, "spool_free_bytes": free,
+                        "listening": self.scp is not None and self.scp.server is not None}
+        try:
+            sends = self.state.send_health()
+        except sqlite3.Error as exc:
+            reasons.append(f"state: {exc}")
+        else:
+            if sends.failing:
+                reasons.append(f"dispatch: {sends.failing} send(s) failing, the last: {sends.last_error}")
+            report |= {"sends_failing": sends.failing, "oldest_unsent_s": round(sends.oldest_unsent_s, 1)}
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, **report}
 
     def metric_values(self) -> dict[str, float]:
         """``/metrics``: the state's counts, the SCP's counters, free spool bytes, worker up."""
@@ -81,8 +102,9 @@ class Node:
 
     def start(self) -> None:
         """Recover interrupted jobs, reconcile the spool, start the worker, the listener and /metrics."""
+        interrupted = self.state.open_calling_aes()
         requeued = self.state.recover()
-        reconcile(self.spool, self.state)
+        reconcile(self.spool, self.state, calling_aes=interrupted)
         if requeued:
             log.info("jobs re-queued after restart", extra={"jobs": requeued})
         self.engine.start()
@@ -95,20 +117,43 @@ class Node:
                                          self.config.node.metrics_bind_address)
 
     def run(self) -> None:
-        """Assemble and dispatch until stopped (the SCP and the worker run alongside)."""
+        """Assemble and dispatch until stopped (the SCP and the worker run alongside).
+
+        No step's failure ends the node: a full disk, a locked or broken database, a
+        surveyor that died are each logged once, reported by ``/health`` (degraded, with
+        the reason) and tried again; when they pass the node carries on by itself."""
         last_tick = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
             if now - last_tick >= 1.0:
-                if self.on_tick is not None:
-                    self.on_tick()
-                tick(self.state, self.spool, self.config, roles=self.surveyor.roles if self.surveyor else None)
                 last_tick = now
-            self.engine.step()
-            if self.receivers is not None:
-                self.receivers.step()
-            if not send_pending(self.config, self.state, self.paths, self.local):
+                if self.on_tick is not None:
+                    self._step("plugin", self.on_tick)
+                self._step("assembly", lambda: tick(self.state, self.spool, self.config,
+                                                    roles=self.surveyor.roles if self.surveyor else None))
+            self._step("engine", self.engine.step)
+            if (receivers := self.receivers) is not None:
+                self._step("receivers", lambda: receivers.step(self.spool, self.state))
+            sent = self._step("dispatch", lambda: send_pending(self.config, self.state, self.paths, self.local))
+            if self.faults:
+                self.stopping.wait(1.0)  # something is failing: try again in a second, do not spin
+            elif not sent:
                 self.stopping.wait(0.2)
+
+    def _step(self, name: str, step: Callable[[], object]) -> object:
+        """Run one step of the loop; a failure is recorded in :attr:`faults` (and logged
+        when it is new), never raised."""
+        try:
+            result = step()
+        except Exception as exc:  # noqa: BLE001 - the node stays up whatever a step meets (see run)
+            error = f"{type(exc).__name__}: {exc}"
+            if self.faults.get(name) != error:
+                log.error("node step failed; retrying", extra={"step": name, "error": error})
+            self.faults[name] = error
+            return None
+        if self.faults.pop(name, None) is not None:
+            log.info("node step recovered", extra={"step": name})
+        return result
 
     def stop(self) -> None:
         """Stop listening and serving metrics; end the worker (SIGTERM, then SIGKILL after 30 s)."""

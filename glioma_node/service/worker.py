@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import sqlite3
 import time
 
 from glioma_node.core.lifetime import die_with_parent
@@ -50,16 +52,37 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
     state = NodeState(paths.database)
     models = load_models(config)
     log.info("worker ready", extra={"pid": os.getpid()})
+    low = config.node.min_free_mb * 1024**2
+    waiting = ""  # why the worker takes no job now (said once)
     while parent_pid is None or os.getppid() == parent_pid:
-        job = state.claim((JobKind.PROCESS,))
+        try:
+            free = shutil.disk_usage(paths.data_dir).free
+            if free < low:  # results could not be written: leave the jobs queued until space returns
+                job, why = None, f"{free // 1024**2} MB free in data_dir, below node.min_free_mb"
+            else:
+                job, why = state.claim((JobKind.PROCESS,)), ""
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a locked database: wait, never die
+            job, why = None, f"{type(exc).__name__}: {exc}"
+        if why != waiting:
+            if why:
+                log.error("worker takes no jobs now", extra={"reason": why})
+            else:
+                log.info("worker takes jobs again")
+            waiting = why
         if job is None:
-            time.sleep(0.5)
+            time.sleep(2.0 if why else 0.5)
             continue
         try:
             run_process(job, config, models, state, paths)
-        except Exception as exc:  # settling failed (the database, the disk): the job runs again, the worker lives on
+        except Exception as exc:  # noqa: BLE001 - settling failed (the database, the disk): the job runs again
             log.exception("process job error", extra={"study": job.study_uid})
-            state.retry(job.id, f"{type(exc).__name__}: {exc}", config.worker.retry_delay_s * job.attempts)
+            while True:  # a job left running would wait for this worker's death: queue it again, however long it takes
+                try:
+                    state.retry(job.id, f"{type(exc).__name__}: {exc}", config.worker.retry_delay_s * job.attempts)
+                    break
+                except sqlite3.Error:
+                    log.exception("process job not re-queued yet", extra={"study": job.study_uid})
+                    time.sleep(2.0)
 
 
 def main() -> None:
