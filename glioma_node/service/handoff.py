@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import atomic_path
 
 
 class JobResult(StrEnum):
@@ -58,12 +58,8 @@ class JobOutcome:
     def write(self, path: Path) -> None:
         """Write atomically and durably (temporary name, fsync, rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(path)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({**asdict(self), "result": self.result.value}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=True) as tmp:
+            tmp.write_text(json.dumps({**asdict(self), "result": self.result.value}), encoding="utf-8")
 
     @classmethod
     def read(cls, path: Path) -> JobOutcome | None:

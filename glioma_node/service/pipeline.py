@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,7 +34,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from glioma_node.core.files import partial_path, write_text_atomic
+from glioma_node.core.files import atomic_path, write_text_atomic
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import DicomInputError
@@ -112,9 +111,8 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
         arrays.update({f"gradcam-{t}": (h.values, h.affine) for t, h in findings.radiogenomics.heat_maps.items()})
         plot_attributions(findings.radiogenomics, folder / "explanations.png")
     for name, (voxels, affine) in arrays.items():
-        tmp = partial_path(folder / "nifti" / f"{name}.nii.gz")
-        write_nifti(tmp, voxels, affine)
-        os.replace(tmp, folder / "nifti" / f"{name}.nii.gz")
+        with atomic_path(folder / "nifti" / f"{name}.nii.gz") as tmp:
+            write_nifti(tmp, voxels, affine)
     started = time.perf_counter()
     written = write_results(findings, sources, reference, folder)
     findings.timings_s["write_dicom"] = round(time.perf_counter() - started, 2)

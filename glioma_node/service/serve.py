@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from glioma_node.core.files import PARTIAL_DIR, remove_partials
 from glioma_node.service.assembly import tick
 from glioma_node.service.config import Config
 from glioma_node.service.dispatch import send_pending
@@ -105,6 +106,13 @@ class Node:
         interrupted = self.state.open_calling_aes()
         requeued = self.state.recover()
         reconcile(self.spool, self.state, calling_aes=interrupted)
+        # temporary files a killed writer left in the data folder (a Celery worker elsewhere
+        # may be writing now: only those older than a worker's heartbeat can be stale)
+        grace = self.config.execution.stale_after_s if self.config.execution.engine.value == "celery" else 0.0
+        removed = sum(remove_partials(self.paths.data_dir / part, older_than_s=grace)
+                      for part in ("results", "outbox", "receivers", PARTIAL_DIR))
+        if removed:
+            log.info("temporary files of interrupted writers removed", extra={"files": removed})
         if requeued:
             log.info("jobs re-queued after restart", extra={"jobs": requeued})
         self.engine.start()

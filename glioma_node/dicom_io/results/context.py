@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -20,7 +19,7 @@ from highdicom.base_content import ContributingEquipment
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import atomic_path
 from glioma_node.core.findings import Findings
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.uids import derived_uid
@@ -197,9 +196,6 @@ def created_time(findings: Findings) -> datetime:
 def save(ds: Dataset, path: Path) -> Path:
     """Write ``ds`` as a DICOM Part 10 file atomically (temporary name, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    ds.save_as(tmp, enforce_file_format=True)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path

@@ -13,13 +13,12 @@ the SR then says only what was found. Each file is written atomically.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import atomic_path
 from glioma_node.core.findings import Findings
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.results.context import SERIES, ResultContext, apply_character_set, created_time, save, text_neutral
@@ -77,7 +76,6 @@ def write_results(findings: Findings, sources: dict[str, list[Dataset]], referen
         path = save(ds, folder / "dicom" / f"{stem}.dcm")
         written.append(WrittenObject(kind, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID),
                                      str(ds.SeriesInstanceUID)))
-    tmp = partial_path(folder / "summary.png")
-    tmp.write_bytes(png)
-    os.replace(tmp, folder / "summary.png")
+    with atomic_path(folder / "summary.png") as tmp:
+        tmp.write_bytes(png)
     return written

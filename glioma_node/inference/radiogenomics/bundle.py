@@ -10,12 +10,13 @@ another format is refused with what to do about it.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from glioma_node.core.files import atomic_path
 
 FORMAT = 1
 """The layout this version writes and reads; raise it (and read the old one) when a field changes."""
@@ -54,9 +55,8 @@ class RadiogenomicBundle:
 
     def to_file(self, path: Path) -> None:
         """Write the bundle to ``path`` atomically (a temporary name, then a rename)."""
-        tmp = path.with_name(path.name + ".partial")
-        torch.save(asdict(self), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(asdict(self), tmp)
 
     @classmethod
     def from_file(cls, path: Path) -> RadiogenomicBundle:

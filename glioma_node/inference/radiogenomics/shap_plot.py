@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from glioma_node.core.files import partial_path
+from glioma_node.core.files import atomic_path
 from glioma_node.core.findings import RESEARCH_USE, Radiogenomics  # noqa: E402
 from glioma_node.core.targets import TARGET_INFO  # noqa: E402
 
@@ -33,7 +33,8 @@ def plot_attributions(result: Radiogenomics, path: Path, top: int = 8) -> None:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"SHAP feature attributions. {RESEARCH_USE}", fontsize=8)
     fig.tight_layout()
-    tmp = partial_path(Path(path))
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)

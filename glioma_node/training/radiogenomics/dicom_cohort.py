@@ -18,10 +18,10 @@ Which series is which role:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from glioma_node.core.files import atomic_path, write_text_atomic
 from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.scan import Instance, StudyFiles, scan
 from glioma_node.dicom_io.sequence_rules import SequenceRules
@@ -97,13 +97,11 @@ def convert_series(series: RoleSeries, path: Path) -> None:
     import pydicom
 
     datasets = [pydicom.dcmread(str(i.path)) for i in series.instances]
-    tmp = path.with_name(f".{path.name}.partial.nii.gz")
     try:
-        dicom2nifti.convert_dicom.dicom_array_to_nifti(datasets, str(tmp), reorient_nifti=True)
+        with atomic_path(path) as tmp:
+            dicom2nifti.convert_dicom.dicom_array_to_nifti(datasets, str(tmp), reorient_nifti=True)
     except Exception as exc:  # dicom2nifti raises its own and numpy's errors for odd series
-        tmp.unlink(missing_ok=True)
         raise ConversionError(f"{series.role} series {series.series_instance_uid}: dicom2nifti refused it: {exc}") from exc
-    os.replace(tmp, path)
 
 
 def convert_case(case: LabelledCase, folder: Path, rules: SequenceRules | None) -> LabelledCase:
@@ -121,10 +119,8 @@ def convert_case(case: LabelledCase, folder: Path, rules: SequenceRules | None) 
             convert_series(chosen[role], paths[role])
         provenance = {role: {"series_instance_uid": s.series_instance_uid, "description": s.description,
                              "reason": s.reason, "files": len(s.instances)} for role, s in chosen.items()}
-        tmp = record.with_suffix(".partial")
-        tmp.write_text(json.dumps({"converter": "dicom2nifti", "source": str(case.dicom_dir), "roles": provenance},
-                                  indent=1))
-        os.replace(tmp, record)
+        write_text_atomic(record, json.dumps({"converter": "dicom2nifti", "source": str(case.dicom_dir),
+                                              "roles": provenance}, indent=1))
     return replace(case, images=paths)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from glioma_node.core.files import atomic_path
 from glioma_node.core.grid import Grid, shape3
 from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.nifti import read_nifti, read_nifti_volume
@@ -118,12 +119,11 @@ def _one(args: tuple[LabelledCase, Path, dict | None, dict, Path | None]) -> tup
             inputs = case_inputs(study, params, encoder_config)
     except (ValueError, OSError, RuntimeError) as exc:
         return case.name, str(exc)
-    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
-    if params is None:
-        np.save(tmp, pieces.astype(np.float16))
-    else:
-        np.savez(tmp, crop=inputs["crop"], features=json.dumps(inputs["features"]))
-    tmp.rename(path)
+    with atomic_path(path) as tmp:
+        if params is None:
+            np.save(tmp, pieces.astype(np.float16))
+        else:
+            np.savez(tmp, crop=inputs["crop"], features=json.dumps(inputs["features"]))
     return case.name, None
 
 

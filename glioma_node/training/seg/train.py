@@ -24,6 +24,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
+from glioma_node.core.files import atomic_path
 from glioma_node.core.roles import ROLES
 from glioma_node.inference.model_dir import read_manifest, write_manifest
 from glioma_node.inference.networks import DEFAULT_ARCHITECTURE, build_network, device
@@ -232,14 +233,13 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
             mean = float(np.mean([scores[r] for r in REGIONS]))
             if mean > best:
                 best = mean
-                torch.save(net.state_dict(), out / "model.partial")
-                (out / "model.partial").replace(out / "model.pt")
+                with atomic_path(out / "model.pt") as tmp:
+                    torch.save(net.state_dict(), tmp)
             _plot(log, val_log, out / "curves.png")
-            tmp = checkpoint.with_suffix(".partial")
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                        "iterations": settings.iterations, "log": log, "val_log": val_log, "best": best,
-                        "elapsed": time.time() - start}, tmp)
-            tmp.replace(checkpoint)
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step, "iterations": settings.iterations, "log": log, "val_log": val_log,
+                            "best": best, "elapsed": time.time() - start}, tmp)
             bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if step >= last:
             break
