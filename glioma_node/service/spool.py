@@ -87,6 +87,8 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         root.mkdir(parents=True, exist_ok=True)
         self._blanks = _Blanks(root / INCOMING, blanks) if blanks > 0 else None
+        self._durable: set[Path] = set()  # series folders whose entries this process fsynced
+        self._durable_lock = threading.Lock()
 
     def study_dir(self, study_uid: str) -> Path:
         """The spool folder of one study (its name from :func:`safe_part`)."""
@@ -110,10 +112,13 @@ class Spool:
         """
         path = self.path_for(study_uid, series_uid, sop_uid)
         if path.exists():
+            # another writer's file (a concurrent C-STORE of the same instance, another
+            # receiver, an attempt whose directory fsync failed): durable before it is
+            # acknowledged again, whoever wrote it
+            self._make_durable(path)
             return path, False
         if self.free_bytes() - len(data) < self.min_free_bytes:
             raise SpoolFull(f"free space below the watermark of {self.min_free_bytes // 1024**2} MB in {self.root}")
-        new_dirs = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
         blank = self._blanks.take() if self._blanks is not None else None
         if blank is not None:
@@ -133,11 +138,33 @@ class Spool:
         finally:
             if blank is not None and self._blanks is not None:
                 self._blanks.done(tmp)
-        _fsync_dir(path.parent)
-        if new_dirs:
-            _fsync_dir(path.parent.parent)
-            _fsync_dir(self.root)
+        self._make_durable(path)
         return path, True
+
+    def durable(self, study_uid: str, series_uid: str, sop_uid: str) -> Path | None:
+        """An already stored instance's path once its folder entries are fsynced (see
+        :meth:`_make_durable`), for acknowledging a second copy; None when it is not in the spool."""
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        if not path.exists():
+            return None
+        self._make_durable(path)
+        return path
+
+    def _make_durable(self, path: Path) -> None:
+        """fsync the folder holding ``path`` (its entry), and once per series folder and
+        process the study folder and the spool root (the entries of the folders): this
+        process fsynced them itself before it trusts them, whoever created them, so a
+        second instance of a new series is not acknowledged before the first writer's
+        folder fsyncs are done."""
+        series = path.parent
+        _fsync_dir(series)
+        if series not in self._durable:
+            _fsync_dir(series.parent)
+            _fsync_dir(self.root)
+            with self._durable_lock:
+                if len(self._durable) > 100_000:  # a long-running node: forget old series, fsync them again
+                    self._durable.clear()
+                self._durable.add(series)
 
     def remove_partials(self) -> int:
         """Delete temporary files a crash left behind (never acknowledged); how many."""
