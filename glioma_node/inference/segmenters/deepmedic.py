@@ -39,6 +39,7 @@ looking at that case's output; see docs/segmentation.md).
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -50,11 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from glioma_node.core.grid import shape3
-from glioma_node.inference.model_dir import ModelError, sha256_file
+from glioma_node.inference.model_dir import ModelError
 from glioma_node.inference.networks import device
 from glioma_node.inference.preprocess import PreparedStudy
 from glioma_node.inference.segmenters.base import RegionMaps
-from glioma_node.inference.segmenters.tf_checkpoint import read_checkpoint
+from glioma_node.inference.segmenters.tf_checkpoint import Checkpoint, load_checkpoint
 
 INPUTS: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
 KIND = "captk-deepmedic"
@@ -64,8 +65,14 @@ def read_model_config(path: Path) -> dict:
     """``modelConfig.txt`` as a dict (``key = python literal`` lines, ``#`` comments)."""
     if not path.is_file():
         raise ModelError(f"{path}: DeepMedic modelConfig.txt not found")
+    return parse_model_config(path.read_bytes(), path)
+
+
+def parse_model_config(text: bytes, path: Path) -> dict:
+    """The bytes of ``modelConfig.txt`` (``path`` for messages) as a dict: parsed from the
+    same bytes that :class:`CaptkDeepMedicSegmenter` hashes."""
     config = {}
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(text.decode(errors="replace").splitlines(), start=1):
         line = re.sub(r"#.*", "", line).strip()
         if not line or "=" not in line:
             continue
@@ -372,6 +379,18 @@ def captk_zscore(image: np.ndarray, quantiles: tuple[float, float] = (5, 95), cu
     return ((image - float(kept.mean())) / std).astype(np.float32)
 
 
+def model_sha256(config: bytes, checkpoint: Checkpoint) -> str:
+    """The model's identity: everything that decides its output, not the index alone (it
+    names the tensors, not their values, so other weights would share its checksum and the
+    results' UIDs). It is the sha256 of the lines ``sha256sum`` prints for
+    ``modelConfig.txt``, ``model.ckpt.index`` and each ``model.ckpt.data-*`` shard in
+    order, so ``sha256sum modelConfig.txt model.ckpt.index model.ckpt.data-* | sha256sum``
+    in the model folder gives it too."""
+    lines = [f"{hashlib.sha256(config).hexdigest()}  modelConfig.txt\n"]
+    lines += [f"{digest}  {name}\n" for name, digest in checkpoint.files.items()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 class CaptkDeepMedicSegmenter:
     """A CaPTk DeepMedic model folder (``modelConfig.txt``, ``model.ckpt.*``); see the module doc."""
 
@@ -379,7 +398,11 @@ class CaptkDeepMedicSegmenter:
 
     def __init__(self, folder: Path, batch_size: int = 8) -> None:
         self.folder = Path(folder)
-        config = read_model_config(self.folder / "modelConfig.txt")
+        config_path = self.folder / "modelConfig.txt"
+        if not config_path.is_file():
+            raise ModelError(f"{config_path}: DeepMedic modelConfig.txt not found")
+        config_bytes = config_path.read_bytes()
+        config = parse_model_config(config_bytes, config_path)
         self.arch = Architecture.from_config(config)
         if self.arch.n_inputs != len(INPUTS) or self.arch.n_classes != 5:
             raise ModelError(f"{self.folder}: {self.arch.n_inputs} input channels and {self.arch.n_classes} classes; "
@@ -389,10 +412,11 @@ class CaptkDeepMedicSegmenter:
         self.version = (re.search(r"Version:\s*(\S+)", version.read_text()) or [None, "unknown"])[1] \
             if version.is_file() else "unknown"
         self.net = DeepMedicNet(self.arch)
-        self.net.load_checkpoint(read_checkpoint(self.folder / "model.ckpt"))
+        checkpoint = load_checkpoint(self.folder / "model.ckpt")
+        self.net.load_checkpoint(checkpoint.tensors)
         self.device = device()
         self.net.to(self.device).eval()
-        self.sha256 = sha256_file(self.folder / "model.ckpt.index")
+        self.sha256 = model_sha256(config_bytes, checkpoint)
         self.batch_size = batch_size
 
     def describe(self) -> dict[str, str]:
