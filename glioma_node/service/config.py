@@ -1,19 +1,25 @@
 """Load and validate the node's YAML configuration (``glioma_node/conf/glioma-node.yaml``).
 
 Validation happens once, at start; :class:`ConfigError` names each bad key with a
-dotted path (``node.allowed_peers[0].ae_title``) and says what is expected.
+dotted path (``node.allowed_peers[0].ae_title``) and says what is expected. Mistakes
+that would otherwise surface later, as a traceback or as silence, are found here too:
+TLS files that do not hold what their key says (read with :mod:`ssl`, as the listener
+reads them), the metrics port on the DICOM port, a data folder that is a file, a peer
+allowed from the "any" address, a destination that is the node itself.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+import ssl
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from glioma_node.core.resources import DEFAULT_CONFIG
 from glioma_node.core.roles import ROLES
@@ -54,6 +60,20 @@ def check_host(value: str) -> str:
     return value
 
 
+def check_peer_host(value: str) -> str:
+    """:func:`check_host`, and not the "any" address (0.0.0.0, ::): a listener binds to it,
+    but no connection comes from it, so such a peer would be refused every time."""
+    value = check_host(value)
+    try:
+        unspecified = ipaddress.ip_address(value).is_unspecified
+    except ValueError:
+        return value
+    if unspecified:
+        raise ValueError(f"{value} means any address to a listener, but no peer connects from it: this peer would "
+                         "be refused every time; give the address (or host name) the peer connects from")
+    return value
+
+
 class Peer(_Strict):
     """A peer allowed to send studies (``node.allowed_peers``); ``port`` is its own Storage SCP, for
     return_to_caller."""
@@ -64,7 +84,7 @@ class Peer(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
 
     _ae = field_validator("ae_title")(check_ae_title)
-    _host = field_validator("host")(check_host)
+    _host = field_validator("host")(check_peer_host)
 
 
 class Destination(_Strict):
@@ -86,6 +106,47 @@ class TLS(_Strict):
     private_key: Path | None = None
     ca_certificates: Path | None = None
 
+    @field_validator("certificate", "ca_certificates")
+    @classmethod
+    def _holds_certificates(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        what = ("the certificates of the CAs that sign the peers' certificates" if info.field_name == "ca_certificates"
+                else "the node's own certificate")
+        _readable(value, what)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=str(value))
+        except ssl.SSLError as exc:
+            raise ValueError(f"{value} holds no PEM certificate ({exc.reason or exc}; a private key?): give "
+                             f"{what}, in PEM form (-----BEGIN CERTIFICATE-----)") from None
+        return value
+
+    @field_validator("private_key")
+    @classmethod
+    def _matches_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        _readable(value, "the private key of node.tls.certificate")
+        certificate = info.data.get("certificate")
+        if certificate is None:  # absent (all or none says so) or already reported
+            return value
+        asked: list[bool] = []
+
+        def passphrase() -> bytes:
+            asked.append(True)
+            return b""
+
+        try:  # as the listener loads them (service/scp.py), but never prompting on a terminal
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(certificate), str(value), password=passphrase)
+        except ssl.SSLError as exc:
+            if asked:
+                raise ValueError(f"{value} is encrypted and the node cannot ask for its passphrase: store it "
+                                 "unencrypted (openssl pkey -in KEY -out NEW_KEY), readable by the node's user only"
+                                 ) from None
+            raise ValueError(f"{value} is not the private key of node.tls.certificate ({certificate}) or not a PEM "
+                             f"private key ({exc.reason or exc}): give the key the certificate was issued for") from None
+        return value
+
     @model_validator(mode="after")
     def _all_or_none(self) -> TLS:
         given = [v is not None for v in (self.certificate, self.private_key, self.ca_certificates)]
@@ -97,6 +158,17 @@ class TLS(_Strict):
     def enabled(self) -> bool:
         """Whether TLS is configured."""
         return self.certificate is not None
+
+
+def _readable(path: Path, what: str) -> None:
+    """ValueError unless ``path`` is a file this process can read (``what`` it should hold)."""
+    if not path.is_file():
+        raise ValueError(f"no such file: {path} (it should hold {what})")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror} (the node's user must be able to read it)") from None
 
 
 class NodeSettings(_Strict):
@@ -133,6 +205,15 @@ class NodeSettings(_Strict):
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("bind_address")(check_host)
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _not_the_dicom_port(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError(f"{value} is node.port too: the DICOM listener and the health/metrics server cannot "
+                             "share a port; choose another (11180 is the usual one) or 0 to turn /health and "
+                             "/metrics off")
+        return value
 
 
 class Assembly(_Strict):
@@ -334,6 +415,63 @@ class Config(_Strict):
     clinical: Clinical = Clinical()
     training: Training = Training()
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        for folder in (value, *value.parents):  # the nearest part that exists must be a folder
+            try:
+                if not folder.exists():
+                    continue
+                if folder.is_dir():
+                    return value
+            except OSError:  # not ours to look into: the node's start says what it cannot do
+                return value
+            where = "" if folder == value else f" (in {value})"
+            raise ValueError(f"{folder}{where} is a file, not a folder: data_dir is the folder for the spool, the "
+                             "state database and the results (created if missing); give a folder's path")
+        return value
+
+
+def _is_local(host: str, bind_address: str) -> bool:
+    """Whether ``host`` names this machine: a loopback or "any" address, the address the
+    node listens on, localhost or this machine's name (no DNS lookup: a name that only
+    DNS knows as local is not recognised)."""
+    names = {"localhost", "localhost.localdomain", socket.gethostname().lower(), bind_address.lower()}
+    if host.lower() in names:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _whole_problems(config: Config) -> list[str]:
+    """Mistakes no single key shows, each as ``dotted.key: what to fix``."""
+    node = config.node
+    problems = []
+    for n, destination in enumerate(config.destinations):
+        if (destination.ae_title == node.ae_title and destination.port == node.port
+                and _is_local(destination.host, node.bind_address)):
+            problems.append(f"destinations[{n}]: {destination.ae_title}@{destination.host}:{destination.port} is "
+                            "this node itself (node.ae_title and node.port, on a local address): results sent there "
+                            "would come back in as a new study; give the AE title, host and port of the PACS that "
+                            "is to receive them")
+    return problems
+
+
+def _validated(raw: Any, what: str) -> Config:
+    """``Config`` from ``raw``, or ConfigError ``invalid <what> (N problem(s))`` listing each."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
+        raise ConfigError(f"invalid {what} ({len(exc.errors())} problem(s)):\n{problems}") from None
+    whole = _whole_problems(config)
+    if whole:
+        raise ConfigError(f"invalid {what} ({len(whole)} problem(s)):\n" + "\n".join(f"  - {p}" for p in whole))
+    return config
+
 
 def _dotted(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -397,11 +535,7 @@ def parse_config(raw: Any, base: Path, data_base: Path | None = None) -> Config:
     (``data_dir`` against ``data_base`` when given)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, got {type(raw).__name__}")
-    try:
-        return Config.model_validate(_resolve_paths(raw, base, data_base))
-    except ValidationError as exc:
-        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration ({len(exc.errors())} problem(s)):\n{problems}") from None
+    return _validated(_resolve_paths(raw, base, data_base), "configuration")
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -458,8 +592,4 @@ def with_overrides(config: Config, data_dir: Path | None = None, port: int | Non
             raw["destinations"].append({"name": f"{peer['ae_title'].lower()}-{n}", **peer})
     if data_dir is not None:
         raw["data_dir"] = data_dir.resolve()
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        problems = "\n".join(f"  - {_explain(e)}" for e in exc.errors())
-        raise ConfigError(f"invalid command-line value ({len(exc.errors())} problem(s)):\n{problems}") from None
+    return _validated(raw, "command-line value")
