@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from glioma_node.dicom_io.results.context import ResultVersion, previous_reports
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.study import StudySurvey, survey
 from glioma_node.inference.analyze import Models
@@ -59,9 +60,11 @@ def compute(study_uid: str, version: int, *, warnings: list[str], attempt: int, 
         if spooled is None:
             outcome = JobOutcome(JobResult.FAILED, "no readable study in the spool", attempt=attempt)
         else:
-            run = run_study(spooled, models, paths.results(study_uid, version),
-                            required_roles=config.assembly.required_roles, warnings=warnings,
-                            clinical=clinical_source(config))
+            folder = paths.results(study_uid, version)
+            # a later version is marked as such and names the report it replaces
+            marked = ResultVersion(version, previous_reports(folder.parent, version))
+            run = run_study(spooled, models, folder, required_roles=config.assembly.required_roles,
+                            warnings=warnings, clinical=clinical_source(config), version=marked)
             findings = run.findings
             outcome = JobOutcome(JobResult(run.status.value), run.error, run.instances, attempt,
                                  whole_tumour_ml=findings.volumes_ml["whole_tumour"] if findings else None,

@@ -39,6 +39,7 @@ from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.errors import DicomInputError
 from glioma_node.dicom_io.nifti import write_nifti
+from glioma_node.dicom_io.results.context import ResultVersion
 from glioma_node.dicom_io.results.writer import write_results
 from glioma_node.dicom_io.study import StudySurvey, load_study
 from glioma_node.inference.analyze import Models, analyze
@@ -96,7 +97,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Dataset]], reference: Volume) -> None:
+def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Dataset]], reference: Volume,
+                  version: ResultVersion | None = None) -> None:
     """Everything of one study into ``folder``: the DICOM result objects, the NIfTI masks
     and maps, summary.png, explanations.png, and findings.json last (it lists the DICOM
     objects, so its presence means the study's outputs are complete).
@@ -114,7 +116,7 @@ def write_outputs(findings: Findings, folder: Path, sources: dict[str, list[Data
         with atomic_path(folder / "nifti" / f"{name}.nii.gz") as tmp:
             write_nifti(tmp, voxels, affine)
     started = time.perf_counter()
-    written = write_results(findings, sources, reference, folder)
+    written = write_results(findings, sources, reference, folder, version)
     findings.timings_s["write_dicom"] = round(time.perf_counter() - started, 2)
     dicom = [{"kind": w.kind, "file": str(w.path.relative_to(folder)), "sop_class_uid": w.sop_class_uid,
               "sop_instance_uid": w.sop_instance_uid, "series_instance_uid": w.series_instance_uid} for w in written]
@@ -127,13 +129,15 @@ def clinical_source(config: Config) -> ClinicalSource | None:
 
 
 def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: tuple[str, ...] | list[str] = (),
-              warnings: tuple[str, ...] | list[str] = (), clinical: ClinicalSource | None = None) -> StudyOutcome:
+              warnings: tuple[str, ...] | list[str] = (), clinical: ClinicalSource | None = None,
+              version: ResultVersion | None = None) -> StudyOutcome:
     """Run one surveyed study end to end into the folder ``out`` (see the module doc).
 
     ``required_roles``: sequences without which the study fails with that reason;
     ``warnings`` are added to the findings (what the caller knows about the data, such
     as series with fewer instances than their headers announce); ``clinical``: where known
-    MGMT/IDH/EGFR status comes from (the survival model's inputs when the model takes them).
+    MGMT/IDH/EGFR status comes from (the survival model's inputs when the model takes them);
+    ``version``: which version of the study's results (the node's; default the first).
     """
     out.mkdir(parents=True, exist_ok=True)
     instances = sum(len(s.files.instances) for s in study.series)
@@ -152,7 +156,7 @@ def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: 
             study_input.warnings.extend(found.warnings)
         findings = analyze(study_input, models)
         findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
-        write_outputs(findings, out, study.source_headers(), study_input.volumes[findings.reference_role])
+        write_outputs(findings, out, study.source_headers(), study_input.volumes[findings.reference_role], version)
     except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the caller goes on
         error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
         log.error("study %s failed: %s", study.study_instance_uid, error, exc_info=not isinstance(exc, _EXPECTED))

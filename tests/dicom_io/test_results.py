@@ -259,6 +259,38 @@ def test_missing_source_instances_are_named(studies):
         build_results(findings, sources, reference)
 
 
+def test_a_second_version_is_marked_and_names_the_report_it_replaces(studies, tmp_path):
+    """Version 2 of a study's results (new instances after processing): every series gets
+    its own SeriesNumber and a description ending "(v2)", so a PACS lists the newest apart
+    from the old, and the SR names version 1's SR in its Predecessor Documents Sequence;
+    dciodvfy finds no error in it."""
+    from glioma_node.dicom_io.results.context import ResultVersion, previous_reports
+
+    findings, sources, reference = fabricated_findings(studies[0])
+    first = {o.path.stem: o for o in write_results(findings, sources, reference, tmp_path / "v1")}
+    predecessors = previous_reports(tmp_path, 2)
+    assert [str(ds.SOPInstanceUID) for ds in predecessors] == [first["report"].sop_instance_uid]
+    second = {o.path.stem: o for o in write_results(findings, sources, reference, tmp_path / "v2",
+                                                    ResultVersion(2, predecessors))}
+    assert first.keys() == second.keys()
+    old = {stem: pydicom.dcmread(o.path, stop_before_pixels=True) for stem, o in first.items()}
+    new = {stem: pydicom.dcmread(o.path, stop_before_pixels=True) for stem, o in second.items()}
+    for stem in first:
+        assert new[stem].SeriesNumber != old[stem].SeriesNumber, stem
+        assert new[stem].SeriesDescription.endswith("(v2)") and not old[stem].SeriesDescription.endswith(")v"), stem
+        assert len(new[stem].SeriesDescription) <= 64
+    assert {int(ds.SeriesNumber) for ds in new.values()}.isdisjoint({int(ds.SeriesNumber) for ds in old.values()})
+    (study_item,) = new["report"].PredecessorDocumentsSequence
+    (series_item,) = study_item.ReferencedSeriesSequence
+    (instance,) = series_item.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == first["report"].sop_instance_uid
+    assert series_item.SeriesInstanceUID == first["report"].series_instance_uid
+    assert "PredecessorDocumentsSequence" not in old["report"]
+    require_tool("dciodvfy")
+    result = subprocess.run(["dciodvfy", str(second["report"].path)], capture_output=True, text=True, timeout=120)
+    assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
 def test_without_radiogenomics_only_segmentation_objects_and_volumes(studies, tmp_path):
     findings, sources, reference = fabricated_findings(studies[0], radiogenomics=False)
     objects = {o.path.stem for o in write_results(findings, sources, reference, tmp_path)}

@@ -294,6 +294,12 @@ def test_a_series_after_processing_makes_version_2(cases, tmp_path):
         assert study.state == "done"
         versions = sorted(p.name for p in (node.data_dir / "results").glob("*/v*"))
         assert versions == ["v1", "v2"]
+        # version 2 is marked as the newest and names the report it replaces
+        results = next((node.data_dir / "results").iterdir())
+        old, new = (pydicom.dcmread(results / v / "dicom" / "report.dcm", stop_before_pixels=True) for v in ("v1", "v2"))
+        assert new.SeriesDescription.endswith("(v2)") and new.SeriesNumber != old.SeriesNumber
+        assert new.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]\
+            .ReferencedSOPInstanceUID == old.SOPInstanceUID
     finally:
         node.stop()
 

@@ -64,6 +64,36 @@ SERIES = {
 }
 
 
+SERIES_STEP = 100
+"""SeriesNumber of version n of a result series: the first version's + SERIES_STEP × (n - 1)."""
+
+
+@dataclass(frozen=True)
+class ResultVersion:
+    """Which version of a study's results these are: ``number`` counts from 1 (new
+    instances after processing make the next, see the node's assembly); ``predecessors``
+    are the headers of the SR of the version they replace, which the new SR names in its
+    Predecessor Documents Sequence."""
+
+    number: int = 1
+    predecessors: tuple[Dataset, ...] = ()
+
+
+def previous_reports(results: Path, version: int) -> tuple[Dataset, ...]:
+    """The header of the latest SR written before ``version`` under ``results`` (the
+    study's results folder, one ``v<N>`` folder per version), or none."""
+    import pydicom
+
+    for earlier in range(version - 1, 0, -1):
+        report = results / f"v{earlier}" / "dicom" / f"{SERIES[('sr', '')].stem}.dcm"
+        if report.is_file():
+            try:
+                return (pydicom.dcmread(report, stop_before_pixels=True),)
+            except Exception:  # noqa: BLE001 - an unreadable earlier report is not named; the new one still goes out
+                return ()
+    return ()
+
+
 @dataclass
 class ResultContext:
     """One study's sources and the shared facts of its result objects.
@@ -76,6 +106,17 @@ class ResultContext:
     sources: dict[str, list[Dataset]]
     created: datetime
     software: str = field(default_factory=software_version)
+    version: ResultVersion = field(default_factory=ResultVersion)
+
+    def series(self, kind: str, key: str = "") -> ResultSeries:
+        """The SeriesNumber, SeriesDescription and file stem of one result object of this
+        version: version 1 as in :data:`SERIES`; a later version numbered above it and
+        described with ``(vN)``, so that a PACS lists the newest apart from the old."""
+        base = SERIES[(kind, key)]
+        n = self.version.number
+        if n <= 1:
+            return base
+        return ResultSeries(base.number + SERIES_STEP * (n - 1), f"{base.description} (v{n})"[:64], base.stem)
 
     @property
     def study_instance_uid(self) -> str:

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from glioma_node.core.findings import HeatMap
 from glioma_node.core.targets import TARGET_INFO
 from glioma_node.dicom_io.results import codes
-from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
+from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, ResultContext
 from glioma_node.dicom_io.results.frames import source_frames
 
 TARGET_NAMES = {t: info.title for t, info in TARGET_INFO.items()}
@@ -33,7 +33,7 @@ def hot_palette(ctx: ResultContext) -> hd.PaletteColorLUTTransformation:
 
 def heat_map(ctx: ResultContext, target: str, heat: HeatMap) -> hd.pm.ParametricMap:
     """The Parametric Map of ``heat`` (the Grad-CAM of ``target``, ``mgmt`` or ``idh``)."""
-    series = SERIES[("pmap", target)]
+    series = ctx.series("pmap", target)
     name = TARGET_NAMES.get(target, target)
     label = f"GRADCAM_{TARGET_CODES.get(target, target.upper())}"[:16]
     mapping = hd.pm.RealWorldValueMapping(

@@ -21,7 +21,7 @@ from pydicom.sr.coding import Code
 
 from glioma_node.core.findings import LabelMask
 from glioma_node.dicom_io.results import codes
-from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
+from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, ResultContext
 from glioma_node.dicom_io.results.frames import source_frames
 
 
@@ -60,7 +60,7 @@ def segment_masks(labels: np.ndarray) -> np.ndarray:
 
 def tumour_segmentation(ctx: ResultContext, mask: LabelMask) -> hd.seg.Segmentation:
     """The SEG of ``mask`` (one source series) with :data:`SEGMENTS`."""
-    series = SERIES[("seg", mask.role)]
+    series = ctx.series("seg", mask.role)
     model = next((m for m in ctx.findings.models if m.get("task") == "segmentation"), {})
     algorithm = algorithm_identification(ctx, model)
     descriptions = [

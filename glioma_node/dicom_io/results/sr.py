@@ -35,7 +35,7 @@ from pydicom.sr.coding import Code
 
 from glioma_node.core.findings import Radiogenomics
 from glioma_node.dicom_io.results import codes
-from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, SERIES, ResultContext
+from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, ResultContext
 from glioma_node.dicom_io.results.seg import SEGMENTS, SegmentSpec
 
 
@@ -198,7 +198,7 @@ def _library_entry(ds: Dataset) -> Dataset:
 def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
     """The report of ``ctx.findings``; ``seg`` is the SEG on the reference series, whose
     segments the volumes reference, and ``evidence`` the other result objects to list."""
-    series = SERIES[("sr", "")]
+    series = ctx.series("sr")
     findings = ctx.findings
     mask = findings.masks[findings.reference_role]
     library = [_library_entry(ds) for ds in
@@ -213,6 +213,7 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
         evidence=[*sources, seg, *evidence], content=report, series_instance_uid=ctx.uid(series.stem, "series"),
         series_number=series.number, sop_instance_uid=ctx.uid(series.stem, "instance"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        performed_procedure_codes=[codes.BRAIN_MRI], contributing_equipment=ctx.contributing_equipment())
+        performed_procedure_codes=[codes.BRAIN_MRI], contributing_equipment=ctx.contributing_equipment(),
+        previous_versions=list(ctx.version.predecessors) or None)
     sr.CodingSchemeIdentificationSequence = DicomSequence([codes.coding_scheme_identification()])  # type: ignore[assignment]  # highdicom types it as a list
     return ctx.stamp(sr, series)

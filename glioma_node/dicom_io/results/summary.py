@@ -25,7 +25,7 @@ from glioma_node.core.clinical import CovariateSource
 from glioma_node.core.findings import RESEARCH_USE, Findings
 from glioma_node.core.targets import TARGET_INFO
 from glioma_node.core.volume import Volume
-from glioma_node.dicom_io.results.context import MANUFACTURER, SERIES, ResultContext
+from glioma_node.dicom_io.results.context import MANUFACTURER, ResultContext
 from glioma_node.dicom_io.results.seg import SEGMENTS
 
 WIDTH, HEIGHT, DPI = 1600, 1000, 100
@@ -158,7 +158,7 @@ def _patient_orientation(volume: Volume) -> tuple[str, str]:
 
 def summary_image(ctx: ResultContext, rgb: np.ndarray, reference_header: Dataset, volume: Volume) -> hd.sc.SCImage:
     """The Secondary Capture of the summary panel ``rgb``, in the study of ``reference_header``."""
-    series = SERIES[("sc", "")]
+    series = ctx.series("sc")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=reference_header, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=ctx.uid(series.stem, "series"), series_number=series.number,

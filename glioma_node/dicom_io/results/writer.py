@@ -21,7 +21,15 @@ from pydicom.dataset import Dataset
 from glioma_node.core.files import atomic_path
 from glioma_node.core.findings import Findings
 from glioma_node.core.volume import Volume
-from glioma_node.dicom_io.results.context import SERIES, ResultContext, apply_character_set, created_time, save, text_neutral
+from glioma_node.dicom_io.results.context import (
+    SERIES,
+    ResultContext,
+    ResultVersion,
+    apply_character_set,
+    created_time,
+    save,
+    text_neutral,
+)
 from glioma_node.dicom_io.results.pmap import heat_map
 from glioma_node.dicom_io.results.seg import tumour_segmentation
 from glioma_node.dicom_io.results.sr import measurement_report
@@ -41,15 +49,16 @@ class WrittenObject:
     series_instance_uid: str
 
 
-def build_results(findings: Findings, sources: dict[str, list[Dataset]],
-                  reference: Volume) -> tuple[list[tuple[str, str, Dataset]], bytes]:
+def build_results(findings: Findings, sources: dict[str, list[Dataset]], reference: Volume,
+                  version: ResultVersion | None = None) -> tuple[list[tuple[str, str, Dataset]], bytes]:
     """The result datasets as (kind, file stem, dataset), and the summary PNG.
 
     ``sources``: SeriesInstanceUID → instance headers of every series the findings
-    name; ``reference``: the reference-role volume (pixels for the summary image).
+    name; ``reference``: the reference-role volume (pixels for the summary image);
+    ``version``: which version of the study's results these are (default: the first).
     """
     neutral, charset = text_neutral(sources)
-    ctx = ResultContext(findings, neutral, created_time(findings))
+    ctx = ResultContext(findings, neutral, created_time(findings), version=version or ResultVersion())
     objects: list[tuple[str, str, Dataset]] = []
     segs = {role: tumour_segmentation(ctx, findings.masks[role]) for role in SEG_ROLES if role in findings.masks}
     if findings.reference_role not in segs:
@@ -68,9 +77,9 @@ def build_results(findings: Findings, sources: dict[str, list[Dataset]],
 
 
 def write_results(findings: Findings, sources: dict[str, list[Dataset]], reference: Volume,
-                  folder: Path) -> list[WrittenObject]:
+                  folder: Path, version: ResultVersion | None = None) -> list[WrittenObject]:
     """Write the result objects of one study into ``folder`` (see the module doc)."""
-    objects, png = build_results(findings, sources, reference)
+    objects, png = build_results(findings, sources, reference, version)
     written = []
     for kind, stem, ds in objects:
         path = save(ds, folder / "dicom" / f"{stem}.dcm")
