@@ -242,3 +242,9 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def queue_length(self, queue: str) -> int:
+        """Tasks waiting in the Celery queue ``queue`` (a Redis list in database 0)."""
+        import redis
+
+        return int(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5).llen(queue))

@@ -5,7 +5,8 @@ Delivery is at least once, and every setting below serves that:
 
 * ``task_acks_late``: a task is acknowledged after it ran, not when it was received, so
   a worker that dies mid-job leaves it unacknowledged;
-* ``task_reject_on_worker_lost``: a pool process killed mid-job (OOM, kill -9) puts its
+* ``task_reject_on_worker_lost``: (for a prefork pool; the node's workers use threads,
+  see :mod:`glioma_node.service.celery_worker`) a pool process killed mid-job puts its
   task back on the queue at once;
 * ``worker_prefetch_multiplier`` 1: a worker holds one task beyond the one it runs, so a
   dying worker strands at most that many;

@@ -7,8 +7,10 @@
   names the study and version, and settles the job when a worker's ``outcome.json``
   appears in the shared data folder. A job whose worker's heartbeat went stale (the
   worker died) is published again and counts an attempt; one that no worker started
-  within ``execution.requeue_after_s`` (the broker lost it) is published again without
-  counting one.
+  within ``execution.requeue_after_s`` is published again without counting one, but only
+  when the broker's queue holds fewer tasks than there are jobs no worker has started:
+  a task queued behind busy workers is not lost, and publishing it again would only add
+  a duplicate per ``requeue_after_s``.
 
 The node drives an engine from its loop (:meth:`Engine.step`) and never imports model
 code through it.
@@ -108,6 +110,7 @@ class CeleryEngine:
         self.app: Any = None
         self.broker_ok: bool | None = None  # unknown until the first publish or check
         self._polled = 0.0
+        self._lost = 0  # tasks of unstarted jobs the broker does not hold (this poll's count)
 
     def start(self) -> None:
         from glioma_node.service.celery_app import make_app
@@ -142,8 +145,33 @@ class CeleryEngine:
         now = time.monotonic()
         if now - self._polled >= self.POLL_S:
             self._polled = now
-            for job in self.state.running(JobKind.PROCESS):
+            running = self.state.running(JobKind.PROCESS)
+            self._lost = self._lost_tasks(running)
+            for job in running:
                 self._check(job)
+
+    def _lost_tasks(self, running: list[Job]) -> int:
+        """How many of the running jobs no worker has started have no task in the broker
+        (see the module doc); the broker is asked only when one has waited past
+        ``execution.requeue_after_s``."""
+        unstarted = [job for job in running if heartbeat_age_s(self.paths.heartbeat(job.study_uid, job.version)) is None
+                     and not self.paths.outcome(job.study_uid, job.version).exists()]
+        overdue = [job for job in unstarted
+                   if time.time() - (job.started_at or time.time()) > self.config.execution.requeue_after_s]
+        if not overdue:
+            return 0
+        queued = self._queued_in_broker()
+        return len(overdue) if queued is None else max(0, min(len(overdue), len(unstarted) - queued))
+
+    def _queued_in_broker(self) -> int | None:
+        """Tasks waiting in the broker's queue, or None when the broker cannot say."""
+        try:
+            with self.app.connection_for_read() as connection:
+                declared = connection.default_channel.queue_declare(queue=self.config.execution.queue.value,
+                                                                    passive=True)
+            return int(declared.message_count)
+        except Exception as exc:  # noqa: BLE001 - an empty Redis queue does not exist (NOT_FOUND): nothing queued
+            return 0 if "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower() else None
 
     def _check(self, job: Job) -> None:
         """Settle a running job whose outcome is in, or publish it again (see the module doc)."""
@@ -166,9 +194,10 @@ class CeleryEngine:
             log.warning("worker lost; job published again", extra={"study": job.study_uid, "worker": worker,
                                                                    "heartbeat_age_s": round(age, 1)})
             self._again(job, count_attempt=True, heartbeat=heartbeat)
-        elif age is None and waited > execution.requeue_after_s:
-            log.warning("job not started; published again", extra={"study": job.study_uid,
-                                                                   "waited_s": round(waited, 1)})
+        elif age is None and waited > execution.requeue_after_s and self._lost > 0:
+            self._lost -= 1
+            log.warning("job not started and its task is not in the broker; published again",
+                        extra={"study": job.study_uid, "waited_s": round(waited, 1)})
             self._again(job, count_attempt=False, heartbeat=heartbeat)
 
     def _again(self, job: Job, count_attempt: bool, heartbeat: Path) -> None:

@@ -2,11 +2,14 @@
 node and two ``glioma-node worker`` processes, each in its own working directory, sharing
 one data folder, as separate machines would share a volume.
 
-Four studies arrive. As soon as the first worker runs a job it is killed with kill -9
-(the worker and its pool process: a machine lost); later Redis is restarted without
-persistence (its queue is lost). At the end every study is processed once into one
-result set, the killed job was run again by the other worker, and the PACS (a receiver
-that keeps every reception) got each result object exactly once.
+The embedded default configuration (radiogenomics on, radiomics workers unset: the
+workers' CPUs shared among their studies), as a site runs it. Four studies arrive. As
+soon as the first worker runs a job it is killed with kill -9 (the worker and its
+processes: a machine lost); later Redis is restarted without persistence while tasks
+wait in its queue (they are lost). At the end every study is processed once into one
+result set with its radiogenomic objects, the killed job was run again by the other
+worker, the tasks Redis lost were published again, and the PACS (a receiver that keeps
+every reception) got each result object exactly once.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import pydicom
 import pytest
 
 from glioma_node.dicom_io.scan import scan
+from tests.helpers import result_kinds
 from tests.node_harness import CeleryWorker, CountingPacs, RunningNode, copy_study, dcmsend, node_config, wait_for
 from tests.servers import RedisServer
 
@@ -43,9 +47,10 @@ def _heartbeats(data_dir: Path) -> dict[Path, int]:
 def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
     redis = RedisServer(tmp_path / "redis")
     pacs = CountingPacs()
-    config = node_config(tmp_path / "node", destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
-                                                           "port": pacs.port}],
-                         **{"execution.engine": "celery", "execution.broker_url": redis.url,
+    config = node_config(tmp_path / "node", radiogenomics=True,
+                         destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}],
+                         **{"models.radiogenomics.workers": None,
+                            "execution.engine": "celery", "execution.broker_url": redis.url,
                             "execution.heartbeat_s": 1, "execution.stale_after_s": 6,
                             "execution.requeue_after_s": 15, "execution.visibility_timeout_s": 3600})
     node = RunningNode(config)
@@ -68,9 +73,13 @@ def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
         # its job is published again once the heartbeat goes stale, and counts an attempt
         wait_for(lambda: any(j.attempts >= 2 for j in node.state().jobs(killed_study) if j.kind == "process"), 60,
               "the lost job to be published again")
-        # Redis restarts without persistence while jobs wait in its queue
+        # Redis restarts without persistence while tasks wait in its queue
+        queued = wait_for(lambda: redis.queue_length("cpu"), 300, "a task waiting in Redis")
         redis.stop()
         redis.start()
+        assert redis.queue_length("cpu") == 0  # lost: only the node can publish them again
+        node.wait_log("its task is not in the broker; published again", timeout=300)
+        assert queued >= 1
         for uid in uids:
             study = node.wait_study(uid, ("done", "failed"), timeout=900)
             assert study.state == "done", (uid, study.reason)
@@ -86,6 +95,7 @@ def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
                               for p in (folder / "dicom").glob("*.dcm"))
             sent = Counter(pacs.for_study(uid))
             assert sent == results, f"{uid}: the PACS got {sum(sent.values())} receptions of {len(results)} objects"
+            assert len(results) == len(result_kinds(radiogenomics=True)), uid  # the whole default pipeline ran
         outcome = (node.data_dir / "results" / killed_study / "v1" / "outcome.json").read_text()
         assert f":{pid}\"" not in outcome  # the job the killed worker held was finished by another
         assert survivor.process.poll() is None

@@ -23,11 +23,26 @@ class FakeApp:
     def __init__(self):
         self.sent: list[dict] = []
         self.down = False
+        self.queued: int | None = None  # what the broker says its queue holds (None: it cannot say)
 
     def send_task(self, name, kwargs, queue):
         if self.down:
             raise ConnectionRefusedError("broker down")
         self.sent.append({"name": name, "queue": queue, **kwargs})
+
+    def connection_for_read(self):
+        import contextlib
+        from types import SimpleNamespace
+
+        app = self
+
+        class Channel:
+            def queue_declare(self, queue, passive):
+                if app.queued is None:
+                    raise ConnectionRefusedError("broker down")
+                return SimpleNamespace(message_count=app.queued)
+
+        return contextlib.nullcontext(SimpleNamespace(default_channel=Channel()))
 
 
 @pytest.fixture
@@ -130,6 +145,20 @@ def test_a_job_no_worker_started_is_published_again_without_counting(engine):
     _check(engine)
     assert [t["attempt"] for t in engine.app.sent] == [1, 1]
     assert _job(engine).attempts == 1
+
+
+def test_a_task_queued_behind_busy_workers_is_not_published_again(engine):
+    """Past requeue_after_s with no worker started, the job's task is published again only
+    when the broker's queue no longer holds it (a Redis restart lost it)."""
+    engine.step()
+    engine.app.queued = 1  # still waiting in the queue: the workers are busy
+    time.sleep(1.1)
+    for _ in range(3):
+        _check(engine)
+    assert len(engine.app.sent) == 1 and _job(engine).attempts == 1
+    engine.app.queued = 0  # the queue lost it
+    _check(engine)
+    assert [t["attempt"] for t in engine.app.sent] == [1, 1] and _job(engine).attempts == 1
 
 
 def test_workers_dying_on_every_attempt_fail_the_study(engine):
