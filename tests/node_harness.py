@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -118,8 +119,12 @@ class RunningNode:
             raise AssertionError(f"serve did not stop cleanly on SIGTERM (exit {code}); see {self.log.name}")
 
     def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=10) as response:
-            return json.loads(response.read())
+        """/health's report, whether it says ok (200) or degraded (503)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/health", timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as answer:
+            return json.loads(answer.read())
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
@@ -283,22 +288,26 @@ class CountingPacs:
     SOP Instance UID of each C-STORE it got, repeats included, so a result sent twice
     shows up as twice (Orthanc would keep the one copy silently)."""
 
-    def __init__(self, ae_title: str = "PACS"):
+    def __init__(self, ae_title: str = "PACS", delay_s: float = 0.0, refuse: tuple[str, ...] = ()):
+        """``delay_s``: how long each C-STORE takes to answer (a slow PACS keeps a send going);
+        ``refuse``: SOP classes whose presentation contexts it does not accept."""
         import threading
 
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-        self.port = free_port()
+        self.port, self.delay_s = free_port(), delay_s
         self.received: list[tuple[str, str]] = []  # (StudyInstanceUID, SOPInstanceUID)
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         for context in AllStoragePresentationContexts:
-            if context.abstract_syntax:
+            if context.abstract_syntax and context.abstract_syntax not in refuse:
                 ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
 
     def _on_store(self, event) -> int:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         ds = event.dataset
         with self._lock:
             self.received.append((str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)))

@@ -4,10 +4,12 @@
 them); :func:`send` delivers one result set to one :class:`~glioma_node.service.target.Target`.
 
 Every send job names one target and one result version; its files sit in
-``outbox/<target>/<study>-v<version>/`` until the whole set is accepted, and are then
-removed (the results folder keeps its own copy). A refused connection or a failed
-status raises :class:`DispatchError`; the job is retried with exponential backoff, and
-since the objects' UIDs are fixed a retry replaces what a previous attempt stored.
+``outbox/<target>/<study>-v<version>/`` (hard links: the results folder keeps its own
+copy), and each leaves the outbox as soon as the destination acknowledged it, so a retry,
+or a restart after a crash in the middle of a send, sends only what was not yet stored
+(at most the one object whose acknowledgement was in flight at a crash is sent again; its
+UIDs are fixed, so the PACS replaces it). A refused connection or a failed status raises
+:class:`DispatchError`; the job is retried with exponential backoff.
 """
 from __future__ import annotations
 
@@ -71,14 +73,15 @@ def _sop_class_name(uid: str) -> str:
     return pydicom.uid.UID(uid).name or uid
 
 
-def c_store(files: list[Path], destination: Destination, calling_ae: str, timeout_s: float) -> list[Path]:
+def c_store(files: list[Path], destination: Destination, calling_ae: str, timeout_s: float,
+            on_stored: Callable[[Path], None] | None = None) -> list[Path]:
     """C-STORE ``files`` to ``destination`` in one association; the files stored.
 
     Every file the destination takes is sent, whatever it refuses: a file that does not
     read, a SOP class for which it accepted no presentation context, a failure status.
     When anything was refused, :class:`DispatchError` says what and why (the PACS's
     answer) and lists what was stored. ``timeout_s`` bounds the association request,
-    each response and any silence (s)."""
+    each response and any silence (s); ``on_stored(path)`` runs as each file is acknowledged."""
     refused: list[str] = []
     datasets: list[tuple[Path, pydicom.Dataset]] = []
     for path in files:
@@ -119,6 +122,8 @@ def c_store(files: list[Path], destination: Destination, calling_ae: str, timeou
                                + (f" ({comment})" if comment else ""))
                 continue
             stored.append(path)
+            if on_stored is not None:
+                on_stored(path)
     finally:
         if assoc.is_established:
             assoc.release()
@@ -162,6 +167,11 @@ def targets(config: Config, calling_ae: str | None) -> list[Target]:
     return out
 
 
+def _leave_outbox(path: Path) -> None:
+    """Take a file a destination accepted out of the outbox (the results folder keeps it)."""
+    path.unlink(missing_ok=True)
+
+
 def _to_orthanc(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> list[Path]:
     if local is None:
         raise DispatchError(f"{target} needs the Orthanc plugin (the node is not running inside Orthanc)")
@@ -172,23 +182,26 @@ def _to_orthanc(target: Target, files: list[Path], config: Config, local: LocalS
         except Exception as exc:  # noqa: BLE001 - Orthanc's own refusal of one file: the rest goes on
             raise DispatchError(f"{target}: Orthanc refused {path.name}: {exc}", stored) from None
         stored.append(path)
+        _leave_outbox(path)
     return stored
 
 
 def _to_destination(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> list[Path]:
     destination = next(d for d in config.destinations if d.name == target.name)
-    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
+    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s, _leave_outbox)
 
 
 def _to_stow(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> list[Path]:
-    return stow(files, next(d for d in config.dispatch.dicomweb if d.name == target.name),
-                config.dispatch.stow_timeout_s)
+    stored = stow(files, next(d for d in config.dispatch.dicomweb if d.name == target.name),
+                  config.dispatch.stow_timeout_s)
+    _forget(stored)  # one request: all stored together
+    return stored
 
 
 def _to_caller(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> list[Path]:
     destination = next(Destination(name=target.name, ae_title=p.ae_title, host=p.host, port=p.port)
                        for p in config.node.allowed_peers if p.ae_title == target.name and p.port is not None)
-    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s)
+    return c_store(files, destination, config.node.ae_title, config.dispatch.timeout_s, _leave_outbox)
 
 
 SENDERS: dict[TargetKind, Callable[[Target, list[Path], Config, LocalStore | None], list[Path]]] = {
@@ -197,7 +210,8 @@ SENDERS: dict[TargetKind, Callable[[Target, list[Path], Config, LocalStore | Non
     TargetKind.STOW: _to_stow,
     TargetKind.CALLER: _to_caller,
 }
-"""How each kind of target is sent to: one handler per kind, each returning the files stored."""
+"""How each kind of target is sent to: one handler per kind, each taking outbox files, removing
+each from the outbox as the target acknowledges it, and returning the files stored."""
 
 
 def send(target: Target, files: list[Path], config: Config, local: LocalStore | None = None) -> list[Path]:
@@ -244,9 +258,8 @@ def send_pending(config: Config, state: NodeState, paths: Paths, local: LocalSto
 
 
 def _forget(stored: list[Path]) -> None:
-    """Take files a destination accepted out of the outbox (the results folder keeps them)."""
     for path in stored:
-        path.unlink(missing_ok=True)
+        _leave_outbox(path)
 
 
 def _failed_attempt(job: Job, error: str, config: Config, state: NodeState) -> None:
