@@ -2,27 +2,40 @@
 dcmtk and pynetdicom peers that misbehave, and silent connections, with and without TLS.
 
 Every case asserts the answer the peer gets, that the node still answers C-ECHO after
-it, that nothing was written outside the node's data directory, and that every
-instance the node acknowledged is in its spool.
+it, and that every instance the node acknowledged is in its spool; and for every case
+the autouse fixture :func:`outside` asserts that the node wrote nothing outside its data
+directory: not beside it (its folder, walked whole), not in its working directory (the
+checkout) and not in the temporary directory (both walked two levels deep, names only).
+The checkout and /tmp are shared with other tests (and other pytest-xdist workers), so
+a new path there counts only when it bears this suite's marks: a crafted UID or the
+escape token in its name or its bytes, or the name of a data-directory part (spool,
+results, outbox, state.db) appearing in the working directory itself.
 """
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
+import yaml
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage
 from pynetdicom import AE
 
 from glioma_node.service.intake import StoreStatus
-from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_sequences, part10, send_raw
+from tests.helpers import REPO
+from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_sequences, part10
+from tests.hostile_data import send_raw as _send_raw
 from tests.node_harness import RunningNode, echo, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile")]
@@ -31,9 +44,98 @@ MAX_ASSOCIATIONS = 4
 TIMEOUT_S = 3  # the node's ACSE and network timeouts in this suite
 
 
+ESCAPE_MARK = "glioma-hostile-"
+
+
 def _escape() -> str:
     """A path a traversal UID aims at; it must never come to exist."""
-    return f"/tmp/glioma-hostile-{uuid.uuid4().hex[:12]}"
+    return f"/tmp/{ESCAPE_MARK}{uuid.uuid4().hex[:12]}"
+
+
+# Every UID this suite sends (standard UIDs and the shared implementation class UID left
+# out), as the marks that tell a file the node made from our traffic from anyone else's.
+SENT_UIDS: set[bytes] = set()
+_UID = re.compile(rb"[0-9]+(?:\.[0-9]+){3,}")
+_COMMON_UIDS = (b"1.2.840.10008.", b"1.2.826.0.1.3680043.10.1418.99")
+
+
+def send_raw(port: int, data: bytes, folder: Path):
+    """:func:`tests.hostile_data.send_raw`, remembering the UIDs the bytes carry."""
+    SENT_UIDS.update(uid for uid in _UID.findall(data) if len(uid) >= 10 and not uid.startswith(_COMMON_UIDS))
+    return _send_raw(port, data, folder)
+
+
+def _listing(root: Path, depth: int, skip: frozenset[Path] = frozenset()) -> set[Path]:
+    """The paths under ``root`` down to ``depth`` levels below it (0: its entries only), by
+    name only; ``__pycache__`` folders and ``skip`` left out, unreadable folders passed by."""
+    found: set[Path] = set()
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return  # gone meanwhile, or not ours to read
+        for entry in entries:
+            path = Path(entry.path)
+            if path in skip or entry.name == "__pycache__":
+                continue
+            found.add(path)
+            if level < depth and entry.is_dir(follow_symlinks=False):
+                walk(path, level + 1)
+
+    walk(root, 0)
+    return found
+
+
+def _marked(path: Path) -> bool:
+    """Whether ``path`` bears one of this suite's marks in its name or (a file) its bytes."""
+    marks = [ESCAPE_MARK.encode(), *SENT_UIDS]
+    if any(mark in os.fsencode(path.name) for mark in marks):
+        return True
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 64 << 20:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(mark in data for mark in marks)
+
+
+NODE_PARTS = ("spool", "results", "outbox", "state.db")  # what a data directory holds
+
+
+class OutsideWrites:
+    """Snapshots, taken before a test, of where a node could write besides its data directory."""
+
+    def __init__(self, pytest_roots: frozenset[Path], cwd: Path = REPO, temps: tuple[Path, ...] = ()) -> None:
+        """``cwd``: the node's working directory (tests/node_harness.py starts it in the
+        checkout); ``temps``: the temporary directories (default /tmp and $TMPDIR)."""
+        self.cwd = cwd
+        self.roots = {cwd: frozenset(cwd / name for name in (".git", ".venv", ".mypy_cache", ".pytest_cache",
+                                                             ".ruff_cache", ".hypothesis"))}
+        for temp in temps or (Path("/tmp"), Path(tempfile.gettempdir())):
+            self.roots[temp] = pytest_roots  # other tests' own tmp folders, pytest-xdist workers' included
+        self.before = {root: _listing(root, 1, skip) for root, skip in self.roots.items()}
+        self.folders: list[tuple[Path, Path, set[Path]]] = []
+
+    def watch(self, folder: Path, data_dir: Path) -> None:
+        """Watch a node's own folder (node.yaml, serve.log and ``data_dir``) whole: call it
+        before the node starts. Nothing but the node and its test writes there."""
+        self.folders.append((folder, data_dir, _listing(folder, 64)))
+
+    def found(self) -> list[str]:
+        """What appeared since the snapshots that the node made, outside its data directory."""
+        made = []
+        for root, skip in self.roots.items():
+            for path in sorted(_listing(root, 1, skip) - self.before[root]):
+                if _marked(path) or (root == self.cwd and path.parent == root and path.name.startswith(NODE_PARTS)):
+                    made.append(str(path))
+        for folder, data_dir, before in self.folders:
+            for path in sorted(_listing(folder, 64) - before):
+                if path != data_dir and not path.is_relative_to(data_dir) \
+                        and path not in (folder / "node.yaml", folder / "serve.log"):
+                    made.append(str(path))
+        return made
 
 
 def _traversal(target: str) -> str:
@@ -100,8 +202,48 @@ def node(tmp_path_factory):
     running.stop()
 
 
-def _assert_node_well(node: RunningNode, acknowledged: list[str]) -> None:
-    assert echo(node.port, "STORESCU"), "the node stopped answering C-ECHO"
+@pytest.fixture(autouse=True)
+def outside(request, tmp_path_factory) -> Iterator[OutsideWrites]:
+    """Every test of the file: the node wrote nothing outside its data directory (see the
+    module doc). The module's node is watched when the test uses it; a test that starts
+    its own node calls :meth:`OutsideWrites.watch` before starting it."""
+    base = tmp_path_factory.getbasetemp().resolve()
+    # pytest's tmp root (/tmp/pytest-of-<user>) holds every test's and every worker's tmp folders
+    pytest_roots = frozenset(temp / base.relative_to(temp.resolve()).parts[0]
+                             for temp in (Path("/tmp"), Path(tempfile.gettempdir()))
+                             if base.is_relative_to(temp.resolve()))
+    watcher = OutsideWrites(pytest_roots)
+    if "node" in request.fixturenames:
+        running = request.getfixturevalue("node")
+        watcher.watch(running.config_path.parent, running.data_dir)
+    yield watcher
+    made = watcher.found()
+    assert not made, f"the node wrote outside its data directory: {made}"
+
+
+def test_the_outside_watch_sees_what_a_node_could_leave_and_nothing_else(tmp_path):
+    cwd, temp, folder = tmp_path / "cwd", tmp_path / "tmp", tmp_path / "node"
+    for path in (cwd / "glioma_node", temp / "pytest-of-someone", temp / "old", folder / "data" / "spool"):
+        path.mkdir(parents=True)
+    watcher = OutsideWrites(frozenset({temp / "pytest-of-someone"}), cwd, (temp,))
+    watcher.watch(folder, folder / "data")
+    SENT_UIDS.add(b"2.25.918273645546372819")
+    made = [folder / "data" / "spool" / "a.dcm", folder / "stray.dcm", folder / "tmp" / "x",
+            cwd / "spool", cwd / "glioma_node" / "2.25.918273645546372819.dcm", temp / f"{ESCAPE_MARK}abc",
+            temp / "old" / "tmpq1w2e3"]
+    for path in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"DICM 2.25.918273645546372819" if path.name == "tmpq1w2e3" else b"x")
+    (cwd / "notes.txt").write_text("another engineer's file")  # shared places: unmarked is someone else's
+    (temp / "old" / "tmp-other").write_bytes(b"DICM 1.2.3.4.5.6")
+    (temp / "pytest-of-someone" / f"{ESCAPE_MARK}in-another-test").write_text("")
+    assert sorted(watcher.found()) == sorted(str(p) for p in [*made[1:], folder / "tmp"])
+
+
+def _assert_node_well(node: RunningNode, acknowledged: list[str], answers: Callable[[int], bool] | None = None) -> None:
+    """The node answers (a plain C-ECHO, or ``answers(port)``) and recorded every
+    instance it acknowledged."""
+    assert (answers or (lambda port: echo(port, "STORESCU")))(node.port), "the node stopped answering C-ECHO"
     state = node.state()
     lost = [sop for sop in acknowledged if state.instance_location(sop) is None]
     assert not lost, f"acknowledged but not recorded: {lost}"
@@ -133,9 +275,6 @@ def test_crafted_dataset_gets_its_answer(node, tmp_path, name, build, expected):
         spooled = [p for p in (node.data_dir / "spool").rglob("*.dcm") if p.name == f"{sop}.dcm"]
         assert spooled and subprocess.run(["dcmdump", "-q", str(spooled[0])], capture_output=True).returncode == 0
     _assert_node_well(node, acknowledged)
-    outside = [p for p in node.data_dir.parent.rglob("*") if p.is_file()
-               and not p.is_relative_to(node.data_dir) and p.name not in ("node.yaml", "serve.log")]
-    assert not outside, outside
 
 
 def _japanese() -> bytes:
@@ -259,12 +398,14 @@ def _certificates(folder: Path) -> dict[str, Path]:
     return {p.stem + p.suffix: p for p in folder.iterdir()}
 
 
-def test_with_tls_an_idle_connection_blocks_nobody(tmp_path):
+def test_with_tls_an_idle_connection_blocks_nobody(tmp_path, outside):
     certs = _certificates(tmp_path)
-    node = RunningNode(node_config(tmp_path / "tls-node", **{
+    config = node_config(tmp_path / "tls-node", **{
         "node.tls": {"certificate": str(certs["server.crt"]), "private_key": str(certs["server.key"]),
                      "ca_certificates": str(certs["ca.crt"])},
-        "node.tls_handshake_timeout_s": TIMEOUT_S}), ready=lambda port: _tls_echo(port, certs))
+        "node.tls_handshake_timeout_s": TIMEOUT_S})
+    outside.watch(config.parent, Path(yaml.safe_load(config.read_text())["data_dir"]))
+    node = RunningNode(config, ready=lambda port: _tls_echo(port, certs))
     silent = socket.create_connection(("127.0.0.1", node.port))  # not even a peer we know
     try:
         started = time.monotonic()
@@ -272,6 +413,7 @@ def test_with_tls_an_idle_connection_blocks_nobody(tmp_path):
         assert time.monotonic() - started < TIMEOUT_S
         silent.settimeout(TIMEOUT_S * 5)
         assert silent.recv(1) == b""  # the handshake timed out and the socket was closed
+        _assert_node_well(node, [], answers=lambda port: _tls_echo(port, certs))
     finally:
         silent.close()
         node.stop()
