@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -15,22 +16,42 @@ from pathlib import Path
 from glioma_node.service.config import ConfigError, load_config
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines for a terminal: the message's control characters escaped (a file name or
+    header value in a warning cannot drive the terminal); tracebacks as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's naming)
+        from glioma_node.core.text import printable
+
+        return printable(super().formatMessage(record))
+
+
+def _log_to_terminal(level: int) -> None:
+    """Log records at ``level`` and above to stderr, escaped (see :class:`_PrintableFormatter`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from glioma_node.cli.inspect import inspect_path, render_text
+    from glioma_node.core.text import printable_tree
 
+    _log_to_terminal(logging.WARNING)  # what was skipped (a named pipe, ...) and why
     report = inspect_path(args.path, args.settings, decode=not args.headers_only)
-    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    # JSON escapes control characters itself; the table gets every value escaped, so a
+    # SeriesDescription with ESC, BEL, CR or a newline shows as \x1b..., one row per series
+    print(json.dumps(report, indent=2) if args.json else render_text(printable_tree(report)))
     return 0
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
-    import logging
-
     from glioma_node.cli.process import process_folder
+    from glioma_node.core.text import printable
     from glioma_node.inference.model_dir import ModelError
     from glioma_node.service.pipeline import OutcomeStatus
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    _log_to_terminal(logging.INFO)
     try:
         outcomes = process_folder(args.path, args.out, args.settings)
     except ModelError as exc:
@@ -39,8 +60,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
     for o in outcomes:
         if o.status is OutcomeStatus.DONE and o.findings is not None:
             v = o.findings.volumes_ml
-            print(f"{o.study_instance_uid}: whole tumour {v['whole_tumour']:.1f} ml, core {v['tumour_core']:.1f} ml, "
-                  f"enhancing {v['enhancing_tumour']:.1f} ml -> {o.folder}")
+            print(f"{printable(o.study_instance_uid)}: whole tumour {v['whole_tumour']:.1f} ml, "
+                  f"core {v['tumour_core']:.1f} ml, enhancing {v['enhancing_tumour']:.1f} ml -> {printable(o.folder)}")
             rg = o.findings.radiogenomics
             if rg is not None:
                 parts = [f"{t.upper()} {p.status} (p={p.probability:.2f}, threshold {p.threshold:.2f}, {p.variant})"
@@ -49,7 +70,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                     parts.append(f"risk group {rg.risk.group} (score {rg.risk.score:.2f}, cutoff {rg.risk.cutoff:.2f})")
                 print("    " + "; ".join(parts) + " [research use only, not for diagnosis]")
         else:
-            print(f"{o.study_instance_uid}: FAILED: {o.error}")
+            print(f"{printable(o.study_instance_uid)}: FAILED: {printable(o.error)}")
     if not outcomes:
         print(f"glioma-node: no DICOM study found under {args.path}", file=sys.stderr)
         return 1
@@ -355,7 +376,8 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", default="",
                    help="queues this worker serves, comma-separated: cpu, gpu (default: execution.queue)")
     p.add_argument("--concurrency", type=int, default=1,
-                   help="studies at once (each pool process loads the models: about 2 GB each)")
+                   help="studies at once, in threads sharing one copy of the models (about 2 GB); "
+                        "radiomics workers are the CPUs divided among them")
     p.set_defaults(func=_cmd_worker)
 
 

@@ -3,10 +3,15 @@
 Headers only (``stop_before_pixels``): scanning a folder of thousands of files stays
 cheap, and pixel data is decoded later, per series, by :mod:`glioma_node.dicom_io.series_reader`.
 Non-DICOM files are skipped quietly; files that claim to be DICOM but cannot be read
-are listed with the reason, never raised.
+are listed with the reason, never raised. Only regular files are opened: a named pipe,
+socket or device under the path is skipped with a logged warning (reading a FIFO
+would wait forever). A Deflated data set is inflated within ``max_bytes``
+(:mod:`glioma_node.dicom_io.bounded`); one that inflates past it is listed as
+unreadable with that reason.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +22,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import MediaStorageDirectoryStorage
 
+from glioma_node.dicom_io.bounded import MAX_INSTANCE_BYTES, InstanceTooLarge, read_file, regular_file
 from glioma_node.dicom_io.errors import NotDicomError, UnreadableDicomError
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 
+log = logging.getLogger(__name__)
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
@@ -67,13 +74,22 @@ def tolerate_nonconformant_values() -> None:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
-def read_header(path: Path) -> Dataset:
-    """Read one file's header, raising :class:`NotDicomError` or :class:`UnreadableDicomError`."""
+def read_header(path: Path, max_bytes: int = MAX_INSTANCE_BYTES) -> Dataset:
+    """Read one file's header, raising :class:`NotDicomError` (also for a file that is
+    not a regular file) or :class:`UnreadableDicomError` (also for a Deflated data set
+    inflating past ``max_bytes``, :class:`glioma_node.dicom_io.bounded.InstanceTooLarge`)."""
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = read_file(path, max_bytes, stop_before_pixels=True)
         # pydicom converts values lazily; walking the dataset converts every one now, so a
         # corrupt value is reported here for this file instead of surfacing mid-series.
         ds.walk(lambda dataset, element: None)
+    except NotDicomError:
+        raise  # not a regular file: its message names it
+    except InstanceTooLarge as exc:
+        raise InstanceTooLarge(f"{path}: {exc}, more than this reader holds for one instance "
+                               "(node.max_instance_mb); not read", exc.max_bytes) from exc
+    except UnreadableDicomError as exc:  # a deflate stream that does not inflate
+        raise UnreadableDicomError(f"{path}: {exc}") from exc
     except InvalidDicomError as exc:
         raise NotDicomError(f"{path}: not a DICOM file ({exc})") from exc
     except (OSError, EOFError) as exc:
@@ -88,26 +104,42 @@ def read_header(path: Path) -> Dataset:
     return ds
 
 
-def iter_files(root: Path) -> list[Path]:
-    """All regular files under ``root`` (or ``root`` itself), sorted for stable output."""
-    if root.is_file():
-        return [root]
+def iter_files(root: Path, skipped: list[Path] | None = None) -> list[Path]:
+    """All regular files under ``root`` (or ``root`` itself), sorted for stable output.
+
+    Anything else (a named pipe, a socket, a device: opening or reading one can block
+    forever or never end) is left out with a logged warning, and appended to ``skipped``."""
+    if root.is_dir():
+        candidates: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            candidates.extend(Path(dirpath) / name for name in sorted(filenames))
+    else:
+        candidates = [root]
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in sorted(filenames))
+    for path in candidates:
+        kind = regular_file(path)
+        if kind is None:
+            found.append(path)
+            continue
+        log.warning("skipped %s: %s, not a file to read", path, kind)
+        if skipped is not None:
+            skipped.append(path)
     return found
 
 
-def scan(root: str | Path) -> ScanResult:
-    """Scan ``root`` recursively and group the DICOM instances by study and series."""
+def scan(root: str | Path, max_bytes: int = MAX_INSTANCE_BYTES) -> ScanResult:
+    """Scan ``root`` recursively and group the DICOM instances by study and series.
+
+    ``max_bytes``: the largest instance read, bytes, after inflating a Deflated transfer
+    syntax (``node.max_instance_mb``); a larger one is listed in ``bad_files``."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist")
     result = ScanResult()
-    for path in iter_files(root):
+    for path in iter_files(root, result.skipped_not_dicom):
         try:
-            ds = read_header(path)
+            ds = read_header(path, max_bytes)
         except NotDicomError:
             result.skipped_not_dicom.append(path)
             continue

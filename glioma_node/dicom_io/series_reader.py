@@ -7,6 +7,12 @@ one orientation, one matrix, one image component, one echo, one time point, one
 b-value, a uniform stack along the normal. Slices are sorted by their position along
 the normal, never by InstanceNumber. Pixel values are modality values (RescaleSlope
 and RescaleIntercept applied), float32.
+
+Bounds (:mod:`glioma_node.dicom_io.bounded`): the voxels a series' headers declare
+(Rows × Columns × frames × samples, summed over its instances) are checked against
+``max_voxels`` before any record is built or array allocated, so a folder of 1 KB
+JPEG 2000 files declaring 4096 × 4096 is refused (``too_large``) instead of decoded;
+a Deflated file is inflated within ``max_bytes``.
 """
 from __future__ import annotations
 
@@ -17,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import (
@@ -31,6 +36,13 @@ from pydicom.uid import (
 )
 
 from glioma_node.core.volume import SeriesMetadata, Volume
+from glioma_node.dicom_io.bounded import (
+    MAX_INSTANCE_BYTES,
+    MAX_SERIES_VOXELS,
+    InstanceTooLarge,
+    image_voxels,
+    read_file,
+)
 from glioma_node.dicom_io.errors import SeriesRefused
 from glioma_node.dicom_io.geometry import affine_from_geometry, check_orientation, stack_slices
 from glioma_node.dicom_io.header import SeriesHeader, functional_group_item, to_float
@@ -199,11 +211,38 @@ def _refuse_non_volume_kinds(instances: Sequence[Instance]) -> None:
         )
 
 
-def slice_records(instances: Sequence[Instance]) -> list[SliceRecord]:
-    """All 2D images of a series as :class:`SliceRecord` s, header checks applied."""
+def _voxels(ds: Dataset) -> tuple[int, str]:
+    """:func:`glioma_node.dicom_io.bounded.image_voxels`, SeriesRefused for a value that is not a number."""
+    try:
+        return image_voxels(ds)
+    except ValueError as exc:
+        raise SeriesRefused("bad_header", f"{exc} in {ds.get('SOPInstanceUID', '?')}") from exc
+
+
+def refuse_too_large(instances: Sequence[Instance], max_voxels: int = MAX_SERIES_VOXELS) -> int:
+    """The voxels the series' headers declare (Rows × Columns × frames × samples, summed
+    over its instances: what decoding it allocates); SeriesRefused ``too_large`` past ``max_voxels``."""
+    total = 0
+    for inst in instances:
+        voxels, spelt = _voxels(inst.header)
+        total += voxels
+        if total > max_voxels:
+            raise SeriesRefused(
+                "too_large",
+                f"the series declares more than {max_voxels} voxels (node.max_series_voxels): {len(instances)} "
+                f"instance(s) of {spelt}; not decoded",
+            )
+    return total
+
+
+def slice_records(instances: Sequence[Instance], max_voxels: int = MAX_SERIES_VOXELS) -> list[SliceRecord]:
+    """All 2D images of a series as :class:`SliceRecord` s, header checks applied (the
+    declared voxels within ``max_voxels`` first: a record per frame of a billion frames
+    is never built)."""
     if not instances:
         raise SeriesRefused("empty", "the series has no instances")
     _refuse_non_volume_kinds(instances)
+    refuse_too_large(instances, max_voxels)
     records: list[SliceRecord] = []
     for i, inst in enumerate(instances):
         ds = inst.header
@@ -263,9 +302,10 @@ class SeriesLayout:
         return (len(self.records), rows, cols)
 
 
-def layout(instances: Sequence[Instance]) -> SeriesLayout:
-    """Work out the volume geometry of a series from its headers, or refuse it."""
-    records = slice_records(instances)
+def layout(instances: Sequence[Instance], max_voxels: int = MAX_SERIES_VOXELS) -> SeriesLayout:
+    """Work out the volume geometry of a series from its headers, or refuse it (also
+    when it declares more than ``max_voxels``, see :func:`refuse_too_large`)."""
+    records = slice_records(instances, max_voxels)
     _refuse_mixtures(records)
     orientation = check_orientation(np.stack([r.orientation for r in records]))
     stack = stack_slices(np.stack([r.position for r in records]), orientation)
@@ -274,11 +314,23 @@ def layout(instances: Sequence[Instance]) -> SeriesLayout:
     return SeriesLayout(records=ordered, affine=affine)
 
 
-def decode_pixels(path: Path) -> tuple[Dataset, np.ndarray]:
-    """The dataset and its stored pixel values (compressed transfer syntaxes decoded)."""
+def decode_pixels(path: Path, max_bytes: int = MAX_INSTANCE_BYTES,
+                  max_voxels: int = MAX_SERIES_VOXELS) -> tuple[Dataset, np.ndarray]:
+    """The dataset and its stored pixel values (compressed transfer syntaxes decoded).
+
+    A Deflated file is inflated within ``max_bytes``; an image declaring more than
+    ``max_voxels`` is refused (``too_large``) before the decoder allocates it."""
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = read_file(path, max_bytes)
+        voxels, spelt = image_voxels(ds)
+        if voxels > max_voxels:
+            raise SeriesRefused("too_large", f"{path.name} declares {spelt}, more than {max_voxels} voxels "
+                                             "(node.max_series_voxels); not decoded")
         return ds, ds.pixel_array
+    except SeriesRefused:
+        raise
+    except InstanceTooLarge as exc:
+        raise SeriesRefused("too_large", f"{path.name}: {exc} (node.max_instance_mb); not decoded") from exc
     except Exception as exc:  # decoders raise many kinds; all mean the same to the caller
         raise SeriesRefused(
             "pixel_decode",
@@ -287,20 +339,23 @@ def decode_pixels(path: Path) -> tuple[Dataset, np.ndarray]:
         ) from exc
 
 
-def read_series(instances: Sequence[Instance]) -> Volume:
+def read_series(instances: Sequence[Instance], max_voxels: int = MAX_SERIES_VOXELS,
+                max_bytes: int = MAX_INSTANCE_BYTES) -> Volume:
     """Read a series (its instances as found by :func:`glioma_node.dicom_io.scan.scan`) into a Volume.
 
     Raises :class:`glioma_node.dicom_io.errors.SeriesRefused` with a reason when the series is not
-    one 3D volume or its pixel data cannot be decoded.
+    one 3D volume, its pixel data cannot be decoded, or its headers declare more than
+    ``max_voxels`` voxels (``too_large``: ``node.max_series_voxels``; checked before
+    anything is allocated). ``max_bytes``: see :func:`decode_pixels`.
     """
-    plan = layout(instances)
+    plan = layout(instances, max_voxels)
     rows, cols = plan.records[0].matrix
     voxels = np.empty((len(plan.records), rows, cols), dtype=np.float32)
     frames_by_instance: dict[int, np.ndarray] = {}
     for k, record in enumerate(plan.records):
         if record.instance not in frames_by_instance:
             path = instances[record.instance].path
-            _, array = decode_pixels(path)
+            _, array = decode_pixels(path, max_bytes, max_voxels)
             frames = array[None] if array.ndim == 2 else array
             if frames.ndim != 3 or frames.shape[1:] != (rows, cols):
                 raise SeriesRefused(

@@ -5,16 +5,27 @@ Storage SCP, the Orthanc plugin, or the spool itself when :func:`reconcile` reco
 what a crash left unrecorded): one header parse, one validation, one record. The checks are the cheap ones that catch what would
 otherwise fail late, after the instance was acknowledged:
 
+* the instance is at most ``node.max_instance_mb`` (after inflating a Deflated
+  transfer syntax: the stream is inflated with that bound, so a small file that
+  inflates a thousand times is refused with 0xA700 without ever being held whole);
 * the header parses, no element's length field runs past the end of the data, and
   the dataset body is encoded as the transfer syntax under which it arrived says
-  (explicit or implicit VR; native or encapsulated pixels);
+  (explicit or implicit VR; native or encapsulated pixels). A deflated body is
+  checked once inflated, as the Explicit VR Little Endian it then is: the same checks
+  hold for every transfer syntax;
 * Study, Series and SOP Instance UID are UIDs (:func:`glioma_node.dicom_io.uids.check_uid`): a
   value such as ``../../tmp/x`` is refused, never used; trailing padding and leading
   zeros are tolerated with a logged warning;
 * the pixel data is as long as Rows × Columns × frames × samples × bits say
   (uncompressed), or encapsulated (compressed);
+* Rows × Columns × frames × samples is at most ``node.max_series_voxels`` (a 1 KB
+  JPEG 2000 file may declare 4096 × 4096: refused with 0xA700 before a decoder
+  allocates it);
 * a SOP Instance UID already stored under another study or series is refused (a
-  retry of the same instance is accepted and dropped).
+  retry of the same instance is accepted and dropped). The same SOP Instance UID with
+  other bytes than the stored file is acknowledged too (a sender would retry a refusal
+  forever) but kept apart as a conflict (:attr:`Outcome.CONFLICT`, a warning with both
+  SHA-256 checksums): the first stored copy stays the one used.
 
 A refusal carries a C-STORE failure status (:class:`StoreStatus`) and a reason that
 goes back to the peer (Error Comment) and into the log; nothing is written for it.
@@ -22,11 +33,13 @@ goes back to the peer (Error Comment) and into the log; nothing is written for i
 from __future__ import annotations
 
 import enum
+import hashlib
 import io
 import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -35,11 +48,24 @@ from pydicom.uid import (
     UID,
     EnhancedMRImageStorage,
     ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     LegacyConvertedEnhancedMRImageStorage,
     MRImageStorage,
 )
 
+from glioma_node.dicom_io.bounded import (
+    MAX_INSTANCE_BYTES,
+    MAX_SERIES_VOXELS,
+    MB,
+    BufferReader,
+    InstanceTooLarge,
+    inflated_part10,
+    is_deflated,
+    read_meta,
+    syntax_of,
+)
+from glioma_node.dicom_io.errors import UnreadableDicomError
 from glioma_node.dicom_io.uids import InvalidUid, check_uid
 from glioma_node.service.logs import pseudonym
 from glioma_node.service.recorder import InstanceRecorder
@@ -78,16 +104,39 @@ class Outcome(enum.Enum):
     IGNORED = "instances_ignored"  # not MR: accepted and dropped, so a forwarding PACS never fails
     REFUSED = "instances_refused"
     OUT_OF_RESOURCES = "instances_out_of_resources"
+    # a stored SOP Instance UID again, with other bytes: acknowledged (0x0000, so the sender
+    # does not loop), not stored, logged with both checksums
+    CONFLICT = "instances_conflicting"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A SOP Instance UID received again with other content than the stored file (which
+    stays the one used): what a record of it needs. Checksums are SHA-256 hex digests
+    of the Part 10 bytes (the stored file; the received data set behind the same file
+    meta). A retry re-encoded in another transfer syntax differs in bytes too: the
+    syntaxes are named so a reader can tell."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    stored_sha256: str
+    received_sha256: str
+    stored_path: Path
+    stored_syntax: str
+    received_syntax: str
 
 
 @dataclass(frozen=True)
 class Answer:
-    """The intake's answer for one instance: status for the peer, outcome, reason, path."""
+    """The intake's answer for one instance: status for the peer, outcome, reason, path
+    (``conflict``: with :attr:`Outcome.CONFLICT`, what differs)."""
 
     status: StoreStatus
     outcome: Outcome
     reason: str = ""
     path: Path | None = None
+    conflict: Conflict | None = None
 
 
 class Refused(Exception):
@@ -113,7 +162,7 @@ def _int(value, default: int) -> int:
         return default
 
 
-def _meta_end(data: bytes) -> int:
+def _meta_end(data: bytes | bytearray) -> int:
     """Offset of the dataset body in a Part 10 byte string (after the file meta group)."""
     if data[128:132] != b"DICM":
         return 0
@@ -122,7 +171,7 @@ def _meta_end(data: bytes) -> int:
         group = struct.unpack_from("<H", data, offset)[0]
         if group != 0x0002:
             return offset
-        vr = data[offset + 4:offset + 6]
+        vr = bytes(data[offset + 4:offset + 6])
         if vr in _LONG_VRS:
             offset += 12 + struct.unpack_from("<I", data, offset + 8)[0]
         else:
@@ -130,14 +179,14 @@ def _meta_end(data: bytes) -> int:
     return offset
 
 
-def _check_body_encoding(data: bytes, syntax: UID) -> None:
+def _check_body_encoding(data: bytes | bytearray, syntax: UID) -> None:
     """The first element of the body must be encoded as ``syntax`` says (explicit VR
     carries two letters after the tag, implicit VR a 4-byte length). pydicom guesses
     its way past a mismatch; dcmtk and most PACS do not, so it is refused here."""
-    body = data[_meta_end(data):]
-    if len(body) < 8:
+    start = _meta_end(data)
+    if len(data) - start < 8:
         raise Refused(StoreStatus.CANNOT_UNDERSTAND, "the data set is empty or shorter than one element")
-    looks_explicit = body[4:6] in _VRS
+    looks_explicit = bytes(data[start + 4:start + 6]) in _VRS
     if syntax == ImplicitVRLittleEndian and looks_explicit:
         raise Refused(StoreStatus.TRANSFER_SYNTAX_MISMATCH,
                       "transfer syntax is implicit VR, but the data set is encoded with explicit VR")
@@ -146,7 +195,7 @@ def _check_body_encoding(data: bytes, syntax: UID) -> None:
                       f"transfer syntax {syntax.name or syntax} is explicit VR, but the data set is implicit VR")
 
 
-def _pixel_element(data: bytes, offset: int, syntax: UID) -> tuple[int, int] | None:
+def _pixel_element(data: bytes | bytearray, offset: int, syntax: UID) -> tuple[int, int] | None:
     """(value length, bytes left after the element header) of the top-level Pixel Data
     element at ``offset``, or None when there is none."""
     little = syntax != ExplicitVRBigEndian
@@ -165,7 +214,7 @@ def _pixel_element(data: bytes, offset: int, syntax: UID) -> tuple[int, int] | N
     return length, len(data) - offset - header
 
 
-def _check_pixels(ds: Dataset, data: bytes, offset: int, syntax: UID) -> None:
+def _check_pixels(ds: Dataset, data: bytes | bytearray, offset: int, syntax: UID) -> None:
     element = _pixel_element(data, offset, syntax)
     if element is None:
         raise Refused(StoreStatus.PIXEL_DATA_MISMATCH, "the image has no Pixel Data")
@@ -206,25 +255,60 @@ def _check_lengths(ds: Dataset) -> None:
                           f"element {element.tag} claims {length} bytes but the data set ends after {len(value)}")
 
 
-def inspect(data: bytes, sop_class: str) -> Received:
-    """Check one MR instance (a Part 10 byte string whose file meta names the transfer
-    syntax it arrived in); its facts, or :class:`Refused` (see the module doc)."""
+def _check_voxels(ds: Dataset, max_voxels: int) -> None:
+    """Rows × Columns × frames × samples within ``max_voxels``, for every transfer syntax:
+    a compressed image of 1 KB may declare what a decoder then allocates."""
+    rows, columns = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+    frames, samples = _int(ds.get("NumberOfFrames"), 1), _int(ds.get("SamplesPerPixel"), 1)
+    voxels = max(rows, 0) * max(columns, 0) * max(frames, 0) * max(samples, 0)
+    if voxels > max_voxels:
+        raise Refused(StoreStatus.OUT_OF_RESOURCES,
+                      f"{voxels} voxels over node.max_series_voxels {max_voxels}: Rows {rows} x Columns {columns} "
+                      f"x {frames} frame(s) x {samples} sample(s)")
+
+
+def _readable(data: bytes, max_bytes: int) -> tuple[UID, bytes | bytearray]:
+    """The transfer syntax the instance arrived in, and the Part 10 bytes to check:
+    ``data`` itself, or for a deflated data set its inflated form behind a file meta
+    saying Explicit VR Little Endian (inflated within ``max_bytes``)."""
     fp = io.BytesIO(data)
+    syntax = syntax_of(read_meta(fp))
+    if not is_deflated(syntax):
+        return syntax, data
+    return syntax, inflated_part10(data, fp.tell(), max_bytes)
+
+
+def inspect(data: bytes, sop_class: str, max_bytes: int = MAX_INSTANCE_BYTES,
+            max_voxels: int = MAX_SERIES_VOXELS) -> Received:
+    """Check one MR instance (a Part 10 byte string whose file meta names the transfer
+    syntax it arrived in); its facts, or :class:`Refused` (see the module doc).
+
+    ``max_bytes``: the largest instance, bytes, after inflating (``node.max_instance_mb``);
+    ``max_voxels``: the largest image, Rows × Columns × frames × samples (``node.max_series_voxels``)."""
+    if len(data) > max_bytes:
+        raise Refused(StoreStatus.OUT_OF_RESOURCES,
+                      f"instance of {len(data) / MB:.0f} MB over node.max_instance_mb {max_bytes / MB:g}")
     try:
+        syntax, view = _readable(data, max_bytes)
+        # BytesIO shares a bytes object; an inflated bytearray is read in place, not copied
+        fp = cast(BinaryIO, io.BytesIO(view) if isinstance(view, bytes) else BufferReader(view))
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
         pixel_offset = fp.tell()
-        syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
         values = {k: ds.get(k) for k in (*_UID_KEYWORDS, "PatientID", "Rows", "Columns", "NumberOfFrames",
                                           "SamplesPerPixel", "BitsAllocated", "ImagesInAcquisition")}
+    except InstanceTooLarge as exc:
+        raise Refused(StoreStatus.OUT_OF_RESOURCES, f"{exc} (node.max_instance_mb)") from exc
+    except UnreadableDicomError as exc:
+        raise Refused(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on crafted data
         raise Refused(StoreStatus.CANNOT_UNDERSTAND,
                       f"the header cannot be parsed: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not syntax.is_transfer_syntax:
         raise Refused(StoreStatus.CANNOT_UNDERSTAND, f"unknown transfer syntax {syntax}")
+    # a deflated body is checked as what it is once inflated: the same checks for every syntax
+    encoded = ExplicitVRLittleEndian if is_deflated(syntax) else syntax
     _check_lengths(ds)
-    raw = not syntax.is_deflated  # a deflated body is checked by parsing it (above) only
-    if raw:
-        _check_body_encoding(data, syntax)
+    _check_body_encoding(view, encoded)
     checked, tolerated = {}, []
     for keyword in _UID_KEYWORDS:
         try:
@@ -233,21 +317,43 @@ def inspect(data: bytes, sop_class: str) -> Received:
             raise Refused(StoreStatus.INVALID_UID, str(exc)) from exc
         checked[keyword] = uid.value
         tolerated += [f"{keyword}: {t}" for t in uid.tolerated]
-    if raw:
-        _check_pixels(ds, data, pixel_offset, syntax)
+    _check_pixels(ds, view, pixel_offset, encoded)
+    _check_voxels(ds, max_voxels)
     return Received(study_uid=checked["StudyInstanceUID"], series_uid=checked["SeriesInstanceUID"],
                     sop_uid=checked["SOPInstanceUID"], sop_class=str(sop_class), expected=expected_instances(ds),
                     patient=pseudonym(str(values["PatientID"] or "")), tolerated=tuple(tolerated))
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _syntax_name(source: bytes | Path) -> str:
+    """The transfer syntax a Part 10 file or byte string names, for a log line ("?" when unreadable)."""
+    try:
+        if isinstance(source, Path):
+            with open(source, "rb") as handle:
+                syntax = syntax_of(read_meta(handle))
+        else:
+            syntax = syntax_of(read_meta(io.BytesIO(source)))
+    except Exception:  # noqa: BLE001 - only a label for the log
+        return "?"
+    return syntax.name or str(syntax)
 
 
 class Intake:
     """Check, spool and record received instances (see the module doc).
 
     ``recorder``: record in batches on its thread (:mod:`glioma_node.service.recorder`;
-    the SCP's many small C-STOREs) instead of one transaction per instance."""
+    the SCP's many small C-STOREs) instead of one transaction per instance.
+    ``max_instance_bytes`` and ``max_voxels``: the bounds of :func:`inspect`
+    (``node.max_instance_mb`` × 2**20 and ``node.max_series_voxels``)."""
 
-    def __init__(self, spool: Spool, state: NodeState, recorder: InstanceRecorder | None = None):
+    def __init__(self, spool: Spool, state: NodeState, recorder: InstanceRecorder | None = None,
+                 max_instance_bytes: int = MAX_INSTANCE_BYTES, max_voxels: int = MAX_SERIES_VOXELS):
         self.spool, self.state, self.recorder = spool, state, recorder
+        self.max_instance_bytes, self.max_voxels = max_instance_bytes, max_voxels
 
     @staticmethod
     def refuse(status: StoreStatus, reason: str, peer: str, sop_class: str) -> Answer:
@@ -266,7 +372,7 @@ class Intake:
         if UID(sop_class) not in MR_CLASSES:
             return Answer(StoreStatus.SUCCESS, Outcome.IGNORED)
         try:
-            received = inspect(data, sop_class)
+            received = inspect(data, sop_class, self.max_instance_bytes, self.max_voxels)
             known = (self.recorder.location if self.recorder else self.state.instance_location)(received.sop_uid)
             if known is not None and known != (received.study_uid, received.series_uid):
                 raise Refused(StoreStatus.SOP_INSTANCE_CONFLICT,
@@ -278,18 +384,47 @@ class Intake:
             log.warning("instance accepted with UID defects older equipment writes: %s",
                         "; ".join(received.tolerated), extra={"peer": peer, "sop_instance": received.sop_uid})
         if known is not None:
-            return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE)
+            return self._again(received, data, self.spool.path_for(*known, received.sop_uid), peer)
         try:
-            path, new = (spooled, True) if spooled else self.spool.store(received.study_uid, received.series_uid,
-                                                                         received.sop_uid, data)
+            path, written = (spooled, True) if spooled else self.spool.store(received.study_uid, received.series_uid,
+                                                                             received.sop_uid, data)
         except (SpoolFull, OSError) as exc:
             log.error("instance not stored: %s", exc, extra={"peer": peer})
             return Answer(StoreStatus.OUT_OF_RESOURCES, Outcome.OUT_OF_RESOURCES, str(exc))
+        new = written
         if self.recorder is not None:
             self.recorder.record(received, str(path), association)
         else:
             new = self.state.record_instance(received, str(path), association)
+        if not written:  # the spool had a file of that name not yet recorded: the same bytes?
+            again = self._again(received, data, path, peer)
+            if again.outcome is Outcome.CONFLICT:
+                return again
         return Answer(StoreStatus.SUCCESS, Outcome.RECEIVED if new else Outcome.DUPLICATE, path=path)
+
+    @staticmethod
+    def _again(received: Received, data: bytes, stored: Path, peer: str) -> Answer:
+        """The answer for a SOP Instance UID already stored at ``stored`` (same study and
+        series): a duplicate when the bytes are the same, else a conflict (see the module doc)."""
+        received_sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            stored_sha256 = _sha256_file(stored)
+        except OSError as exc:  # recorded but gone or unreadable: nothing to compare with
+            log.warning("a stored instance received again could not be compared: %s", exc,
+                        extra={"peer": peer, "sop_instance": received.sop_uid, "path": str(stored)})
+            return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE, path=stored)
+        if stored_sha256 == received_sha256:
+            return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE, path=stored)
+        conflict = Conflict(study_uid=received.study_uid, series_uid=received.series_uid, sop_uid=received.sop_uid,
+                            stored_sha256=stored_sha256, received_sha256=received_sha256, stored_path=stored,
+                            stored_syntax=_syntax_name(stored), received_syntax=_syntax_name(data))
+        reason = (f"SOP Instance UID {received.sop_uid} received again with other content (SHA-256 "
+                  f"{received_sha256}, {conflict.received_syntax}) than the stored copy (SHA-256 {stored_sha256}, "
+                  f"{conflict.stored_syntax}); the stored copy is kept")
+        log.warning("instance conflict: %s", reason,
+                    extra={"peer": peer, "study": received.study_uid, "sop_instance": received.sop_uid,
+                           "stored_sha256": stored_sha256, "received_sha256": received_sha256})
+        return Answer(StoreStatus.SUCCESS, Outcome.CONFLICT, reason, path=stored, conflict=conflict)
 
 
 def reconcile(spool: Spool, state: NodeState) -> int:

@@ -2,22 +2,32 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import tracemalloc
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pydicom
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.encaps import encapsulate
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from glioma_node.core.volume import Volume
-from glioma_node.dicom_io.errors import SeriesRefused
-from glioma_node.dicom_io.scan import scan
-from glioma_node.dicom_io.series_reader import read_series
+from glioma_node.dicom_io.errors import NotDicomError, SeriesRefused
+from glioma_node.dicom_io.scan import read_header, scan
+from glioma_node.dicom_io.series_reader import decode_pixels, layout, read_series
 from glioma_node.dicom_io.uids import derived_uid
 from glioma_node.service.intake import Refused, StoreStatus, inspect
 from tests.helpers import REPO, shared
+from tests.hostile_data import body_bytes, mr_dataset, part10
 
 SOURCE = ("dcmqi", "segmentations", "24x38x3", "image")
 
@@ -161,3 +171,139 @@ def test_fuzzed_bytes_never_crash(tmp_path, data):
         assert exc.status != StoreStatus.SUCCESS and str(exc)
     else:
         assert received.study_uid and received.sop_uid
+
+
+# issue 25: bounded reading (deflate bombs, declared matrices, files that are not files)
+def _deflated_copy(files: list[Path], out: Path) -> list[Path]:
+    """The series written again in Deflated Explicit VR Little Endian (pydicom deflates on write)."""
+    out.mkdir()
+    copies = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(out / path.name, enforce_file_format=True)
+        copies.append(out / path.name)
+    return copies
+
+
+def test_a_deflated_series_reads_as_the_same_volume(tmp_path):
+    (tmp_path / "explicit").mkdir()
+    files = _copy_series(tmp_path / "explicit")
+    copies = _deflated_copy(files, tmp_path / "deflated")
+    assert pydicom.dcmread(copies[0]).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    _, (plain,) = _read_all(tmp_path / "explicit")
+    _, (inflated,) = _read_all(tmp_path / "deflated")
+    assert isinstance(inflated, Volume), inflated
+    assert np.array_equal(plain.voxels, inflated.voxels) and np.allclose(plain.affine, inflated.affine)
+
+
+def _deflate_bomb(path: Path, megabytes: int) -> None:
+    """A valid MR header whose pixel data is ``megabytes`` MB of zeros, deflated, as a file."""
+    side = int((megabytes * 1024**2 // 2) ** 0.5)
+    ds = mr_dataset(rows=side, columns=side)
+    del ds.PixelData
+    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts, left, zeros = [squeeze.compress(head)], side * side * 2, b"\0" * 1024**2
+    while left:
+        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    path.write_bytes(part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush()))
+
+
+def test_a_deflate_bomb_in_a_folder_is_a_bad_file_with_the_reason(tmp_path):
+    _copy_series(tmp_path)
+    _deflate_bomb(tmp_path / "bomb.dcm", 100)
+    assert (tmp_path / "bomb.dcm").stat().st_size < 1024**2
+    tracemalloc.start()
+    try:
+        found = scan(tmp_path, max_bytes=16 * 1024**2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [(p.name, "inflates past 16 MB" in why) for p, why in found.bad_files] == [("bomb.dcm", True)]
+    assert "node.max_instance_mb" in found.bad_files[0][1]
+    assert peak < 32 * 1024**2, f"{peak / 1024**2:.0f} MB held to refuse a 16 MB bound"
+    (series,) = [s for study in found.studies.values() for s in study.series.values()]
+    assert len(series.instances) == 3  # the good files are read as before
+
+
+def test_a_deflated_file_is_inflated_within_the_bound_when_its_pixels_are_read(tmp_path):
+    _deflate_bomb(tmp_path / "bomb.dcm", 40)
+    with pytest.raises(SeriesRefused) as refused:
+        decode_pixels(tmp_path / "bomb.dcm", max_bytes=8 * 1024**2)
+    assert refused.value.code == "too_large" and "inflates past 8 MB" in str(refused.value)
+
+
+def _jpeg2000_series(folder: Path, count: int, side: int = 4096) -> list[Path]:
+    """``count`` MR slices declaring ``side`` × ``side``, each a real JPEG 2000 codestream of zeros (< 1 KB)."""
+    import openjpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    codestream = bytes(openjpeg.encode(np.zeros((side, side), dtype=np.uint16), codec_format=0))
+    paths = []
+    for n in range(count):
+        ds = mr_dataset(n, study="1.2.826.0.1.3680043.9.2525", series="1.2.826.0.1.3680043.9.2525.1",
+                        rows=side, columns=side)
+        ds.PixelData = encapsulate([codestream])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        paths.append(folder / f"{n:03d}.dcm")
+        paths[-1].write_bytes(part10(ds, JPEG2000Lossless))
+    return paths
+
+
+def test_compressed_files_declaring_a_huge_series_are_refused_before_decoding(tmp_path):
+    paths = _jpeg2000_series(tmp_path / "j2k", 4)
+    assert max(p.stat().st_size for p in paths) < 2048
+    found = scan(tmp_path / "j2k")
+    (series,) = [s for study in found.studies.values() for s in study.series.values()]
+    tracemalloc.start()
+    try:
+        with pytest.raises(SeriesRefused) as refused:
+            read_series(series.instances, max_voxels=2**25)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.code == "too_large" and "node.max_series_voxels" in str(refused.value)
+    assert "Rows 4096 × Columns 4096" in str(refused.value)
+    assert peak < 16 * 1024**2  # nothing decoded, nothing allocated
+    with pytest.raises(SeriesRefused, match="more than 33554432 voxels"):
+        layout(series.instances, max_voxels=2**25)  # the headers-only survey refuses it the same way
+    one = series.instances[0].path
+    assert decode_pixels(one, max_voxels=2**24)[1].shape == (4096, 4096)  # one image within the bound decodes
+    with pytest.raises(SeriesRefused, match="declares Rows 4096 × Columns 4096 × 1 frame"):
+        decode_pixels(one, max_voxels=2**23)
+
+
+def test_a_named_pipe_in_a_folder_is_skipped_not_waited_on(tmp_path, caplog):
+    _copy_series(tmp_path)
+    os.mkfifo(tmp_path / "pipe.dcm")
+    found: list = []
+    with caplog.at_level("WARNING", logger="glioma_node.dicom_io.scan"):
+        reader = threading.Thread(target=lambda: found.append(scan(tmp_path)), daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+    assert not reader.is_alive(), "scan blocked on a named pipe"
+    (result,) = found
+    assert tmp_path / "pipe.dcm" in result.skipped_not_dicom and not result.bad_files
+    assert any("named pipe" in r.getMessage() for r in caplog.records)
+    (series,) = [s for study in result.studies.values() for s in study.series.values()]
+    assert len(series.instances) == 3
+
+
+def test_a_named_pipe_put_in_place_of_a_file_is_refused_on_open(tmp_path):
+    os.mkfifo(tmp_path / "pipe.dcm")  # as if swapped in after the folder was listed
+    outcome: list = []
+
+    def read() -> None:
+        try:
+            read_header(tmp_path / "pipe.dcm")
+        except NotDicomError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "read_header blocked on a named pipe"
+    assert outcome and "not a regular file (a named pipe)" in outcome[0]

@@ -3,10 +3,24 @@ refused is written (the same checks run at C-STORE, in the Orthanc plugin and wh
 spool is reconciled after a crash)."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import struct
+import tracemalloc
+import zlib
 
+import numpy as np
+import pydicom
 import pytest
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MRImageStorage,
+)
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import InvalidUid, check_uid, safe_part
@@ -17,6 +31,12 @@ from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_
 
 CT = CTImageStorage
 MR = MRImageStorage
+
+
+def deflate(data: bytes) -> bytes:
+    """A raw deflate stream (RFC 1951, no zlib header), as PS3.5 A.5 writes a deflated data set."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return squeeze.compress(data) + squeeze.flush()
 
 
 @pytest.fixture
@@ -180,3 +200,147 @@ def test_case_names_from_label_files_cannot_leave_the_cache():
     for crafted in ("../../etc/x", "..", ".hidden", "a/b", "", "x" * 200):
         name = safe_file_name(crafted)
         assert name.startswith("x") and "/" not in name and ".." not in name and len(name) <= 41
+
+
+# issue 25: bounds on what a small instance may make the intake hold, for every transfer syntax
+def deflated(ds, body: bytes | None = None) -> bytes:
+    """``ds`` (or ``body``) as a Deflated Explicit VR Little Endian Part 10 byte string."""
+    return part10(ds, DeflatedExplicitVRLittleEndian, body=deflate(body_bytes(ds) if body is None else body))
+
+
+@pytest.mark.parametrize("name, change, status", [
+    ("half the pixel data", dict(PixelData=b"\0" * 256), StoreStatus.PIXEL_DATA_MISMATCH),
+    ("no pixel data at all", dict(PixelData=None), StoreStatus.PIXEL_DATA_MISMATCH),
+    ("a billion frames claimed", dict(NumberOfFrames=1_000_000_000), StoreStatus.PIXEL_DATA_MISMATCH),
+    ("traversal study UID", dict(StudyInstanceUID="../../../../../../tmp/x"), StoreStatus.INVALID_UID),
+])
+def test_a_deflated_instance_gets_the_checks_of_explicit_vr(intake, tmp_path, name, change, status):
+    ds = mr_dataset()
+    for keyword, value in change.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    explicit, deflate_answer = intake.admit(part10(ds), MR), intake.admit(deflated(ds), MR)
+    assert explicit.status == deflate_answer.status == status, (name, explicit, deflate_answer)
+    assert deflate_answer.outcome is Outcome.REFUSED and deflate_answer.reason == explicit.reason
+    assert files(tmp_path) == []
+
+
+def test_a_deflated_body_encoded_implicit_is_refused(intake, tmp_path):
+    ds = mr_dataset()
+    answer = intake.admit(deflated(ds, body_bytes(ds, implicit=True)), MR)
+    assert answer.status == StoreStatus.TRANSFER_SYNTAX_MISMATCH and "implicit VR" in answer.reason
+    assert files(tmp_path) == []
+
+
+def test_a_good_deflated_instance_is_stored_as_it_arrived(intake):
+    ds = mr_dataset()
+    data = deflated(ds)
+    answer = intake.admit(data, MR)
+    assert answer.status == StoreStatus.SUCCESS and answer.outcome is Outcome.RECEIVED
+    assert answer.path.read_bytes() == data  # the deflated bytes, not the inflated check copy
+    stored = pydicom.dcmread(answer.path)
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert stored.pixel_array.tobytes() == ds.PixelData
+
+
+def _deflate_bomb(megabytes: int) -> bytes:
+    """A valid MR header whose pixel data is ``megabytes`` MB of zeros, deflated (about a thousandth of that)."""
+    side = int((megabytes * 1024**2 // 2) ** 0.5)
+    ds = mr_dataset(rows=side, columns=side)
+    del ds.PixelData
+    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [squeeze.compress(head)]
+    zeros = b"\0" * 1024**2
+    left = side * side * 2
+    while left:
+        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    ds.PixelData = b""
+    return part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush())
+
+
+def test_a_deflate_bomb_is_refused_without_being_inflated_whole(tmp_path):
+    bomb = _deflate_bomb(200)
+    assert len(bomb) < 1024**2
+    intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
+                    max_instance_bytes=32 * 1024**2)
+    tracemalloc.start()
+    try:
+        answer = intake.admit(bomb, MR)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.status == StoreStatus.OUT_OF_RESOURCES and answer.outcome is Outcome.REFUSED
+    assert "inflates past 32 MB" in answer.reason and "node.max_instance_mb" in answer.reason
+    assert peak < 48 * 1024**2, f"{peak / 1024**2:.0f} MB held for a 32 MB bound"
+    assert files(tmp_path) == []
+
+
+def test_an_instance_larger_than_the_bound_is_refused(tmp_path):
+    intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
+                    max_instance_bytes=1024**2)
+    ds = mr_dataset(rows=1024, columns=1024)  # 2 MB of pixels
+    answer = intake.admit(part10(ds), MR)
+    assert answer.status == StoreStatus.OUT_OF_RESOURCES and "node.max_instance_mb" in answer.reason
+    assert files(tmp_path) == []
+
+
+def test_a_cut_deflate_stream_is_refused(intake, tmp_path):
+    data = deflated(mr_dataset())
+    answer = intake.admit(data[:-40], MR)
+    assert answer.status == StoreStatus.CANNOT_UNDERSTAND and "cut short" in answer.reason
+    assert files(tmp_path) == []
+
+
+def _jpeg2000(ds, rows: int, columns: int) -> bytes:
+    """``ds`` declaring ``rows`` × ``columns``, its pixels a real JPEG 2000 codestream of zeros (a few hundred bytes)."""
+    ds.Rows, ds.Columns = rows, columns
+    ds.PixelData = encapsulate([_zeros_codestream(rows, columns)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return part10(ds, JPEG2000Lossless)
+
+
+@functools.cache
+def _zeros_codestream(rows: int, columns: int) -> bytes:
+    import openjpeg
+
+    return bytes(openjpeg.encode(np.zeros((rows, columns), dtype=np.uint16), codec_format=0))
+
+
+def test_compressed_pixels_declaring_more_voxels_than_the_bound_are_refused(tmp_path):
+    intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
+                    max_voxels=2**22)
+    big = _jpeg2000(mr_dataset(), 4096, 4096)
+    assert len(big) < 2048
+    answer = intake.admit(big, MR)
+    assert answer.status == StoreStatus.OUT_OF_RESOURCES and answer.outcome is Outcome.REFUSED
+    assert answer.reason.startswith("16777216 voxels over node.max_series_voxels 4194304"), answer.reason
+    small = intake.admit(_jpeg2000(mr_dataset(1), 512, 512), MR)
+    assert small.status == StoreStatus.SUCCESS, small
+    assert files(tmp_path) == [small.path]
+
+
+def test_the_same_sop_instance_uid_with_other_content_is_a_conflict_with_both_checksums(intake, tmp_path, caplog):
+    ds = mr_dataset()
+    first = intake.admit(part10(ds), MR)
+    stored = first.path.read_bytes()
+    assert intake.admit(part10(ds), MR).outcome is Outcome.DUPLICATE  # a retry: the same bytes
+    ds.PixelData = bytes(reversed(ds.PixelData))
+    other = part10(ds)
+    with caplog.at_level("WARNING", logger="glioma_node.service.intake"):
+        answer = intake.admit(other, MR)
+    assert answer.status == StoreStatus.SUCCESS and answer.outcome is Outcome.CONFLICT
+    assert answer.outcome.value == "instances_conflicting"
+    conflict = answer.conflict
+    assert conflict is not None and (conflict.study_uid, conflict.series_uid, conflict.sop_uid) == (
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert conflict.stored_sha256 == hashlib.sha256(stored).hexdigest()
+    assert conflict.received_sha256 == hashlib.sha256(other).hexdigest() != conflict.stored_sha256
+    assert conflict.stored_path == first.path and first.path.read_bytes() == stored  # the first copy is kept
+    warned = [r.getMessage() for r in caplog.records if "other content" in r.getMessage()]
+    assert warned and conflict.stored_sha256 in warned[0] and conflict.received_sha256 in warned[0]
+    assert files(tmp_path) == [first.path] and intake.state.instance_location(ds.SOPInstanceUID) is not None
