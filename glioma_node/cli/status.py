@@ -5,9 +5,9 @@ control characters escaped, so a crafted value cannot drive the terminal.
 """
 from __future__ import annotations
 
-import re
 import time
 
+from glioma_node.core.text import printable
 from glioma_node.service.state import JobState, NodeState
 
 
@@ -16,14 +16,6 @@ def _age(t: float | None) -> str:
         return "-"
     seconds = time.time() - t
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(value: object) -> str:
-    """``value`` with control characters (ESC, CR, BEL, C1 controls...) shown as \\xNN."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def render(state: NodeState) -> str:
@@ -39,4 +31,11 @@ def render(state: NodeState) -> str:
         due = f"  next in {max(j.next_at - time.time(), 0):.0f}s" if j.state is JobState.QUEUED else ""
         lines.append(f"  #{j.id} {j.kind:7s} {j.state:8s} v{j.version} {printable(str(j.target) if j.target else '-'):20s} "
                      f"attempts {j.attempts}{due}{'  ' + printable(j.error) if j.error else ''}")
+    conflicts = state.conflicts()
+    if conflicts:
+        lines.append("")
+        lines.append(f"instances resent with other content (the first copy kept): {len(conflicts)}")
+        for sop, study, stored, received, peer in conflicts:
+            lines.append(f"  {printable(sop)} of study {printable(study)} from {printable(peer or '-')}: "
+                         f"kept sha256 {stored[:16]}, received sha256 {received[:16]}")
     return "\n".join(lines)

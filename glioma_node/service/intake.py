@@ -36,6 +36,7 @@ import enum
 import hashlib
 import io
 import logging
+import sqlite3
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,6 @@ from typing import BinaryIO, cast
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
     UID,
     EnhancedMRImageStorage,
@@ -329,6 +329,24 @@ def _sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _same_content(stored: Path, data: bytes) -> bool:
+    """Whether two Part 10 encodings of one instance in different native transfer
+    syntaxes (a retry re-encoded: explicit or implicit VR) hold the same data set; False
+    when either is compressed or deflated (their bytes cannot be compared cheaply) or
+    does not parse."""
+    try:
+        datasets = []
+        for source in (stored.read_bytes(), data):
+            syntax = syntax_of(read_meta(io.BytesIO(source)))
+            if syntax.is_compressed or syntax.is_deflated:
+                return False
+            datasets.append(pydicom.dcmread(io.BytesIO(source)))
+    except Exception:  # noqa: BLE001 - unreadable: not shown to be the same
+        return False
+    first, second = datasets
+    return bool(first == second)
+
+
 def _syntax_name(source: bytes | Path) -> str:
     """The transfer syntax a Part 10 file or byte string names, for a log line ("?" when unreadable)."""
     try:
@@ -384,7 +402,12 @@ class Intake:
             log.warning("instance accepted with UID defects older equipment writes: %s",
                         "; ".join(received.tolerated), extra={"peer": peer, "sop_instance": received.sop_uid})
         if known is not None:
-            return self._again(received, data, self.spool.path_for(*known, received.sop_uid), peer)
+            try:  # acknowledged only once durable, whoever wrote it (a concurrent C-STORE of the same instance)
+                stored = self.spool.durable(*known, received.sop_uid) or self.spool.path_for(*known, received.sop_uid)
+            except OSError as exc:
+                log.error("instance not made durable: %s", exc, extra={"peer": peer})
+                return Answer(StoreStatus.OUT_OF_RESOURCES, Outcome.OUT_OF_RESOURCES, str(exc))
+            return self._record_conflict(self._again(received, data, stored, peer), peer)
         try:
             path, written = (spooled, True) if spooled else self.spool.store(received.study_uid, received.series_uid,
                                                                              received.sop_uid, data)
@@ -399,8 +422,19 @@ class Intake:
         if not written:  # the spool had a file of that name not yet recorded: the same bytes?
             again = self._again(received, data, path, peer)
             if again.outcome is Outcome.CONFLICT:
-                return again
+                return self._record_conflict(again, peer)
         return Answer(StoreStatus.SUCCESS, Outcome.RECEIVED if new else Outcome.DUPLICATE, path=path)
+
+    def _record_conflict(self, answer: Answer, peer: str) -> Answer:
+        """Keep a conflicting resend in the state, where ``status`` and the study's results show it."""
+        conflict = answer.conflict
+        if answer.outcome is Outcome.CONFLICT and conflict is not None:
+            try:
+                self.state.record_conflict(conflict.sop_uid, conflict.study_uid, conflict.stored_sha256,
+                                           conflict.received_sha256, peer)
+            except sqlite3.Error as exc:  # the log line has it; the instance itself was stored before
+                log.error("conflict not recorded: %s", exc, extra={"sop_instance": conflict.sop_uid})
+        return answer
 
     @staticmethod
     def _again(received: Received, data: bytes, stored: Path, peer: str) -> Answer:
@@ -413,7 +447,7 @@ class Intake:
             log.warning("a stored instance received again could not be compared: %s", exc,
                         extra={"peer": peer, "sop_instance": received.sop_uid, "path": str(stored)})
             return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE, path=stored)
-        if stored_sha256 == received_sha256:
+        if stored_sha256 == received_sha256 or _same_content(stored, data):
             return Answer(StoreStatus.SUCCESS, Outcome.DUPLICATE, path=stored)
         conflict = Conflict(study_uid=received.study_uid, series_uid=received.series_uid, sop_uid=received.sop_uid,
                             stored_sha256=stored_sha256, received_sha256=received_sha256, stored_path=stored,
@@ -426,28 +460,3 @@ class Intake:
                            "stored_sha256": stored_sha256, "received_sha256": received_sha256})
         return Answer(StoreStatus.SUCCESS, Outcome.CONFLICT, reason, path=stored, conflict=conflict)
 
-
-def reconcile(spool: Spool, state: NodeState) -> int:
-    """Record spooled instances the database missed (a crash between fsync and commit)
-    through the same intake; how many. Partial files (never acknowledged) are removed first."""
-    removed = spool.remove_partials()
-    known = state.known_paths()
-    intake = Intake(spool, state)
-    added = 0
-    for path in spool.root.rglob("*.dcm"):
-        if str(path) in known:
-            continue
-        try:
-            # the spool holds Part 10 files the intake wrote: the meta names the class
-            sop_class = str(read_file_meta_info(path).MediaStorageSOPClassUID)
-            answer = intake.admit(path.read_bytes(), sop_class, peer="spool", spooled=path)
-        except Exception as exc:  # noqa: BLE001 - OSError, a parse error: the file is kept, not used
-            log.warning("spooled file not recorded: %s", exc, extra={"path": str(path)})
-            continue
-        if answer.outcome is Outcome.RECEIVED:
-            added += 1
-        elif answer.outcome is Outcome.REFUSED:
-            log.warning("spooled file not recorded: %s", answer.reason, extra={"path": str(path)})
-    if removed or added:
-        log.info("reconciled spool", extra={"partials_removed": removed, "instances_added": added})
-    return added

@@ -75,7 +75,9 @@ class Receivers:
         now = time.time()
         while self._deaths and now - self._deaths[0][0] >= RECONCILE_AFTER_S:
             died, calling = self._deaths[0]
-            added = reconcile(spool, state, calling_aes=calling, remove_partials=False, written_before=died)
+            added = reconcile(spool, state, calling_aes=calling, remove_partials=False, written_before=died,
+                              max_instance_bytes=self.config.node.max_instance_mb * 1024**2,
+                              max_voxels=self.config.node.max_series_voxels)
             self._deaths.pop(0)  # only once it went through: a failure (a full disk) tries again
             log.info("receiver's spool reconciled", extra={"instances_added": added})
 

@@ -105,7 +105,8 @@ class Node:
         """Recover interrupted jobs, reconcile the spool, start the worker, the listener and /metrics."""
         interrupted = self.state.open_calling_aes()
         requeued = self.state.recover()
-        reconcile(self.spool, self.state, calling_aes=interrupted)
+        reconcile(self.spool, self.state, calling_aes=interrupted, max_instance_bytes=config_bytes(self.config),
+                  max_voxels=self.config.node.max_series_voxels)
         # temporary files a killed writer left in the data folder (a Celery worker elsewhere
         # may be writing now: only those older than a worker's heartbeat can be stale)
         grace = self.config.execution.stale_after_s if self.config.execution.engine.value == "celery" else 0.0
@@ -175,6 +176,11 @@ class Node:
         self.engine.stop()
         if self.surveyor is not None:
             self.surveyor.close()
+
+
+def config_bytes(config: Config) -> int:
+    """``node.max_instance_mb`` in bytes."""
+    return config.node.max_instance_mb * 1024**2
 
 
 def serve(config: Config) -> None:

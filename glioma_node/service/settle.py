@@ -22,10 +22,14 @@ log = logging.getLogger(__name__)
 
 def processing_warnings(state: NodeState, study: Study | None) -> list[str]:
     """What the results must say about the data they were computed on: series with fewer
-    instances than announced, and a study processed at the force timeout."""
+    instances than announced, a study processed at the force timeout, and instances a
+    peer sent again with other content (the first copy was kept and used)."""
     if study is None:
         return []
     warnings = incomplete_series(state.series(study.study_uid))
+    warnings += [f"CONFLICTING RESEND: SOP Instance {sop} arrived again with other content (sha256 {received[:12]}… "
+                 f"from {peer or 'a peer'}); the first copy (sha256 {stored[:12]}…) was kept and used"
+                 for sop, _, stored, received, peer in state.conflicts(study.study_uid)]
     if study.reason == FORCED:
         warnings.append(f"processed at the force timeout, not because every series was complete ({study.reason})")
     return warnings

@@ -24,7 +24,8 @@ from pydicom.uid import (
 
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import InvalidUid, check_uid, safe_part
-from glioma_node.service.intake import Intake, Outcome, StoreStatus, reconcile
+from glioma_node.service.intake import Intake, Outcome, StoreStatus
+from glioma_node.service.reconcile import reconcile
 from glioma_node.service.spool import Spool
 from glioma_node.service.state import NodeState
 from tests.hostile_data import body_bytes, explicit_element, mr_dataset, nested_sequences, part10
@@ -344,3 +345,19 @@ def test_the_same_sop_instance_uid_with_other_content_is_a_conflict_with_both_ch
     warned = [r.getMessage() for r in caplog.records if "other content" in r.getMessage()]
     assert warned and conflict.stored_sha256 in warned[0] and conflict.received_sha256 in warned[0]
     assert files(tmp_path) == [first.path] and intake.state.instance_location(ds.SOPInstanceUID) is not None
+    # visible where an operator and a reader look: `status`, and the study's results
+    from glioma_node.cli.status import render
+    from glioma_node.service.settle import processing_warnings
+
+    state = intake.state
+    assert [c[0] for c in state.conflicts(str(ds.StudyInstanceUID))] == [str(ds.SOPInstanceUID)]
+    assert conflict.received_sha256[:16] in render(state)
+    warnings = processing_warnings(state, state.study(str(ds.StudyInstanceUID)))
+    assert any(w.startswith("CONFLICTING RESEND") and str(ds.SOPInstanceUID) in w for w in warnings)
+
+
+def test_a_retry_re_encoded_in_another_native_syntax_is_a_duplicate_not_a_conflict(intake):
+    ds = mr_dataset()
+    assert intake.admit(part10(ds), MR).outcome is Outcome.RECEIVED
+    again = intake.admit(part10(ds, ImplicitVRLittleEndian), MR)
+    assert again.outcome is Outcome.DUPLICATE and intake.state.conflicts() == []
