@@ -20,8 +20,10 @@ from glioma_node.dicom_io.uids import safe_part
 from glioma_node.service.spool import Spool, SpoolFull
 from tests.helpers import MODALITY, result_kinds
 from tests.node_harness import (
+    CountingPacs,
     RunningNode,
     Sender,
+    copy_study,
     dcmsend,
     echo,
     node_config,
@@ -336,3 +338,137 @@ def test_receivers_share_the_port_and_a_killed_one_comes_back(cases, tmp_path):
         node.stop()
     # the node's stop ends its receivers
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in receivers), 30, "the receivers to end")
+
+
+def _store_one(port: int, folder: Path) -> int:
+    """C-STORE one instance of ``folder``; the status the node answered."""
+    first = next(p for p in sorted(folder.rglob("*")) if p.is_file())
+    ds = pydicom.dcmread(first)
+    ae = AE(ae_title="GLIOMA_REPLAY")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="GLIOMA_NODE")
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+def _fill(folder: Path) -> Path:
+    """Write one file until the file system is full; the file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                handle.write(chunk)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs as the data folder needs root (CI is root)")
+def test_a_disk_full_while_processing_keeps_the_node_up_and_it_carries_on(cases, tmp_path):
+    """The data folder (a 300 MB tmpfs) fills up while a study is processed: the node stays
+    up, answers C-ECHO, refuses C-STORE with 0xA700, says degraded on /health with the
+    reason, and when space returns it finishes the study and the PACS gets its results,
+    once, with no restart of the node."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(disk)], check=True)
+    pacs = CountingPacs()
+    node = None
+    try:
+        config = node_config(tmp_path / "node", destinations=[{"name": "pacs", "ae_title": "PACS",
+                                                               "host": "127.0.0.1", "port": pacs.port}],
+                             **{"data_dir": str(disk / "data"), "node.min_free_mb": 20, "worker.retry_delay_s": 1})
+        node = RunningNode(config)
+        uid = _study_uid(cases[0])
+        assert storescu(cases[0], node.port).returncode == 0
+        node.wait_log("study ready", timeout=120)
+        filler = _fill(disk)  # the job is running now
+        node.wait_log("worker takes no jobs now", timeout=300)
+        time.sleep(3)  # the node's loop meets the full disk too
+        assert node.process.poll() is None
+        assert echo(node.port, "STORESCU")
+        assert _store_one(node.port, cases[1]) == 0xA700
+        health = node.health()
+        assert health["status"] == "degraded" and any(r.startswith("disk:") for r in health["reasons"]), health
+        assert node.state().study(uid).state == "processing"
+        filler.unlink()  # space returns
+        study = node.wait_study(uid, ("done", "failed"), timeout=600)
+        assert study.state == "done", study.reason
+        wait_for(lambda: node.health()["status"] == "ok", 60, "/health to say ok again")
+        results = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                   for p in (node.data_dir / "results" / safe_part(uid) / "v1" / "dicom").glob("*.dcm")}
+        assert sorted(pacs.for_study(uid)) == sorted(results) and len(results) == len(result_kinds(False))
+        assert node.process.poll() is None  # never restarted: the same process carried on
+    finally:
+        if node is not None:
+            node.stop()
+        pacs.stop()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_pacs_refusing_the_sr_costs_attempts_and_health_says_so(cases, tmp_path):
+    """The PACS accepts the association but no SR context: the node stays up (no crash
+    loop), the PACS gets every other object once however often the send is retried, and
+    /health (503, the reason) and /metrics (failures, the oldest unsent result) say so."""
+    from pydicom.uid import Comprehensive3DSRStorage
+
+    pacs = CountingPacs(refuse=(Comprehensive3DSRStorage,))
+    node = RunningNode(node_config(tmp_path, destinations=[{"name": "pacs", "ae_title": "PACS",
+                                                            "host": "127.0.0.1", "port": pacs.port}]))
+    try:
+        uid = _study_uid(cases[0])
+        assert storescu(cases[0], node.port).returncode == 0
+        wait_for(lambda: node.metrics().get("glioma_node_send_failures_total", 0) >= 3, 600, "three failed sends")
+        health = node.health()
+        assert health["status"] == "degraded", health
+        assert any("Comprehensive 3D SR Storage" in r and r.startswith("dispatch:") for r in health["reasons"])
+        metrics = node.metrics()
+        assert metrics["glioma_node_sends_failing"] == 1 and metrics["glioma_node_oldest_unsent_result_seconds"] > 0
+        folder = node.data_dir / "results" / safe_part(uid) / "v1" / "dicom"
+        others = sorted(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                        for p in folder.glob("*.dcm") if p.stem != "report")
+        assert sorted(pacs.for_study(uid)) == others  # each once, however many attempts
+        assert node.process.poll() is None and echo(node.port, "STORESCU")
+        assert node.state().study(uid).state == "sending"
+    finally:
+        node.stop()
+        pacs.stop()
+
+
+def test_a_killed_receiver_s_acknowledged_instances_are_recorded_without_a_restart(cases, tmp_path):
+    """``node.receivers: 2``; a receiver is killed with -9 while three associations send:
+    every instance a sender saw acknowledged is recorded (and the dead receiver's
+    associations are closed as interrupted) within seconds, without restarting the node."""
+    node = RunningNode(node_config(tmp_path, **{"node.receivers": 2}))
+    counts = node.data_dir / "receivers"
+    try:
+        node.wait_log("receiver ready", timeout=60)
+        snapshot = wait_for(lambda: next(counts.glob("*.json"), None), 10, "the receiver's counters")
+        victim = int(snapshot.stem)
+        third = copy_study(cases[0], tmp_path / "third", "receiver-kill")
+        senders = [Sender(cases[0], node.port, "STORESCU"), Sender(cases[1], node.port, "SENDER_B"),
+                   Sender(third, node.port, "GLIOMA_REPLAY")]
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        acknowledged = set()
+        for sender in senders:
+            acknowledged |= set(sender.wait(300).acknowledged)
+        node.wait_log("receiver's spool reconciled", timeout=60)
+        state = node.state()
+        lost = [sop for sop in acknowledged if state.instance_location(sop) is None]
+        assert not lost, f"{len(lost)} acknowledged instance(s) not recorded"
+        spooled = len(list((node.data_dir / "spool").rglob("*.dcm")))
+        assert state.metrics()["glioma_node_instances_stored"] == spooled
+        still_open = state._db().execute("SELECT COUNT(*) FROM associations WHERE state='open' AND owner=?",
+                                         (victim,)).fetchone()[0]
+        assert still_open == 0
+        assert node.process.poll() is None
+    finally:
+        node.stop()
