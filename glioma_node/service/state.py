@@ -317,7 +317,7 @@ class NodeState:
         args: tuple = ()
         if study_uid is not None:
             query, args = query + " WHERE study_uid=?", (study_uid,)
-        return [tuple(r) for r in self._db().execute(query + " ORDER BY at", args)]  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in self._db().execute(query + " ORDER BY at", args)]
 
     def association_closed(self, association: str,
                            state: AssociationState = AssociationState.RELEASED) -> None:

@@ -112,22 +112,23 @@ class PickyPacs:
             return 0x0000
 
         self.port = free_port()
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assert server is not None
+        self.server = server
 
     def close(self) -> None:
         self.server.shutdown()
 
 
-def _result(path, sop_class: str, uid: str) -> None:
+def _result(path, sop_class, uid: str) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID = sop_class, uid, "1.2"
-    ds.SeriesInstanceUID, ds.Modality, ds.PatientID = uid + ".1", "OT", "P"
+    ds.SeriesInstanceUID, ds.Modality, ds.PatientID = UID(uid + ".1"), "OT", "P"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, uid
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, UID(uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
 
