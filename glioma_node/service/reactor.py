@@ -14,11 +14,26 @@ associations the node accepts (requestors keep the stock loops):
   :meth:`DULServiceProvider.send_pdu` and ``kill_dul`` write to, so a response leaves
   at once and an idle association costs nothing (timers are still checked every
   :data:`CHECK_S`);
-* reading a PDU into one buffer of its announced length;
-* ``EVT_RELEASED`` handlers run before the A-RELEASE-RP is sent, not after.
+* ``EVT_RELEASED`` handlers run before the A-RELEASE-RP is sent, not after;
+* a connection closed before its A-ASSOCIATE-RQ ends the association at once, not
+  after ``acse_timeout_s`` (peers that connect and reset would hold every slot).
+
+And for every association of the process, the node's own requestors included
+(:func:`_read_pdu_data`), reading a PDU is bounded: its announced length (4 bytes of a
+6-byte header, up to 4 GiB, sent before the calling AE title is even checked) must not
+exceed the association's maximum PDU size (``node.max_pdu_bytes`` on the node's side,
+the requestor's own maximum on its sends) for a P-DATA-TF, or :data:`CONTROL_PDU_LIMIT`
+for any other PDU and for anything before the association is established; a peer that
+announces more is aborted before anything is allocated. A PDU within its bound is read
+into one buffer of its length (up to :data:`CHUNK` bytes: every normal PDU); a longer one
+(``max_pdu_bytes: 0`` is unlimited) grows by at most :data:`CHUNK` ahead of the bytes that
+actually arrived, so a header alone costs nothing.
 
 The protocol is untouched: the same state machine handles the same events in the
-same order. It only installs on the pynetdicom versions it was written against.
+same order. The loops only install on the pynetdicom versions they were written
+against; so does the bounded read, which replaces pynetdicom 3.0's ``_read_pdu_data``.
+Errors of a connection's thread go to the log as one JSON record
+(:func:`_handle_error`), not as socketserver's traceback on stderr.
 """
 from __future__ import annotations
 
@@ -27,18 +42,32 @@ import queue
 import select
 import socket
 import ssl
+import struct
 
 import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AssociationServer, AssociationSocket
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = ("3.0.",)
 CHECK_S = 0.005  # how often waiting loops look at timers, release and abort
+# Bytes a PDU's buffer may run ahead of what arrived, and the size up to which a PDU is
+# read into one buffer of its announced length (max_pdu_bytes is 256 KiB by default).
+CHUNK = 1 << 20
+# The largest PDU other than a P-DATA-TF, bytes (an A-ASSOCIATE-RQ holds at most 128
+# presentation contexts: ~120 KiB with a dozen 64-character transfer syntaxes each, and
+# a user identity of up to 2 x 64 KiB), and of any PDU before the association is
+# established (the calling AE title is not known to be allowed yet).
+CONTROL_PDU_LIMIT = 1 << 20
+P_DATA_TF = 0x04
+PDU_TYPES = frozenset(range(0x01, 0x08))
+# the states of PS3.8 9.2 in which an association is established (release included)
+_ESTABLISHED = frozenset(f"Sta{n}" for n in range(6, 13))
+_ZEROS = bytes(CHUNK)  # what a growing buffer is extended with before bytes are read into it
 _original = Association._run_reactor
 _original_dul = DULServiceProvider.run_reactor
 _original_send_pdu = DULServiceProvider.send_pdu
@@ -176,7 +205,13 @@ def _dul_run_reactor(self: DULServiceProvider) -> None:
             except queue.Empty:
                 idle = True
                 continue
+            before = self.state_machine.current_state
             self.state_machine.do_action(event)
+            if event == "Evt17" and before == "Sta2":
+                # the connection closed before any A-ASSOCIATE-RQ: end the association's wait
+                # for one now (None is what its timeout returns), not acse_timeout_s later; a
+                # peer that connects and resets would otherwise hold a slot of max_associations
+                self.to_user_queue.put(None)  # type: ignore[arg-type]
             idle = False
     finally:
         _WAKE.pop(self, None)
@@ -184,19 +219,126 @@ def _dul_run_reactor(self: DULServiceProvider) -> None:
         wake_w.close()
 
 
+def _fill(sock: socket.socket, buffer: bytearray, start: int, total: int) -> int:
+    """Read into ``buffer`` from ``start`` until it holds ``total`` bytes or the peer
+    closed; the number of bytes it then holds. ``buffer`` is grown by at most
+    :data:`CHUNK` bytes ahead of what arrived (never to ``total`` on a header's word)."""
+    read = start
+    while read < total:
+        if read == len(buffer):
+            buffer.extend(memoryview(_ZEROS)[:min(CHUNK, total - len(buffer))])
+        with memoryview(buffer) as view:
+            count = sock.recv_into(view[read:])
+        if not count:
+            break
+        read += count
+    return read
+
+
 def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """pynetdicom's ``recv`` (read ``nr_bytes``, less only when the peer closed) into one buffer."""
+    """pynetdicom's ``recv`` (read ``nr_bytes``, less only when the peer closed): one
+    buffer for up to :data:`CHUNK` bytes, a growing one beyond."""
     sock = self.socket
     if sock is None:
         return bytearray()
-    buffer = bytearray(nr_bytes)
-    view, read = memoryview(buffer), 0
-    while read < nr_bytes:
-        count = sock.recv_into(view[read:], nr_bytes - read)
-        if not count:
-            return buffer[:read]
-        read += count
+    buffer = bytearray(min(nr_bytes, CHUNK))
+    del buffer[_fill(sock, buffer, 0, nr_bytes):]
     return buffer
+
+
+def pdu_limit(dul: DULServiceProvider, pdu_type: int) -> int | None:
+    """The most bytes a PDU of ``pdu_type`` may announce after its 6-byte header now
+    (None: no limit). A P-DATA-TF on an established association: the maximum this side
+    told its peer (ae.maximum_pdu_size, node.max_pdu_bytes, for the node; 0 is
+    unlimited); anything else, or anything before the association is established:
+    :data:`CONTROL_PDU_LIMIT`."""
+    if pdu_type == P_DATA_TF and dul.state_machine.current_state in _ESTABLISHED:
+        assoc = dul.assoc
+        local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
+        return local.maximum_length or None
+    return CONTROL_PDU_LIMIT
+
+
+def _refuse(dul: DULServiceProvider, pdu_type: int, length: int, limit: int) -> None:
+    """Abort a peer that announced a PDU over its bound, before reading or allocating it:
+    an A-ABORT (service provider, invalid PDU parameter value), then the connection is
+    closed (Evt17: the state machine ends the association as for a lost connection)."""
+    assoc = dul.assoc
+    log.warning("PDU over the allowed length: association aborted",
+                extra={"address": getattr(assoc.requestor if assoc.is_acceptor else assoc.acceptor, "address", None),
+                       "pdu_type": pdu_type, "announced_bytes": length, "limit_bytes": limit,
+                       "state": dul.state_machine.current_state})
+    abort = A_ABORT_RQ()
+    abort.source, abort.reason_diagnostic = 0x02, 0x06
+    assoc_socket = dul.socket
+    if assoc_socket is None:
+        return
+    raw = assoc_socket.socket
+    if raw is not None:
+        try:  # straight on the socket: the close below is the one Evt17 the state machine gets
+            raw.settimeout(1.0)  # 10 bytes; a peer that reads nothing does not hold the thread
+            raw.sendall(abort.encode())
+        except (OSError, ValueError):
+            pass
+    assoc_socket.close()
+
+
+def _read_pdu_data(self: DULServiceProvider) -> None:
+    """pynetdicom 3.0's ``_read_pdu_data`` (same events, same order) with the PDU's
+    announced length checked against :func:`pdu_limit` before anything is read or
+    allocated, and read as :func:`_fill` reads (see the module doc)."""
+    assoc_socket = self.socket
+    sock = assoc_socket.socket if assoc_socket is not None else None
+    if sock is None:
+        self.event_queue.put("Evt17")
+        return
+    header = bytearray(6)
+    try:
+        got = _fill(sock, header, 0, 6)
+    except (OSError, ValueError) as exc:  # a timeout, a reset, a socket closed under us
+        log.info("connection closed before a PDU was received: %s", exc)
+        self.event_queue.put("Evt17")
+        return
+    if got < 6:  # the peer closed (between PDUs: the usual end of a connection)
+        self.event_queue.put("Evt17")
+        return
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in PDU_TYPES:
+        log.warning("unknown PDU type 0x%02X received", pdu_type)
+        self.event_queue.put("Evt19")
+        return
+    limit = pdu_limit(self, pdu_type)
+    if limit is not None and length > limit:
+        _refuse(self, pdu_type, length, limit)
+        return
+    total = 6 + length
+    buffer = bytearray(min(total, CHUNK))
+    buffer[:6] = header
+    try:
+        got = _fill(sock, buffer, 6, total)
+    except (OSError, ValueError) as exc:
+        log.warning("connection closed before the entire PDU was received: %s", exc)
+        self.event_queue.put("Evt17")
+        return
+    if got != total:
+        log.warning("the received PDU is shorter than announced",
+                    extra={"received_bytes": got, "announced_bytes": total})
+        self.event_queue.put("Evt17")
+        return
+    try:
+        pdu, event = self._decode_pdu(buffer)
+    except Exception as exc:  # as pynetdicom: an undecodable PDU is Evt19, never a dead thread
+        log.warning("unable to decode the received PDU: %s", exc)
+        self.event_queue.put("Evt19")
+        return
+    self.event_queue.put(event)
+    self._recv_pdu.put(pdu)
+
+
+def _handle_error(self: AssociationServer, request: object, client_address: object) -> None:
+    """socketserver prints a failed connection's traceback to stderr; the log keeps one
+    JSON record per event, so it goes there (the traceback in its ``error`` field)."""
+    log.error("connection failed", exc_info=True, extra={"address": str(client_address)})
 
 
 def install() -> bool:
@@ -211,4 +353,7 @@ def install() -> bool:
     DULServiceProvider.send_pdu = _send_pdu  # type: ignore[method-assign]
     DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
     AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    # every association of the process, the node's own requestors included
+    DULServiceProvider._read_pdu_data = _read_pdu_data  # type: ignore[method-assign]
+    AssociationServer.handle_error = _handle_error  # type: ignore[method-assign,assignment]
     return True
