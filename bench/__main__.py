@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import faults
 from glioma_node.dicom_io.nifti import nifti_case_to_dicom
 from glioma_node.dicom_io.scan import scan, tolerate_nonconformant_values
 from glioma_node.dicom_io.study import survey
@@ -73,6 +74,14 @@ def _node(results: list) -> None:
     results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
 
 
+def _faults(results: list) -> None:
+    """Issue 25's faults against the running node (bench/faults.py) in a child process: bombs,
+    idle HTTP connections, a full data folder while processing, a killed receiver."""
+    child = subprocess.run([sys.executable, "-m", "bench.faults"], capture_output=True, text=True, cwd=REPO,
+                           check=True)
+    results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+
+
 def _suite(path: str, artifacts: Path) -> tuple[float, int, int]:
     """(seconds, tests run, tests failed) of one pytest file run as CI runs it."""
     import xml.etree.ElementTree as ElementTree
@@ -112,6 +121,7 @@ def main() -> None:
     _radiogenomics(results)
     _node(results)
     _hostile(results)
+    _faults(results)
     for folder in ("dcm_qa_philips_enh/philips_elition_3dt1_mprage_classic", "dcm_qa_xa30/siemens_xa30_enhanced_t1w",
                    "dcm_qa_ge/ge_pioneer_3dt1_mprage_phantom"):
         path = SHARED / folder
@@ -166,13 +176,19 @@ def main() -> None:
         if "runs" in r:
             for run in r["runs"]:
                 print(f"celery, {run['workers']} worker(s): {run['studies_per_hour']} studies/h, queue latency "
-                      f"median {run['queue_latency_median_s']} s, max {run['queue_latency_max_s']} s")
+                      f"median {run['queue_latency_median_s']} s, max {run['queue_latency_max_s']} s"
+                      + (f", {run['result_objects_per_study']} result objects per study"
+                         if "result_objects_per_study" in run else ""))
             print(f"  ({r['note']})")
         if "cases" in r:
             print(f"hostile-input suite: {r['cases']} cases, {r['failed']} failed, {r['seconds']} s")
         if "kills" in r:
             print(f"fault test (seed {r['seed']}): {r['kills']} kills, {r['instances']} instances acknowledged, "
                   f"{r['studies']} studies, duplicates at the PACS: {r['duplicates']}, failed: {r['failed']}")
+    for r in results:
+        if "fault" in r:
+            for line in faults.summary(r):
+                print(line)
     print(f"peak RSS of this process {record['peak_rss_mb']} MB; saved {out / 'bench.json'}")
 
 
