@@ -123,7 +123,8 @@ class Node:
             self.receivers.start()
         if self.config.node.metrics_port:
             self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values,
-                                         self.config.node.metrics_bind_address)
+                                         self.config.node.metrics_bind_address, self.config.node.http_timeout_s,
+                                         self.config.node.http_max_connections)
 
     def run(self) -> None:
         """Assemble and dispatch until stopped (the SCP and the worker run alongside).
