@@ -286,16 +286,32 @@ def _refuse(dul: DULServiceProvider, pdu_type: int, length: int, limit: int) -> 
 def _read_pdu_data(self: DULServiceProvider) -> None:
     """pynetdicom 3.0's ``_read_pdu_data`` (same events, same order) with the PDU's
     announced length checked against :func:`pdu_limit` before anything is read or
-    allocated, and read as :func:`_fill` reads (see the module doc)."""
+    allocated, read as :func:`_fill` reads (see the module doc), and a peer silent in
+    the middle of a PDU for the association's timeout (acse_timeout_s before it is
+    established, network_timeout_s after) treated as gone.
+
+    The timeout is the socket's (sends get it too, as pynetdicom's requestor sockets
+    have it): an accepted socket has none of its own, and a thread blocked in a read
+    cannot see its association's timers, so a peer that stopped mid-PDU held its thread
+    and its association slot for good. It is set when it changes (at establishment), not
+    per PDU."""
     assoc_socket = self.socket
     sock = assoc_socket.socket if assoc_socket is not None else None
     if sock is None:
         self.event_queue.put("Evt17")
         return
+    assoc = self.assoc
+    wait = assoc.network_timeout if self.state_machine.current_state in _ESTABLISHED else assoc.acse_timeout
+    if wait is not None and sock.gettimeout() != wait:
+        sock.settimeout(wait)
     header = bytearray(6)
     try:
         got = _fill(sock, header, 0, 6)
-    except (OSError, ValueError) as exc:  # a timeout, a reset, a socket closed under us
+    except TimeoutError:
+        log.warning("the peer stopped in the middle of a PDU header: connection closed")
+        self.event_queue.put("Evt17")
+        return
+    except (OSError, ValueError) as exc:  # a reset, a socket closed under us
         log.info("connection closed before a PDU was received: %s", exc)
         self.event_queue.put("Evt17")
         return
@@ -316,8 +332,9 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     buffer[:6] = header
     try:
         got = _fill(sock, buffer, 6, total)
-    except (OSError, ValueError) as exc:
-        log.warning("connection closed before the entire PDU was received: %s", exc)
+    except (OSError, ValueError) as exc:  # TimeoutError included: the peer stopped mid-PDU
+        log.warning("connection closed before the entire PDU was received: %s", exc,
+                    extra={"announced_bytes": total})
         self.event_queue.put("Evt17")
         return
     if got != total:

@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile")]
 
 HTTP_TIMEOUT_S = 3  # node.http_timeout_s here
 MAX_CONNECTIONS = 32  # node.http_max_connections (the default)
+ACSE_TIMEOUT_S = 3  # node.acse_timeout_s and node.network_timeout_s here
+MAX_ASSOCIATIONS = 8  # node.max_associations here
 IDLE = 1000  # idle connections: the node's whole descriptor table, under the old thread per connection
 NODE_FILES = 1024  # the node's soft limit on descriptors (the usual default, and the systemd unit's without LimitNOFILE)
 GIGABYTES = 0x7FFF_FFF0  # a PDU length announced in a 6-byte header (2 GiB)
@@ -44,7 +46,9 @@ VERIFICATION = "1.2.840.10008.1.1"  # the Verification SOP Class (C-ECHO)
 def node(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile-peers")
     running = RunningNode(node_config(folder, **{"node.http_timeout_s": HTTP_TIMEOUT_S,
-                                                 "node.acse_timeout_s": 3, "node.network_timeout_s": 3,
+                                                 "node.acse_timeout_s": ACSE_TIMEOUT_S,
+                                                 "node.network_timeout_s": ACSE_TIMEOUT_S,
+                                                 "node.max_associations": MAX_ASSOCIATIONS,
                                                  "assembly.force_timeout_s": 3600}))
     assert running.process is not None
     _, hard = resource.prlimit(running.process.pid, resource.RLIMIT_NOFILE)
@@ -277,6 +281,24 @@ def test_an_unknown_peer_announcing_gigabytes_is_closed_before_any_is_allocated(
     assert after["VmHWM"] - before["VmHWM"] < MEMORY_SLACK_KB, (before, after)
     assert after["VmRSS"] - before["VmRSS"] < MEMORY_SLACK_KB, (before, after)
     assert _echo(node.port)
+
+
+def test_peers_that_stop_in_the_middle_of_a_pdu_are_dropped_and_free_their_slots(node):
+    """More stalled peers than node.max_associations: each is closed after acse_timeout_s
+    (a thread blocked reading a PDU once held its association slot for good)."""
+    stalled = []
+    try:
+        for n in range(MAX_ASSOCIATIONS + 2):
+            s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+            stalled.append(s)
+            # an A-ASSOCIATE-RQ of 68 bytes announced, 10 sent (or 3 bytes of a header)
+            s.sendall((struct.pack(">BBL", 0x01, 0, 68) + b"\x00\x01\x00\x00GLIOM") if n % 2 else b"\x01\x00\x00")
+        still_open = _wait_closed(stalled, ACSE_TIMEOUT_S + 5)
+        assert not still_open, f"{len(still_open)} stalled peers still connected {ACSE_TIMEOUT_S + 5} s later"
+    finally:
+        for s in stalled:
+            s.close()
+    assert _echo(node.port), "the stalled peers' association slots were not freed"
 
 
 def test_an_association_announcing_a_pdu_over_max_pdu_bytes_is_aborted(node):
