@@ -63,6 +63,8 @@ def test_systemd_unit_and_logrotate():
     assert argv[0].endswith("/glioma-node") and argv[1:] == ["--config", "/etc/glioma-node/glioma-node.yaml", "serve"]
     assert service["User"] == "glioma" and service["Restart"] == "on-failure"
     assert "/var/lib/glioma-node" in service["ReadWritePaths"] and service["NoNewPrivileges"] == "yes"
+    # associations, spool files and HTTP clients each hold a descriptor: well above the usual 1024
+    assert int(service["LimitNOFILE"]) >= 16384
     rotate = (DEPLOY / "logrotate" / "glioma-node").read_text()
     assert "/var/log/glioma-node/*.log" in rotate and "copytruncate" in rotate
     assert "/var/log/glioma-node/node.log" in service["StandardError"]
