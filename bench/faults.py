@@ -547,7 +547,11 @@ def disk_full(work: Path, studies: list[Path]) -> dict:
     started = time.perf_counter()
     disk = work / "disk"
     disk.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(disk)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        return {"benchmark": title, "seconds": 0, "fault": "disk_full",
+                "skipped": f"mount -t tmpfs failed: {mounted.stderr.strip()[-200:]}"}
     pacs = CountingPacs()
     one = sorted(p for p in studies[1].rglob("*") if p.is_file())[0]
     try:

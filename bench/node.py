@@ -19,7 +19,9 @@ machine's), enforced with sched_setaffinity, not just printed.
    all its descendants (sampled sum, not the largest process).
 4. Workers: studies per hour on one batch with 1, 2 and 4 Celery workers on this
    machine (Redis broker), and the queue latency (last instance of a study to the start
-   of its job). On 2 cores more than 2 workers cannot help; the row says so.
+   of its job), with the embedded default configuration: segmentation and radiogenomics,
+   ``models.radiogenomics.workers`` unset (each worker starts its own radiomics pool).
+   On 2 cores more than 2 workers cannot help; the row says so.
 
 Prints one JSON line per benchmark (bench/__main__.py collects them).
 """
@@ -293,15 +295,18 @@ def load(study: Path, work: Path, studies: int = 20, senders: int = 4) -> dict:
 
 
 def workers(study: Path, work: Path, counts: tuple[int, ...] = (1, 2, 4), batch: int = 4) -> dict:
-    """Studies per hour on one batch with 1, 2, 4 Celery workers; queue latency per study."""
+    """Studies per hour on one batch with 1, 2, 4 Celery workers; queue latency per study.
+    The embedded default configuration: radiogenomics on, ``models.radiogenomics.workers``
+    unset (the CPUs available, at most 4, per worker), as a site deploys it."""
     copies = [copy_study(study, work / "copies" / f"w{n:02d}", f"workers-{n}") for n in range(batch)]
     uids = [_study_uid(c) for c in copies]
     rows = []
     for count in counts:
         run = work / f"{count}-workers"
         redis = RedisServer(run / "redis")
-        celery: dict[str, Any] = {"execution.engine": "celery", "execution.broker_url": redis.url}
-        config = node_config(run / "node", **celery)
+        celery: dict[str, Any] = {"execution.engine": "celery", "execution.broker_url": redis.url,
+                                  "models.radiogenomics.workers": None}
+        config = node_config(run / "node", radiogenomics=True, **celery)
         node = RunningNode(config, cpus=CPUS)
         pool = [CeleryWorker(config, run / f"machine-{i}", cpus=CPUS) for i in range(count)]
         try:
@@ -318,6 +323,7 @@ def workers(study: Path, work: Path, counts: tuple[int, ...] = (1, 2, 4), batch:
                 last_at = state.study(uid).last_at
                 assert outcome is not None and last_at is not None
                 latency.append(outcome.started_at - last_at)
+            results = [len(list((node.data_dir / "results" / uid / "v1" / "dicom").glob("*.dcm"))) for uid in uids]
         finally:
             for worker in pool:
                 worker.stop()
@@ -326,11 +332,15 @@ def workers(study: Path, work: Path, counts: tuple[int, ...] = (1, 2, 4), batch:
         rows.append({"workers": count, "seconds": round(seconds, 1),
                      "studies_per_hour": round(batch / seconds * 3600, 1),
                      "queue_latency_median_s": round(statistics.median(latency), 1),
-                     "queue_latency_max_s": round(max(latency), 1)})
-    return {"benchmark": f"{batch} studies on 1, 2 and 4 Celery workers (segmentation only, Redis broker)",
-            "seconds": rows[0]["seconds"], "runs": rows, "cpus": len(CPUS),
-            "note": f"{len(CPUS)} CPU cores bind every worker count here; the first run includes each worker's "
-                    "model loading"}
+                     "queue_latency_max_s": round(max(latency), 1),
+                     "result_objects_per_study": min(results)})
+    return {"benchmark": f"{batch} studies on 1, 2 and 4 Celery workers (default configuration: segmentation and "
+                         "radiogenomics, Redis broker)",
+            "seconds": rows[0]["seconds"], "runs": rows, "cpus": len(CPUS), "radiogenomics": True,
+            "radiomics_workers": "unset (default: the CPUs available, at most 4, per Celery worker)",
+            "note": f"the embedded default configuration (segmentation and radiogenomics, "
+                    f"models.radiogenomics.workers unset); {len(CPUS)} CPU cores bind every worker count here; "
+                    "each run includes its workers' model loading"}
 
 
 def main() -> None:
