@@ -65,7 +65,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 
 # Memory -------------------------------------------------------------------------------
-def _status_kb(pid: int, field: str) -> int | None:
+def status_kb(pid: int, field: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -75,7 +75,7 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it, from the parent pid in each /proc/<pid>/stat
     (not /proc/<pid>/task/*/children, which kernels without CONFIG_PROC_CHILDREN lack)."""
     children: dict[int, list[int]] = {}
@@ -108,15 +108,15 @@ class TreeMemory:
         self._thread.start()
 
     def now_mb(self) -> float:
-        return sum(_status_kb(p, "VmRSS") or 0 for p in _descendants(self.pid)) / 1024
+        return sum(status_kb(p, "VmRSS") or 0 for p in descendants(self.pid)) / 1024
 
     def _run(self) -> None:
-        tree, n = _descendants(self.pid), 0
+        tree, n = descendants(self.pid), 0
         while not self._stop.wait(self.interval_s):
             n += 1
             if n % 10 == 0:
-                tree = _descendants(self.pid)
-            self.peak_mb = max(self.peak_mb, sum(_status_kb(p, "VmRSS") or 0 for p in tree) / 1024)
+                tree = descendants(self.pid)
+            self.peak_mb = max(self.peak_mb, sum(status_kb(p, "VmRSS") or 0 for p in tree) / 1024)
 
     def stop(self) -> float:
         self._stop.set()
@@ -125,7 +125,7 @@ class TreeMemory:
 
 
 def _hwm_mb(pid: int) -> float | None:
-    kb = _status_kb(pid, "VmHWM")
+    kb = status_kb(pid, "VmHWM")
     return None if kb is None else round(kb / 1024, 1)
 
 

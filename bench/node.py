@@ -220,19 +220,11 @@ def turnaround(study: Path, warmup: Path, work: Path) -> dict:
 
 
 def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants now (MB)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return total
+    """Resident memory of ``pid`` and all its descendants now (MB; the process tree of
+    :func:`bench.faults.descendants`)."""
+    from bench.faults import descendants, status_kb
+
+    return sum(status_kb(p, "VmRSS") or 0 for p in descendants(pid)) / 1024
 
 
 class PeakMemory:

@@ -255,7 +255,7 @@ def _check_lengths(ds: Dataset) -> None:
                           f"element {element.tag} claims {length} bytes but the data set ends after {len(value)}")
 
 
-def _check_voxels(ds: Dataset, max_voxels: int) -> None:
+def _check_voxels(ds: Dataset, max_voxels: int) -> int:
     """Rows × Columns × frames × samples within ``max_voxels``, for every transfer syntax:
     a compressed image of 1 KB may declare what a decoder then allocates."""
     rows, columns = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
@@ -265,6 +265,7 @@ def _check_voxels(ds: Dataset, max_voxels: int) -> None:
         raise Refused(StoreStatus.OUT_OF_RESOURCES,
                       f"{voxels} voxels over node.max_series_voxels {max_voxels}: Rows {rows} x Columns {columns} "
                       f"x {frames} frame(s) x {samples} sample(s)")
+    return voxels
 
 
 def _readable(data: bytes, max_bytes: int) -> tuple[UID, bytes | bytearray]:
@@ -318,10 +319,10 @@ def inspect(data: bytes, sop_class: str, max_bytes: int = MAX_INSTANCE_BYTES,
         checked[keyword] = uid.value
         tolerated += [f"{keyword}: {t}" for t in uid.tolerated]
     _check_pixels(ds, view, pixel_offset, encoded)
-    _check_voxels(ds, max_voxels)
+    voxels = _check_voxels(ds, max_voxels)
     return Received(study_uid=checked["StudyInstanceUID"], series_uid=checked["SeriesInstanceUID"],
                     sop_uid=checked["SOPInstanceUID"], sop_class=str(sop_class), expected=expected_instances(ds),
-                    patient=pseudonym(str(values["PatientID"] or "")), tolerated=tuple(tolerated))
+                    patient=pseudonym(str(values["PatientID"] or "")), tolerated=tuple(tolerated), voxels=voxels)
 
 
 def _sha256_file(path: Path) -> str:
@@ -401,6 +402,10 @@ class Intake:
         if received.tolerated:
             log.warning("instance accepted with UID defects older equipment writes: %s",
                         "; ".join(received.tolerated), extra={"peer": peer, "sop_instance": received.sop_uid})
+        if known is None and spooled is None:
+            refusal = self._series_too_large(received)
+            if refusal is not None:
+                return self.refuse(StoreStatus.OUT_OF_RESOURCES, refusal, peer, sop_class)
         if known is not None:
             try:  # acknowledged only once durable, whoever wrote it (a concurrent C-STORE of the same instance)
                 stored = self.spool.durable(*known, received.sop_uid) or self.spool.path_for(*known, received.sop_uid)
@@ -424,6 +429,22 @@ class Intake:
             if again.outcome is Outcome.CONFLICT:
                 return self._record_conflict(again, peer)
         return Answer(StoreStatus.SUCCESS, Outcome.RECEIVED if new else Outcome.DUPLICATE, path=path)
+
+    def _series_too_large(self, received: Received) -> str | None:
+        """Why a new instance would take its series past ``max_voxels`` (what reading the
+        series allocates: its instances' voxels summed, or as many as the headers
+        announce), or None: 24 JPEG 2000 files of 1 KB declaring 4096 × 4096 each are a
+        1.6 GB series."""
+        if not received.voxels:
+            return None
+        recorded = self.state.series_instances(received.series_uid)
+        if self.recorder is not None:
+            recorded += self.recorder.pending_in_series(received.series_uid)
+        count = max(recorded + 1, received.expected or 0)
+        if count * received.voxels <= self.max_voxels:
+            return None
+        return (f"series {received.series_uid} would hold {count} × {received.voxels} voxels, over "
+                f"node.max_series_voxels {self.max_voxels}")
 
     def _record_conflict(self, answer: Answer, peer: str) -> Answer:
         """Keep a conflicting resend in the state, where ``status`` and the study's results show it."""

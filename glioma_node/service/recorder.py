@@ -46,6 +46,11 @@ class InstanceRecorder:
             pending = self._locations.get(sop_uid)
         return pending or self.state.instance_location(sop_uid)
 
+    def pending_in_series(self, series_uid: str) -> int:
+        """Instances of one series queued and not yet committed."""
+        with self._changed:
+            return sum(1 for _, series in self._locations.values() if series == series_uid)
+
     def record(self, instance: Received, path: str, association: str) -> None:
         """Queue one spooled instance for the next commit (returns at once)."""
         with self._changed:

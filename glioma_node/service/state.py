@@ -105,6 +105,7 @@ class Received:
     expected: int | None
     patient: str | None
     tolerated: tuple[str, ...] = ()
+    voxels: int = 0  # Rows x Columns x frames x samples (the intake bounds a series' sum)
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,11 @@ class NodeState:
                            (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
                 new.append(True)
         return new
+
+    def series_instances(self, series_uid: str) -> int:
+        """Instances recorded in one series (0 when unknown)."""
+        row = self._db().execute("SELECT instances FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+        return int(row[0]) if row else 0
 
     def instance_location(self, sop_uid: str) -> tuple[str, str] | None:
         """(study, series) an already recorded SOP Instance UID belongs to, or None."""

@@ -325,6 +325,18 @@ def test_compressed_pixels_declaring_more_voxels_than_the_bound_are_refused(tmp_
     assert files(tmp_path) == [small.path]
 
 
+def test_a_series_of_small_compressed_files_is_bounded_by_its_summed_voxels(tmp_path):
+    """24 JPEG 2000 files of under 2 KB declaring 4096 × 4096 each are a 1.6 GB series: with
+    the default bound (2**28 voxels) the 16th is refused (16 × 4096² = 2**28 is the last
+    that fits), with the reason, before anything is written for it."""
+    intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"))
+    answers = [intake.admit(_jpeg2000(mr_dataset(n), 4096, 4096), MR) for n in range(24)]
+    assert [a.status for a in answers[:16]] == [StoreStatus.SUCCESS] * 16
+    assert {a.status for a in answers[16:]} == {StoreStatus.OUT_OF_RESOURCES}
+    assert "would hold 17 × 16777216 voxels, over node.max_series_voxels 268435456" in answers[16].reason
+    assert len(files(tmp_path)) == 16
+
+
 def test_the_same_sop_instance_uid_with_other_content_is_a_conflict_with_both_checksums(intake, tmp_path, caplog):
     ds = mr_dataset()
     first = intake.admit(part10(ds), MR)
