@@ -48,8 +48,10 @@ def _study_entry(study: StudySurvey) -> dict[str, Any]:
 
 def inspect_path(path: str | Path, config: Config, decode: bool = True) -> dict[str, Any]:
     """The report as a JSON-ready dict: ``studies``, ``bad_files``, ``skipped_not_dicom``."""
-    found: ScanResult = scan(path)
-    studies = survey(found, config.sequences, decode=decode, min_confidence=config.thresholds.min_role_confidence)
+    limits = config.node.read_limits()
+    found: ScanResult = scan(path, limits.max_bytes)
+    studies = survey(found, config.sequences, decode=decode, min_confidence=config.thresholds.min_role_confidence,
+                     limits=limits)
     return {
         "path": str(path),
         "studies": [_study_entry(s) for s in studies],

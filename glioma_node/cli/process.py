@@ -25,12 +25,13 @@ def process_folder(path: Path, out: Path, config: Config, models: Models | None 
     """Run every study under ``path`` into ``out/<StudyInstanceUID>/``; the outcomes in StudyInstanceUID order."""
     models = models or load_models(config)
     started = time.perf_counter()
-    result = scan(path)
+    limits = config.node.read_limits()
+    result = scan(path, limits.max_bytes)
     for bad, reason in result.bad_files:
         log.warning("skipped %s: %s", bad, reason)
     outcomes = [run_study(study, models, out / safe_part(study.study_instance_uid),
                           required_roles=config.assembly.required_roles, clinical=clinical_source(config))
                 for study in survey(result, config.sequences, decode=False,
-                                    min_confidence=config.thresholds.min_role_confidence)]
+                                    min_confidence=config.thresholds.min_role_confidence, limits=limits)]
     log.info("processed %d studies in %.1f s", len(outcomes), time.perf_counter() - started)
     return outcomes

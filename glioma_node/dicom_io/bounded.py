@@ -23,6 +23,7 @@ import os
 import stat
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -42,6 +43,15 @@ MAX_INSTANCE_BYTES = 512 * MB
 MAX_SERIES_VOXELS = 2**28
 """Default bound on Rows × Columns × frames (× samples, × instances of a series) before
 any pixel array is allocated (``node.max_series_voxels``; 2**28 float32 voxels are 1 GiB)."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading one study may hold: an instance's bytes after inflating, a series'
+    voxels (the configuration's ``node.max_instance_mb`` and ``node.max_series_voxels``)."""
+
+    max_bytes: int = MAX_INSTANCE_BYTES
+    max_voxels: int = MAX_SERIES_VOXELS
 
 _OUT_CHUNK = 1 * MB  # inflated bytes per step: the overshoot past the bound is at most this
 _IN_CHUNK = 64 * 1024  # deflated bytes fed per step: keeps zlib's unconsumed tail (a copy) small

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from glioma_node.core.roles import ROLES
 from glioma_node.core.study import StudyInput
 from glioma_node.core.volume import Volume
+from glioma_node.dicom_io.bounded import ReadLimits
 from glioma_node.dicom_io.errors import SeriesRefused
 from glioma_node.dicom_io.geometry import affine_directions
 from glioma_node.dicom_io.header import SeriesHeader
@@ -62,6 +63,7 @@ class StudySurvey:
     study_instance_uid: str
     series: list[SeriesSurvey] = field(default_factory=list)
     roles: dict[str, SeriesSurvey] = field(default_factory=dict)
+    limits: ReadLimits = field(default_factory=ReadLimits)  # what reading its series may hold (load_study)
 
     @property
     def missing_roles(self) -> list[str]:
@@ -87,17 +89,17 @@ def orientation_name(normal: np.ndarray) -> str:
 
 
 def _survey_series(files: SeriesFiles, rules: SequenceRules, decode: bool, min_confidence: float,
-                   keep_volumes: bool) -> SeriesSurvey:
+                   keep_volumes: bool, limits: ReadLimits) -> SeriesSurvey:
     header = SeriesHeader.from_dataset(files.instances[0].header)
     call = recognise(header, rules)
     item = SeriesSurvey(files=files, header=header, call=call)
     try:
         if decode:
-            volume = read_series(files.instances)
+            volume = read_series(files.instances, limits.max_voxels, limits.max_bytes)
             item.shape, item.affine = volume.shape, volume.affine
             item.volume = volume if keep_volumes else None
         else:
-            plan = layout(files.instances)
+            plan = layout(files.instances, limits.max_voxels)
             item.shape, item.affine = plan.shape, plan.affine
     except SeriesRefused as exc:
         item.refusal = exc
@@ -124,15 +126,16 @@ def _candidate(item: SeriesSurvey) -> Candidate:
 
 
 def survey_study(study: StudyFiles, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5,
-                 keep_volumes: bool = False) -> StudySurvey:
+                 keep_volumes: bool = False, limits: ReadLimits | None = None) -> StudySurvey:
     """Survey every series of a study and choose one per role (only readable series compete).
 
     ``decode`` reads the pixel data too, so a corrupt file is refused here; the volumes
-    are kept only with ``keep_volumes`` (a report over a large folder must not hold them all).
+    are kept only with ``keep_volumes`` (a report over a large folder must not hold them all);
+    ``limits``: what reading a series may hold (default: :class:`ReadLimits`' defaults).
     """
-    result = StudySurvey(study.study_instance_uid)
+    result = StudySurvey(study.study_instance_uid, limits=limits or ReadLimits())
     for files in study.series.values():
-        result.series.append(_survey_series(files, rules, decode, min_confidence, keep_volumes))
+        result.series.append(_survey_series(files, rules, decode, min_confidence, keep_volumes, result.limits))
     result.series.sort(key=lambda s: (s.header.series_number or 0, s.series_instance_uid))
     readable = [s for s in result.series if s.refusal is None]
     chosen = select_roles(_candidate(s) for s in readable)
@@ -144,9 +147,9 @@ def survey_study(study: StudyFiles, rules: SequenceRules, decode: bool = True, m
 
 
 def survey(scan_result: ScanResult, rules: SequenceRules, decode: bool = True, min_confidence: float = 0.5,
-           keep_volumes: bool = False) -> list[StudySurvey]:
+           keep_volumes: bool = False, limits: ReadLimits | None = None) -> list[StudySurvey]:
     """Survey every study of a scan, in StudyInstanceUID order (see :func:`survey_study`)."""
-    return [survey_study(scan_result.studies[uid], rules, decode, min_confidence, keep_volumes)
+    return [survey_study(scan_result.studies[uid], rules, decode, min_confidence, keep_volumes, limits)
             for uid in sorted(scan_result.studies)]
 
 
@@ -154,7 +157,8 @@ def load_study(study: StudySurvey) -> StudyInput:
     """The StudyInput of a surveyed study: its chosen role volumes and patient facts."""
     volumes: dict[str, Volume] = {}
     for role, item in study.roles.items():
-        volumes[role] = item.volume if item.volume is not None else read_series(item.files.instances)
+        volumes[role] = item.volume if item.volume is not None else read_series(
+            item.files.instances, study.limits.max_voxels, study.limits.max_bytes)
     first = next(iter(study.roles.values()), None) or (study.series[0] if study.series else None)
     ds = first.files.instances[0].header if first else None
     warnings = [f"missing role {r}" for r in study.missing_roles]

@@ -106,8 +106,9 @@ def decide(study: Study, series: list[Series], open_association: bool, broken_se
 def spooled_roles(spool: Spool, study_uid: str, config: Config) -> set[str]:
     """The roles the headers of a study's spooled instances hold (no pixel data read)."""
     found: set[str] = set()
-    for study in survey(scan(spool.study_dir(study_uid)), config.sequences, decode=False,
-                        min_confidence=config.thresholds.min_role_confidence):
+    limits = config.node.read_limits()
+    for study in survey(scan(spool.study_dir(study_uid), limits.max_bytes), config.sequences, decode=False,
+                        min_confidence=config.thresholds.min_role_confidence, limits=limits):
         found |= set(study.roles)
     return found
 

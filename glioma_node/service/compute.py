@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 def spooled_study(folder: Path, study_uid: str, config: Config) -> StudySurvey | None:
     """The survey of one spooled study (headers only), or None when nothing in ``folder`` is readable."""
-    studies = survey(scan(folder), config.sequences, decode=False, min_confidence=config.thresholds.min_role_confidence)
+    limits = config.node.read_limits()
+    studies = survey(scan(folder, limits.max_bytes), config.sequences, decode=False,
+                     min_confidence=config.thresholds.min_role_confidence, limits=limits)
     return next((s for s in studies if s.study_instance_uid == study_uid), None)
 
 

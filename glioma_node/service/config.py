@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from glioma_node.core.resources import DEFAULT_CONFIG
 from glioma_node.core.roles import ROLES
+from glioma_node.dicom_io.bounded import ReadLimits
 from glioma_node.dicom_io.sequence_rules import SequenceRules
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -202,6 +203,10 @@ class NodeSettings(_Strict):
     # this many connections are served at once (more are closed at once).
     http_timeout_s: float = Field(default=10, gt=0)
     http_max_connections: int = Field(default=32, ge=1, le=1024)
+
+    def read_limits(self) -> ReadLimits:
+        """The bounds on reading one study (``max_instance_mb``, ``max_series_voxels``)."""
+        return ReadLimits(self.max_instance_mb * 1024**2, self.max_series_voxels)
 
     _ae = field_validator("ae_title")(check_ae_title)
     _host = field_validator("bind_address")(check_host)
