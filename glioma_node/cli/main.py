@@ -376,7 +376,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", default="",
                    help="queues this worker serves, comma-separated: cpu, gpu (default: execution.queue)")
     p.add_argument("--concurrency", type=int, default=1,
-                   help="studies at once, in threads sharing one copy of the models (about 2 GB); "
+                   help="studies at once, in threads, each with its own copy of the models (about 2 GB); "
                         "radiomics workers are the CPUs divided among them")
     p.set_defaults(func=_cmd_worker)
 

@@ -3,8 +3,9 @@
 
 Run it on any machine that mounts the node's ``data_dir`` at the same path and reaches
 its broker; start as many as the hardware allows. ``--concurrency N`` runs N studies at
-once in threads of one process (Celery's ``threads`` pool), which loads the models once,
-on its first job. Not prefork: its pool processes are daemonic, and a daemonic process
+once in threads of one process (Celery's ``threads`` pool); each thread loads its own
+copy of the models on its first job (about 2 GB each: a network is never shared by two
+studies at once, since Grad-CAM hooks its layers). Not prefork: its pool processes are daemonic, and a daemonic process
 may not start the radiomics worker processes a study needs (every study failed with
 "daemonic processes are not allowed to have children"). The radiomics workers are
 counted against the worker's CPUs: with ``models.radiogenomics.workers`` unset, each
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
 from celery import Celery
 
@@ -28,8 +28,10 @@ from glioma_node.service.handoff import Heartbeat, JobOutcome, JobResult, worker
 from glioma_node.service.paths import Paths
 
 log = logging.getLogger(__name__)
-_models: dict[str, Any] = {}  # the models, loaded on the first job (shared by the pool's threads)
-_loading = threading.Lock()
+# Each pool thread loads its own models on its first job: the networks are not shared
+# between studies running at once (Grad-CAM's hooks on a shared network would catch the
+# other study's forward pass and return its map).
+_models = threading.local()
 
 
 def run_task(config: Config, study_uid: str, version: int, warnings: list[str], attempt: int) -> str:
@@ -41,9 +43,8 @@ def run_task(config: Config, study_uid: str, version: int, warnings: list[str], 
     paths = Paths(config.data_dir)
     with Heartbeat(paths.heartbeat(study_uid, version), config.execution.heartbeat_s):
         try:
-            with _loading:  # two threads' first jobs load the models once
-                if "models" not in _models:
-                    _models["models"] = load_models(config)
+            if getattr(_models, "models", None) is None:
+                _models.models = load_models(config)
         except Exception as exc:  # noqa: BLE001 - a model that does not load is this job's ERROR, retried by the node
             log.exception("models not loaded")
             outcome = JobOutcome(JobResult.ERROR, f"models not loaded: {type(exc).__name__}: {exc}", attempt=attempt,
@@ -51,7 +52,7 @@ def run_task(config: Config, study_uid: str, version: int, warnings: list[str], 
             outcome.write(paths.outcome(study_uid, version))
             return outcome.result.value
         outcome = compute(study_uid, version, warnings=warnings, attempt=attempt, config=config,
-                          models=_models["models"], paths=paths)
+                          models=_models.models, paths=paths)
     return outcome.result.value
 
 

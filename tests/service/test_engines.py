@@ -174,3 +174,39 @@ def test_workers_dying_on_every_attempt_fail_the_study(engine):
     assert study.state == StudyState.FAILED
     assert "worker lost 3 times" in study.reason
     assert _job(engine).state == JobState.FAILED
+
+
+def test_each_celery_pool_thread_runs_studies_on_its_own_models(monkeypatch, config, tmp_path):
+    """Two studies at once in the threads pool never share a network (Grad-CAM hooks its
+    layers: a shared one returned the other study's map); one thread's later jobs reuse its copy."""
+    import threading
+
+    from glioma_node.service import celery_worker, compute, pipeline
+
+    config = with_overrides(config, data_dir=tmp_path / "data")
+    monkeypatch.setattr(pipeline, "load_models", lambda c: object())
+    used: list[tuple[int, object]] = []
+
+    def fake_compute(study_uid, version, *, models, **kwargs):
+        used.append((threading.get_ident(), models))
+        return JobOutcome(JobResult.DONE)
+
+    monkeypatch.setattr(compute, "compute", fake_compute)
+    barrier = threading.Barrier(2)
+
+    def two_jobs(n: int) -> None:
+        barrier.wait()
+        for version in (1, 2):
+            celery_worker.run_task(config, f"1.2.{n}", version, [], 1)
+
+    threads = [threading.Thread(target=two_jobs, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_thread: dict[int, set[int]] = {}
+    for ident, models in used:
+        by_thread.setdefault(ident, set()).add(id(models))
+    assert len(by_thread) == 2 and all(len(ids) == 1 for ids in by_thread.values())
+    (first,), (second,) = by_thread.values()
+    assert first != second
