@@ -43,6 +43,7 @@ import select
 import socket
 import ssl
 import struct
+import time
 
 import pynetdicom
 from pynetdicom import evt
@@ -219,14 +220,21 @@ def _dul_run_reactor(self: DULServiceProvider) -> None:
         wake_w.close()
 
 
-def _fill(sock: socket.socket, buffer: bytearray, start: int, total: int) -> int:
+def _fill(sock: socket.socket, buffer: bytearray, start: int, total: int, deadline: float | None = None) -> int:
     """Read into ``buffer`` from ``start`` until it holds ``total`` bytes or the peer
     closed; the number of bytes it then holds. ``buffer`` is grown by at most
-    :data:`CHUNK` bytes ahead of what arrived (never to ``total`` on a header's word)."""
+    :data:`CHUNK` bytes ahead of what arrived (never to ``total`` on a header's word).
+    ``deadline`` (time.monotonic() s): :class:`TimeoutError` once it passes, however the
+    bytes trickle in (a byte every few seconds would otherwise hold the thread for weeks)."""
     read = start
     while read < total:
         if read == len(buffer):
             buffer.extend(memoryview(_ZEROS)[:min(CHUNK, total - len(buffer))])
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the PDU did not arrive whole in time")
+            sock.settimeout(remaining)
         with memoryview(buffer) as view:
             count = sock.recv_into(view[read:])
         if not count:
@@ -288,7 +296,8 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     announced length checked against :func:`pdu_limit` before anything is read or
     allocated, read as :func:`_fill` reads (see the module doc), and a peer silent in
     the middle of a PDU for the association's timeout (acse_timeout_s before it is
-    established, network_timeout_s after) treated as gone.
+    established, network_timeout_s after) treated as gone: the whole PDU must arrive
+    within that timeout of its first byte, so a peer trickling a byte at a time is gone too.
 
     The timeout is the socket's (sends get it too, as pynetdicom's requestor sockets
     have it): an accepted socket has none of its own, and a thread blocked in a read
@@ -302,11 +311,22 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
         return
     assoc = self.assoc
     wait = assoc.network_timeout if self.state_machine.current_state in _ESTABLISHED else assoc.acse_timeout
-    if wait is not None and sock.gettimeout() != wait:
-        sock.settimeout(wait)
+    # the whole PDU, header and body, within one timeout from its first byte
+    deadline = time.monotonic() + wait if wait is not None else None
+    try:
+        return _read_pdu_within(self, sock, deadline)
+    finally:
+        if wait is not None:  # sends keep the association's timeout, not what was left of the PDU's
+            try:
+                sock.settimeout(wait)
+            except OSError:  # closed meanwhile
+                pass
+
+
+def _read_pdu_within(self: DULServiceProvider, sock: socket.socket, deadline: float | None) -> None:
     header = bytearray(6)
     try:
-        got = _fill(sock, header, 0, 6)
+        got = _fill(sock, header, 0, 6, deadline)
     except TimeoutError:
         log.warning("the peer stopped in the middle of a PDU header: connection closed")
         self.event_queue.put("Evt17")
@@ -331,7 +351,7 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     buffer = bytearray(min(total, CHUNK))
     buffer[:6] = header
     try:
-        got = _fill(sock, buffer, 6, total)
+        got = _fill(sock, buffer, 6, total, deadline)
     except (OSError, ValueError) as exc:  # TimeoutError included: the peer stopped mid-PDU
         log.warning("connection closed before the entire PDU was received: %s", exc,
                     extra={"announced_bytes": total})

@@ -301,6 +301,41 @@ def test_peers_that_stop_in_the_middle_of_a_pdu_are_dropped_and_free_their_slots
     assert _echo(node.port), "the stalled peers' association slots were not freed"
 
 
+def test_peers_that_trickle_a_pdu_a_byte_at_a_time_are_dropped_too(node):
+    """More peers than node.max_associations each send an A-ASSOCIATE-RQ header and then a
+    byte every second (under the timeout between bytes): the whole PDU must arrive within
+    acse_timeout_s of its first byte, so each is closed and DICOM is not locked out."""
+    import threading
+
+    peers = [socket.create_connection(("127.0.0.1", node.port), timeout=10) for _ in range(MAX_ASSOCIATIONS + 2)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for s in peers:
+            try:
+                s.sendall(struct.pack(">BBL", 0x01, 0, 60000))
+            except OSError:
+                pass
+        while not stop.wait(1.0):
+            for s in peers:
+                try:
+                    s.sendall(b"\x00")
+                except OSError:  # closed by the node: what the test waits for
+                    pass
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        still_open = _wait_closed(peers, ACSE_TIMEOUT_S + 6)
+        assert not still_open, f"{len(still_open)} trickling peers still connected {ACSE_TIMEOUT_S + 6} s later"
+        assert _echo(node.port), "the trickling peers' association slots were not freed"
+    finally:
+        stop.set()
+        thread.join(5)
+        for s in peers:
+            s.close()
+
+
 def test_an_association_announcing_a_pdu_over_max_pdu_bytes_is_aborted(node):
     pid = _pid(node)
     ae = AE(ae_title="GLIOMA_REPLAY")
