@@ -138,7 +138,9 @@ class CeleryEngine:
         return True
 
     def step(self) -> None:
-        while (job := self.state.claim((JobKind.PROCESS,))) is not None:
+        # below the disk watermark a worker could not write the results: jobs wait queued
+        low = self.paths.disk_low(self.config.node.min_free_mb * 1024**2)
+        while not low and (job := self.state.claim((JobKind.PROCESS,))) is not None:
             if not self._publish(job):
                 self.state.unclaim(job.id, "broker unreachable", self.BROKER_RETRY_S)
                 break

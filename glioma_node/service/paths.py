@@ -16,6 +16,7 @@ becomes a hash, so no received value can climb out of the data folder).
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,14 @@ class Paths:
     """The layout of one node's ``data_dir`` (see the module doc)."""
 
     data_dir: Path
+
+    def disk_low(self, min_free_bytes: int) -> bool:
+        """Whether the data folder's file system has less than ``min_free_bytes`` free
+        (``node.min_free_mb``; True when it cannot be asked)."""
+        try:
+            return shutil.disk_usage(self.data_dir).free < min_free_bytes
+        except OSError:
+            return True
 
     @property
     def spool(self) -> Path:

@@ -24,6 +24,7 @@ half-written result behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -57,6 +58,7 @@ from glioma_node.service.config import Config
 log = logging.getLogger(__name__)
 # Failures whose message is written for users; anything else gets its type named too.
 _EXPECTED = (PreprocessingError, ModelError, DicomInputError, ValueError)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk fails no study: run_study raises, the job is retried
 
 
 class OutcomeStatus(StrEnum):
@@ -158,6 +160,8 @@ def run_study(study: StudySurvey, models: Models, out: Path, *, required_roles: 
         findings.timings_s["read_series"] = round(time.perf_counter() - t0 - findings.timings_s["analyze_total"], 2)
         write_outputs(findings, out, study.source_headers(), study_input.volumes[findings.reference_role], version)
     except Exception as exc:  # noqa: BLE001 - any failure is this study's, recorded, and the caller goes on
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:  # the node's disk, not the study: retried later
+            raise
         error = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
         log.error("study %s failed: %s", study.study_instance_uid, error, exc_info=not isinstance(exc, _EXPECTED))
         _write_json(out / "findings.json", {"status": OutcomeStatus.FAILED.value,

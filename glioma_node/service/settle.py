@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 from glioma_node.service.assembly import FORCED, incomplete_series
 from glioma_node.service.config import Config
@@ -49,11 +48,10 @@ def _fill_outboxes(job: Job, config: Config, state: NodeState, paths: Paths) -> 
     return planned
 
 
-def _disk_low(config: Config, paths: Paths) -> bool:
-    try:
-        return shutil.disk_usage(paths.data_dir).free < config.node.min_free_mb * 1024**2
-    except OSError:
-        return True
+def _disk_trouble(error: str, config: Config, paths: Paths) -> bool:
+    """Whether a job's failure is the data folder's (full now, or full when it failed)."""
+    return paths.disk_low(config.node.min_free_mb * 1024**2) or any(
+        sign in error for sign in ("[Errno 28]", "[Errno 122]", "database or disk is full"))
 
 
 def settle(job: Job, outcome: JobOutcome, config: Config, state: NodeState, paths: Paths) -> None:
@@ -64,10 +62,11 @@ def settle(job: Job, outcome: JobOutcome, config: Config, state: NodeState, path
     extra = {"study": job.study_uid, "version": job.version, "worker": outcome.worker}
     if outcome.result is JobResult.ERROR:
         error = outcome.error or "error"
-        if _disk_low(config, paths):
+        if _disk_trouble(error, config, paths):
             # a full data folder is the node's trouble, not the study's: no attempt spent,
-            # the job waits and runs when space returns
-            state.unclaim(job.id, f"data_dir below node.min_free_mb: {error}", config.worker.retry_delay_s)
+            # the job waits and runs when space returns (its stale outcome would settle it again)
+            paths.outcome(job.study_uid, job.version).unlink(missing_ok=True)
+            state.unclaim(job.id, f"data folder full: {error}", config.worker.retry_delay_s)
         elif job.attempts >= config.worker.max_attempts:
             state.fail_job(job.id, job.study_uid, error)
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import time
@@ -56,9 +55,8 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
     waiting = ""  # why the worker takes no job now (said once)
     while parent_pid is None or os.getppid() == parent_pid:
         try:
-            free = shutil.disk_usage(paths.data_dir).free
-            if free < low:  # results could not be written: leave the jobs queued until space returns
-                job, why = None, f"{free // 1024**2} MB free in data_dir, below node.min_free_mb"
+            if paths.disk_low(low):  # results could not be written: leave the jobs queued until space returns
+                job, why = None, "the data folder is below node.min_free_mb"
             else:
                 job, why = state.claim((JobKind.PROCESS,)), ""
         except (OSError, sqlite3.Error) as exc:  # a full disk, a locked database: wait, never die

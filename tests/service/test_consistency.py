@@ -228,3 +228,37 @@ def test_temporary_result_files_are_never_sent_and_go_at_start(tmp_path, config)
     assert sorted(p.name for p in box.rglob("*") if p.is_file()) == ["seg.dcm"]
     assert pydicom.dcmread(box / "seg.dcm").SOPInstanceUID == ds.SOPInstanceUID
     assert remove_partials(paths.data_dir / "results") == 1 and not leftover.exists()
+
+
+def test_a_disk_that_fills_while_results_are_written_fails_no_study(tmp_path, config, monkeypatch):
+    """ENOSPC while the results are written is the node's trouble: run_study raises it
+    (no FAILED findings), and settling that ERROR spends no attempt, drops the stale
+    outcome and leaves the job queued for when space returns, even if the failed
+    writer's cleanup freed enough space that the disk no longer looks full."""
+    import errno
+
+    from glioma_node.service import pipeline
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "load_study", full)
+    with pytest.raises(OSError):
+        pipeline.run_study(pipeline.StudySurvey("1.2"), None, tmp_path / "out")  # type: ignore[arg-type]
+    assert not (tmp_path / "out" / "findings.json").exists()
+
+    config = with_overrides(config, data_dir=tmp_path / "data")
+    paths = Paths(config.data_dir)
+    state = NodeState(paths.database)
+    state.record_instance(_received("1.2.1.1"), "p", "")
+    state.start_processing("1.2", 1, "ready", 0.0, 1)
+    for _ in range(config.worker.max_attempts + 1):
+        job = state.claim((JobKind.PROCESS,))
+        assert job is not None
+        outcome = JobOutcome(JobResult.ERROR, "OSError: [Errno 28] No space left on device", attempt=job.attempts)
+        outcome.write(paths.outcome("1.2", 1))
+        settle(job, outcome, config, state, paths)
+        state._db().execute("UPDATE jobs SET next_at=0")
+    (job,) = state.jobs("1.2")
+    assert job.state is JobState.QUEUED and job.attempts == 0
+    assert state.study("1.2").state is StudyState.PROCESSING and not paths.outcome("1.2", 1).exists()
