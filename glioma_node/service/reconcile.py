@@ -16,6 +16,7 @@ being processed after the quiet period.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 
 from pydicom.filereader import read_file_meta_info
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 def reconcile(spool: Spool, state: NodeState, *, calling_aes: Sequence[str] = (), remove_partials: bool = True,
               written_before: float | None = None, max_instance_bytes: int = MAX_INSTANCE_BYTES,
               max_voxels: int = MAX_SERIES_VOXELS) -> int:
-    """Record spooled instances the database missed; how many.
+    """Record spooled instances the database missed; how many. A database error
+    (``sqlite3.Error``: locked, full) is raised: nothing may be skipped for it.
 
     ``calling_aes``: the AE titles of the associations the death interrupted (with one,
     the study keeps its caller for ``dispatch.return_to_caller``); ``remove_partials``:
@@ -56,6 +58,8 @@ def reconcile(spool: Spool, state: NodeState, *, calling_aes: Sequence[str] = ()
             if association is None:
                 association = state.recovered_association(list(calling_aes))
             answer = intake.admit(path.read_bytes(), sop_class, association=association, peer="spool", spooled=path)
+        except sqlite3.Error:  # the database, not the file: the caller tries the whole reconciliation again
+            raise
         except Exception as exc:  # noqa: BLE001 - OSError, a parse error: the file is kept, not used
             log.warning("spooled file not recorded: %s", exc, extra={"path": str(path)})
             continue

@@ -262,3 +262,26 @@ def test_a_disk_that_fills_while_results_are_written_fails_no_study(tmp_path, co
     (job,) = state.jobs("1.2")
     assert job.state is JobState.QUEUED and job.attempts == 0
     assert state.study("1.2").state is StudyState.PROCESSING and not paths.outcome("1.2", 1).exists()
+
+
+def test_a_database_failure_during_reconciliation_is_raised_so_it_is_tried_again(tmp_path, monkeypatch):
+    """An acknowledged instance the database refuses to record now (full, locked) must not
+    be skipped: reconcile raises, and the receivers' step keeps the death to try again."""
+    import sqlite3
+
+    paths = Paths(tmp_path / "data")
+    spool = Spool(paths.spool, 0)
+    state = NodeState(paths.database)
+    ds = mr_dataset(0, study="1.2", series="1.2.1")
+    spool.store("1.2", "1.2.1", str(ds.SOPInstanceUID), part10(ds))
+    real = state.record_instances
+
+    def full(batch):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(state, "record_instances", full)
+    with pytest.raises(sqlite3.OperationalError):
+        reconcile(spool, state, remove_partials=False)
+    monkeypatch.setattr(state, "record_instances", real)
+    assert reconcile(spool, state, remove_partials=False) == 1
+    assert state.instance_location(str(ds.SOPInstanceUID)) == ("1.2", "1.2.1")
