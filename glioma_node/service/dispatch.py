@@ -233,11 +233,29 @@ def backoff_s(attempts: int, config: Config) -> float:
     return min(config.dispatch.retry_initial_s * 2 ** max(attempts - 1, 0), config.dispatch.retry_max_s)
 
 
+_UNSETTLED: set[int] = set()
+"""Send jobs of this process whose end could not be written (the database full or
+locked after the claim): queued again by the next :func:`send_pending` before it claims,
+so none stays ``running`` (and its study ``sending``) until a restart. Sends run only in
+the serving process, one at a time."""
+
+
 def send_pending(config: Config, state: NodeState, paths: Paths, local: LocalStore | None = None) -> bool:
     """Run one due send job, if any; True when one ran (``local``: see :func:`glioma_node.service.dispatch.send`)."""
+    for job_id in sorted(_UNSETTLED):
+        state.retry(job_id, "its end was not recorded (the node's database could not be written); sent again", 0)
+        _UNSETTLED.discard(job_id)
     job = state.claim((JobKind.SEND,))
     if job is None:
         return False
+    try:
+        return _run(job, config, state, paths, local)
+    except BaseException:
+        _UNSETTLED.add(job.id)
+        raise
+
+
+def _run(job: Job, config: Config, state: NodeState, paths: Paths, local: LocalStore | None) -> bool:
     assert job.target is not None  # every send job names its target
     box = paths.outbox(job.target, job.study_uid, job.version)
     try:

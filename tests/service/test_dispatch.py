@@ -176,3 +176,26 @@ def test_a_pacs_refusing_some_classes_and_a_truncated_file_cost_attempts_not_the
         assert sorted(pacs.stored) == sorted(["1.2.9.3115", "1.2.9.7115"])  # SEG and summary, each once
     finally:
         pacs.close()
+
+
+def test_a_send_whose_end_cannot_be_written_is_queued_again_not_left_running(node, monkeypatch):
+    """The database refuses the send's completion once (full, locked): the error reaches
+    the node's loop, and the next call queues the job again instead of leaving it
+    running (and its study sending) until a restart."""
+    import sqlite3
+
+    config, state, paths = node
+    monkeypatch.setitem(dispatch.SENDERS, TargetKind.DICOM, FakePacs(failures=0))
+    real = state.complete_send
+
+    def full(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(state, "complete_send", full)
+    with pytest.raises(sqlite3.OperationalError):
+        send_pending(config, state, paths)
+    assert state.jobs("1.2")[0].state is JobState.RUNNING
+    monkeypatch.setattr(state, "complete_send", real)
+    _run_due(config, state, paths)
+    (job,) = state.jobs("1.2")
+    assert job.state is JobState.DONE and state.study("1.2").state is StudyState.DONE
