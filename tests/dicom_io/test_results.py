@@ -273,6 +273,10 @@ def test_a_second_version_is_marked_and_names_the_report_it_replaces(studies, tm
     second = {o.path.stem: o for o in write_results(findings, sources, reference, tmp_path / "v2",
                                                     ResultVersion(2, predecessors))}
     assert first.keys() == second.keys()
+    # the same findings and sources (a late series no role uses): new UIDs all the same
+    old_uids = {o.sop_instance_uid for o in first.values()} | {o.series_instance_uid for o in first.values()}
+    assert old_uids.isdisjoint({o.sop_instance_uid for o in second.values()}
+                               | {o.series_instance_uid for o in second.values()})
     old = {stem: pydicom.dcmread(o.path, stop_before_pixels=True) for stem, o in first.items()}
     new = {stem: pydicom.dcmread(o.path, stop_before_pixels=True) for stem, o in second.items()}
     for stem in first:
@@ -283,7 +287,7 @@ def test_a_second_version_is_marked_and_names_the_report_it_replaces(studies, tm
     (study_item,) = new["report"].PredecessorDocumentsSequence
     (series_item,) = study_item.ReferencedSeriesSequence
     (instance,) = series_item.ReferencedSOPSequence
-    assert instance.ReferencedSOPInstanceUID == first["report"].sop_instance_uid
+    assert instance.ReferencedSOPInstanceUID == first["report"].sop_instance_uid != second["report"].sop_instance_uid
     assert series_item.SeriesInstanceUID == first["report"].series_instance_uid
     assert "PredecessorDocumentsSequence" not in old["report"]
     require_tool("dciodvfy")

@@ -136,8 +136,11 @@ class ResultContext:
         return digest.hexdigest()[:32]
 
     def uid(self, *parts: object) -> str:
-        """A UID for a part of this study's results (same findings, same UID)."""
-        return derived_uid("glioma-node results", self.study_instance_uid, self.version_key, *parts)
+        """A UID for a part of this study's results (same findings and version, same UID;
+        a later version's objects never reuse an earlier one's, even from the same sources,
+        as when the series that made it is one no role uses)."""
+        version = () if self.version.number <= 1 else (f"v{self.version.number}",)
+        return derived_uid("glioma-node results", self.study_instance_uid, self.version_key, *version, *parts)
 
     @property
     def device_uid(self) -> str:
