@@ -81,7 +81,15 @@ class LocalEngine:
             log.error("worker process ended; restarting it",
                       extra={"exitcode": self.process.returncode, "restart_in_s": delay, "deaths_in_a_row": self._deaths})
         if now >= self._restart_at:
-            requeued = self.state.requeue_running(JobKind.PROCESS)  # may raise (a full disk): tried again next step
+            # a study the worker died on worker.max_attempts times fails: it would take the
+            # worker down again (a segfault, out of memory) however often it restarted
+            for job in self.state.running(JobKind.PROCESS):  # may raise (a full disk): tried again next step
+                if job.attempts >= self.config.worker.max_attempts:
+                    reason = f"the worker process died {job.attempts} times processing this study"
+                    self.state.fail_job(job.id, job.study_uid, reason)
+                    log.error("process job failed: its worker died on it", extra={"study": job.study_uid,
+                                                                                  "reason": reason})
+            requeued = self.state.requeue_running(JobKind.PROCESS)
             if requeued:
                 log.info("jobs of the ended worker queued again", extra={"jobs": requeued})
             self.start()

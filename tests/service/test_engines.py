@@ -210,3 +210,35 @@ def test_each_celery_pool_thread_runs_studies_on_its_own_models(monkeypatch, con
     assert len(by_thread) == 2 and all(len(ids) == 1 for ids in by_thread.values())
     (first,), (second,) = by_thread.values()
     assert first != second
+
+
+def test_a_study_that_kills_the_local_worker_fails_after_max_attempts(tmp_path, config, monkeypatch):
+    """The local worker dies on the same study every time (a segfault, out of memory): after
+    worker.max_attempts deaths the study fails with the reason instead of taking the
+    worker down forever."""
+    import subprocess
+    import sys
+
+    from glioma_node.service import engines
+
+    config = with_overrides(config, data_dir=tmp_path / "data")
+    paths = Paths(config.data_dir)
+    state = NodeState(paths.database)
+    state.record_instance(Received(STUDY, "1.2.3.1", "1.2.3.1.1", "1.2.840.10008.5.1.4.1.1.4", None, "x"), "p", "")
+    state.start_processing(STUDY, 1, "ready", 0.0, 1)
+    # a "worker" that claims the job and dies at once, as one crashing on the study would
+    claim_and_die = (f"import os; from glioma_node.service.state import NodeState, JobKind; "
+                     f"NodeState(__import__('pathlib').Path({str(paths.database)!r})).claim((JobKind.PROCESS,)); "
+                     f"os._exit(139)")
+    monkeypatch.setattr(engines, "start_child", lambda *a: subprocess.Popen([sys.executable, "-c", claim_and_die]))
+    engine = engines.LocalEngine(config, state, paths)
+    monkeypatch.setattr(engines.LocalEngine, "RESTART_MAX_S", 0.0)  # no wait between restarts here
+    engine.start()
+    deadline = time.monotonic() + 60
+    while state.study(STUDY).state is not StudyState.FAILED:
+        assert time.monotonic() < deadline, state.jobs(STUDY)
+        engine.process.wait(10)
+        engine.step()
+    (job,) = state.jobs(STUDY)
+    assert job.state is JobState.FAILED and job.attempts == config.worker.max_attempts
+    assert "worker process died 3 times" in state.study(STUDY).reason
