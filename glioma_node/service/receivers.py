@@ -50,7 +50,7 @@ class Receivers:
     def __init__(self, config: Config, paths: Paths):
         self.config, self.paths = config, paths
         self.processes: list[subprocess.Popen] = []
-        self._deaths: list[tuple[float, list[str]]] = []  # (when, calling AE titles interrupted), not reconciled yet
+        self._deaths: list[float] = []  # when a receiver died whose spool is not reconciled yet (epoch s)
 
     def start(self) -> None:
         """Start ``node.receivers - 1`` processes (none by default); old counter files go."""
@@ -70,12 +70,14 @@ class Receivers:
                 calling = state.interrupt_associations(process.pid)
                 log.error("receiver process ended; starting it again",
                           extra={"exitcode": process.returncode, "associations_interrupted": len(calling)})
-                self._deaths.append((time.time(), calling))
+                self._deaths.append(time.time())
                 self.processes[i] = self._start()
         now = time.time()
-        while self._deaths and now - self._deaths[0][0] >= RECONCILE_AFTER_S:
-            died, calling = self._deaths[0]
-            added = reconcile(spool, state, calling_aes=calling, remove_partials=False, written_before=died,
+        while self._deaths and now - self._deaths[0] >= RECONCILE_AFTER_S:
+            died = self._deaths[0]
+            # no calling AE: the spool may hold a live receiver's instance not yet committed,
+            # and results must never go back to the wrong peer (a sender's retry brings its own)
+            added = reconcile(spool, state, remove_partials=False, written_before=died,
                               max_instance_bytes=self.config.node.max_instance_mb * 1024**2,
                               max_voxels=self.config.node.max_series_voxels)
             self._deaths.pop(0)  # only once it went through: a failure (a full disk) tries again

@@ -257,7 +257,8 @@ class NodeState:
                 calling = db.execute("SELECT calling_ae FROM associations WHERE id=?", (association,)).fetchone()
                 db.execute("INSERT INTO studies(study_uid, state, patient, first_at, last_at, updated_at, calling_ae) "
                            "VALUES (?,'received',?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET "
-                           "last_at=excluded.last_at, state=CASE WHEN state='waiting' THEN 'received' ELSE state END",
+                           "last_at=excluded.last_at, state=CASE WHEN state='waiting' THEN 'received' ELSE state END, "
+                           "calling_ae=COALESCE(calling_ae, excluded.calling_ae)",
                            (instance.study_uid, instance.patient, now, now, now, calling[0] if calling else None))
                 new.append(True)
         return new

@@ -285,3 +285,19 @@ def test_a_database_failure_during_reconciliation_is_raised_so_it_is_tried_again
     monkeypatch.setattr(state, "record_instances", real)
     assert reconcile(spool, state, remove_partials=False) == 1
     assert state.instance_location(str(ds.SOPInstanceUID)) == ("1.2", "1.2.1")
+
+
+def test_a_study_recorded_without_its_caller_gets_it_from_the_sender_s_retry(tmp_path):
+    """After a receiver's death its instances are recorded with no calling AE (the spool
+    cannot say whose they are); the sender's retry, on an association of its own, gives
+    the study its caller, so results can still go back to it."""
+    state = NodeState(tmp_path / "state.db")
+    recovered = state.recovered_association([])
+    state.record_instance(_received("1.2.1.1"), "p1", recovered)
+    assert state.study("1.2").calling_ae is None
+    state.association_opened("retry", "CT1", "127.0.0.1")
+    state.record_instance(_received("1.2.1.2"), "p2", "retry")
+    assert state.study("1.2").calling_ae == "CT1"
+    state.association_opened("other", "CT2", "127.0.0.1")
+    state.record_instance(_received("1.2.1.3"), "p3", "other")
+    assert state.study("1.2").calling_ae == "CT1"  # the first caller stays
