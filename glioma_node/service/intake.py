@@ -44,6 +44,8 @@ from typing import BinaryIO, cast
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     UID,
     EnhancedMRImageStorage,
@@ -336,16 +338,20 @@ def _same_content(stored: Path, data: bytes) -> bool:
     when either is compressed or deflated (their bytes cannot be compared cheaply) or
     does not parse."""
     try:
-        datasets = []
+        encoded = []
         for source in (stored.read_bytes(), data):
             syntax = syntax_of(read_meta(io.BytesIO(source)))
             if syntax.is_compressed or syntax.is_deflated:
                 return False
-            datasets.append(pydicom.dcmread(io.BytesIO(source)))
+            # compared as implicit VR bytes: values a peer's private tags carry compare as
+            # bytes, whatever VR the explicit encoding gave them (UN once read implicitly)
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, True
+            write_dataset(out, pydicom.dcmread(io.BytesIO(source)))
+            encoded.append(out.getvalue())
     except Exception:  # noqa: BLE001 - unreadable: not shown to be the same
         return False
-    first, second = datasets
-    return bool(first == second)
+    return encoded[0] == encoded[1]
 
 
 def _syntax_name(source: bytes | Path) -> str:

@@ -369,7 +369,13 @@ def test_the_same_sop_instance_uid_with_other_content_is_a_conflict_with_both_ch
 
 
 def test_a_retry_re_encoded_in_another_native_syntax_is_a_duplicate_not_a_conflict(intake):
+    """Real MR carries private tags: read back implicitly they are UN bytes, explicitly a
+    typed value; the same content either way is a duplicate."""
     ds = mr_dataset()
+    block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+    block.add_new(0x08, "CS", "IMAGE NUM 4")
+    block.add_new(0x0B, "DS", "3.5")
+    block.add_new(0x0C, "IS", "1000")
     assert intake.admit(part10(ds), MR).outcome is Outcome.RECEIVED
     again = intake.admit(part10(ds, ImplicitVRLittleEndian), MR)
     assert again.outcome is Outcome.DUPLICATE and intake.state.conflicts() == []
