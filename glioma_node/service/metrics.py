@@ -141,8 +141,11 @@ class MetricsServer:
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
-                if exc.errno not in _OUT_OF_FILES:
+                if exc.errno in (errno.EBADF, errno.EINVAL):  # the listener itself is closed: stopping
                     raise
+                if exc.errno not in _OUT_OF_FILES:  # a connection's own error (EPROTO, ENETUNREACH): skip it
+                    log.info("health/metrics connection not accepted: %s", exc.strerror)
+                    continue
                 # out of descriptors: free one that waits for its head, else let the
                 # kernel's backlog hold the connection a moment
                 log.warning("health/metrics server cannot accept: %s", exc.strerror)
