@@ -185,8 +185,9 @@ class NodeSettings(_Strict):
     receivers: int = Field(default=1, ge=1, le=32)
     max_pdu_bytes: int = Field(ge=0)
     tls: TLS = TLS()
-    metrics_port: int = Field(default=11180, ge=0, le=65535)
+    # before metrics_port, whose check compares the two addresses
     metrics_bind_address: str = "127.0.0.1"
+    metrics_port: int = Field(default=11180, ge=0, le=65535)
     min_free_mb: int = Field(default=2048, ge=0)
     # Reject associations calling another AE title than ae_title (false: promiscuous).
     require_called_ae_title: bool = True
@@ -214,9 +215,12 @@ class NodeSettings(_Strict):
     @field_validator("metrics_port")
     @classmethod
     def _not_the_dicom_port(cls, value: int, info: ValidationInfo) -> int:
-        if value and value == info.data.get("port"):
-            raise ValueError(f"{value} is node.port too: the DICOM listener and the health/metrics server cannot "
-                             "share a port; choose another (11180 is the usual one) or 0 to turn /health and "
+        wildcard = {"0.0.0.0", "::", ""}
+        addresses = {info.data.get("bind_address", ""), info.data.get("metrics_bind_address", "")}
+        same_address = len(addresses) == 1 or bool(addresses & wildcard)
+        if value and value == info.data.get("port") and same_address:
+            raise ValueError(f"{value} is node.port too, on the same address: the DICOM listener and the "
+                             "health/metrics server cannot share a port; choose another (11180 is the usual one) or 0 to turn /health and "
                              "/metrics off")
         return value
 

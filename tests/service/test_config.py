@@ -200,3 +200,11 @@ def test_serve_stops_on_the_mistake_with_invalid_configuration_and_exit_2(tls_fi
     assert result.returncode == 2, result.stderr[-2000:]
     assert "invalid configuration" in result.stderr and key in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_the_metrics_port_may_equal_the_dicom_port_on_another_address():
+    raw = _raw()
+    raw["node"].update(bind_address="127.0.0.2", metrics_bind_address="127.0.0.1", metrics_port=raw["node"]["port"])
+    assert parse_config(raw, DEFAULT_CONFIG.parent).node.metrics_port == raw["node"]["port"]
+    raw["node"]["bind_address"] = "0.0.0.0"  # the wildcard covers the metrics address too
+    assert "cannot share a port" in _error(raw)
