@@ -106,7 +106,8 @@ def regular_file(path: Path) -> str | None:
 def inflate(deflated: bytes | memoryview, max_bytes: int, prefix: bytes = b"") -> bytearray:
     """``prefix`` followed by the raw deflate stream ``deflated`` inflated (RFC 1951, no
     zlib header, as PS3.5 A.5 writes it). :class:`InstanceTooLarge` as soon as the
-    inflated bytes pass ``max_bytes``: at most ``max_bytes`` + 1 MB is ever held.
+    inflated bytes pass ``max_bytes``: inflating holds at most ``max_bytes`` + 1 MB (parsing the
+    result then copies each element it reads once: up to twice the inflated size in all).
     :class:`UnreadableDicomError` for a corrupt or cut-off stream."""
     source = memoryview(deflated)
     out = bytearray(prefix)
@@ -145,6 +146,15 @@ class BufferReader(io.RawIOBase):
 
     def seekable(self) -> bool:
         return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes (all the rest when negative) as one new bytes object: the one copy
+        pydicom keeps as an element's value (RawIOBase.read would make a bytearray first,
+        then copy it again)."""
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._at + size)
+        data = bytes(self._view[self._at:end])
+        self._at = max(self._at, end)
+        return data
 
     def readinto(self, buffer: Buffer) -> int:
         target = memoryview(buffer).cast("B")
