@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import ssl
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source (service user), diagnostic
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)  # rejected-permanent, calling AE title not recognised
 LISTEN_BACKLOG = 128
+CLOSE_ATTEMPTS = 30  # tries, a second apart, to record an association's end while the database refuses
 
 
 @dataclass
@@ -165,7 +168,16 @@ class StorageScp:
             # its instances first: an association recorded as ended has all of its instances
             if not self.recorder.flush():
                 log.error("instances of an ended association not recorded yet", extra={"association": association})
-            self.state.association_closed(association, how)
+            for attempt in range(CLOSE_ATTEMPTS):  # a full or locked database: an open row would hold its studies
+                try:
+                    self.state.association_closed(association, how)
+                    return
+                except sqlite3.Error as exc:
+                    if attempt == CLOSE_ATTEMPTS - 1:
+                        log.error("association end not recorded (a restart marks it interrupted): %s", exc,
+                                  extra={"association": association})
+                        return
+                    time.sleep(1.0)
 
     def _on_echo(self, event: evt.Event) -> int:
         return StoreStatus.SUCCESS
