@@ -220,8 +220,8 @@ class NodeSettings(_Strict):
         same_address = len(addresses) == 1 or bool(addresses & wildcard)
         if value and value == info.data.get("port") and same_address:
             raise ValueError(f"{value} is node.port too, on the same address: the DICOM listener and the "
-                             "health/metrics server cannot share a port; choose another (11180 is the usual one) or 0 to turn /health and "
-                             "/metrics off")
+                             "health/metrics server cannot share a port; choose another (11180 is the usual one) "
+                             "or 0 to turn /health and /metrics off")
         return value
 
 
