@@ -244,7 +244,7 @@ def test_a_disk_that_fills_while_results_are_written_fails_no_study(tmp_path, co
 
     monkeypatch.setattr(pipeline, "load_study", full)
     with pytest.raises(OSError):
-        pipeline.run_study(pipeline.StudySurvey("1.2"), None, tmp_path / "out")  # type: ignore[arg-type]
+        pipeline.run_study(pipeline.StudySurvey("1.2"), None, tmp_path / "out")
     assert not (tmp_path / "out" / "findings.json").exists()
 
     config = with_overrides(config, data_dir=tmp_path / "data")
