@@ -44,7 +44,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -251,25 +250,13 @@ STUDY = "1.2.826.0.1.3680043.9.2525.25"
 
 
 def _deflate_bomb(folder: Path, megabytes: int) -> Path:
-    """A valid MR slice whose pixel data is ``megabytes`` MiB of zeros (Rows and Columns
-    agree), deflated (never held inflated here), written to ``folder``."""
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    """A valid MR slice whose pixel data is ``megabytes`` MiB of zeros, deflated (never held
+    inflated here), written to ``folder``."""
+    from tests.hostile_data import deflate_bomb, mr_dataset
 
-    from tests.hostile_data import body_bytes, mr_dataset, part10
-
-    side = int((megabytes * 1024**2 // 2) ** 0.5)
-    ds = mr_dataset(2, study=STUDY, series=f"{STUDY}.1")  # 16 x 16: its pixel array is never this big
-    ds.Rows = ds.Columns = side
-    del ds.PixelData
-    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
-    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts, left, zeros = [squeeze.compress(head)], side * side * 2, b"\0" * 1024**2
-    while left:
-        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
-        left -= min(left, len(zeros))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "deflate-bomb.dcm"
-    path.write_bytes(part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush()))
+    path.write_bytes(deflate_bomb(mr_dataset(2, study=STUDY, series=f"{STUDY}.1"), megabytes))
     return path
 
 
@@ -514,18 +501,7 @@ def idle_http(work: Path) -> dict:
 
 
 # 3. Disk full while processing -----------------------------------------------------------
-def _fill(folder: Path) -> Path:
-    """Write one file until the file system is full; the file."""
-    filler = folder / "filler"
-    with open(filler, "wb") as handle:
-        chunk = b"\0" * (1 << 20)
-        try:
-            while True:
-                handle.write(chunk)
-                handle.flush()
-        except OSError:
-            pass
-    return filler
+
 
 
 def _study_uid(folder: Path) -> str:
@@ -538,7 +514,7 @@ def _study_uid(folder: Path) -> str:
 def disk_full(work: Path, studies: list[Path]) -> dict:
     """Row 3: the data folder (a 300 MB tmpfs) fills up while a study is processed, for 30 s."""
     from tests.helpers import result_kinds
-    from tests.node_harness import CountingPacs, node_config, storescu
+    from tests.node_harness import CountingPacs, fill, node_config, storescu
 
     title = "disk full while processing: 300 MB tmpfs data_dir, held full 30 s, then freed"
     if os.geteuid() != 0:
@@ -563,7 +539,7 @@ def disk_full(work: Path, studies: list[Path]) -> dict:
             uid = _study_uid(studies[0])
             sent = storescu(studies[0], node.port)
             node.wait_log("study ready", timeout=180)
-            filler = _fill(disk)
+            filler = fill(disk)
             full_at = time.monotonic()
             echoes = health = 0
             health_words: Counter[str] = Counter()

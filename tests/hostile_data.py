@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 
 from glioma_node.dicom_io.uids import derived_uid
 
@@ -78,6 +79,23 @@ def part10(ds: Dataset, claimed: UID = ExplicitVRLittleEndian, body: bytes | Non
     if body is None:
         body = body_bytes(ds, claimed == ImplicitVRLittleEndian if implicit_body is None else implicit_body)
     return fp.getvalue() + body
+
+
+def deflate_bomb(ds: Dataset, megabytes: int) -> bytes:
+    """``ds`` (an MR slice) made a Deflated Explicit VR Little Endian Part 10 byte string
+    whose pixel data is ``megabytes`` MiB of zeros (Rows and Columns set to agree),
+    deflated to about a thousandth and never held inflated here."""
+    side = int((megabytes * 1024**2 // 2) ** 0.5)
+    ds.Rows = ds.Columns = side
+    if "PixelData" in ds:
+        del ds.PixelData
+    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts, left, zeros = [squeeze.compress(head)], side * side * 2, b"\0" * 1024**2
+    while left:
+        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
+        left -= min(left, len(zeros))
+    return part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush())
 
 
 def explicit_element(group: int, element: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:

@@ -177,6 +177,20 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def fill(folder: Path) -> Path:
+    """Write one file into ``folder`` until its file system is full; the file (delete it to free the space)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                handle.write(chunk)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
 def echo(port: int, calling_ae: str) -> bool:
     require_tool("echoscu")
     return subprocess.run(["echoscu", "-aet", calling_ae, "-aec", "GLIOMA_NODE", "127.0.0.1", str(port)],

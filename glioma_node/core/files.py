@@ -7,8 +7,9 @@ therefore gets its own temporary name, so that the rename publishes one writer's
 complete file, never two writers' bytes mixed.
 
 Temporary files live in a hidden :data:`PARTIAL_DIR` folder beside their target (same
-file system, so the rename is atomic): no pattern the node globs (``dicom/*.dcm`` of
-the results and outboxes, ``*.json``) ever sees one, even one a killed writer left.
+file system, so the rename is atomic), removed when the last writer is done: no pattern
+the node globs (``dicom/*.dcm`` of the results and outboxes, ``*.json``) ever sees one,
+even one a killed writer left.
 Their names keep the target's suffix last, so writers keyed on the extension
 (``.nii.gz``, ``.png``, ``.npy``) keep their format. :func:`remove_partials` deletes the
 leftovers at start. (The receive spool has its own pre-created blanks, see
@@ -35,13 +36,21 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def partial_path(path: Path) -> Path:
     """The temporary name for ``path`` of this process and thread:
-    ``<folder>/.partial/<stem>.<pid>-<thread><suffixes>`` (the folder is created)."""
+    ``<folder>/.partial/<stem>.<pid>-<thread><suffixes>``, created empty (so the folder,
+    which the last writer to finish removes, stays while this writer uses it)."""
     path = Path(path)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     folder = path.parent / PARTIAL_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{stem}.{os.getpid()}-{threading.get_ident()}{suffix}"
+    tmp = folder / f"{stem}.{os.getpid()}-{threading.get_ident()}{suffix}"
+    for _ in range(100):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.touch()
+            return tmp
+        except FileNotFoundError:  # another writer removed the empty folder in between: again
+            continue
+    raise OSError(f"could not create a temporary file in {folder}")
 
 
 @contextmanager
@@ -59,6 +68,11 @@ def atomic_path(path: Path, fsync: bool = False) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        try:
+            tmp.parent.rmdir()  # the last writer out leaves no empty folder behind
+        except OSError:  # another writer's file is in it, or it is gone already
+            pass
 
 
 def remove_partials(root: Path, older_than_s: float = 0.0) -> int:
@@ -79,4 +93,8 @@ def remove_partials(root: Path, older_than_s: float = 0.0) -> int:
                     count += 1
             except OSError:  # removed meanwhile, or not ours to remove: the next start tries again
                 continue
+        try:
+            folder.rmdir()
+        except OSError:  # a writer's file is still in it
+            pass
     return count

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from glioma_node.dicom_io.series_reader import decode_pixels, layout, read_serie
 from glioma_node.dicom_io.uids import derived_uid
 from glioma_node.service.intake import Refused, StoreStatus, inspect
 from tests.helpers import REPO, shared
-from tests.hostile_data import body_bytes, mr_dataset, part10
+from tests.hostile_data import deflate_bomb, mr_dataset, part10
 
 SOURCE = ("dcmqi", "segmentations", "24x38x3", "image")
 
@@ -199,16 +197,7 @@ def test_a_deflated_series_reads_as_the_same_volume(tmp_path):
 
 def _deflate_bomb(path: Path, megabytes: int) -> None:
     """A valid MR header whose pixel data is ``megabytes`` MB of zeros, deflated, as a file."""
-    side = int((megabytes * 1024**2 // 2) ** 0.5)
-    ds = mr_dataset(rows=side, columns=side)
-    del ds.PixelData
-    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
-    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts, left, zeros = [squeeze.compress(head)], side * side * 2, b"\0" * 1024**2
-    while left:
-        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
-        left -= min(left, len(zeros))
-    path.write_bytes(part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush()))
+    path.write_bytes(deflate_bomb(mr_dataset(), megabytes))
 
 
 def test_a_deflate_bomb_in_a_folder_is_a_bad_file_with_the_reason(tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import zlib
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from glioma_node.dicom_io.part10 import part10 as node_part10
 from glioma_node.service.intake import StoreStatus
-from tests.hostile_data import body_bytes, mr_dataset, part10, send_raw
+from tests.hostile_data import body_bytes, deflate_bomb, mr_dataset, part10, send_raw
 from tests.node_harness import RunningNode, echo, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("bombs")]
@@ -55,18 +54,8 @@ def _deflated(ds) -> bytes:
 
 
 def _deflate_bomb(n: int, megabytes: int) -> bytes:
-    """A valid MR slice whose pixel data is ``megabytes`` MB of zeros (Rows and Columns
-    agree), deflated to about a thousandth, never held inflated here."""
-    side = int((megabytes * 1024**2 // 2) ** 0.5)
-    ds = mr_dataset(n, study=STUDY, rows=side, columns=side)
-    del ds.PixelData
-    head = body_bytes(ds) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, side * side * 2)
-    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts, left, zeros = [squeeze.compress(head)], side * side * 2, b"\0" * 1024**2
-    while left:
-        parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
-        left -= min(left, len(zeros))
-    return part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush())
+    """A valid MR slice whose pixel data is ``megabytes`` MB of zeros, deflated (see :func:`deflate_bomb`)."""
+    return deflate_bomb(mr_dataset(n, study=STUDY), megabytes)
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -76,6 +76,16 @@ def test_what_old_equipment_writes_is_tolerated_and_named(value, clean, tolerate
     assert checked.value == clean and checked.tolerated == tolerated and safe_part(value) == clean
 
 
+def _changed(ds, change: dict):
+    """``ds`` with each keyword of ``change`` set to its value (None: removed)."""
+    for keyword, value in change.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
 @pytest.mark.parametrize("name, change, status", [
     ("traversal study UID", dict(StudyInstanceUID="../../../../../../tmp/x"), StoreStatus.INVALID_UID),
     ("letters in a series UID", dict(SeriesInstanceUID="1.2.abc"), StoreStatus.INVALID_UID),
@@ -87,12 +97,7 @@ def test_what_old_equipment_writes_is_tolerated_and_named(value, clean, tolerate
     ("65535 rows claimed", dict(Rows=65535), StoreStatus.PIXEL_DATA_MISMATCH),
 ])
 def test_crafted_instances_get_a_failure_status_and_nothing_is_written(intake, tmp_path, name, change, status):
-    ds = mr_dataset()
-    for keyword, value in change.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    ds = _changed(mr_dataset(), change)
     answer = intake.admit(part10(ds), MR)
     assert answer.status == status and answer.outcome is Outcome.REFUSED and answer.reason, name
     assert files(tmp_path) == [] and intake.state.studies() == []
@@ -216,12 +221,7 @@ def deflated(ds, body: bytes | None = None) -> bytes:
     ("traversal study UID", dict(StudyInstanceUID="../../../../../../tmp/x"), StoreStatus.INVALID_UID),
 ])
 def test_a_deflated_instance_gets_the_checks_of_explicit_vr(intake, tmp_path, name, change, status):
-    ds = mr_dataset()
-    for keyword, value in change.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    ds = _changed(mr_dataset(), change)
     explicit, deflate_answer = intake.admit(part10(ds), MR), intake.admit(deflated(ds), MR)
     assert explicit.status == deflate_answer.status == status, (name, explicit, deflate_answer)
     assert deflate_answer.outcome is Outcome.REFUSED and deflate_answer.reason == explicit.reason

@@ -26,6 +26,7 @@ from tests.node_harness import (
     copy_study,
     dcmsend,
     echo,
+    fill,
     node_config,
     orthanc_result_instances,
     sends_done,
@@ -354,19 +355,6 @@ def _store_one(port: int, folder: Path) -> int:
         assoc.release()
 
 
-def _fill(folder: Path) -> Path:
-    """Write one file until the file system is full; the file."""
-    filler = folder / "filler"
-    with open(filler, "wb") as handle:
-        chunk = b"\0" * (1 << 20)
-        try:
-            while True:
-                handle.write(chunk)
-                handle.flush()
-        except OSError:
-            pass
-    return filler
-
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs as the data folder needs root (CI is root)")
 def test_a_disk_full_while_processing_keeps_the_node_up_and_it_carries_on(cases, tmp_path):
@@ -389,7 +377,7 @@ def test_a_disk_full_while_processing_keeps_the_node_up_and_it_carries_on(cases,
         uid = _study_uid(cases[0])
         assert storescu(cases[0], node.port).returncode == 0
         node.wait_log("study ready", timeout=120)
-        filler = _fill(disk)  # the job is running now
+        filler = fill(disk)  # the job is running now
         node.wait_log("worker takes no jobs now", timeout=300)
         time.sleep(3)  # the node's loop meets the full disk too
         assert node.process.poll() is None

@@ -100,8 +100,9 @@ def _open(viewer) -> None:
                 raise
     # its first frame painted (not a fixed wait: CI once measured a black pane), and no
     # notice of OHIF's over it, so a colour count measures the image alone; a pane OHIF left
-    # black (a render error under load, seen once in 60 s) is loaded again
-    deadline = time.monotonic() + 120
+    # black (a render error under load, seen once in 60 s, and for 120 s once beside the
+    # Celery test's two workers running the default pipeline) is loaded again
+    deadline = time.monotonic() + 240
     while True:
         try:
             _wait(lambda: _image_pixels(driver) > 10000, 20, "the T1c image painted in the viewport")
