@@ -428,6 +428,7 @@ def _closed_now(selector: selectors.BaseSelector, still: set[socket.socket],
 
 def idle_http(work: Path) -> dict:
     """Row 2: 1000 half-sent HTTP requests held open against the metrics port."""
+    from tests.hostile_data import half_sent_http
     from tests.node_harness import node_config
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -452,14 +453,9 @@ def idle_http(work: Path) -> dict:
             not_connected = 0
             try:
                 for _ in range(IDLE):
-                    s = socket.socket()
+                    s, connected = half_sent_http(node.metrics_port)
                     idle.append(s)
-                    s.settimeout(2)
-                    try:
-                        s.connect(("127.0.0.1", node.metrics_port))
-                        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the blank line never comes
-                    except OSError:
-                        not_connected += 1
+                    not_connected += not connected
                     opened_at[s] = time.monotonic()
                     s.setblocking(False)
                     selector.register(s, selectors.EVENT_READ)

@@ -8,6 +8,7 @@ is encoded in; :func:`send_raw` sends such a file's bytes as they are over C-STO
 from __future__ import annotations
 
 import io
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -96,6 +97,20 @@ def deflate_bomb(ds: Dataset, megabytes: int) -> bytes:
         parts.append(squeeze.compress(zeros[:min(left, len(zeros))]))
         left -= min(left, len(zeros))
     return part10(ds, DeflatedExplicitVRLittleEndian, body=b"".join(parts) + squeeze.flush())
+
+
+def half_sent_http(port: int) -> tuple[socket.socket, bool]:
+    """A connection to 127.0.0.1:``port`` holding an HTTP request whose head never ends
+    (the blank line never comes); whether it connected and sent (the node may refuse or
+    close it at once: that is what it may do)."""
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    except OSError:
+        return s, False
+    return s, True
 
 
 def explicit_element(group: int, element: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:

@@ -205,6 +205,11 @@ class NodeSettings(_Strict):
     http_timeout_s: float = Field(default=10, gt=0)
     http_max_connections: int = Field(default=32, ge=1, le=1024)
 
+    @property
+    def min_free_bytes(self) -> int:
+        """``min_free_mb`` in bytes: the data folder's free-space watermark."""
+        return self.min_free_mb * 1024**2
+
     def read_limits(self) -> ReadLimits:
         """The bounds on reading one study (``max_instance_mb``, ``max_series_voxels``)."""
         return ReadLimits(self.max_instance_mb * 1024**2, self.max_series_voxels)

@@ -194,7 +194,8 @@ def _to_destination(target: Target, files: list[Path], config: Config, local: Lo
 def _to_stow(target: Target, files: list[Path], config: Config, local: LocalStore | None) -> list[Path]:
     stored = stow(files, next(d for d in config.dispatch.dicomweb if d.name == target.name),
                   config.dispatch.stow_timeout_s)
-    _forget(stored)  # one request: all stored together
+    for path in stored:  # one request: all stored together
+        _leave_outbox(path)
     return stored
 
 
@@ -262,7 +263,7 @@ def _run(job: Job, config: Config, state: NodeState, paths: Paths, local: LocalS
         files = sorted(box.glob("*.dcm"))
         stored = send(job.target, files, config, local) if files else []
     except DispatchError as exc:
-        _forget(exc.stored)  # accepted: a retry sends only the rest
+        # what was accepted has left the outbox already (each sender's part): a retry sends only the rest
         _failed_attempt(job, str(exc), config, state)
         return True
     except Exception as exc:  # noqa: BLE001 - reading the outbox (a full or broken disk): an attempt, never the node
@@ -273,11 +274,6 @@ def _run(job: Job, config: Config, state: NodeState, paths: Paths, local: LocalS
     log.info("sent", extra={"study": job.study_uid, "version": job.version, "target": str(job.target),
                             "objects": len(stored)})
     return True
-
-
-def _forget(stored: list[Path]) -> None:
-    for path in stored:
-        _leave_outbox(path)
 
 
 def _failed_attempt(job: Job, error: str, config: Config, state: NodeState) -> None:

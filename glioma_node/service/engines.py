@@ -147,7 +147,7 @@ class CeleryEngine:
 
     def step(self) -> None:
         # below the disk watermark a worker could not write the results: jobs wait queued
-        low = self.paths.disk_low(self.config.node.min_free_mb * 1024**2)
+        low = self.paths.disk_low(self.config.node.min_free_bytes)
         while not low and (job := self.state.claim((JobKind.PROCESS,))) is not None:
             if not self._publish(job):
                 self.state.unclaim(job.id, "broker unreachable", self.BROKER_RETRY_S)

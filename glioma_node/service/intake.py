@@ -62,6 +62,7 @@ from glioma_node.dicom_io.bounded import (
     MB,
     BufferReader,
     InstanceTooLarge,
+    ReadLimits,
     inflated_part10,
     is_deflated,
     read_meta,
@@ -372,13 +373,13 @@ class Intake:
 
     ``recorder``: record in batches on its thread (:mod:`glioma_node.service.recorder`;
     the SCP's many small C-STOREs) instead of one transaction per instance.
-    ``max_instance_bytes`` and ``max_voxels``: the bounds of :func:`inspect`
-    (``node.max_instance_mb`` × 2**20 and ``node.max_series_voxels``)."""
+    ``limits``: the bounds of :func:`inspect` and of a series' voxels
+    (``node.max_instance_mb``, ``node.max_series_voxels``: :meth:`NodeSettings.read_limits`)."""
 
     def __init__(self, spool: Spool, state: NodeState, recorder: InstanceRecorder | None = None,
-                 max_instance_bytes: int = MAX_INSTANCE_BYTES, max_voxels: int = MAX_SERIES_VOXELS):
+                 limits: ReadLimits | None = None):
         self.spool, self.state, self.recorder = spool, state, recorder
-        self.max_instance_bytes, self.max_voxels = max_instance_bytes, max_voxels
+        self.limits = limits or ReadLimits()
 
     @staticmethod
     def refuse(status: StoreStatus, reason: str, peer: str, sop_class: str) -> Answer:
@@ -397,7 +398,7 @@ class Intake:
         if UID(sop_class) not in MR_CLASSES:
             return Answer(StoreStatus.SUCCESS, Outcome.IGNORED)
         try:
-            received = inspect(data, sop_class, self.max_instance_bytes, self.max_voxels)
+            received = inspect(data, sop_class, self.limits.max_bytes, self.limits.max_voxels)
             known = (self.recorder.location if self.recorder else self.state.instance_location)(received.sop_uid)
             if known is not None and known != (received.study_uid, received.series_uid):
                 raise Refused(StoreStatus.SOP_INSTANCE_CONFLICT,
@@ -447,10 +448,10 @@ class Intake:
         if self.recorder is not None:
             recorded += self.recorder.pending_in_series(received.series_uid)
         count = max(recorded + 1, received.expected or 0)
-        if count * received.voxels <= self.max_voxels:
+        if count * received.voxels <= self.limits.max_voxels:
             return None
         return (f"series {received.series_uid} would hold {count} × {received.voxels} voxels, over "
-                f"node.max_series_voxels {self.max_voxels}")
+                f"node.max_series_voxels {self.limits.max_voxels}")
 
     def _record_conflict(self, answer: Answer, peer: str) -> Answer:
         """Keep a conflicting resend in the state, where ``status`` and the study's results show it."""

@@ -128,8 +128,7 @@ def register() -> None:
     config = load_config(settings.get("Config"))
     node = Node(config, listen=False, local=_bridge.store_back, on_tick=_bridge.on_tick)
     _bridge.node = node
-    _bridge.intake = Intake(node.spool, node.state, max_instance_bytes=config.node.max_instance_mb * 1024**2,
-                            max_voxels=config.node.max_series_voxels)
+    _bridge.intake = Intake(node.spool, node.state, limits=config.node.read_limits())
     node.start()
     orthanc.RegisterOnChangeCallback(_bridge.on_change)  # Orthanc's database is not ours to read before it starts
     orthanc.RegisterRestCallback("/glioma-node/status", _bridge.on_status)

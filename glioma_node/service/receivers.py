@@ -78,8 +78,7 @@ class Receivers:
             # no calling AE: the spool may hold a live receiver's instance not yet committed,
             # and results must never go back to the wrong peer (a sender's retry brings its own)
             added = reconcile(spool, state, remove_partials=False, written_before=died,
-                              max_instance_bytes=self.config.node.max_instance_mb * 1024**2,
-                              max_voxels=self.config.node.max_series_voxels)
+                              limits=self.config.node.read_limits())
             self._deaths.pop(0)  # only once it went through: a failure (a full disk) tries again
             log.info("receiver's spool reconciled", extra={"instances_added": added})
 
@@ -122,7 +121,7 @@ def receiver_main(config: Config, parent_pid: int | None = None) -> None:
     paths = Paths(config.data_dir)
     paths.receivers.mkdir(parents=True, exist_ok=True)
     counts_path = paths.receivers / f"{os.getpid()}.json"
-    spool = Spool(paths.spool, config.node.min_free_mb * 1024**2, blanks=BLANKS)
+    spool = Spool(paths.spool, config.node.min_free_bytes, blanks=BLANKS)
     scp = StorageScp(config, spool, NodeState(paths.database))
     scp.start()
     log.info("receiver ready", extra={"pid": os.getpid(), "port": config.node.port})

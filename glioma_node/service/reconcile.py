@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from pydicom.filereader import read_file_meta_info
 
-from glioma_node.dicom_io.bounded import MAX_INSTANCE_BYTES, MAX_SERIES_VOXELS
+from glioma_node.dicom_io.bounded import ReadLimits
 from glioma_node.service.intake import Intake, Outcome
 from glioma_node.service.spool import Spool
 from glioma_node.service.state import NodeState
@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def reconcile(spool: Spool, state: NodeState, *, calling_aes: Sequence[str] = (), remove_partials: bool = True,
-              written_before: float | None = None, max_instance_bytes: int = MAX_INSTANCE_BYTES,
-              max_voxels: int = MAX_SERIES_VOXELS) -> int:
+              written_before: float | None = None, limits: ReadLimits | None = None) -> int:
     """Record spooled instances the database missed; how many. A database error
     (``sqlite3.Error``: locked, full) is raised: nothing may be skipped for it.
 
@@ -41,10 +40,10 @@ def reconcile(spool: Spool, state: NodeState, *, calling_aes: Sequence[str] = ()
     spool, i.e. at the node's start); ``written_before``: consider only files whose
     modification time (epoch s) is earlier (after a receiver's death, so that the live
     receivers' instances that are waiting for their batch commit are left to it);
-    ``max_instance_bytes``, ``max_voxels``: the intake's bounds (``node.max_instance_mb``, ``node.max_series_voxels``)."""
+    ``limits``: the intake's bounds (:meth:`NodeSettings.read_limits`)."""
     removed = spool.remove_partials() if remove_partials else 0
     known = state.known_paths()
-    intake = Intake(spool, state, max_instance_bytes=max_instance_bytes, max_voxels=max_voxels)
+    intake = Intake(spool, state, limits=limits)
     association: str | None = None
     added = 0
     for path in spool.root.rglob("*.dcm"):

@@ -93,8 +93,7 @@ class StorageScp:
     def __init__(self, config: Config, spool: Spool, state: NodeState, counters: ScpCounters | None = None):
         self.config, self.state = config, state
         self.recorder = InstanceRecorder(state)
-        self.intake = Intake(spool, state, self.recorder, max_instance_bytes=config.node.max_instance_mb * 1024**2,
-                             max_voxels=config.node.max_series_voxels)
+        self.intake = Intake(spool, state, self.recorder, config.node.read_limits())
         self.counters = counters or ScpCounters()
         settings = config.node
         self.allowed = {(p.ae_title, p.host) for p in settings.allowed_peers}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from glioma_node.core.files import PARTIAL_DIR, remove_partials
 from glioma_node.service.assembly import tick
-from glioma_node.service.config import Config
+from glioma_node.service.config import Config, EngineKind
 from glioma_node.service.dispatch import send_pending
 from glioma_node.service.engines import make_engine
 from glioma_node.service.metrics import MetricsServer
@@ -51,7 +51,7 @@ class Node:
                  on_tick: Callable[[], None] | None = None, survey_apart: bool = False):
         self.config = config
         self.paths = Paths(config.data_dir)
-        self.spool = Spool(self.paths.spool, config.node.min_free_mb * 1024**2, blanks=BLANKS if listen else 0)
+        self.spool = Spool(self.paths.spool, config.node.min_free_bytes, blanks=BLANKS if listen else 0)
         self.state = NodeState(self.paths.database)
         self.scp = StorageScp(config, self.spool, self.state) if listen else None
         self.local, self.on_tick = local, on_tick
@@ -74,7 +74,7 @@ class Node:
                            f"({self.spool.min_free_bytes // 1024**2} MB); C-STORE is answered 0xA700")
         worker_alive = self.engine.alive()
         if not worker_alive:
-            reasons.append("worker: not running" if self.config.execution.engine.value == "local"
+            reasons.append("worker: not running" if self.config.execution.engine is EngineKind.LOCAL
                            else "broker: not reachable")
         reasons += [f"{step}: {error}" for step, error in sorted(self.faults.items())]
         report: dict = {"worker_alive": worker_alive, "spool_free_bytes": free,
@@ -105,11 +105,10 @@ class Node:
         """Recover interrupted jobs, reconcile the spool, start the worker, the listener and /metrics."""
         interrupted = self.state.open_calling_aes()
         requeued = self.state.recover()
-        reconcile(self.spool, self.state, calling_aes=interrupted, max_instance_bytes=config_bytes(self.config),
-                  max_voxels=self.config.node.max_series_voxels)
+        reconcile(self.spool, self.state, calling_aes=interrupted, limits=self.config.node.read_limits())
         # temporary files a killed writer left in the data folder (a Celery worker elsewhere
         # may be writing now: only those older than a worker's heartbeat can be stale)
-        grace = self.config.execution.stale_after_s if self.config.execution.engine.value == "celery" else 0.0
+        grace = self.config.execution.stale_after_s if self.config.execution.engine is EngineKind.CELERY else 0.0
         removed = sum(remove_partials(self.paths.data_dir / part, older_than_s=grace)
                       for part in ("results", "outbox", "receivers", PARTIAL_DIR))
         if removed:
@@ -122,9 +121,7 @@ class Node:
         if self.receivers is not None:
             self.receivers.start()
         if self.config.node.metrics_port:
-            self.metrics = MetricsServer(self.config.node.metrics_port, self.health, self.metric_values,
-                                         self.config.node.metrics_bind_address, self.config.node.http_timeout_s,
-                                         self.config.node.http_max_connections)
+            self.metrics = MetricsServer.for_node(self.config.node, self.health, self.metric_values)
 
     def run(self) -> None:
         """Assemble and dispatch until stopped (the SCP and the worker run alongside).
@@ -177,11 +174,6 @@ class Node:
         self.engine.stop()
         if self.surveyor is not None:
             self.surveyor.close()
-
-
-def config_bytes(config: Config) -> int:
-    """``node.max_instance_mb`` in bytes."""
-    return config.node.max_instance_mb * 1024**2
 
 
 def serve(config: Config) -> None:

@@ -50,7 +50,7 @@ def _fill_outboxes(job: Job, config: Config, state: NodeState, paths: Paths) -> 
 
 def _disk_trouble(error: str, config: Config, paths: Paths) -> bool:
     """Whether a job's failure is the data folder's (full now, or full when it failed)."""
-    return paths.disk_low(config.node.min_free_mb * 1024**2) or any(
+    return paths.disk_low(config.node.min_free_bytes) or any(
         sign in error for sign in ("[Errno 28]", "[Errno 122]", "database or disk is full"))
 
 

@@ -598,13 +598,12 @@ class NodeState:
 
     def send_health(self) -> SendHealth:
         """How sending goes now (for /health and /metrics)."""
-        db = self._db()
-        failing, last = db.execute("SELECT COUNT(*), (SELECT error FROM jobs WHERE kind='send' AND state='queued' "
-                                   "AND error IS NOT NULL ORDER BY next_at DESC LIMIT 1) FROM jobs "
-                                   "WHERE kind='send' AND state='queued' AND error IS NOT NULL").fetchone()
-        failed_attempts = db.execute("SELECT COALESCE(SUM(CASE WHEN state='done' OR state='running' THEN attempts - 1 "
-                                     "ELSE attempts END), 0) FROM jobs WHERE kind='send' AND attempts > 0 AND "
-                                     "(state!='done' OR attempts > 1)").fetchone()[0]
-        oldest = db.execute("SELECT MIN(created_at) FROM jobs WHERE kind='send' AND state IN ('queued','running')")\
-            .fetchone()[0]
-        return SendHealth(int(failing), int(failed_attempts), max(0.0, time.time() - oldest) if oldest else 0.0, last)
+        # failed attempts: every attempt of a job, less the one that succeeded or is running now
+        failing, failed_attempts, oldest = self._db().execute(
+            "SELECT COALESCE(SUM(state='queued' AND error IS NOT NULL), 0), "
+            "COALESCE(SUM(MAX(attempts - (state IN ('done','running')), 0)), 0), "
+            "MIN(CASE WHEN state IN ('queued','running') THEN created_at END) FROM jobs WHERE kind='send'").fetchone()
+        last = self._db().execute("SELECT error FROM jobs WHERE kind='send' AND state='queued' AND error IS NOT NULL "
+                                  "ORDER BY next_at DESC LIMIT 1").fetchone() if failing else None
+        return SendHealth(int(failing), int(failed_attempts), max(0.0, time.time() - oldest) if oldest else 0.0,
+                          last[0] if last else None)

@@ -51,11 +51,11 @@ def worker_main(config: Config, parent_pid: int | None = None) -> None:
     state = NodeState(paths.database)
     models = load_models(config)
     log.info("worker ready", extra={"pid": os.getpid()})
-    low = config.node.min_free_mb * 1024**2
     waiting = ""  # why the worker takes no job now (said once)
     while parent_pid is None or os.getppid() == parent_pid:
         try:
-            if paths.disk_low(low):  # results could not be written: leave the jobs queued until space returns
+            # below the watermark results could not be written: the jobs wait queued until space returns
+            if paths.disk_low(config.node.min_free_bytes):
                 job, why = None, "the data folder is below node.min_free_mb"
             else:
                 job, why = state.claim((JobKind.PROCESS,)), ""

@@ -74,12 +74,11 @@ def test_jobs_survive_a_killed_worker_and_a_redis_restart(studies, tmp_path):
         wait_for(lambda: any(j.attempts >= 2 for j in node.state().jobs(killed_study) if j.kind == "process"), 60,
               "the lost job to be published again")
         # Redis restarts without persistence while tasks wait in its queue
-        queued = wait_for(lambda: redis.queue_length("cpu"), 300, "a task waiting in Redis")
+        wait_for(lambda: redis.queue_length("cpu"), 300, "a task waiting in Redis")  # fails unless one waits
         redis.stop()
         redis.start()
         assert redis.queue_length("cpu") == 0  # lost: only the node can publish them again
         node.wait_log("its task is not in the broker; published again", timeout=300)
-        assert queued >= 1
         for uid in uids:
             study = node.wait_study(uid, ("done", "failed"), timeout=900)
             assert study.state == "done", (uid, study.reason)

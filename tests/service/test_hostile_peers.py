@@ -27,6 +27,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
 
 from glioma_node.service import reactor
+from tests.hostile_data import half_sent_http
 from tests.node_harness import RunningNode, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile")]
@@ -138,14 +139,7 @@ def test_a_thousand_idle_http_connections_starve_neither_health_nor_dicom(node):
     idle: list[socket.socket] = []
     try:
         for _ in range(IDLE):
-            s = socket.socket()
-            idle.append(s)
-            s.settimeout(2)
-            try:
-                s.connect(("127.0.0.1", node.metrics_port))
-                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the blank line never comes
-            except OSError:  # the node may already have closed it: that is what it may do
-                pass
+            idle.append(half_sent_http(node.metrics_port)[0])
         held = _descriptors(pid) - calm
         assert held <= MAX_CONNECTIONS + 16, f"the node holds {held} more descriptors for {IDLE} idle HTTP clients"
         assert _health_within(node, 2.0)["status"] == "ok"

@@ -22,6 +22,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
+from glioma_node.dicom_io.bounded import ReadLimits
 from glioma_node.dicom_io.scan import scan
 from glioma_node.dicom_io.uids import InvalidUid, check_uid, safe_part
 from glioma_node.service.intake import Intake, Outcome, StoreStatus
@@ -267,7 +268,7 @@ def test_a_deflate_bomb_is_refused_without_being_inflated_whole(tmp_path):
     bomb = _deflate_bomb(200)
     assert len(bomb) < 1024**2
     intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
-                    max_instance_bytes=32 * 1024**2)
+                    limits=ReadLimits(max_bytes=32 * 1024**2))
     tracemalloc.start()
     try:
         answer = intake.admit(bomb, MR)
@@ -282,7 +283,7 @@ def test_a_deflate_bomb_is_refused_without_being_inflated_whole(tmp_path):
 
 def test_an_instance_larger_than_the_bound_is_refused(tmp_path):
     intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
-                    max_instance_bytes=1024**2)
+                    limits=ReadLimits(max_bytes=1024**2))
     ds = mr_dataset(rows=1024, columns=1024)  # 2 MB of pixels
     answer = intake.admit(part10(ds), MR)
     assert answer.status == StoreStatus.OUT_OF_RESOURCES and "node.max_instance_mb" in answer.reason
@@ -314,7 +315,7 @@ def _zeros_codestream(rows: int, columns: int) -> bytes:
 
 def test_compressed_pixels_declaring_more_voxels_than_the_bound_are_refused(tmp_path):
     intake = Intake(Spool(tmp_path / "spool", min_free_bytes=0), NodeState(tmp_path / "state.db"),
-                    max_voxels=2**22)
+                    limits=ReadLimits(max_voxels=2**22))
     big = _jpeg2000(mr_dataset(), 4096, 4096)
     assert len(big) < 2048
     answer = intake.admit(big, MR)
