@@ -180,12 +180,12 @@ def wait_for(condition, timeout: float, what: str):
 def fill(folder: Path) -> Path:
     """Write one file into ``folder`` until its file system is full; the file (delete it to free the space)."""
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
+    # unbuffered: a buffered file would try again to write what did not fit when it closes
+    with open(filler, "wb", buffering=0) as handle:
         chunk = b"\0" * (1 << 20)
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError:
             pass
     return filler

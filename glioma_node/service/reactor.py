@@ -231,12 +231,14 @@ def _fill(sock: socket.socket, buffer: bytearray, start: int, total: int, deadli
         if read == len(buffer):
             buffer.extend(memoryview(_ZEROS)[:min(CHUNK, total - len(buffer))])
         if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the PDU did not arrive whole in time")
-            sock.settimeout(remaining)
+            # past the deadline only what is already here is read (timeout 0: no wait), so a
+            # thread the machine was slow to run is never cut off with its bytes waiting
+            sock.settimeout(max(deadline - time.monotonic(), 0.0))
         with memoryview(buffer) as view:
-            count = sock.recv_into(view[read:])
+            try:
+                count = sock.recv_into(view[read:])
+            except (BlockingIOError, ssl.SSLWantReadError):  # nothing waiting and the time is up
+                raise TimeoutError("the PDU did not arrive whole in time") from None
         if not count:
             break
         read += count

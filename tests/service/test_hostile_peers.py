@@ -142,7 +142,8 @@ def test_a_thousand_idle_http_connections_starve_neither_health_nor_dicom(node):
             idle.append(half_sent_http(node.metrics_port)[0])
         held = _descriptors(pid) - calm
         assert held <= MAX_CONNECTIONS + 16, f"the node holds {held} more descriptors for {IDLE} idle HTTP clients"
-        assert _health_within(node, 2.0)["status"] == "ok"
+        health = _health_within(node, 2.0)
+        assert health["status"] == "ok", health
         assert _echo(node.port), "C-ECHO failed while idle HTTP clients were connected"
         # those the node still held are dropped after http_timeout_s; the others were already
         still_open = _wait_closed(idle, HTTP_TIMEOUT_S + 5)
