@@ -1,0 +1,145 @@
+"""The generator draws what real brains show besides the tumour, and labels all of it background."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from glioma_node.core.roles import ROLES
+from glioma_node.training.seg.confounders import (
+    CHOROID,
+    CONFOUNDERS,
+    DURA,
+    PERIVENTRICULAR,
+    VENTRICLE,
+    VESSEL,
+    WMH,
+    add_structures,
+    is_tumour,
+    perturb,
+)
+from glioma_node.training.seg.generator import (
+    CORE,
+    EDEMA_CLASS,
+    ENHANCING_CLASS,
+    T1_KINDS,
+    T1Kind,
+    _class_means,
+    corrupt,
+    render_classes,
+    sample_classes,
+    synthesise,
+)
+from glioma_node.training.synth.anatomy import TISSUE_LABELS
+
+CSF, GM, WM, EXT = (TISSUE_LABELS[t] for t in ("csf", "gm", "wm", "ext_csf"))
+
+
+def _head(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A 2 mm class map: an ellipsoid brain (cortex, white matter, two deep CSF cavities
+    either side of the midline, sulcal CSF at the surface) in extra-axial CSF, a tumour in
+    the left white matter."""
+    z, y, x = np.meshgrid(*[np.arange(size, dtype=float)] * 3, indexing="ij")
+    c = (size - 1) / 2
+    r = np.sqrt(((z - c) / 0.8) ** 2 + (y - c) ** 2 + ((x - c) / 0.85) ** 2)
+    classes = np.zeros((size,) * 3, np.uint8)
+    classes[r < 31] = EXT
+    classes[r < 29] = CSF
+    classes[r < 28] = GM
+    classes[r < 25] = WM
+    for side in (-1, 1):  # lateral ventricles: elongated front to back, 5 mm off the midline
+        v = np.sqrt(((z - c - 2) / 3) ** 2 + ((y - c) / 10) ** 2 + ((x - c - side * 4.5) / 2.2) ** 2)
+        classes[v < 1] = CSF
+    t = np.sqrt((z - c) ** 2 + (y - c + 12) ** 2 + (x - c - 12) ** 2)
+    classes[t < 7] = EDEMA_CLASS
+    classes[t < 4] = ENHANCING_CLASS
+    classes[t < 2] = CORE
+    return classes, r < 29
+
+
+def test_add_structures_tells_ventricles_from_sulci_and_finds_the_falx_and_sinuses():
+    classes, brain = _head()
+    out = add_structures(classes, brain)
+    ventricle = out == VENTRICLE
+    assert ventricle.sum() > 100, "the deep CSF cavities are ventricles"
+    depth = ndimage.distance_transform_edt(brain)
+    assert depth[ventricle].min() >= 2, "sulcal CSF at the surface is not a ventricle"
+    assert not (out[(classes == CSF) & (depth <= 1)] == VENTRICLE).any()
+    assert (out == DURA).any() and (out == VESSEL).any(), "falx, dural layer and sinuses"
+    assert (out[is_tumour(classes)] == classes[is_tumour(classes)]).all(), "tumour voxels unchanged"
+
+
+def test_every_confounder_is_drawn_and_never_labelled_tumour():
+    classes, brain = _head()
+    classes = add_structures(classes, brain)
+    rng = np.random.default_rng(1)
+    seen = {name: 0 for name in CONFOUNDERS}
+    for _ in range(30):
+        drawn, soft = sample_classes(classes, brain, rng)
+        for name, cls in CONFOUNDERS.items():
+            where = drawn == cls
+            seen[name] += int(where.any())
+            assert (soft[:, where] <= 0.45).all(), f"{name} is background in every target"
+        assert np.array_equal(is_tumour(drawn), soft[0] >= 0.55), "targets agree with the class map drawn"
+    assert all(n >= 2 for n in seen.values()), seen
+
+
+def test_perturb_changes_only_normal_tissue():
+    classes, brain = _head()
+    classes = add_structures(classes, brain)
+    rng = np.random.default_rng(2)
+    tumour = is_tumour(classes)
+    for _ in range(10):
+        out = perturb(classes, brain, rng)
+        assert np.array_equal(out[tumour], classes[tumour])
+        assert not is_tumour(out[~tumour]).any()
+
+
+def test_periventricular_signal_is_bright_on_flair_but_not_tumour():
+    rng = np.random.default_rng(3)
+    flair = ROLES.index("FLAIR")
+    for _ in range(50):
+        means, _ = _class_means(rng)
+        wm = means[flair, WM]
+        assert means[flair, PERIVENTRICULAR] > wm and means[flair, WMH] > wm
+        assert means[ROLES.index("T1c"), CHOROID] >= means[ROLES.index("T1c"), WM]
+
+
+def test_t1_kinds_draw_their_own_grey_white_and_csf_contrast():
+    rng = np.random.default_rng(4)
+    t1 = ROLES.index("T1")
+    ratios: dict[str, list[float]] = {}
+    for _ in range(300):
+        means, kinds = _class_means(rng)
+        ratios.setdefault(kinds["T1"], []).append(means[t1, CSF] / means[t1, WM])
+    assert set(ratios) == {str(k) for k in T1Kind}
+    for kind, (_, (lo, hi)) in T1_KINDS.items():
+        assert lo <= min(ratios[str(kind)]) and max(ratios[str(kind)]) <= hi
+    # CSF is nulled on a T1-weighted FLAIR, not on a spin echo
+    assert np.median(ratios[str(T1Kind.T1_FLAIR)]) < 0.5 * np.median(ratios[str(T1Kind.SPIN_ECHO)])
+
+
+def test_a_rendered_sample_shows_the_periventricular_band_brighter_than_white_matter_on_flair():
+    classes, brain = _head()
+    classes = add_structures(classes, brain)
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(40):
+        drawn, soft = sample_classes(classes, brain, rng)
+        band = drawn == PERIVENTRICULAR
+        if band.sum() < 20:
+            continue
+        tumour = is_tumour(drawn)
+        raw = render_classes(drawn, tumour, brain, rng)
+        flair = raw[ROLES.index("FLAIR")]
+        assert flair[band].mean() > flair[drawn == WM].mean()
+        sample = corrupt(raw, brain, tumour, soft, rng)
+        assert (sample.target[:, band] <= 0.45).all()
+        checked += 1
+    assert checked >= 3
+
+
+def test_synthesise_still_gives_a_sample_of_the_right_shape():
+    classes, brain = _head(48)
+    sample = synthesise(add_structures(classes, brain), brain, np.random.default_rng(6))
+    assert sample.image.shape == (4, 48, 48, 48) and sample.target.shape == (3, 48, 48, 48)
+    assert np.isfinite(sample.image).all()
