@@ -144,11 +144,15 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     settings = TrainSettings(iterations=args.iterations, patch=args.patch, seed=args.seed,
                              validate_every=args.validate_every, init=args.init,
                              learning_rate=args.learning_rate, resume=args.resume, threads=args.threads,
-                             stop_after=args.stop_after)
+                             stop_after=args.stop_after, real_validation=tuple(args.real_val),
+                             real_cache=args.real_cache)
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
-    print(f"best validation mean Dice {result['best_validation_mean_dice']:.3f} after {result['seconds']:.0f} s; "
-          f"model written to {args.out}")
+    real = result["chosen_real"]
+    print(f"kept step {result['chosen_step']} (by {result['selection']}): synthetic mean Dice "
+          f"{result['best_validation_mean_dice']:.3f}"
+          + (f", real whole tumour median {real['median']:.3f} min {real['min']:.3f}" if real else "")
+          + f"; {result['seconds']:.0f} s; model written to {args.out}")
     return 0
 
 
@@ -306,6 +310,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="steps to run in this sitting; then checkpoint and stop (continue with --resume)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real-val", type=Path, action="append", default=[], metavar="DIR",
+                   help="real labelled cases (NIfTI, with or without skull): every checkpoint is scored on them and "
+                        "the best median whole-tumour Dice is kept (repeatable)")
+    p.add_argument("--real-cache", type=Path, default=None,
+                   help="where the prepared real cases are kept (default OUT/real-case-cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)
     p = train_sub.add_parser("radiogenomics",

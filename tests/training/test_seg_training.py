@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -41,7 +42,8 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
         assert s.image.shape == (4, 48, 48, 48) and s.target.shape == (3, 48, 48, 48)
         assert 0 <= s.target.min() and s.target.max() <= 1
         flair, t1, t1c, t2 = s.image
-        assert not (s.image[:, ~ndimage.binary_dilation(brain, iterations=3)] != 0).any(), "skull-stripped"
+        # skull-stripped: the mask errs by up to 2 voxels, and leaves scalp or marrow up to 5 more in patches
+        assert not (s.image[:, ~ndimage.binary_dilation(brain, iterations=7)] != 0).any(), "skull-stripped"
         assert (flair != 0).any() or (t2 != 0).any(), "FLAIR and T2 are never both dropped"
         for name, channel in (("FLAIR", flair), ("T1", t1), ("T1c", t1c), ("T2", t2)):
             dropped[name] += int(not (channel != 0).any())
@@ -50,7 +52,8 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
             continue
         sl = visible[:, None, None]
         assert flair[edema & sl].mean() > flair[wm & sl].mean(), "edema is brighter than white matter on FLAIR"
-        assert t1c[enh & sl].mean() > t1c[wm & sl].mean(), "enhancing tumour is brighter than white matter on T1c"
+        if (s.target[2] > 0.5).any():  # a diffuse non-enhancing draw has no enhancing label (nor enhancement)
+            assert t1c[enh & sl].mean() > t1c[wm & sl].mean(), "enhancing tumour is brighter than white matter on T1c"
         wm_flair.append(float(flair[wm & sl].mean()))
     # contrasts are randomised: white matter's normalised FLAIR level varies from draw to draw
     assert np.std(wm_flair) > 0.1
@@ -83,3 +86,46 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     assert [v["step"] for v in log["validation"]] == [2, 3]
     NativeSegmenter(out)  # loads, checksum and architecture agree
     assert "Research use only, not for diagnosis" in (out / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("synth")
+def test_a_site_fine_tunes_on_its_own_cases_and_chooses_by_real_dice(synth_cohort, tmp_path):
+    """`train seg --init <model> --data <site folder>` on cases in the LGG segmentation dataset's
+    layout (FLAIR, T1, T1c with skull; label.nii.gz a FLAIR-abnormality mask; no T2): they are
+    brain-extracted as inference does, train the whole tumour only, and real cases score
+    every checkpoint, the best median whole-tumour Dice kept."""
+    import nibabel as nib
+
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.training.seg.dataset import load_case
+    from glioma_node.training.seg.train import TrainSettings, train_segmentation
+
+    site = tmp_path / "site"
+    for case in sorted((synth_cohort / "nifti").iterdir()):
+        folder = site / case.name
+        folder.mkdir(parents=True)
+        for name in ("flair", "t1", "t1c"):
+            shutil.copyfile(case / f"{name}.nii.gz", folder / f"{name}.nii.gz")
+        seg = nib.load(case / "seg.nii.gz")
+        nib.save(nib.Nifti1Image((np.asarray(seg.dataobj) > 0).astype(np.uint8), seg.affine), folder / "label.nii.gz")
+    cache = tmp_path / "cache"
+    first = load_case(next(site.iterdir()), cache=cache)
+    assert first.known == (True, False, False) and first.present == (True, True, True, False)
+    assert first.images is not None and not first.images[3].any() and first.soft_regions[0].sum() > 0
+    out = tmp_path / "model"
+    result = train_segmentation(site, out, TrainSettings(iterations=2, patch=32, validate_every=1, init=DEFAULT_MODELS /
+                                                         "segmentation", real_validation=(site,), real_cache=cache),
+                                progress=False)
+    assert [v["step"] for v in result["validation"]] == [1, 2]
+    for entry in result["validation"]:
+        assert entry["tumour_core"] is None and entry["enhancing_tumour"] is None  # the labels define WT only
+        assert sorted(entry["real"]["cases"]) == sorted(p.name for p in site.iterdir())
+    chosen = max(result["validation"], key=lambda v: v["real"]["median"])
+    assert result["chosen_step"] == chosen["step"] and result["selection"].startswith("median real whole-tumour")
+    manifest = read_manifest(out)
+    assert manifest.data["training"]["data"].startswith("3 image cases of site")
+    assert manifest.data["training"]["real_validation"]["cases"] == 3
+    assert (out / "checkpoints" / "step-2.pt").is_file()
+    NativeSegmenter(out)
+    assert "selection on real data, not training on it" in (out / "MODEL_CARD.md").read_text()

@@ -23,6 +23,8 @@ class RegionMaps:
     tumour_core: np.ndarray
     enhancing_tumour: np.ndarray
     notes: list[str] = field(default_factory=list)
+    agreement: float | None = None  # whole-tumour Dice between test-time variants, when the segmenter has them
+    agreement_of: str = "test-time variants"  # which: "the input and its mirror image", "the ensemble's members"
 
 
 class Segmenter(Protocol):

@@ -14,6 +14,7 @@ import hashlib
 import numpy as np
 
 from glioma_node.inference.preprocess import PreparedStudy, PreprocessingError
+from glioma_node.inference.regions import dice
 from glioma_node.inference.segmenters.base import RegionMaps, Segmenter
 
 
@@ -47,4 +48,11 @@ class EnsembleSegmenter:
                       for name in ("whole_tumour", "tumour_core", "enhancing_tumour"))
         notes = [f"ensemble without {m.describe()['name']}: it needs {', '.join(m.required_roles)}"
                  for m in left_out]
-        return RegionMaps(wt, tc, et, notes=[n for mp in maps for n in mp.notes] + notes)
+        pairs = [dice(a.whole_tumour > 0.5, b.whole_tumour > 0.5) for i, a in enumerate(maps) for b in maps[i + 1:]]
+        agreement: float | None
+        if pairs:
+            agreement, agreement_of = float(np.mean(pairs)), "the ensemble's members"
+        else:  # one member ran: its own variants, if it has any
+            agreement, agreement_of = maps[0].agreement, maps[0].agreement_of
+        return RegionMaps(wt, tc, et, notes=[n for mp in maps for n in mp.notes] + notes, agreement=agreement,
+                          agreement_of=agreement_of)

@@ -25,9 +25,56 @@ from glioma_node.inference.intensity import zscore
 from glioma_node.inference.model_dir import Manifest, ModelError, read_manifest
 from glioma_node.inference.networks import build_network, device
 from glioma_node.inference.preprocess import PreparedStudy
+from glioma_node.inference.regions import dice
 from glioma_node.inference.segmenters.base import RegionMaps
 
 KIND = "glioma-node-segmentation"
+
+
+def _down(arrays: np.ndarray, factor: int) -> np.ndarray:
+    raw = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))[None]
+    return F.avg_pool3d(raw, factor).numpy()[0] if factor > 1 else raw.numpy()[0]
+
+
+def network_input(prepared: PreparedStudy, brain: np.ndarray, channels: list[str], spacing_mm: float
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the network sees of a prepared study: (channels (C, z, y, x) at ``spacing_mm``,
+    masked to the brain and z-scored inside it, a missing channel zeros; the brain mask at
+    that spacing; the pooling factor from the 1 mm grid). Training's real-case validation
+    uses it too, so a checkpoint is scored on exactly what inference feeds it."""
+    factor = int(round(spacing_mm / prepared.grid.spacing[0]))
+    zeros = np.zeros(prepared.grid.shape, np.float32)
+    stack = [prepared.channels.get(r, zeros) * brain for r in channels]
+    low = _down(np.stack([*stack, brain.astype(np.float32)]), factor)
+    low_brain = low[-1] > 0.5
+    x = np.stack([zscore(c, low_brain) if r in prepared.channels else np.zeros_like(c)
+                  for r, c in zip(channels, low[:-1])])
+    return x, low_brain, factor
+
+
+def view_probabilities(net: torch.nn.Module, x: np.ndarray, low_brain: np.ndarray, dev: torch.device
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid outputs at the network's spacing for the input and for its left-right mirror
+    image (flipped back), each zeroed more than 2 voxels outside the brain."""
+    inside = ndimage.binary_dilation(low_brain, iterations=2)[None]
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)
+        plain = torch.sigmoid(net(t))[0].cpu().numpy()
+        flipped = torch.sigmoid(net(t.flip(-1))).flip(-1)[0].cpu().numpy()
+    return plain * inside, flipped * inside
+
+
+def tumour_probabilities(net: torch.nn.Module, x: np.ndarray, low_brain: np.ndarray, dev: torch.device,
+                         mirror: bool = True) -> np.ndarray:
+    """Sigmoid outputs at the network's spacing, averaged with those of the left-right
+    mirrored input when ``mirror`` (the network was trained with such flips, so both views
+    are equally valid), zeroed more than 2 voxels outside the brain."""
+    if mirror:
+        plain, flipped = view_probabilities(net, x, low_brain, dev)
+        return (plain + flipped) / 2
+    with torch.no_grad():
+        out = torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)))[0].cpu().numpy()
+    return out * ndimage.binary_dilation(low_brain, iterations=2)[None]
 
 
 class NativeSegmenter:
@@ -53,20 +100,6 @@ class NativeSegmenter:
     def describe(self) -> dict[str, str]:
         return self.manifest.describe()
 
-    @torch.no_grad()
-    def _run(self, channels: np.ndarray, mirror: bool = False) -> np.ndarray:
-        """Sigmoid outputs; with ``mirror`` averaged with the left-right flipped input's
-        (the network was trained with such flips, so both views are equally valid)."""
-        x = torch.from_numpy(np.ascontiguousarray(channels))[None].to(self.device)
-        prob = torch.sigmoid(self.net(x))
-        if mirror:
-            prob = (prob + torch.sigmoid(self.net(x.flip(-1))).flip(-1)) / 2
-        return prob[0].cpu().numpy()
-
-    def _down(self, arrays: np.ndarray, factor: int) -> np.ndarray:
-        raw = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))[None]
-        return F.avg_pool3d(raw, factor).numpy()[0] if factor > 1 else raw.numpy()[0]
-
     @staticmethod
     def _up(maps: np.ndarray, prepared: PreparedStudy, factor: int) -> np.ndarray:
         up = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
@@ -75,15 +108,16 @@ class NativeSegmenter:
         return up[0].numpy()
 
     def predict(self, prepared: PreparedStudy, brain: np.ndarray) -> RegionMaps:
-        factor = int(round(self.spacing_mm / prepared.grid.spacing[0]))
-        zeros = np.zeros(prepared.grid.shape, np.float32)
-        stack = [prepared.channels.get(r, zeros) * brain for r in self.channels]
-        low = self._down(np.stack([*stack, brain.astype(np.float32)]), factor)
-        low_brain = low[-1] > 0.5
-        x = np.stack([zscore(c, low_brain) if r in prepared.channels else np.zeros_like(c)
-                      for r, c in zip(self.channels, low[:-1])])
-        out = self._run(x, mirror=self.mirror)
-        out *= ndimage.binary_dilation(low_brain, iterations=2)[None]
-        maps = self._up(out, prepared, factor)
+        x, low_brain, factor = network_input(prepared, brain, self.channels, self.spacing_mm)
+        agreement = None
+        if self.mirror:
+            plain, flipped = view_probabilities(self.net, x, low_brain, self.device)
+            wt = self.outputs.index("whole_tumour")
+            agreement = dice(plain[wt] > 0.5, flipped[wt] > 0.5)
+            low = (plain + flipped) / 2
+        else:
+            low = tumour_probabilities(self.net, x, low_brain, self.device, mirror=False)
+        maps = self._up(low, prepared, factor)
         get = {name: maps[i] for i, name in enumerate(self.outputs)}
-        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"])
+        return RegionMaps(get["whole_tumour"], get["tumour_core"], get["enhancing_tumour"], agreement=agreement,
+                          agreement_of="the input and its mirror image")

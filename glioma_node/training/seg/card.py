@@ -41,8 +41,12 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
     net = build_network(manifest["architecture"])
     params = sum(p.numel() for p in net.parameters())
     size_mb = (model_dir / manifest["weights"]).stat().st_size / 1e6
-    best = max(log["validation"], key=lambda v: sum(v[r] for r in REGIONS))
+    chosen_step = log.get("chosen_step")
+    best = (next((v for v in log["validation"] if v["step"] == chosen_step), None) if chosen_step is not None
+            else None) or max(log["validation"], key=lambda v: sum(v[r] or 0.0 for r in REGIONS))
     training = manifest["training"]
+    synthetic = training.get("data", "").startswith("synthetic")
+    real = best.get("real")
     lines = [
         f"# Model card: {manifest['name']} {manifest['version']}",
         "",
@@ -57,12 +61,16 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         + "; other sequences a study lacks are fed as zeros, as in training (see docs/segmentation.md).",
         f"- Weights sha256 `{manifest['sha256']}`, checked at every load.",
         "",
-        "## Training data: synthetic only",
-        f"- {len(log['train_cases'])} training and {len(log['validation_cases'])} validation label maps from "
-        "`glioma-node synth --nifti-only` (MNI152 2009 heads, random deformation, grown tumours). No real image "
-        "or real label was used in training or in choosing the checkpoint (see the disclosure below, if any).",
-        "- Each step draws new images from the labels with random contrasts and scanner effects "
-        "(training/seg/generator.py).",
+        "## Training data: " + ("synthetic only" if synthetic else training.get("data", "")),
+        f"- {len(log['train_cases'])} training and {len(log['validation_cases'])} validation cases"
+        + (" (label maps from `glioma-node synth --nifti-only`: MNI152 2009 heads, random deformation, grown "
+           "tumours). No real image or real label was used in training." if synthetic else "."),
+        "- Each step draws new images from the labels with random contrasts, confounders and scanner effects "
+        "(training/seg/generator.py, training/seg/confounders.py).",
+        "- Checkpoint chosen by " + training.get("selection", "mean Dice on held-out synthetic samples")
+        + (f" (step {best['step']}: median {real['median']:.3f}, minimum {real['min']:.3f}). This is selection on "
+           "real data, not training on it: those cases are no longer unseen, and figures on them flatter the model "
+           "a little." if real else "; no real image or label was used to choose it."),
         "",
         "## Reproduce",
         f"Last training command: `{training['command']}` ({training['iterations']} steps in "
@@ -71,7 +79,7 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         "",
         "## Synthetic held-out figures",
         f"Validation Dice on fixed samples of the held-out synthetic cases at the kept step ({best['step']}): "
-        + ", ".join(f"{k} {best[k]:.3f}" for k in manifest["output"]["channels"] if k in best) + ".",
+        + ", ".join(f"{k} {best[k]:.3f}" for k in manifest["output"]["channels"] if best.get(k) is not None) + ".",
         "",
     ]
     if evaluation:
@@ -92,7 +100,8 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
     if notes:
         lines += [notes.strip(), ""]
     lines += ["## Limits",
-              "- Trained on synthetic brains only: real anatomy, pathology and artefacts it has not seen "
+              "- Trained on " + ("synthetic brains only" if synthetic else "the data above")
+              + ": real anatomy, pathology and artefacts it has not seen "
               "(post-operative cavities, haemorrhage, calcification, motion) can be missed or over-called.",
               "- Runs at 2 mm; thin enhancing rims are blurred.",
               "- Checked on the twelve real cases above only (`make eval`). Not a medical device. **Research use "

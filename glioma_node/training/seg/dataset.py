@@ -3,12 +3,17 @@
 Two kinds of case, told apart by what their folder holds:
 
 * **Label-driven** (``glioma-node synth`` output, ``nifti/<case>/``): ``tissues.nii.gz``,
-  ``seg.nii.gz`` and ``brainmask.nii.gz``. Images are drawn afresh every time by
+  ``seg.nii.gz`` and ``brainmask.nii.gz``; the ventricles, dura and sinuses are found once
+  (:func:`glioma_node.training.seg.confounders.add_structures`). Images are drawn afresh every time by
   :func:`glioma_node.training.seg.generator.synthesise`; the rendered ``flair/t1/t1c/t2`` are not used.
 * **Image** (BraTS 2021/2023, RSNA-MICCAI with labels, UCSF-PDGM, UPENN-GBM, or the
   cohort without tissues): the four sequences (any name :func:`glioma_node.dicom_io.nifti.find_role_files`
   knows) and a label map (``seg``, ``*-seg``, ``*_seg``). Real images get the
   intensity and resolution randomisation of :func:`glioma_node.training.seg.generator.augment`.
+* **A site's own cases** in the LGG segmentation dataset's layout (``flair``, ``t1``,
+  ``t1c`` with skull, ``label.nii.gz`` a FLAIR-abnormality mask): brain-extracted and
+  prepared as inference does (:func:`load_site_case`); the label trains the whole tumour
+  only, the sequences a case lacks stay missing.
 
 Every case is brought once onto an axis-aligned LPS grid at the working spacing (the
 orientation :func:`glioma_node.inference.resample.canonical_grid` gives at inference).
@@ -26,22 +31,32 @@ from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.nifti import find_role_files, read_nifti
 from glioma_node.inference.regions import regions_from_labels
 from glioma_node.inference.resample import canonical_grid, resample
+from glioma_node.training.seg.confounders import add_structures
 from glioma_node.training.seg.generator import merge_labels
+
+WHOLE_TUMOUR_LABEL = "label.nii*"  # the LGG segmentation dataset's layout: a FLAIR-abnormality mask
 
 
 @dataclass
 class Case:
-    """One case on the working grid. ``classes`` (label-driven) or ``images`` (4, z, y, x)."""
+    """One case on the working grid. ``classes`` (label-driven) or ``images`` (4, z, y, x).
+
+    ``known``: which of WT, TC, ET the label defines (a FLAIR-abnormality mask defines the
+    whole tumour only; the loss ignores the others). ``present``: which sequences the case
+    has (a missing one stays zeros, as inference feeds it).
+    """
 
     name: str
     brain: np.ndarray
     soft_regions: np.ndarray  # (3, z, y, x) partial-volume fractions of WT, TC, ET
     classes: np.ndarray | None = None
     images: np.ndarray | None = None
+    known: tuple[bool, bool, bool] = (True, True, True)
+    present: tuple[bool, ...] = (True,) * len(ROLES)
 
 
 def _label_file(case_dir: Path) -> Path | None:
-    for pattern in ("seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*"):
+    for pattern in ("seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*", WHOLE_TUMOUR_LABEL):
         hits = sorted(case_dir.glob(pattern))
         if hits:
             return hits[0]
@@ -64,9 +79,30 @@ def _to_grid(voxels: np.ndarray, source: Grid, target: Grid, soft: bool) -> np.n
     return resample(voxels, source, target, interpolation="nearest")
 
 
-def load_case(case_dir: Path, spacing_mm: float = 2.0) -> Case:
-    """Read one case folder onto the working grid (see the module doc)."""
+def load_site_case(case_dir: Path, spacing_mm: float, cache: Path) -> Case:
+    """A site's own case in the LGG segmentation dataset's layout (``flair``, ``t1``,
+    ``t1c`` where it exists, with skull; ``label.nii.gz``, a manual FLAIR-abnormality mask):
+    prepared as inference prepares a study (registration, deepbet, the 2 mm grid; cached
+    with the real validation cases, :mod:`glioma_node.training.seg.real_cases`), its label
+    taken as whole tumour only."""
+    from glioma_node.training.seg.real_cases import load_real_cases
+
+    (real,) = load_real_cases([case_dir], cache, spacing_mm, only_this_folder=True)
+    present = tuple(role in real.sequences for role in ROLES)
+    # positive intensities inside the brain (the scanner effects multiply and clip), zeros elsewhere
+    images = np.stack([np.where(real.brain, ch - ch[real.brain].min() + 0.1, 0.0) if has else np.zeros_like(ch)
+                       for ch, has in zip(real.x, present)]).astype(np.float32)
+    wt = real.reference.astype(np.float32)
+    return Case(case_dir.name, real.brain, np.stack([wt, np.zeros_like(wt), np.zeros_like(wt)]), images=images,
+                known=(True, False, False), present=present)
+
+
+def load_case(case_dir: Path, spacing_mm: float = 2.0, cache: Path | None = None) -> Case:
+    """Read one case folder onto the working grid (see the module doc). ``cache``: where a
+    site case's prepared arrays are kept (:func:`load_site_case`)."""
     label_path = _label_file(case_dir)
+    if label_path is not None and label_path.match(WHOLE_TUMOUR_LABEL):
+        return load_site_case(case_dir, spacing_mm, cache or case_dir.parent / ".prepared")
     if label_path is None:
         raise FileNotFoundError(f"{case_dir}: no label map (seg.nii.gz, *-seg.nii.gz or *_seg.nii.gz)")
     seg, affine = read_nifti(label_path)
@@ -80,7 +116,7 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0) -> Case:
         brain_mask, _ = read_nifti(case_dir / "brainmask.nii.gz")
         classes = _to_grid(merge_labels(tissue_map, seg), source, grid, False)
         brain = _to_grid(brain_mask, source, grid, True) > 0.5
-        return Case(case_dir.name, brain, soft, classes=classes)
+        return Case(case_dir.name, brain, soft, classes=add_structures(classes, brain, spacing_mm))
     files = find_role_files(case_dir)
     missing = [r for r in ROLES if r not in files]
     if missing:

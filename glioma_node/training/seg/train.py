@@ -5,10 +5,17 @@ case: a random 3D rotation (±12°) and scaling (±10 %), a left-right flip, a c
 towards the tumour, then synthetic contrasts and scanner effects. Validation uses
 fixed samples of held-out cases (seeded, so curves compare across steps).
 
-Writes to ``MODEL_DIR``: ``model.pt`` (best validation Dice), ``manifest.json``,
+Writes to ``MODEL_DIR``: ``model.pt`` (the chosen checkpoint), ``manifest.json``,
 ``curves.png``, ``training-log.json`` and ``MODEL_CARD.md``. ``checkpoint.pt`` (weights,
 optimiser, schedule, step, logs) is written at every validation, so a run stopped at any
-moment resumes from its last validation with ``--resume`` and the same settings.
+moment resumes from its last validation with ``--resume`` and the same settings; the
+weights of every validated step are kept in ``checkpoints/step-<N>.pt``.
+
+**Choosing the checkpoint.** With ``--real-val DIR`` (real labelled cases, see
+:mod:`glioma_node.training.seg.real_cases`) every checkpoint is also scored on real scans,
+and ``model.pt`` is the step with the best median real whole-tumour Dice (then the best
+minimum): selection on real data, never training on it, and the manifest and card say so.
+Without real cases, the best mean synthetic validation Dice chooses.
 """
 from __future__ import annotations
 
@@ -52,6 +59,8 @@ class TrainSettings:
     init: Path | None = None  # a model directory to start from (fine-tuning) instead of random weights
     resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
     stop_after: int | None = None  # steps to run in this sitting (then checkpoint and stop; resume later)
+    real_validation: tuple[Path, ...] = ()  # folders of real labelled cases: score every checkpoint, choose by them
+    real_cache: Path | None = None  # where their prepared arrays are kept (default MODEL_DIR/real-case-cache)
 
 
 def initial_weights(net: torch.nn.Module, init: Path) -> None:
@@ -112,7 +121,7 @@ def draw(case: Case, rng: np.random.Generator, patch: int) -> Sample:
         return synthesise(classes, brain, rng, soft)
     if images is None:
         raise ValueError(f"{case.name}: neither tissue classes nor images to train on")
-    return augment(images, brain, soft, rng)
+    return augment(images, brain, soft, rng, case.present, case.known)
 
 
 class _Stream(torch.utils.data.IterableDataset):
@@ -124,7 +133,7 @@ class _Stream(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
             sample = draw(self.cases[rng.integers(len(self.cases))], rng, self.patch)
-            yield torch.from_numpy(sample.image), torch.from_numpy(sample.target)
+            yield torch.from_numpy(sample.image), torch.from_numpy(sample.target), torch.tensor(sample.known)
 
 
 
@@ -145,9 +154,16 @@ def _plot(log: list[dict], val: list[dict], path: Path) -> None:
     a.set_ylabel("Dice + BCE loss")
     a.legend()
     for name in OUTPUTS:
-        b.plot([r["step"] for r in val], [r[name] for r in val], marker="o", label=name)
+        known = [r for r in val if r.get(name) is not None]
+        if known:
+            b.plot([r["step"] for r in known], [r[name] for r in known], marker="o", label=name)
+    real = [r for r in val if "real" in r]
+    if real:
+        b.plot([r["step"] for r in real], [r["real"]["median"] for r in real], marker="s", color="black",
+               label=f"real WT median ({len(real[-1]['real']['cases'])} cases)")
+        b.plot([r["step"] for r in real], [r["real"]["min"] for r in real], ls="--", color="grey", label="real WT min")
     b.set_xlabel("step")
-    b.set_ylabel("validation Dice (synthetic, held-out cases)")
+    b.set_ylabel("validation Dice")
     b.set_ylim(0, 1)
     b.legend()
     fig.tight_layout()
@@ -172,10 +188,19 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         raise ValueError(f"{data}: {len(paths)} labelled case(s) found; training needs at least 2 "
                          "(one is held out for validation)")
     n_val = min(settings.validation_cases, max(1, len(paths) // 5))
-    cases = [load_case(p, settings.spacing_mm) for p in tqdm(paths, desc="loading cases", disable=not progress)]
+    cache = settings.real_cache or out / "real-case-cache"
+    cases = [load_case(p, settings.spacing_mm, cache) for p in tqdm(paths, desc="loading cases", disable=not progress)]
     train_cases, val_cases = cases[:-n_val], cases[-n_val:]
     val_rng = np.random.default_rng([settings.seed, 999])
     val_samples = [draw(c, val_rng, settings.patch) for c in val_cases for _ in range(2)]
+
+    real_cases = []
+    if settings.real_validation:
+        from glioma_node.training.seg.real_cases import load_real_cases
+
+        real_cases = load_real_cases(list(settings.real_validation), cache, settings.spacing_mm, progress=progress)
+        if not real_cases:
+            raise ValueError(f"no real case with a label and FLAIR or T2 under {', '.join(map(str, settings.real_validation))}")
 
     dev = device()
     net = build_network(DEFAULT_ARCHITECTURE)
@@ -213,13 +238,14 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     bar = tqdm(total=settings.iterations, initial=first - 1, desc="training", unit="step", disable=not progress)
     last = settings.iterations if settings.stop_after is None else min(settings.iterations,
                                                                        first - 1 + settings.stop_after)
-    for step, (image, target) in enumerate(loader, start=first):
+    for step, (image, target, known) in enumerate(loader, start=first):
         if step > last:
             break
         net.train()
         image, target = image.to(dev), target.to(dev)
         logits = net(image)
-        loss = dice_loss(logits, target) + bce(logits, target)
+        rows = known[0].nonzero().flatten().tolist()  # the regions this sample's label defines
+        loss = dice_loss(logits[:, rows], target[:, rows]) + bce(logits[:, rows], target[:, rows])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -229,10 +255,18 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
         if step % settings.validate_every == 0 or step == last:
             scores = _validate(net, val_samples, dev)
-            val_log.append({"step": step, **scores})
-            mean = float(np.mean([scores[r] for r in REGIONS]))
-            if mean > best:
-                best = mean
+            entry: dict = {"step": step, **scores, "seconds": round(time.time() - start, 1)}
+            if real_cases:
+                from glioma_node.training.seg.real_cases import score
+
+                entry["real"] = score(net, real_cases, dev)
+            val_log.append(entry)
+            (out / "checkpoints").mkdir(exist_ok=True)
+            with atomic_path(out / "checkpoints" / f"step-{step}.pt") as tmp:
+                torch.save(net.state_dict(), tmp)
+            merit = _merit(entry)
+            if merit > best:
+                best = merit
                 with atomic_path(out / "model.pt") as tmp:
                     torch.save(net.state_dict(), tmp)
             _plot(log, val_log, out / "curves.png")
@@ -240,16 +274,28 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step, "iterations": settings.iterations, "log": log, "val_log": val_log,
                             "best": best, "elapsed": time.time() - start}, tmp)
-            bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+            bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None)
+                      + (f"; real whole tumour median {entry['real']['median']:.3f}, min {entry['real']['min']:.3f}"
+                         if real_cases else ""))
         if step >= last:
             break
     bar.close()
     seconds = time.time() - start
-    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()},
+    chosen = max(val_log, key=_merit) if val_log else {"step": 0, **{r: 0.0 for r in REGIONS}}
+    synthetic_mean = round(float(np.mean([chosen[r] for r in REGIONS if chosen[r] is not None])), 4)
+    selection = (f"median real whole-tumour Dice on {len(chosen['real']['cases'])} real cases" if "real" in chosen
+                 else "mean Dice on held-out synthetic samples")
+    synthetic = all(c.classes is not None for c in cases)
+    data_words = ("synthetic only (glioma-node synth), label-driven domain randomisation" if synthetic else
+                  f"{sum(c.classes is None for c in cases)} image cases of {Path(data).name} "
+                  f"and {sum(c.classes is not None for c in cases)} label-driven synthetic cases")
+    result = {"settings": {k: str(v) if isinstance(v, Path) else
+                           [str(p) for p in v] if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
               "train_cases": [c.name for c in train_cases],
               "validation_cases": [c.name for c in val_cases], "seconds": round(seconds, 1),
-              "device": str(dev), "host": platform.node(), "best_validation_mean_dice": round(best, 4),
-              "validation": val_log, "loss": log}
+              "device": str(dev), "host": platform.node(), "best_validation_mean_dice": synthetic_mean,
+              "chosen_step": chosen["step"], "selection": selection, "chosen_real": chosen.get("real"),
+              "real_validation_cases": [c.name for c in real_cases], "validation": val_log, "loss": log}
     (out / "training-log.json").write_text(json.dumps(result, indent=1))
     write_manifest(out, {
         "name": "glioma-node-segresnet-synth",
@@ -266,23 +312,36 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
                   "size_multiple": 8},
         "output": {"channels": list(OUTPUTS), "activation": "sigmoid", "threshold": 0.5},
         "postprocessing": {"min_component_ml": 0.3},
-        "training": {"data": "synthetic only (glioma-node synth), label-driven domain randomisation",
+        "training": {"data": data_words,
+                     "selection": selection, "chosen_step": chosen["step"],
                      "command": command or f"train_segmentation({str(data)!r}, {str(out)!r})",
                      "iterations": settings.iterations, "steps_done": last, "seconds": round(seconds),
                      "device": str(dev),
-                     "best_validation_mean_dice": round(best, 4)},
+                     "best_validation_mean_dice": synthetic_mean,
+                     **({"real_validation": {"cases": len(real_cases), "median_whole_tumour": chosen["real"]["median"],
+                                             "min_whole_tumour": chosen["real"]["min"]}} if "real" in chosen else {})},
         "intended_use": "research use only, not for diagnosis",
     })
     write_card(out)
     return result
 
 
+def _merit(entry: dict) -> float:
+    """What chooses the kept checkpoint: the real cases' median whole-tumour Dice (then
+    their minimum) when real cases are validated, else the mean synthetic Dice."""
+    if "real" in entry:
+        return entry["real"]["median"] + 1e-3 * entry["real"]["min"]
+    return float(np.mean([entry[r] for r in REGIONS if entry[r] is not None]))
+
+
 @torch.no_grad()
-def _validate(net: torch.nn.Module, samples: list[Sample], dev: torch.device) -> dict[str, float]:
+def _validate(net: torch.nn.Module, samples: list[Sample], dev: torch.device) -> dict[str, float | None]:
+    """Mean Dice per region over the samples whose label defines that region (None when none does)."""
     net.eval()
-    scores = []
+    scores: dict[str, list[float]] = {name: [] for name in OUTPUTS}
     for s in samples:
         prob = torch.sigmoid(net(torch.from_numpy(s.image)[None].to(dev)))[0].cpu().numpy()
-        scores.append([dice(p > 0.5, t > 0.5) for p, t in zip(prob, s.target)])
-    mean = np.mean(scores, axis=0)
-    return {name: round(float(v), 4) for name, v in zip(OUTPUTS, mean)}
+        for k, (name, p, t) in enumerate(zip(OUTPUTS, prob, s.target)):
+            if s.known[k]:
+                scores[name].append(dice(p > 0.5, t > 0.5))
+    return {name: round(float(np.mean(v)), 4) if v else None for name, v in scores.items()}
