@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore
+from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, Radiogenomics, RiskScore, SegmentationQuality
 from glioma_node.core.volume import Volume
 from glioma_node.dicom_io.study import StudySurvey, load_study
 
@@ -65,7 +65,9 @@ def fabricated_findings(study: StudySurvey, radiogenomics: bool = True, size_mm:
             risk=RiskScore(0.65, 0.11, "high", feature, {"mgmt": "predicted from the images", "idh": "clinical source",
                                                          "egfr": "clinical source"}, "lims.csv (PatientID P1)"),
             heat_maps=maps, model=models[1])
-    findings = Findings(study.study_instance_uid, "T1c", masks, volumes, 1400.0, models, {}, [], {}, rg, CREATED)
+    quality = SegmentationQuality(0.82, 0.5, False, [], {"symmetric_share": 0.05})
+    findings = Findings(study.study_instance_uid, "T1c", masks, volumes, 1400.0, models, {}, [], {}, rg, CREATED,
+                        segmentation_quality=quality)
     return findings, study.source_headers(), t1c
 
 

@@ -103,6 +103,33 @@ class Radiogenomics:
 
 
 @dataclass
+class SegmentationQuality:
+    """How far the tumour mask can be trusted, from evidence the node has (see
+    :mod:`glioma_node.inference.quality`).
+
+    ``score`` in [0, 1] is the weakest piece of evidence; ``doubtful`` when it is below
+    ``threshold``; ``reasons`` say in words what made it low; ``evidence`` the measured
+    values by name (shares in [0, 1], volumes in ml, Dice for agreement).
+    """
+
+    score: float
+    threshold: float
+    doubtful: bool
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def warning(self) -> str:
+        """The sentence findings, the SR and the summary carry when the mask is doubtful."""
+        return "segmentation doubtful: " + "; ".join(self.reasons or ["quality score below threshold"]) + \
+            f" (quality {self.score:.2f} < {self.threshold:.2f})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": round(self.score, 3), "threshold": self.threshold, "doubtful": self.doubtful,
+                "reasons": self.reasons, "evidence": {k: round(v, 4) for k, v in self.evidence.items()}}
+
+
+@dataclass
 class Findings:
     """The results for one study; see docs/design.md, "Key types".
 
@@ -124,6 +151,7 @@ class Findings:
     registration: dict[str, dict] = field(default_factory=dict)
     radiogenomics: Radiogenomics | None = None
     completed_utc: str | None = None
+    segmentation_quality: SegmentationQuality | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no voxel arrays): what findings.json holds."""
@@ -137,6 +165,7 @@ class Findings:
                 "reference_role": self.reference_role,
                 "reference_series_instance_uid": self.masks[self.reference_role].series_instance_uid,
                 "series": {role: m.series_instance_uid for role, m in self.masks.items()},
+                "quality": None if self.segmentation_quality is None else self.segmentation_quality.to_json(),
             },
             "radiogenomics": None if self.radiogenomics is None else self.radiogenomics.to_json(),
             "registration": self.registration,

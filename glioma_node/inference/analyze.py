@@ -9,6 +9,7 @@ from glioma_node.core.findings import Findings, HeatMap, LabelMask, Prediction, 
 from glioma_node.core.roles import ROLES
 from glioma_node.core.study import StudyInput
 from glioma_node.inference.brain_extraction import BrainExtractor
+from glioma_node.inference.quality import DEFAULT_THRESHOLD
 from glioma_node.inference.radiogenomics.model import POSITIVE, RadiogenomicModel
 from glioma_node.inference.radiogenomics.tumour_study import tumour_study
 from glioma_node.inference.segmentation import Segmentation, segment
@@ -22,6 +23,9 @@ class Models:
     ``brain_extractor``: deepbet unless configured otherwise (:mod:`glioma_node.inference.brain_extraction`).
     ``radiogenomics`` None: segmentation only. ``thresholds`` override the stored decision
     thresholds per target (None keeps the model's); ``workers``: radiomics processes.
+    ``quality_threshold``: a mask whose quality score (:mod:`glioma_node.inference.quality`)
+    is below it is doubtful, and then MGMT, IDH and risk are withheld unless
+    ``report_when_doubtful``.
     """
 
     segmenter: Segmenter
@@ -30,6 +34,8 @@ class Models:
     thresholds: dict[str, float | None] = field(default_factory=dict)
     workers: int = 1
     brain_extractor: BrainExtractor = field(default_factory=BrainExtractor)
+    quality_threshold: float = DEFAULT_THRESHOLD
+    report_when_doubtful: bool = False
 
 
 def _radiogenomics(study: StudyInput, seg: Segmentation, models: Models) -> tuple[Radiogenomics, dict, list[str]]:
@@ -69,7 +75,8 @@ def analyze(study: StudyInput, models: Models) -> Findings:
     given on the source grids."""
     start = time.perf_counter()
     seg = segment(study.volumes, models.segmenter, models.brain_extractor,
-                  same_frame=study.shared_frame_of_reference, min_component_ml=models.min_component_ml)
+                  same_frame=study.shared_frame_of_reference, min_component_ml=models.min_component_ml,
+                  quality_threshold=models.quality_threshold)
     masks = {}
     for role, labels in seg.source_labels.items():
         volume = study.volumes[role]
@@ -77,6 +84,9 @@ def analyze(study: StudyInput, models: Models) -> Findings:
                                 list(volume.sop_instance_uids), volume.frame_numbers)
     timings = {f"segmentation_{k}": v for k, v in seg.timings_s.items()}
     warnings = list(study.warnings) + seg.warnings
+    doubtful = seg.quality is not None and seg.quality.doubtful
+    if doubtful and seg.quality is not None:
+        warnings.append(seg.quality.warning)
     model_list = [seg.brain_extraction, {"task": "segmentation", **seg.model}]
     radiogenomics = None
     lacking = [r for r in ROLES if r not in seg.prepared.channels]
@@ -85,7 +95,13 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         if lacking:
             warnings.append(f"MGMT, IDH and risk withheld: the radiogenomic model was trained on FLAIR, T1, T1c and "
                             f"T2 and this study lacks {', '.join(lacking)}")
+        elif doubtful and not models.report_when_doubtful:
+            warnings.append("MGMT, IDH and risk withheld: the segmentation they would be computed in is doubtful "
+                            "(set models.segmentation.quality.report_when_doubtful to report them anyway)")
         elif (seg.labels > 0).any():
+            if doubtful:
+                warnings.append("MGMT, IDH and risk reported although the segmentation is doubtful "
+                                "(models.segmentation.quality.report_when_doubtful)")
             radiogenomics, rg_timings, rg_warnings = _radiogenomics(study, seg, models)
             timings.update(rg_timings)
             warnings += rg_warnings
@@ -104,4 +120,5 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         registration={role: reg.summary() for role, reg in seg.prepared.registrations.items()},
         radiogenomics=radiogenomics,
         completed_utc=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        segmentation_quality=seg.quality,
     )

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from glioma_node.core.findings import SegmentationQuality
 from glioma_node.core.grid import Grid
 from glioma_node.core.roles import ROLES
 from glioma_node.core.volume import Volume
 from glioma_node.inference.brain_extraction import BrainExtractor, BrainMask
 from glioma_node.inference.preprocess import PreparedStudy, PreprocessingError, prepare
+from glioma_node.inference.quality import DEFAULT_THRESHOLD, assess_prepared
 from glioma_node.inference.regions import labels_from_regions, volumes_ml
 from glioma_node.inference.segmenters.base import RegionMaps, Segmenter
 
@@ -29,7 +31,8 @@ class Segmentation:
     the same labels on the grid of that role's source series (what SEG objects and
     ``labels.nii.gz`` carry). ``brain`` is the brain mask on ``grid`` and
     ``brain_extraction`` how it was made (extractor, series). ``timings_s`` in seconds;
-    ``volumes_ml`` and ``brain_volume_ml`` in millilitres.
+    ``volumes_ml`` and ``brain_volume_ml`` in millilitres. ``quality``: how far the mask can
+    be trusted (:mod:`glioma_node.inference.quality`).
     """
 
     grid: Grid
@@ -43,6 +46,7 @@ class Segmentation:
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     brain_extraction: dict[str, str] = field(default_factory=dict)
+    quality: SegmentationQuality | None = None
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -90,7 +94,8 @@ def missing_input_warnings(present: tuple[str, ...] | list[str], segmenter: Segm
 
 
 def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: BrainExtractor | None = None,
-            same_frame: bool = True, min_component_ml: float = 0.3, threshold: float = 0.5) -> Segmentation:
+            same_frame: bool = True, min_component_ml: float = 0.3, threshold: float = 0.5,
+            quality_threshold: float = DEFAULT_THRESHOLD) -> Segmentation:
     """Segment the study made of ``volumes`` (role → Volume; FLAIR, T1, T1c, T2, or the
     subset of them ``segmenter.required_roles`` allows).
 
@@ -117,6 +122,7 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     core = maps.tumour_core * inside if "T1c" in prepared.channels else np.zeros_like(maps.tumour_core)
     enhancing = maps.enhancing_tumour * inside if "T1c" in prepared.channels else np.zeros_like(core)
     notes = list(maps.notes)
+    agreement, agreement_of = maps.agreement, maps.agreement_of
     maps = RegionMaps(maps.whole_tumour * inside, core, enhancing)
     t3 = time.perf_counter()
     min_voxels = int(round(min_component_ml / prepared.grid.voxel_ml))
@@ -128,10 +134,14 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     region_ml = volumes_ml(labels, prepared.grid.voxel_ml)
     if region_ml["whole_tumour"] == 0:
         warnings.append("no tumour found")
+    quality = assess_prepared(prepared, brain.mask, maps.whole_tumour, agreement, agreement_of,
+                              quality_threshold)
+    t5 = time.perf_counter()
     return Segmentation(
         grid=prepared.grid, labels=labels, source_labels=source, brain=brain.mask, volumes_ml=region_ml,
         brain_volume_ml=brain.volume_ml, model=segmenter.describe(), prepared=prepared,
         timings_s={"preprocess": round(t1 - t0, 2), "brain_extraction": round(t2 - t1, 2),
-                   "inference": round(t3 - t2, 2), "postprocess": round(t4 - t3, 2)},
+                   "inference": round(t3 - t2, 2), "postprocess": round(t4 - t3, 2), "quality": round(t5 - t4, 2)},
+        quality=quality,
         warnings=warnings,
         brain_extraction={**extractor.describe(), "method": brain.method, "series_role": brain.role or ""})

@@ -327,6 +327,13 @@ class SegmenterMember(_Strict):
     checkpoint: str = "checkpoint_final.pth"
 
 
+class SegmentationQualityCheck(_Strict):
+    """When a tumour mask is called doubtful, and what is reported then (inference/quality.py)."""
+
+    min_score: float = Field(default=0.5, ge=0, le=1)
+    report_when_doubtful: bool = False
+
+
 class SegmentationModel(_Strict):
     """Which segmenter runs; see glioma_node/conf/glioma-node.yaml."""
 
@@ -336,6 +343,7 @@ class SegmentationModel(_Strict):
     checkpoint: str = "checkpoint_final.pth"
     members: list[SegmenterMember] = Field(default_factory=list)
     min_component_ml: float = Field(default=0.3, ge=0)
+    quality: SegmentationQualityCheck = Field(default_factory=SegmentationQualityCheck)
 
     @model_validator(mode="after")
     def _path_or_members(self) -> SegmentationModel:

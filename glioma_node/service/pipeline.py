@@ -92,7 +92,8 @@ def load_models(config: Config) -> Models:
     thresholds = {"mgmt": config.thresholds.mgmt_methylated, "idh": config.thresholds.idh_mutant,
                   "chemo-benefit": config.thresholds.chemo_benefit}
     return Models(segmenter=segmenter, min_component_ml=seg.min_component_ml, radiogenomics=radiogenomics,
-                  thresholds=thresholds, workers=rg.workers or default_workers(), brain_extractor=extractor)
+                  thresholds=thresholds, workers=rg.workers or default_workers(), brain_extractor=extractor,
+                  quality_threshold=seg.quality.min_score, report_when_doubtful=seg.quality.report_when_doubtful)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

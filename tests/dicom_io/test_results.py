@@ -174,6 +174,8 @@ def test_dsrdump_renders_the_report_with_volumes_and_predictions(written):
     assert '"0.71" (1,UCUM,"no units")' in text  # its probability
     assert 'TEXT:(,,"Risk model input and its source")="IDH: clinical source"' in text
     assert '="MGMT: predicted from the im' in text  # dsrdump cuts long texts
+    assert 'CODE:(,,"Segmentation quality")=(GN0012,99GLIOMA,"Segmentation plausible")' in text
+    assert '"0.82" (1,UCUM,"no units")' in text  # the quality score
 
 
 @pytest.mark.integration
@@ -249,6 +251,28 @@ def test_summary_image_is_the_png_with_its_banner(written):
     banner = png[5:50, 5:200, :3].reshape(-1, 3).mean(axis=0)
     assert banner[0] > 150 and banner[1] < 60  # the red "research use only" band
     assert "not for diagnosis" in sc.ImageComments.lower()
+    # a colour legend beside the volumes: each overlay colour appears in the text column as a swatch
+    from glioma_node.dicom_io.results.seg import SEGMENTS
+
+    column = png[:, int(0.6 * png.shape[1]):, :3].reshape(-1, 3)
+    for spec in SEGMENTS[:3]:
+        assert (np.all(column == np.array(spec.rgb), axis=1)).sum() >= 100, spec.label
+
+
+def test_summary_column_stops_above_the_model_footer():
+    """However many warnings and features a study has, the text column ends above the
+    models and their checksums, which never overlap each other or the study line."""
+    from glioma_node.dicom_io.results.summary import FOOTER_STEP, column_layout
+
+    lines = [("WARNING: something", "warning")] * 4 + [("Head", "head")] + [(f"line {k}", "body") for k in range(40)]
+    placed, footer = column_layout(lines, [f"model {k} (sha256 0123456789ab)" for k in range(5)])
+    assert placed[-1][1].startswith("… (more in the SR")
+    assert min(y - 0.03 for y, _, _ in placed) >= max(y for y, _, _ in footer)
+    tops = [y for y, _, _ in footer]
+    assert all(a - b >= FOOTER_STEP - 1e-9 for a, b in zip(tops, tops[1:]))
+    assert min(tops) - FOOTER_STEP >= 0.012  # the last model line ends above the study line
+    short, _ = column_layout(lines[:6], ["model"])
+    assert [text for _, text, _ in short] == [text for text, _ in lines[:6]]  # nothing dropped when it fits
 
 
 def test_missing_source_instances_are_named(studies):

@@ -66,6 +66,11 @@ RISK_CUTOFF = _private("GN0006", "Risk group cutoff")
 GRAD_CAM = _private("GN0007", "Grad-CAM relevance")
 CHEMO_BENEFIT = _private("GN0008", "Chemotherapy benefit (overall survival >= 24 months)")
 RISK_INPUT = _private("GN0009", "Risk model input and its source")
+SEGMENTATION_QUALITY = _private("GN0010", "Segmentation quality")
+SEGMENTATION_DOUBTFUL = _private("GN0011", "Segmentation doubtful")
+SEGMENTATION_PLAUSIBLE = _private("GN0012", "Segmentation plausible")
+QUALITY_SCORE = _private("GN0013", "Segmentation quality score")
+QUALITY_REASON = _private("GN0014", "Reason the segmentation is doubtful")
 PRESENT = Code("52101004", "SCT", "Present")  # CID 240
 ABSENT = Code("272519000", "SCT", "Absent")  # CID 240
 

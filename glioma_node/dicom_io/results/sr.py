@@ -143,12 +143,21 @@ def _evaluation(name, value, numbers, algorithm: hd.sr.AlgorithmIdentification,
 def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics | None) -> hd.sr.ContainerContentItem:
     """TID 1500's study-level Qualitative Evaluations container: MGMT status, IDH status,
     chemotherapy benefit (when the model predicts it) and the risk group, each with its
-    probability (or Cox risk score) and threshold; and each warning about the data the
+    probability (or Cox risk score) and threshold; the segmentation's quality (doubtful or
+    plausible, its score, threshold and reasons); and each warning about the data the
     results were computed on (an incomplete series, a missing sequence) as a TEXT Comment,
     so a reader of the SR alone learns it too."""
     items: list = [hd.sr.TextContentItem(name=codes.COMMENT, value=f"Warning: {warning}"[:1024],
                                          relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
                    for warning in ctx.findings.warnings]
+    quality = ctx.findings.segmentation_quality
+    if quality is not None:
+        items.append(_evaluation(codes.SEGMENTATION_QUALITY,
+                                 codes.SEGMENTATION_DOUBTFUL if quality.doubtful else codes.SEGMENTATION_PLAUSIBLE,
+                                 [(codes.QUALITY_SCORE, round(quality.score, 4)),
+                                  (codes.DECISION_THRESHOLD, round(quality.threshold, 4))],
+                                 _algorithm(ctx, "segmentation"),
+                                 [(codes.QUALITY_REASON, reason) for reason in quality.reasons]))
     if rg is None:
         return _container(items)
     algorithm = _algorithm(ctx, "radiogenomics")
@@ -206,7 +215,7 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
     groups: list = [*_volume_groups(ctx, seg), *_outline_groups(ctx)]
     report = hd.sr.MeasurementReport(observation_context=_observer(ctx), procedure_reported=codes.BRAIN_MRI,
                                      imaging_measurements=groups, referenced_images=library)
-    if findings.radiogenomics is not None or findings.warnings:
+    if findings.radiogenomics is not None or findings.warnings or findings.segmentation_quality is not None:
         report[0].ContentSequence.append(_qualitative_evaluations(ctx, findings.radiogenomics))
     sources = [ds for uid in sorted(ctx.sources) for ds in ctx.sources[uid]]
     sr = hd.sr.Comprehensive3DSR(

@@ -3,9 +3,10 @@
 A 1600×1000 RGB panel: a "research use only, not for diagnosis" banner; three key
 slices of the reference (T1c) series with the tumour outline (necrotic core red, edema
 green, enhancing yellow) and the Grad-CAM maps of MGMT and IDH over them; volumes,
-predictions with probabilities and thresholds, the risk group, the top SHAP features
-and the model versions. It carries no patient name or ID. Saved as PNG and as a DICOM
-Secondary Capture (:func:`summary_image`).
+a colour legend, the segmentation's quality, predictions with probabilities and
+thresholds, the risk group, the top SHAP features, and at the bottom the model versions
+with their checksums (laid out from the bottom up, so nothing overlaps). It carries no
+patient name or ID. Saved as PNG and as a DICOM Secondary Capture (:func:`summary_image`).
 """
 from __future__ import annotations
 
@@ -55,16 +56,25 @@ def _short(target: str) -> str:
     return TARGET_INFO[target].short if target in TARGET_INFO else target.upper()
 
 
-def _text_lines(findings: Findings) -> list[tuple[str, str]]:
-    """(text, style) lines of the right-hand column; style is 'head', 'body', 'small' or
-    'warning' (first, in red: what the results must not be read without)."""
+def _text_lines(findings: Findings) -> tuple[list[tuple[str, str]], list[str]]:
+    """(text, style) lines of the right-hand column, and the footer lines (the models with
+    their checksums). Style is 'head', 'body', 'small', 'warning' (first, in red: what the
+    results must not be read without) or 'legend:<k>' (a volume line drawn beside the
+    colour of segment ``k`` in the overlay)."""
     lines = [(f"WARNING: {warning}"[:88], "warning") for warning in findings.warnings[:4]]
-    lines.append(("Tumour volumes", "head"))
-    for spec in SEGMENTS:
-        lines.append((f"{spec.label}: {findings.volumes_ml.get(spec.key, 0.0):.1f} ml", "body"))
+    lines.append(("Tumour volumes (overlay colours)", "head"))
+    for k, spec in enumerate(SEGMENTS):
+        style = f"legend:{k}" if k < 3 else "body"
+        lines.append((f"{spec.label}: {findings.volumes_ml.get(spec.key, 0.0):.1f} ml", style))
+    quality = findings.segmentation_quality
+    if quality is not None:
+        verdict = "DOUBTFUL" if quality.doubtful else "plausible"
+        lines.append((f"Segmentation quality {quality.score:.2f}: {verdict} (doubtful below {quality.threshold:.2f})",
+                      "warning" if quality.doubtful else "body"))
     rg = findings.radiogenomics
     if rg is None:
-        lines += [("Predictions", "head"), ("not computed (no tumour segmented or model off)", "body")]
+        lines += [("Predictions", "head"), ("not computed (see the warnings above)" if findings.warnings else
+                                            "not computed (no tumour segmented or model off)", "body")]
     else:
         lines.append(("Predictions (calibrated probability; threshold)", "head"))
         for target, p in rg.predictions.items():
@@ -81,11 +91,37 @@ def _text_lines(findings: Findings) -> list[tuple[str, str]]:
             lines.append((f"Top SHAP features, {_short(target)} (log-odds)", "head"))
             for item in p.top_features[:4]:
                 lines.append((f"{float(item['shap']):+.3f}  {str(item['feature'])[:58]}", "small"))
-    lines.append(("Models", "head"))
-    for model in findings.models:
-        lines.append((f"{model.get('task')}: {model.get('name')} {model.get('version')} "
-                      f"(sha256 {str(model.get('sha256', ''))[:12]})", "small"))
-    return lines
+    footer = [f"{model.get('task')}: {model.get('name')} {model.get('version')} "
+              f"(sha256 {str(model.get('sha256', ''))[:12]})"[:90] for model in findings.models]
+    return lines, footer
+
+
+LINE_STEP = {"small": 0.025}  # figure-height fraction per line; 0.03 for the rest
+FOOTER_STEP = 0.022
+
+
+def column_layout(lines: list[tuple[str, str]], footer: list[str]
+                  ) -> tuple[list[tuple[float, str, str]], list[tuple[float, str, str]]]:
+    """Where each line of the right-hand column goes: ``(top y, text, style)`` in figure
+    fractions (0 bottom, 1 top). The footer (a "Models" head and one line per model) is
+    laid out from the bottom up, above the study line; the column runs down from the top
+    and stops before the footer, with a last line saying the rest is in the SR."""
+    footer_top = 0.012 + FOOTER_STEP * (len(footer) + 1.6)
+    footer_placed = [(footer_top, "Models", "head")] + [
+        (footer_top - FOOTER_STEP * (k + 1.1), text, "small") for k, text in enumerate(footer)]
+    floor = footer_top + 0.02
+    placed: list[tuple[float, str, str]] = []
+    y = 0.9
+    for text, style in lines:
+        step = LINE_STEP.get(style, 0.03)
+        top = y - (0.012 if style == "head" else 0.0)
+        if top - step < floor:
+            if placed:  # the last line that fits says where the rest is
+                placed[-1] = (placed[-1][0], "… (more in the SR and findings.json)", "small")
+            break
+        placed.append((top, text, style))
+        y = top - step
+    return placed, footer_placed
 
 
 def render_summary(findings: Findings, reference: Volume) -> np.ndarray:
@@ -126,16 +162,23 @@ def render_summary(findings: Findings, reference: Volume) -> np.ndarray:
                 rgb = (1 - alpha) * rgb + alpha * hot(0.35 + 0.65 * heat)[..., :3]
             ax.imshow(np.clip(rgb, 0, 1), interpolation="nearest", aspect="equal")
             ax.set_title(f"{title}, slice {k + 1}", color="white", fontsize=10, pad=2)
-    y = 0.9
     sizes = {"head": (13, "bold", "#ffd54f"), "body": (12, "normal", "white"), "small": (10, "normal", "#cfd8dc"),
              "warning": (10, "bold", "#ff5252")}
-    for text, style in _text_lines(findings):
-        size, weight, text_colour = sizes[style]
-        if style == "head":
-            y -= 0.012
-        figure.text(0.62, y, text, color=text_colour, fontsize=size, weight=weight, va="top", family="DejaVu Sans")
-        y -= 0.03 if style != "small" else 0.025
-    figure.text(0.62, 0.015, f"Study {findings.study_instance_uid}"[:80], color="#90a4ae", fontsize=8)
+    placed, footer = column_layout(*_text_lines(findings))
+    figure.text(0.62, 0.012, f"Study {findings.study_instance_uid}"[:80], color="#90a4ae", fontsize=8)
+    for y, text, style in footer:
+        figure.text(0.62, y, text, color="#ffd54f" if style == "head" else "#cfd8dc",
+                    fontsize=11 if style == "head" else 9, weight="bold" if style == "head" else "normal", va="top")
+    for y, text, style in placed:
+        legend = style.startswith("legend:")
+        size, weight, text_colour = sizes["body" if legend else style]
+        x = 0.62
+        if legend:
+            rgb = np.asarray(SEGMENTS[int(style.split(":")[1])].rgb) / 255
+            figure.patches.append(Rectangle((0.62, y - 0.019), 0.011, 0.016, transform=figure.transFigure,
+                                            facecolor=rgb, edgecolor=rgb, linewidth=0))
+            x = 0.636
+        figure.text(x, y, text, color=text_colour, fontsize=size, weight=weight, va="top", family="DejaVu Sans")
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
