@@ -27,7 +27,7 @@ help:
 	@echo "make system-deps  Debian packages the tests use (dcmtk, dicom3tools, dcm2niix, Orthanc, Chromium, openssl, redis-server)"
 	@echo "make viewer       fetch the built OHIF viewer (npm @ohif/app) the viewer test serves"
 	@echo "make bench        speed and memory figures (table + bench-results/bench.json)"
-	@echo "make eval         segmentation Dice on the real cases (bench-results/segmentation-eval/)"
+	@echo "make eval         segmentation Dice on real cases, DATA=<folder> (bench-results/segmentation-eval/)"
 
 install: $(STAMP)
 
@@ -71,9 +71,10 @@ test-fast: install
 bench: install
 	$(PY) -m bench
 
-# Segmentation figures on the real cases of ../shared/data (Dice, baseline, overlays).
+# Segmentation figures on real labelled cases (Dice, quality control, baseline, overlays):
+# make eval DATA=<folder of case folders>; without DATA, the project's test data beside the checkout.
 eval: install
-	$(PY) -m tools.eval_segmentation
+	$(PY) -m tools.eval_segmentation $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .cache .mypy_cache .ruff_cache

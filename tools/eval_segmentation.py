@@ -78,9 +78,9 @@ class Case:
     whole_tumour_only: bool = False
 
 
-def reference_in_native() -> tuple[np.ndarray, np.ndarray]:
+def reference_in_native(root: Path = SHARED) -> tuple[np.ndarray, np.ndarray]:
     """The BraTS-space fusion label of TCGA-FG-6692 on the native T1c grid: (labels, LPS affine)."""
-    case = SHARED / TCGA
+    case = root / TCGA
     fixed_voxels, fixed_affine = read_nifti(case / "native_skullstripped" / "t1c.nii.gz")
     moving_voxels, moving_affine = read_nifti(case / "brats_space" / "t1c.nii.gz")
     label, label_affine = read_nifti(case / "brats_space" / "seg" / "fusion_simple.nii.gz")
@@ -112,21 +112,44 @@ def _label(path: Path, whole_tumour_only: bool = False) -> Callable[[], tuple[np
     return read
 
 
-def all_cases() -> list[Case]:
-    """Every real case of ../shared/data, in report order."""
-    cases = [
-        Case("tcga-native", SHARED / TCGA / "native", "fusion of 5 BraTS-2020 algorithms, carried to scanner space",
-             reference_in_native),
-        Case("tcga-brats-space", SHARED / TCGA / "brats_space", "fusion of 5 BraTS-2020 algorithms",
-             _label(SHARED / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz")),
-        Case("brats23-gli-00001", SHARED / "brats23-gli-00001-000", "none", lambda: None),
-        Case("upenn-gbm-00002", SHARED / "upenn-gbm-00002", "UPENN-GBM label (T2 only: missing-sequence run)",
-             _label(SHARED / "upenn-gbm-00002" / "seg.nii.gz")),
+def all_cases(root: Path = SHARED) -> list[Case]:
+    """Every real case under ``root``, in report order: the project's named cases where they
+    are (see the module doc), then any other folder holding NIfTI images of FLAIR or T2 and a
+    label map (``label.nii.gz``, a whole-tumour mask as in the LGG dataset; ``seg`` and the
+    BraTS names, labels 1/2/4), named after its folder."""
+    from functools import partial
+
+    from glioma_node.training.seg.real_cases import find_real_cases, label_file
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder of real cases at {root} (make eval DATA=<folder>)")
+    cases = []
+    named = [
+        ("tcga-native", root / TCGA / "native", "fusion of 5 BraTS-2020 algorithms, carried to scanner space",
+         partial(reference_in_native, root), root / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz"),
+        ("tcga-brats-space", root / TCGA / "brats_space", "fusion of 5 BraTS-2020 algorithms",
+         _label(root / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz"), None),
+        ("brats23-gli-00001", root / "brats23-gli-00001-000", "none", lambda: None, None),
+        ("upenn-gbm-00002", root / "upenn-gbm-00002", "UPENN-GBM label (T2 only: missing-sequence run)",
+         _label(root / "upenn-gbm-00002" / "seg.nii.gz"), None),
     ]
-    for folder in sorted((SHARED / KAGGLE).iterdir()):
-        if (folder / "label.nii.gz").is_file():
-            cases.append(Case(f"kaggle-{folder.name}", folder, "manual FLAIR-abnormality mask (whole tumour)",
-                              _label(folder / "label.nii.gz", True), whole_tumour_only=True))
+    for name, folder, kind, reference, needs in named:
+        if folder.is_dir() and (needs is None or needs.is_file()):
+            cases.append(Case(name, folder, kind, reference))
+    if (root / KAGGLE).is_dir():
+        for folder in sorted((root / KAGGLE).iterdir()):
+            if (folder / "label.nii.gz").is_file():
+                cases.append(Case(f"kaggle-{folder.name}", folder, "manual FLAIR-abnormality mask (whole tumour)",
+                                  _label(folder / "label.nii.gz", True), whole_tumour_only=True))
+    taken = {c.folder.resolve() for c in cases} | {(root / TCGA).resolve()}
+    for folder in find_real_cases([root]):
+        if folder.resolve() in taken or any(p in taken for p in folder.resolve().parents):
+            continue
+        label = label_file(folder)
+        assert label is not None
+        whole = label.name.startswith("label.")
+        cases.append(Case(folder.name, folder, "whole-tumour mask" if whole else "label map (BraTS labels)",
+                          _label(label, whole), whole_tumour_only=whole))
     return cases
 
 
@@ -197,13 +220,16 @@ def overlay_png(path: Path, image: np.ndarray, labels: np.ndarray, title: str, r
     plt.close(fig)
 
 
-def brain_extraction_on_native() -> dict:
-    """deepbet on the native TCGA head against the HD-BET mask of BraTS-Toolkit: volume and Dice."""
-    prepared = prepare(nifti_volumes(SHARED / TCGA / "native"))
+def brain_extraction_on_native(root: Path = SHARED) -> dict | None:
+    """deepbet on the native TCGA head against the HD-BET mask of BraTS-Toolkit: volume and
+    Dice (None when ``root`` does not hold that case)."""
+    if not (root / TCGA / "native_skullstripped" / "t1c_brainmask.nii.gz").is_file():
+        return None
+    prepared = prepare(nifti_volumes(root / TCGA / "native"))
     start = time.perf_counter()
     brain = BrainExtractor().extract(prepared)
     seconds = time.perf_counter() - start
-    reference, affine = read_nifti(SHARED / TCGA / "native_skullstripped" / "t1c_brainmask.nii.gz")
+    reference, affine = read_nifti(root / TCGA / "native_skullstripped" / "t1c_brainmask.nii.gz")
     ours = resample(brain.mask.astype(np.uint8), prepared.grid, Grid(reference.shape, affine),
                     interpolation="nearest") > 0
     ref = reference > 0
@@ -225,7 +251,8 @@ def run_one(case: Case, reference: tuple[np.ndarray, np.ndarray] | None, dicom_d
     findings = outcome.findings
     entry = {"ran": True, "volumes_ml": findings.volumes_ml, "seconds": seconds,
              "brain_volume_ml": findings.brain_volume_ml, "warnings": findings.warnings,
-             "reference_role": findings.reference_role}
+             "reference_role": findings.reference_role,
+             "quality": None if findings.segmentation_quality is None else findings.segmentation_quality.to_json()}
     if reference is not None:
         labels, affine = reference
         dice = region_dice(labels_on(findings, affine, labels.shape), labels)
@@ -268,6 +295,7 @@ def evaluate(out: Path, segmenters: dict[str, Segmenter], cases: list[Case] | No
                 entry["segmenters"][name] = result
             results["cases"][case.name] = entry
     results["medians"] = kaggle_medians(results)
+    results["quality_control"] = quality_control(results)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text("\n".join(dice_table(results)) + "\n")
     return results
@@ -285,6 +313,28 @@ def _picture(path: Path, case: Case, findings: Findings, reference: tuple | None
                 ref_on_image)
 
 
+def quality_control(results: dict) -> dict:
+    """Per segmenter, how the quality warning ("segmentation doubtful") met the real Dice:
+    warned among cases with whole-tumour Dice < 0.70 and among those ≥ 0.80, and the
+    score's AUC for Dice < 0.70 (ties count half; None without both kinds of case)."""
+    out = {}
+    for name in results["segmenters"]:
+        rows = [(c["segmenters"][name]["dice"]["whole_tumour"], c["segmenters"][name]["quality"])
+                for c in results["cases"].values()
+                if c["segmenters"].get(name, {}).get("ran") and "dice" in c["segmenters"][name]
+                and c["segmenters"][name].get("quality")]
+        bad = [q for d, q in rows if d < 0.7]
+        good = [q for d, q in rows if d >= 0.7]
+        auc = (sum(1.0 if b["score"] < g["score"] else 0.5 if b["score"] == g["score"] else 0.0
+                   for b in bad for g in good) / (len(bad) * len(good))) if bad and good else None
+        out[name] = {"cases": len(rows), "dice_below_0.70": len(bad),
+                     "warned_below_0.70": sum(q["doubtful"] for q in bad),
+                     "dice_at_least_0.80": sum(d >= 0.8 for d, _ in rows),
+                     "warned_at_least_0.80": sum(q["doubtful"] for d, q in rows if d >= 0.8),
+                     "auc_for_dice_below_0.70": None if auc is None else round(auc, 3)}
+    return out
+
+
 def kaggle_medians(results: dict) -> dict:
     """Median and minimum whole-tumour Dice over the TCGA-LGG (kaggle) cases, per segmenter."""
     out = {}
@@ -299,23 +349,27 @@ def kaggle_medians(results: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="segmentation figures on the real cases of ../shared/data")
+    parser = argparse.ArgumentParser(description="segmentation figures on real labelled cases")
+    parser.add_argument("--data", type=Path, default=SHARED,
+                        help="folder of real cases: NIfTI images and a label map per case folder (default: the "
+                             "project's test data beside the checkout)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODELS / "segmentation")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "segmentation-eval")
     parser.add_argument("--segmenters", default=",".join(SEGMENTERS), help=f"comma-separated from {SEGMENTERS}")
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--card", action="store_true", help="rewrite the model's MODEL_CARD.md with these figures")
     args = parser.parse_args()
-    cases = all_cases()
+    cases = all_cases(args.data)
     if args.cases:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.name in wanted]
     segmenters = load_segmenters(tuple(args.segmenters.split(",")), args.model)
     results = evaluate(args.out, segmenters, cases)
-    results["brain_extraction_native"] = brain_extraction_on_native()
+    results["brain_extraction_native"] = brain_extraction_on_native(args.data)
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(dice_table(results)))
-    print(json.dumps(results["brain_extraction_native"]))
+    print(json.dumps({"quality_control": results["quality_control"],
+                      "brain_extraction_native": results["brain_extraction_native"]}, indent=1))
     if args.card:
         for png in args.out.glob("*.png"):
             shutil.copyfile(png, args.model / f"eval-{png.name}")
