@@ -108,7 +108,9 @@ def _label(path: Path, whole_tumour_only: bool = False) -> Callable[[], tuple[np
     def read() -> tuple[np.ndarray, np.ndarray]:
         voxels, affine = read_nifti(path)
         labels = voxels.astype(np.uint8)
-        return ((labels > 0).astype(np.uint8) * 2 if whole_tumour_only else labels), affine
+        if whole_tumour_only:
+            return (labels > 0).astype(np.uint8) * 2, affine
+        return np.where(labels == 3, 4, labels).astype(np.uint8), affine  # BraTS 2023: enhancing tumour is 3
     return read
 
 
@@ -119,7 +121,8 @@ def all_cases(root: Path = SHARED) -> list[Case]:
     BraTS names, labels 1/2/4), named after its folder."""
     from functools import partial
 
-    from glioma_node.training.seg.real_cases import find_real_cases, label_file
+    from glioma_node.training.seg.dataset import is_whole_tumour_mask, label_file
+    from glioma_node.training.seg.real_cases import find_real_cases
 
     if not root.is_dir():
         raise FileNotFoundError(f"no folder of real cases at {root} (make eval DATA=<folder>)")
@@ -147,8 +150,9 @@ def all_cases(root: Path = SHARED) -> list[Case]:
             continue
         label = label_file(folder)
         assert label is not None
-        whole = label.name.startswith("label.")
-        cases.append(Case(folder.name, folder, "whole-tumour mask" if whole else "label map (BraTS labels)",
+        whole = is_whole_tumour_mask(label)
+        name = folder.name if folder.name not in {c.name for c in cases} else str(folder.relative_to(root))
+        cases.append(Case(name, folder, "whole-tumour mask" if whole else "label map (BraTS labels)",
                           _label(label, whole), whole_tumour_only=whole))
     return cases
 

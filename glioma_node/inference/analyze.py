@@ -95,7 +95,7 @@ def analyze(study: StudyInput, models: Models) -> Findings:
         if lacking:
             warnings.append(f"MGMT, IDH and risk withheld: the radiogenomic model was trained on FLAIR, T1, T1c and "
                             f"T2 and this study lacks {', '.join(lacking)}")
-        elif doubtful and not models.report_when_doubtful:
+        elif doubtful and not models.report_when_doubtful and (seg.labels > 0).any():
             warnings.append("MGMT, IDH and risk withheld: the segmentation they would be computed in is doubtful "
                             "(set models.segmentation.quality.report_when_doubtful to report them anyway)")
         elif (seg.labels > 0).any():

@@ -17,6 +17,12 @@ rim taken for edema, the mirror images of normal anatomy), not fitted to any cas
   dropped, against the whole tumour's volume. A ratio within 1/3-3 → 1, 1/9 or 9 → 0:
   an over-call of symmetric tissue, or a miss of an obvious one-sided lesion.
   With no mask at all, 3 ml of such asymmetry → 1, 10 ml → 0 (a missed lesion).
+* **Fit to the hyperintensity**: the whole tumour is the FLAIR (or T2) abnormality, so
+  the share of the mask that is not hyperintense (0.3 → 1, 0.6 → 0: tumour drawn over
+  normal-looking tissue), and the hyperintense volume contiguous with the mask but more
+  than 2 mm outside it, over the mask's volume (0.5 → 1, 1.5 → 0: part of the lesion
+  missed). Hyperintense: smoothed z-score above 1 and above half-way between the mask's
+  median and the rest of the brain's.
 * **Outside the brain**: the share of the whole tumour outside the brain mask. 0.05 → 1, 0.3 → 0.
 * **Agreement**: Dice between test-time variants (the input and its mirror image, or
   the members of an ensemble), when the segmenter reports one. 0.8 → 1, 0.5 → 0.
@@ -76,17 +82,45 @@ def flair_asymmetry_ml(channels: Mapping[str, np.ndarray], brain: np.ndarray, sp
     return float(bright.sum() * voxel_ml)
 
 
+def hyperintensity_fit(channels: Mapping[str, np.ndarray], brain: np.ndarray, wt: np.ndarray, spacing_mm: float
+                      ) -> tuple[float, float] | None:
+    """How the mask fits the FLAIR (else T2) hyperintensity that defines a whole tumour:
+    (share of the mask that is not hyperintense, hyperintense volume contiguous with the
+    mask but outside it over the mask's volume). Hyperintense: smoothed z-score above
+    both 1 and half-way between the mask's median and the rest of the brain's. None
+    without FLAIR or T2, or with an empty mask."""
+    role = "FLAIR" if "FLAIR" in channels else "T2" if "T2" in channels else None
+    if role is None or not wt.any() or not brain.any():
+        return None
+    z = ndimage.gaussian_filter(zscore(channels[role] * brain, brain), 1.0 / spacing_mm)
+    around = brain & ~ndimage.binary_dilation(wt, iterations=max(1, int(round(4 / spacing_mm))))
+    if not around.any():
+        return None
+    cut = max(1.0, (float(np.median(z[wt & brain])) if (wt & brain).any() else 0.0) / 2
+              + float(np.median(z[around])) / 2)
+    bright = (z > cut) & brain
+    not_bright = float((wt & ~bright).sum() / wt.sum())
+    parts, _ = ndimage.label(bright)
+    touching = np.unique(parts[wt & bright])
+    contiguous = np.isin(parts, touching[touching > 0])
+    rim = ndimage.binary_dilation(wt, iterations=max(1, int(round(2 / spacing_mm))))
+    beyond = float((contiguous & ~rim).sum() / wt.sum())
+    return not_bright, beyond
+
+
 def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: np.ndarray, spacing_mm: float,
            agreement: float | None = None, agreement_of: str = "test-time variants",
-           threshold: float = DEFAULT_THRESHOLD) -> SegmentationQuality:
+           threshold: float = DEFAULT_THRESHOLD, mask: np.ndarray | None = None) -> SegmentationQuality:
     """The quality of one whole-tumour probability map (see the module doc).
 
     ``channels``: role → image on the grid (any scale; z-scored here inside ``brain``);
-    ``brain``: the brain mask; ``whole_tumour``: probabilities in [0, 1]; ``agreement``:
-    Dice between the segmenter's test-time variants, described by ``agreement_of``.
+    ``brain``: the brain mask; ``whole_tumour``: probabilities in [0, 1]; ``mask``: the
+    whole tumour as reported (after post-processing; default: probability > 0.5);
+    ``agreement``: Dice between the segmenter's test-time variants, described by
+    ``agreement_of``.
     """
     voxel_ml = spacing_mm ** 3 / 1000
-    wt = whole_tumour > 0.5
+    wt = whole_tumour > 0.5 if mask is None else mask.astype(bool)
     wt_ml = float(wt.sum() * voxel_ml)
     evidence: dict[str, float] = {"whole_tumour_ml": round(wt_ml, 2)}
     factors: list[tuple[float, str]] = []
@@ -104,11 +138,14 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
                     f"{symmetric:.0%} of the whole tumour is mirrored on the other side (symmetric: ventricles, "
                     "periventricular signal or normal anatomy?)"))
     t1w = "T1" if "T1" in channels else "T1c" if "T1c" in channels else None
-    if t1w is not None:
+    if t1w is not None and brain.sum() >= 10:
         t1 = zscore(channels[t1w] * brain, brain)
         dark = t1 < np.percentile(t1[brain], 10)
         if "FLAIR" in channels:
             dark &= zscore(channels["FLAIR"] * brain, brain) < 0.5
+        if "T1c" in channels:  # a necrotic core lies inside an enhancing rim; a ventricle does not
+            enhancing = (zscore(channels["T1c"] * brain, brain) > 2.0) & wt
+            dark &= ~ndimage.binary_dilation(enhancing, iterations=max(1, int(round(6 / spacing_mm))))
         deep = ndimage.distance_transform_edt(brain) * spacing_mm > 15.0
         csf = float((wt & dark & deep).sum() / wt.sum())
         evidence["deep_csf_share"] = csf
@@ -118,6 +155,14 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
         evidence["volume_to_asymmetry"] = ratio
         factors.append((_ramp(abs(np.log(ratio)), np.log(3.0), np.log(9.0)),
                         f"whole tumour {wt_ml:.0f} ml against {asym:.0f} ml of one-sided FLAIR hyperintensity"))
+    fit = hyperintensity_fit(channels, brain, wt, spacing_mm)
+    if fit is not None:
+        not_bright, beyond = fit
+        evidence["not_hyperintense_share"], evidence["contiguous_beyond_ratio"] = not_bright, beyond
+        factors.append((_ramp(not_bright, 0.3, 0.6), f"{not_bright:.0%} of the whole tumour is not hyperintense on "
+                                                     "FLAIR (tumour drawn over normal-looking tissue?)"))
+        factors.append((_ramp(beyond, 0.5, 1.5), f"the FLAIR hyperintensity it belongs to extends {beyond:.1f}× the "
+                                                  "mask's volume beyond it (part of the lesion missed?)"))
     outside = float((wt & ~brain).sum() / wt.sum())
     evidence["outside_brain_share"] = outside
     factors.append((_ramp(outside, 0.05, 0.3), f"{outside:.0%} of the whole tumour lies outside the brain mask"))
@@ -125,10 +170,14 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
         evidence["agreement_dice"] = agreement
         factors.append((_ramp(agreement, 0.8, 0.5), f"{agreement_of} agree on the whole tumour with Dice "
                                                      f"{agreement:.2f} only"))
-    undecided = float((whole_tumour > 0.3).sum() / max(1, (whole_tumour > 0.7).sum()) - 1.0)
-    evidence["undecided_ratio"] = undecided
-    factors.append((_ramp(undecided, 0.6, 2.0), f"the model is undecided on much of the mask "
-                                                f"({undecided:.1f}× the confident volume)"))
+    confident = int((whole_tumour > 0.7).sum())
+    if confident:
+        undecided = float((whole_tumour > 0.3).sum() / confident - 1.0)
+        evidence["undecided_ratio"] = undecided
+        factors.append((_ramp(undecided, 0.6, 2.0), f"the model is undecided on much of the mask "
+                                                    f"({undecided:.1f}× the confident volume)"))
+    else:
+        factors.append((0.0, "no voxel of the mask has a probability above 0.7"))
     fragments = 1.0 - _largest_share(wt)
     evidence["fragment_share"] = fragments
     factors.append((_ramp(fragments, 0.4, 0.8), f"{fragments:.0%} of the whole tumour lies outside its largest part"))
@@ -137,7 +186,8 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
 
 def _result(factors: list[tuple[float, str]], evidence: dict[str, float], threshold: float) -> SegmentationQuality:
     score = min((f for f, _ in factors), default=1.0)
-    reasons = [why for f, why in sorted(factors) if f < 0.7]
+    # the reasons of a doubtful mask: every factor below 0.7, weakest first; none for a plausible one
+    reasons = [why for f, why in sorted(factors) if f < 0.7] if score < threshold else []
     return SegmentationQuality(score=round(score, 4), threshold=threshold, doubtful=score < threshold,
                                reasons=reasons, evidence={k: float(v) for k, v in evidence.items()})
 
@@ -152,12 +202,15 @@ def _pool(array: np.ndarray, factor: int) -> np.ndarray:
 
 
 def assess_prepared(prepared: PreparedStudy, brain: np.ndarray, whole_tumour: np.ndarray, agreement: float | None,
-                    agreement_of: str, threshold: float = DEFAULT_THRESHOLD, spacing_mm: float = 2.0
-                    ) -> SegmentationQuality:
+                    agreement_of: str, threshold: float = DEFAULT_THRESHOLD, spacing_mm: float = 2.0,
+                    mask: np.ndarray | None = None) -> SegmentationQuality:
     """:func:`assess` of a prepared study (1 mm canonical grid), computed at ``spacing_mm``
-    (block means: the evidence is about millilitres, and 2 mm keeps it under a second)."""
+    (block means: the evidence is about millilitres, and 2 mm keeps it under a second);
+    ``mask``: the reported whole tumour on the 1 mm grid."""
     factor = max(1, int(round(spacing_mm / prepared.grid.spacing[0])))
     spacing = prepared.grid.spacing[0] * factor
     low_brain = _pool(brain, factor) > 0.5
     channels = {role: _pool(image, factor) for role, image in prepared.channels.items()}
-    return assess(channels, low_brain, _pool(whole_tumour, factor), spacing, agreement, agreement_of, threshold)
+    low_mask = None if mask is None else _pool(mask.astype(np.float32), factor) >= 0.5
+    return assess(channels, low_brain, _pool(whole_tumour, factor), spacing, agreement, agreement_of, threshold,
+                  low_mask)

@@ -135,7 +135,7 @@ def segment(volumes: Mapping[str, Volume], segmenter: Segmenter, extractor: Brai
     if region_ml["whole_tumour"] == 0:
         warnings.append("no tumour found")
     quality = assess_prepared(prepared, brain.mask, maps.whole_tumour, agreement, agreement_of,
-                              quality_threshold)
+                              quality_threshold, mask=labels > 0)
     t5 = time.perf_counter()
     return Segmentation(
         grid=prepared.grid, labels=labels, source_labels=source, brain=brain.mask, volumes_ml=region_ml,

@@ -87,6 +87,44 @@ def test_an_over_call_far_beyond_the_flair_signal_is_doubtful():
     assert quality.doubtful and "one-sided FLAIR hyperintensity" in quality.warning
 
 
+def test_a_mask_that_covers_part_of_its_lesion_is_doubtful():
+    """An under-call: the hyperintensity the mask belongs to runs well beyond it."""
+    brain, lesion = _brain(), _ball((24, 30, 14), 9) & _brain()
+    part = lesion & _ball((24, 24, 14), 4)
+    quality = assess(_images(brain, lesion, _ventricles()), brain, part.astype(np.float32), 2.0, agreement=0.95)
+    assert quality.doubtful and "extends" in quality.warning and "part of the lesion missed" in quality.warning
+
+
+def test_a_mask_over_normal_looking_tissue_is_doubtful():
+    brain, lesion = _brain(), _ball((24, 24, 14), 6)
+    elsewhere = _ball((24, 40, 40), 6)
+    quality = assess(_images(brain, lesion, _ventricles()), brain, elsewhere.astype(np.float32), 2.0, agreement=0.95)
+    assert quality.doubtful and "not hyperintense on FLAIR" in quality.warning
+
+
+def test_a_t2_only_study_and_an_empty_brain_mask_get_an_answer_not_a_crash():
+    brain, lesion = _brain(), _ball((24, 24, 14), 6)
+    images = _images(brain, lesion, _ventricles())
+    t2_only = assess({"T2": images["FLAIR"]}, brain, lesion.astype(np.float32), 2.0)
+    assert not t2_only.doubtful and "deep_csf_share" not in t2_only.evidence  # no T1w: that check is skipped
+    nothing = assess(images, np.zeros(SHAPE, bool), lesion.astype(np.float32), 2.0)
+    assert nothing.doubtful and "outside the brain mask" in nothing.warning
+
+
+def test_a_necrotic_core_inside_an_enhancing_rim_is_not_taken_for_a_ventricle():
+    brain = _brain()
+    tumour = _ball((24, 32, 14), 8)
+    core = _ball((24, 32, 14), 5)
+    images = _images(brain, tumour, _ventricles())
+    images["T1"][core] = 20  # CSF-dark necrosis, FLAIR not bright
+    images["FLAIR"][core] = 90
+    t1c = images["T1"].copy()
+    t1c[tumour & ~core] = 260  # the enhancing rim
+    images["T1c"] = t1c
+    quality = assess(images, brain, tumour.astype(np.float32), 2.0, agreement=0.95)
+    assert quality.evidence["deep_csf_share"] < 0.15 and "ventricular CSF" not in quality.warning
+
+
 def test_the_threshold_is_the_configured_one():
     brain, lesion = _brain(), _ball((24, 24, 14), 6)
     images = _images(brain, lesion, _ventricles())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from glioma_node.core.roles import ROLES
@@ -143,3 +144,63 @@ def test_synthesise_still_gives_a_sample_of_the_right_shape():
     sample = synthesise(add_structures(classes, brain), brain, np.random.default_rng(6))
     assert sample.image.shape == (4, 48, 48, 48) and sample.target.shape == (3, 48, 48, 48)
     assert np.isfinite(sample.image).all()
+
+
+def test_a_site_case_without_t2_never_loses_its_flair():
+    """A case that has FLAIR but no T2 keeps FLAIR in every sample (the whole tumour is seen
+    on it), and its missing T2 is zeros, never noise."""
+    classes, brain = _head(40)
+    tumour = is_tumour(classes)
+    raw = render_classes(classes, tumour, brain, np.random.default_rng(7))
+    rng = np.random.default_rng(8)
+    flair, t2 = ROLES.index("FLAIR"), ROLES.index("T2")
+    targets = np.zeros((3, *classes.shape), np.float32)
+    for _ in range(60):
+        sample = corrupt(raw, brain, tumour, targets, rng, present=(True, True, True, False))
+        assert (sample.image[flair] != 0).any() and not (sample.image[t2] != 0).any()
+
+
+def test_a_tumour_crossing_the_midline_bridges_it_in_grey_and_white_matter_only():
+    from glioma_node.training.seg.generator import _across_midline
+
+    classes, brain = _head()
+    classes = add_structures(classes, brain)
+    c = (classes.shape[2] - 1) / 2
+    z, y, x = np.meshgrid(*[np.arange(n) for n in classes.shape], indexing="ij")
+    near = ((z - 40) ** 2 + (y - 32) ** 2 + (x - c - 5) ** 2 <= 16) & np.isin(classes, (GM, WM))  # 5 voxels off
+    classes[near] = EDEMA_CLASS
+    soft = np.stack([is_tumour(classes), np.isin(classes, (CORE, ENHANCING_CLASS)), classes == ENHANCING_CLASS])
+    for seed in range(20):
+        crossed = _across_midline(classes, soft.astype(np.float32), brain, np.random.default_rng(seed))
+        if crossed is None:
+            continue
+        out, targets = crossed
+        added = is_tumour(out) & ~is_tumour(classes)
+        assert added.any() and np.isin(classes[added], (GM, WM)).all(), "only grey and white matter is taken over"
+        assert (targets[0][added] == 1).all()
+        parts, n = ndimage.label(is_tumour(out) & (np.abs(x - c) <= 12) & (np.abs(z - 40) <= 4))
+        assert (x[is_tumour(out)] < c).any() and (x[is_tumour(out)] > c).any(), "on both sides"
+        biggest = np.argmax(ndimage.sum(np.ones_like(parts), parts, index=np.arange(1, n + 1))) + 1
+        assert (x[parts == biggest] < c).any() and (x[parts == biggest] > c).any(), "one connected tumour across"
+        return
+    pytest.fail("no crossing drawn in 20 tries")
+
+
+def test_a_soft_border_fades_outwards_as_well_as_in():
+    """With a soft border the tumour's contrast runs past its label (half strength at the
+    edge), not only inwards: the label stays where the contrast is half."""
+    classes, brain = _head(48)
+    tumour = is_tumour(classes)
+    distance_out = ndimage.distance_transform_edt(~tumour)
+    shell = (distance_out > 0) & (distance_out <= 2)
+    far = (classes == WM) & (distance_out > 8)
+    flair = ROLES.index("FLAIR")
+
+    def excess(sigma: float) -> float:
+        ratios = []
+        for seed in range(6):  # same seeds, so the same contrasts, hard against soft
+            raw = render_classes(classes, tumour, brain, np.random.default_rng(seed), border_sigma=sigma)
+            ratios.append(raw[flair][shell].mean() / raw[flair][far].mean())
+        return float(np.mean(ratios))
+
+    assert excess(2.0) > excess(0.0) + 0.1

@@ -101,9 +101,9 @@ def test_a_site_fine_tunes_on_its_own_cases_and_chooses_by_real_dice(synth_cohor
     from glioma_node.training.seg.dataset import load_case
     from glioma_node.training.seg.train import TrainSettings, train_segmentation
 
-    site = tmp_path / "site"
-    for case in sorted((synth_cohort / "nifti").iterdir()):
-        folder = site / case.name
+    site, held_out = tmp_path / "site", tmp_path / "held-out"
+    for n, case in enumerate(sorted((synth_cohort / "nifti").iterdir())):
+        folder = (held_out if n == 0 else site) / case.name
         folder.mkdir(parents=True)
         for name in ("flair", "t1", "t1c"):
             shutil.copyfile(case / f"{name}.nii.gz", folder / f"{name}.nii.gz")
@@ -114,18 +114,28 @@ def test_a_site_fine_tunes_on_its_own_cases_and_chooses_by_real_dice(synth_cohor
     assert first.known == (True, False, False) and first.present == (True, True, True, False)
     assert first.images is not None and not first.images[3].any() and first.soft_regions[0].sum() > 0
     out = tmp_path / "model"
+    with pytest.raises(ValueError, match="both training and real validation cases"):
+        train_segmentation(site, out, TrainSettings(iterations=2, patch=32, real_validation=(site,), real_cache=cache),
+                           progress=False)
     result = train_segmentation(site, out, TrainSettings(iterations=2, patch=32, validate_every=1, init=DEFAULT_MODELS /
-                                                         "segmentation", real_validation=(site,), real_cache=cache),
-                                progress=False)
+                                                         "segmentation", real_validation=(held_out,),
+                                                         real_cache=cache), progress=False)
     assert [v["step"] for v in result["validation"]] == [1, 2]
     for entry in result["validation"]:
         assert entry["tumour_core"] is None and entry["enhancing_tumour"] is None  # the labels define WT only
-        assert sorted(entry["real"]["cases"]) == sorted(p.name for p in site.iterdir())
-    chosen = max(result["validation"], key=lambda v: v["real"]["median"])
+        assert sorted(entry["real"]["cases"]) == sorted(p.name for p in held_out.iterdir())
+    chosen = max(result["validation"], key=lambda v: (v["real"]["median"], v["real"]["min"]))
     assert result["chosen_step"] == chosen["step"] and result["selection"].startswith("median real whole-tumour")
     manifest = read_manifest(out)
-    assert manifest.data["training"]["data"].startswith("3 image cases of site")
-    assert manifest.data["training"]["real_validation"]["cases"] == 3
+    assert manifest.data["training"]["data"].startswith("2 image cases of site")
+    assert manifest.data["training"]["real_validation"]["cases"] == 1
+    assert manifest.data["name"] == "glioma-node-segresnet-finetuned"
+    # the kept weights are the chosen step's
+    assert (out / "model.pt").read_bytes() == (out / "checkpoints" / f"step-{chosen['step']}.pt").read_bytes()
+    # resuming without the real cases it was validated on is refused (one figure chooses, never a mix)
+    with pytest.raises(ValueError, match="resume with the same --real-val"):
+        train_segmentation(site, out, TrainSettings(iterations=2, patch=32, resume=True, real_cache=cache),
+                           progress=False)
     assert (out / "checkpoints" / "step-2.pt").is_file()
     NativeSegmenter(out)
     assert "selection on real data, not training on it" in (out / "MODEL_CARD.md").read_text()

@@ -104,7 +104,7 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
               + ": real anatomy, pathology and artefacts it has not seen "
               "(post-operative cavities, haemorrhage, calcification, motion) can be missed or over-called.",
               "- Runs at 2 mm; thin enhancing rims are blurred.",
-              "- Checked on the twelve real cases above only (`make eval`). Not a medical device. **Research use "
+              "- Checked on the real cases above only (`make eval`). Not a medical device. **Research use "
               "only, not for diagnosis.**", ""]
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))

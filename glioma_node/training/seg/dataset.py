@@ -55,12 +55,28 @@ class Case:
     present: tuple[bool, ...] = (True,) * len(ROLES)
 
 
-def _label_file(case_dir: Path) -> Path | None:
-    for pattern in ("seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*", WHOLE_TUMOUR_LABEL):
-        hits = sorted(case_dir.glob(pattern))
+# Where a case folder's label map is, in order: the BraTS names, a segmentation (not a brain
+# parenchyma one, as UCSF-PDGM ships beside its tumour label), the LGG dataset's label.nii.gz,
+# and a seg/ folder of labels (the fusion of TCGA-FG-6692's first).
+LABEL_PATTERNS = ("seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*", WHOLE_TUMOUR_LABEL, "seg/*.nii*")
+
+
+def label_file(case_dir: Path) -> Path | None:
+    """The case folder's label map (see LABEL_PATTERNS), or None."""
+    for pattern in LABEL_PATTERNS:
+        hits = sorted(p for p in case_dir.glob(pattern) if "brain" not in p.name.lower())
         if hits:
             return hits[0]
     return None
+
+
+def is_whole_tumour_mask(path: Path) -> bool:
+    """A ``label.nii*`` that holds only 0 and 1: the LGG dataset's FLAIR-abnormality mask.
+    A multi-class label of that name is read as BraTS labels."""
+    if not path.match(WHOLE_TUMOUR_LABEL):
+        return False
+    voxels, _ = read_nifti(path)
+    return bool(np.isin(np.unique(voxels), (0, 1)).all())
 
 
 def find_cases(root: Path) -> list[Path]:
@@ -68,7 +84,7 @@ def find_cases(root: Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"training data folder not found: {root}")
     folders = {p.parent for p in root.rglob("*.nii*")}
-    return sorted(f for f in folders if _label_file(f) is not None)
+    return sorted(f for f in folders if label_file(f) is not None)
 
 
 def _to_grid(voxels: np.ndarray, source: Grid, target: Grid, soft: bool) -> np.ndarray:
@@ -90,6 +106,8 @@ def load_site_case(case_dir: Path, spacing_mm: float, cache: Path) -> Case:
     (real,) = load_real_cases([case_dir], cache, spacing_mm, only_this_folder=True)
     present = tuple(role in real.sequences for role in ROLES)
     # positive intensities inside the brain (the scanner effects multiply and clip), zeros elsewhere
+    if real.brain.sum() < 10:
+        raise ValueError(f"{case_dir}: brain extraction found no brain (deepbet's mask is empty)")
     images = np.stack([np.where(real.brain, ch - ch[real.brain].min() + 0.1, 0.0) if has else np.zeros_like(ch)
                        for ch, has in zip(real.x, present)]).astype(np.float32)
     wt = real.reference.astype(np.float32)
@@ -100,9 +118,11 @@ def load_site_case(case_dir: Path, spacing_mm: float, cache: Path) -> Case:
 def load_case(case_dir: Path, spacing_mm: float = 2.0, cache: Path | None = None) -> Case:
     """Read one case folder onto the working grid (see the module doc). ``cache``: where a
     site case's prepared arrays are kept (:func:`load_site_case`)."""
-    label_path = _label_file(case_dir)
-    if label_path is not None and label_path.match(WHOLE_TUMOUR_LABEL):
-        return load_site_case(case_dir, spacing_mm, cache or case_dir.parent / ".prepared")
+    label_path = label_file(case_dir)
+    if label_path is not None and is_whole_tumour_mask(label_path):
+        from glioma_node.training.seg.train import default_cache
+
+        return load_site_case(case_dir, spacing_mm, cache or default_cache())
     if label_path is None:
         raise FileNotFoundError(f"{case_dir}: no label map (seg.nii.gz, *-seg.nii.gz or *_seg.nii.gz)")
     seg, affine = read_nifti(label_path)

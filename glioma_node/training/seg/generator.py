@@ -229,7 +229,8 @@ def _background_classes(classes: np.ndarray, tumour: np.ndarray) -> np.ndarray:
     return classes[tuple(nearest)]
 
 
-def render_classes(classes: np.ndarray, tumour: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def render_classes(classes: np.ndarray, tumour: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                   border_sigma: float | None = None) -> np.ndarray:
     """(4, z, y, x) raw intensities drawn from the class map: random contrasts, texture,
     unlabelled distractor spots, the tumour's border hard or soft, and partial-volume blur
     (see the module doc). A soft border fades the tumour's contrast into the tissue around
@@ -240,7 +241,13 @@ def render_classes(classes: np.ndarray, tumour: np.ndarray, brain: np.ndarray, r
     wmh = _spots(shape, (classes == TISSUE_LABELS["wm"]), rng, int(rng.integers(0, 12)))
     blur = rng.uniform(0.3, 1.0)
     soft = rng.uniform(0.5, 2.0) if tumour.any() and rng.random() < 0.5 else 0.0
+    if border_sigma is not None:  # a given border (voxels; 0: hard) instead of a random one
+        soft = border_sigma if tumour.any() else 0.0
     background = _background_classes(classes, tumour) if soft else classes
+    foreground = classes
+    if soft:  # every voxel's nearest tumour class, so the contrast fades outwards as well as in
+        nearest = ndimage.distance_transform_edt(~tumour, return_distances=False, return_indices=True)
+        foreground = classes[tuple(nearest)]
     weight = ndimage.gaussian_filter(tumour.astype(np.float32), soft) if soft else None
     channels = []
     for c, seq in enumerate(CHANNELS):
@@ -249,7 +256,8 @@ def render_classes(classes: np.ndarray, tumour: np.ndarray, brain: np.ndarray, r
         noise = rng.standard_normal(shape).astype(np.float32)
         img = m[classes] + noise * std[classes]
         if weight is not None:
-            img = weight * img + (1 - weight) * (m[background] + noise * std[background])
+            img = (weight * (m[foreground] + noise * std[foreground])
+                   + (1 - weight) * (m[background] + noise * std[background]))
         if seq == "T1c":
             img[vessels] = m[TISSUE_LABELS["wm"]] * rng.uniform(1.3, 2.2)
         if seq in ("FLAIR", "T2"):
@@ -308,12 +316,14 @@ def _residual_edge(brain_in: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: np.ndarray,
-            rng: np.random.Generator) -> Sample:
+            rng: np.random.Generator, present: tuple[bool, ...] | None = None) -> Sample:
     """Scanner effects on raw intensities (4, z, y, x), then the normalisation inference uses.
 
     Bias field, gamma, thick slices, Rician noise, skull stripping with an imperfect
     mask, truncated field of view, blank slices and dropped sequences (see the module
     doc). ``targets`` (3, z, y, x): WT, TC, ET; zeroed where the field of view was cut.
+    ``present``: the sequences the case has (default all); a missing one is zeros, and the
+    last of FLAIR and T2 it has is never dropped.
     """
     shape = brain.shape
     brain_in = brain
@@ -332,8 +342,9 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     channels = []
     for img in image:
         img = img * np.exp(bias_strength * smooth_noise(shape, rng, 40.0, coarse=4))
-        if susceptibility is not None:
-            img = img * susceptibility ** rng.uniform(0.5, 1.5)
+        if susceptibility is not None:  # a tumour keeps at least 60 % of its signal, so its label stays true
+            loss = susceptibility ** rng.uniform(0.5, 1.5)
+            img = img * np.where(tumour, np.maximum(loss, 0.6), loss)
         if ghosts and rng.random() < 0.7:
             img = _ghosts(img, rng)
         img = np.clip(img, 0, None)
@@ -359,12 +370,15 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     image[:, ~visible] = 0
     inside = brain_in & visible[:, None, None]
     normalised = np.stack([zscore(ch, inside) for ch in image])
+    has = {role for role, p in zip(CHANNELS, present or (True,) * len(CHANNELS)) if p}
+    dropped = set(CHANNELS) - has
     if rng.random() < 0.35:
-        dropped = {role for role in CHANNELS if rng.random() < 0.5}
-        if {"FLAIR", "T2"} <= dropped:
-            dropped.discard(str(rng.choice(["FLAIR", "T2"])))
-        for role in dropped:
-            normalised[CHANNELS.index(role)] = 0.0
+        dropped |= {role for role in has if rng.random() < 0.5}
+        whole_tumour_roles = [r for r in ("FLAIR", "T2") if r in has]
+        if whole_tumour_roles and set(whole_tumour_roles) <= dropped:
+            dropped.discard(str(rng.choice(whole_tumour_roles)))
+    for role in dropped:
+        normalised[CHANNELS.index(role)] = 0.0
     return Sample(normalised, (targets * visible[None, :, None, None]).astype(np.float32))
 
 
@@ -385,21 +399,25 @@ def _second_focus(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generat
     centre = idx[rng.integers(len(idx))]
     z, y, x = np.meshgrid(*[np.arange(n) for n in classes.shape], indexing="ij")
     r = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
-    r = r * (1 + 0.25 * np.clip(smooth_noise(classes.shape, rng, 3.0, coarse=2), -2, 2))
+    r = r * (1 + 0.15 * np.clip(smooth_noise(classes.shape, rng, 3.0, coarse=2), -2, 2))
     radius = rng.uniform(2.0, 5.0)
     out = classes.copy()
-    normal = ~is_tumour(classes) & brain
+    normal = brain & np.isin(classes, (TISSUE_LABELS["gm"], TISSUE_LABELS["wm"]))
+    normal &= ndimage.distance_transform_edt(~is_tumour(classes)) >= 3  # separate from the first tumour
     out[(r <= radius + rng.uniform(1.0, 4.0)) & normal] = EDEMA_CLASS
     out[(r <= radius) & normal] = ENHANCING_CLASS if rng.random() < 0.5 else CORE
     return out
 
 
-def _across_midline(classes: np.ndarray, soft: np.ndarray, rng: np.random.Generator
+def _across_midline(classes: np.ndarray, soft: np.ndarray, brain: np.ndarray, rng: np.random.Generator
                     ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The tumour's part near the midline (the falx, class DURA, marks it) mirrored to the
-    other hemisphere, as a tumour crossing the corpus callosum spreads; None when the
-    tumour is far from the midline or the crop holds no falx."""
-    falx = np.argwhere(classes == DURA)
+    """A tumour near the midline spread across it, as a glioma crossing the corpus callosum
+    does: infiltration (edema) bridging the midline in the rows where the tumour comes
+    within a few voxels of it, and the tumour's part near the midline mirrored into the
+    other hemisphere. The midline is the falx (class DURA inside the brain); only grey and
+    white matter is taken over. None when the tumour is far from the midline or the crop
+    holds no falx."""
+    falx = np.argwhere((classes == DURA) & brain)
     tumour = is_tumour(classes)
     if len(falx) < 20 or not tumour.any():
         return None
@@ -409,14 +427,20 @@ def _across_midline(classes: np.ndarray, soft: np.ndarray, rng: np.random.Genera
     near = tumour & (np.abs(x - mid) <= width)
     if near.sum() < 10:
         return None
+    parenchyma = brain & np.isin(classes, (TISSUE_LABELS["gm"], TISSUE_LABELS["wm"]))
     mirrored_x = np.clip(np.round(2 * mid - x).astype(int), 0, classes.shape[2] - 1)
     source = np.broadcast_to(mirrored_x, classes.shape)
-    take = np.take_along_axis(near, source, axis=2) & ~tumour
+    mirrored = np.take_along_axis(near, source, axis=2) & parenchyma & ~tumour
+    rows = ndimage.binary_dilation(near.any(axis=2), iterations=1)[..., None]
+    bridge = rows & (np.abs(x - mid) <= rng.uniform(2.0, 4.0) + abs(width - 3.0) / 2) & parenchyma & ~tumour
+    bridge &= ~mirrored
     out = classes.copy()
-    out[take] = np.take_along_axis(classes, source, axis=2)[take]
+    out[mirrored] = np.take_along_axis(classes, source, axis=2)[mirrored]
+    out[bridge] = EDEMA_CLASS
     soft = soft.copy()
     for k in range(3):
-        soft[k][take] = np.take_along_axis(soft[k], source, axis=2)[take]
+        soft[k][mirrored] = np.take_along_axis(soft[k], source, axis=2)[mirrored]
+        soft[k][bridge] = 1.0 if k == 0 else 0.0
     return out, soft
 
 
@@ -438,7 +462,7 @@ def sample_classes(classes: np.ndarray, brain: np.ndarray, rng: np.random.Genera
         soft = np.zeros((3, *shape), np.float32)
     else:
         if rng.random() < 0.12:
-            crossed = _across_midline(classes, soft, rng)
+            crossed = _across_midline(classes, soft, brain, rng)
             if crossed is not None:
                 classes, soft = crossed
         if rng.random() < 0.12:
@@ -451,8 +475,10 @@ def sample_classes(classes: np.ndarray, brain: np.ndarray, rng: np.random.Genera
             classes = np.where(classes == ENHANCING_CLASS, CORE, classes).astype(classes.dtype)
             soft = np.stack([soft[0], np.maximum(soft[1], soft[2]),
                                      np.zeros(shape, np.float32)])
-    classes = perturb(classes, brain, rng)
-    return classes, _agree(soft, classes)
+    drawn = perturb(classes, brain, rng)
+    soft = _agree(soft, drawn)
+    soft[:, drawn != classes] = 0.0  # a confounder drawn over normal tissue is background, not partly tumour
+    return drawn, soft
 
 
 def _agree(soft: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -484,8 +510,6 @@ def augment(images: np.ndarray, brain: np.ndarray, soft_regions: np.ndarray, rng
     ``present``: the sequences the case has; a missing one stays zeros (never noise)."""
     scaled = np.stack([ch * float(np.exp(rng.normal(0, 0.2))) for ch in images])
     tumour = soft_regions[0] > 0.5
-    sample = corrupt(scaled, brain, tumour, soft_regions.astype(np.float32), rng)
-    if present is not None:
-        sample.image[[not p for p in present]] = 0.0
+    sample = corrupt(scaled, brain, tumour, soft_regions.astype(np.float32), rng, present)
     sample.known = known
     return sample

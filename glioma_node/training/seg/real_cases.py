@@ -36,28 +36,23 @@ from glioma_node.dicom_io.nifti import find_role_files, read_nifti, read_nifti_v
 from glioma_node.inference.regions import dice
 from glioma_node.inference.resample import resample
 from glioma_node.inference.segmenters.native import network_input, tumour_probabilities
+from glioma_node.training.seg.dataset import label_file
 
-LABEL_PATTERNS = ("label.nii*", "seg.nii*", "*-seg.nii*", "*_seg.nii*", "*segmentation*.nii*", "seg/*.nii*")
+PREPARATION = "v2"  # bump when what prepare_real_case computes changes: cached cases are then made again
 
 
 @dataclass
 class RealCase:
     """One prepared real case: ``x`` (4, z, y, x) network input, ``brain`` and ``reference``
-    (whole tumour) boolean at the network's spacing, the sequences it has."""
+    (whole tumour) boolean at the network's spacing, the sequences it has; ``name`` is
+    unique among the cases loaded together, ``folder`` where it came from."""
 
     name: str
     x: np.ndarray
     brain: np.ndarray
     reference: np.ndarray
     sequences: tuple[str, ...]
-
-
-def label_file(folder: Path) -> Path | None:
-    for pattern in LABEL_PATTERNS:
-        hits = sorted(folder.glob(pattern))
-        if hits:
-            return hits[0]
-    return None
+    folder: Path | None = None
 
 
 def find_real_cases(roots: list[Path]) -> list[Path]:
@@ -77,10 +72,12 @@ def find_real_cases(roots: list[Path]) -> list[Path]:
 
 
 def _fingerprint(folder: Path, spacing_mm: float) -> str:
-    files = sorted(p for p in folder.rglob("*.nii*"))
-    h = hashlib.sha256(f"v1 {spacing_mm}".encode())
-    for p in files:
-        h.update(f"{p.relative_to(folder)} {p.stat().st_size}".encode())
+    """Changes when the folder, any of its NIfTI files (size, modification time) or the
+    preparation changes."""
+    h = hashlib.sha256(f"{PREPARATION} {spacing_mm} {folder.resolve()}".encode())
+    for p in sorted(folder.rglob("*.nii*")):
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)} {st.st_size} {st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -96,10 +93,15 @@ def prepare_real_case(folder: Path, spacing_mm: float, extractor: object) -> Rea
     path = label_file(folder)
     assert path is not None
     labels, affine = read_nifti(path)
-    on_grid = resample((labels > 0).astype(np.float32), Grid(shape3(labels.shape), affine), prepared.grid,
-                       interpolation="linear")
+    label_grid = Grid(shape3(labels.shape), affine)
+    # a label drawn on one of the series moves with that series' registration (FLAIR first: it defines WT)
+    drawn_on = next((r for r in ("FLAIR", "T2", *ROLES) if r in prepared.source_grids
+                     and prepared.source_grids[r].shape == label_grid.shape
+                     and np.allclose(prepared.source_grids[r].affine, label_grid.affine, atol=1e-3)), None)
+    on_grid = resample((labels > 0).astype(np.float32), label_grid, prepared.grid,
+                       prepared.transforms[drawn_on] if drawn_on else None, interpolation="linear")
     pooled = F.avg_pool3d(torch.from_numpy(np.ascontiguousarray(on_grid))[None, None], factor)[0, 0].numpy()
-    return RealCase(folder.name, x.astype(np.float32), low_brain, pooled >= 0.5, tuple(sorted(volumes)))
+    return RealCase(folder.name, x.astype(np.float32), low_brain, pooled >= 0.5, tuple(sorted(volumes)), folder)
 
 
 def load_real_cases(roots: list[Path], cache: Path, spacing_mm: float = 2.0, progress: bool = False,
@@ -119,7 +121,7 @@ def load_real_cases(roots: list[Path], cache: Path, spacing_mm: float = 2.0, pro
         if stored.is_file():
             with np.load(stored) as z:
                 cases.append(RealCase(folder.name, z["x"], z["brain"], z["reference"],
-                                      tuple(str(s) for s in z["sequences"])))
+                                      tuple(str(s) for s in z["sequences"]), folder))
             continue
         extractor = extractor or BrainExtractor()
         case = prepare_real_case(folder, spacing_mm, extractor)
@@ -128,6 +130,10 @@ def load_real_cases(roots: list[Path], cache: Path, spacing_mm: float = 2.0, pro
                 np.savez_compressed(fh, x=case.x, brain=case.brain, reference=case.reference,
                                     sequences=np.array(case.sequences))
         cases.append(case)
+    names = [c.name for c in cases]
+    for case in cases:  # two folders of one name (under different roots) keep both, told apart
+        if names.count(case.name) > 1 and case.folder is not None:
+            case.name = f"{case.folder.parent.name}/{case.folder.name}"
     return cases
 
 

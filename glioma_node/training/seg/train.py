@@ -60,7 +60,7 @@ class TrainSettings:
     resume: bool = False  # continue from MODEL_DIR/checkpoint.pt
     stop_after: int | None = None  # steps to run in this sitting (then checkpoint and stop; resume later)
     real_validation: tuple[Path, ...] = ()  # folders of real labelled cases: score every checkpoint, choose by them
-    real_cache: Path | None = None  # where their prepared arrays are kept (default MODEL_DIR/real-case-cache)
+    real_cache: Path | None = None  # where their prepared arrays are kept (default: default_cache())
 
 
 def initial_weights(net: torch.nn.Module, init: Path) -> None:
@@ -188,7 +188,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         raise ValueError(f"{data}: {len(paths)} labelled case(s) found; training needs at least 2 "
                          "(one is held out for validation)")
     n_val = min(settings.validation_cases, max(1, len(paths) // 5))
-    cache = settings.real_cache or out / "real-case-cache"
+    cache = settings.real_cache or default_cache()
     cases = [load_case(p, settings.spacing_mm, cache) for p in tqdm(paths, desc="loading cases", disable=not progress)]
     train_cases, val_cases = cases[:-n_val], cases[-n_val:]
     val_rng = np.random.default_rng([settings.seed, 999])
@@ -201,6 +201,10 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         real_cases = load_real_cases(list(settings.real_validation), cache, settings.spacing_mm, progress=progress)
         if not real_cases:
             raise ValueError(f"no real case with a label and FLAIR or T2 under {', '.join(map(str, settings.real_validation))}")
+        both = {p.resolve() for p in paths} & {c.folder.resolve() for c in real_cases if c.folder is not None}
+        if both:
+            raise ValueError(f"{len(both)} case(s) are both training and real validation cases (e.g. {min(both)}): "
+                             "a checkpoint chosen on cases it trained on says nothing; keep --real-val apart from --data")
 
     dev = device()
     net = build_network(DEFAULT_ARCHITECTURE)
@@ -215,7 +219,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     out.mkdir(parents=True, exist_ok=True)
     log: list[dict] = []
     val_log: list[dict] = []
-    best = -1.0
+    best: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     first = 1
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
@@ -229,7 +233,9 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
-        log, val_log, best, elapsed = saved["log"], saved["val_log"], saved["best"], saved["elapsed"]
+        log, val_log, elapsed = saved["log"], saved["val_log"], saved["elapsed"]
+        _check_same_selection(checkpoint, val_log, real_cases)
+        best = max((_merit(v) for v in val_log), default=best)
         first = saved["step"] + 1
     # The sample stream is seeded by the step it starts at, so a resumed run draws new samples.
     loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed + 7919 * (first - 1)),
@@ -282,6 +288,10 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     bar.close()
     seconds = time.time() - start
     chosen = max(val_log, key=_merit) if val_log else {"step": 0, **{r: 0.0 for r in REGIONS}}
+    kept = out / "checkpoints" / f"step-{chosen['step']}.pt"
+    if kept.is_file():  # model.pt is the chosen step's weights, whatever happened between sittings
+        with atomic_path(out / "model.pt") as tmp:
+            tmp.write_bytes(kept.read_bytes())
     synthetic_mean = round(float(np.mean([chosen[r] for r in REGIONS if chosen[r] is not None])), 4)
     selection = (f"median real whole-tumour Dice on {len(chosen['real']['cases'])} real cases" if "real" in chosen
                  else "mean Dice on held-out synthetic samples")
@@ -298,7 +308,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
               "real_validation_cases": [c.name for c in real_cases], "validation": val_log, "loss": log}
     (out / "training-log.json").write_text(json.dumps(result, indent=1))
     write_manifest(out, {
-        "name": "glioma-node-segresnet-synth",
+        "name": "glioma-node-segresnet-synth" if synthetic else "glioma-node-segresnet-finetuned",
         "version": "1.0.0",
         "kind": SEG_KIND,
         "weights": "model.pt",
@@ -326,12 +336,33 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     return result
 
 
-def _merit(entry: dict) -> float:
-    """What chooses the kept checkpoint: the real cases' median whole-tumour Dice (then
-    their minimum) when real cases are validated, else the mean synthetic Dice."""
+def default_cache() -> Path:
+    """Where prepared real cases are kept unless ``--real-cache`` says: the user's cache
+    folder, never the model directory (arrays made from a site's images must not travel
+    with its weights)."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glioma-node" / "real-cases"
+
+
+def _merit(entry: dict) -> tuple[float, float, float]:
+    """What chooses the kept checkpoint, compared as a tuple: real-scored steps before any
+    synthetic-only one; then the real cases' median whole-tumour Dice, then their minimum;
+    else the mean synthetic Dice."""
     if "real" in entry:
-        return entry["real"]["median"] + 1e-3 * entry["real"]["min"]
-    return float(np.mean([entry[r] for r in REGIONS if entry[r] is not None]))
+        return (1.0, entry["real"]["median"], entry["real"]["min"])
+    return (0.0, float(np.mean([entry[r] for r in REGIONS if entry[r] is not None])), 0.0)
+
+
+def _check_same_selection(checkpoint: Path, val_log: list[dict], real_cases: list) -> None:
+    """A run is resumed with the real cases it was validated on (or none, if none): the
+    kept step is chosen by one figure over one set of cases, never a mix."""
+    before = next((sorted(v["real"]["cases"]) for v in reversed(val_log) if "real" in v), None)
+    now = sorted(c.name for c in real_cases) if real_cases else None
+    if val_log and before != now:
+        said = "no real cases" if before is None else f"{len(before)} real cases"
+        raise ValueError(f"{checkpoint} was validated on {said}; resume with the same --real-val folders "
+                         f"(now: {'none' if now is None else len(now)})")
 
 
 @torch.no_grad()
