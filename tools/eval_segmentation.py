@@ -127,7 +127,7 @@ def all_cases(root: Path = SHARED) -> list[Case]:
     if not root.is_dir():
         raise FileNotFoundError(f"no folder of real cases at {root} (make eval DATA=<folder>)")
     cases = []
-    named = [
+    named: list[tuple[str, Path, str, Callable[[], tuple[np.ndarray, np.ndarray] | None], Path | None]] = [
         ("tcga-native", root / TCGA / "native", "fusion of 5 BraTS-2020 algorithms, carried to scanner space",
          partial(reference_in_native, root), root / TCGA / "brats_space" / "seg" / "fusion_simple.nii.gz"),
         ("tcga-brats-space", root / TCGA / "brats_space", "fusion of 5 BraTS-2020 algorithms",

@@ -176,7 +176,7 @@ def test_radiogenomics_are_withheld_from_a_doubtful_mask_unless_the_site_asks(mo
                            SeriesMetadata("2.25.1", "2.25.98", "2.25.5"))
     calls = []
     monkeypatch.setattr(analyze_module, "_radiogenomics", lambda *a: calls.append(a) or (None, {}, []))
-    models = analyze_module.Models(_Symmetric(), radiogenomics=_NoRadiogenomics(),  # type: ignore[arg-type]
+    models = analyze_module.Models(_Symmetric(), radiogenomics=_NoRadiogenomics(),
                                    brain_extractor=BrainExtractor(ExtractorKind.NONE),
                                    report_when_doubtful=report_anyway)
     findings = analyze_module.analyze(StudyInput("2.25.1", volumes, shared_frame_of_reference=True), models)
