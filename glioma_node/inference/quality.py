@@ -6,22 +6,27 @@ smallest factor, so its reason is the one to read. The factors and their limits 
 from what a glioma is and how our segmenters fail (the ventricles and the periventricular
 rim taken for edema, the mirror images of normal anatomy), not fitted to any case.
 
-* **Symmetry**: the share of the whole tumour whose mirror image about the brain's own
-  mid-sagittal plane is also tumour. Gliomas are mostly one-sided; ventricles,
-  periventricular caps and choroid plexus are symmetric. Share 0.35 → 1, 0.75 → 0.
+* **Symmetry along the ventricles**: the share of the whole tumour whose mirror image
+  about the brain's own mid-sagittal plane is also tumour and that lies within 4 mm of
+  the ventricles (:func:`deep_csf`). Gliomas are mostly one-sided, and a butterfly glioma
+  crossing the corpus callosum is symmetric through the white matter; the ventricles,
+  periventricular caps and choroid plexus are symmetric at the ventricles. Share 0.25 → 1,
+  0.6 → 0. Without a T1w or T2 series to find the ventricles: any mirrored share, 0.5 → 1, 0.9 → 0.
 * **CSF**: the share of the whole tumour that looks like CSF deep in the brain (darker than
   the brain's 10th percentile on the T1-weighted series, not bright on FLAIR, more than
   15 mm from the brain's surface): the ventricles. Share 0.15 → 1, 0.45 → 0. Needs a T1w series.
 * **Against the FLAIR asymmetry**: the volume that is brighter than its mirror image on
   FLAIR (or T2) by one standard deviation of the brain, smoothed, islands under 0.3 ml
-  dropped, against the whole tumour's volume. A ratio within 1/3-3 → 1, 1/9 or 9 → 0:
+  dropped, against the volume of the whole tumour's one-sided part (what its mirror image
+  does not also hold). A ratio within 1/3-3 → 1, 1/9 or 9 → 0:
   an over-call of symmetric tissue, or a miss of an obvious one-sided lesion.
   With no mask at all, 3 ml of such asymmetry → 1, 10 ml → 0 (a missed lesion).
 * **Fit to the hyperintensity**: the whole tumour is the FLAIR (or T2) abnormality, so
-  the share of the mask that is not hyperintense (0.3 → 1, 0.6 → 0: tumour drawn over
-  normal-looking tissue), and the hyperintense volume contiguous with the mask but more
+  the share of the mask that is hyperintense on neither FLAIR nor T2 (0.3 → 1, 0.6 → 0:
+  tumour drawn over normal-looking tissue; a T2-FLAIR mismatch core or a necrosis is
+  bright on T2), and the FLAIR-hyperintense volume contiguous with the mask but more
   than 2 mm outside it, over the mask's volume (0.5 → 1, 1.5 → 0: part of the lesion
-  missed). Hyperintense: smoothed z-score above 1 and above half-way between the mask's
+  missed; FLAIR only, as CSF would join it on T2). Hyperintense: smoothed z-score above 1 and above half-way between the mask's
   median and the rest of the brain's.
 * **Outside the brain**: the share of the whole tumour outside the brain mask. 0.05 → 1, 0.3 → 0.
 * **Agreement**: Dice between test-time variants (the input and its mirror image, or
@@ -82,6 +87,22 @@ def flair_asymmetry_ml(channels: Mapping[str, np.ndarray], brain: np.ndarray, sp
     return float(bright.sum() * voxel_ml)
 
 
+def deep_csf(channels: Mapping[str, np.ndarray], brain: np.ndarray, spacing_mm: float) -> np.ndarray | None:
+    """CSF more than 15 mm inside the brain, the ventricles: darker than the brain's 10th
+    percentile on the T1-weighted series (else brighter than 2 SD on T2). None without
+    either, or without a brain."""
+    if brain.sum() < 10:
+        return None
+    deep = ndimage.distance_transform_edt(brain) * spacing_mm > 15.0
+    t1w = "T1" if "T1" in channels else "T1c" if "T1c" in channels else None
+    if t1w is not None:
+        t1 = zscore(channels[t1w] * brain, brain)
+        return (t1 < np.percentile(t1[brain], 10)) & deep
+    if "T2" in channels:
+        return (zscore(channels["T2"] * brain, brain) > 2.0) & deep
+    return None
+
+
 def hyperintensity_fit(channels: Mapping[str, np.ndarray], brain: np.ndarray, wt: np.ndarray, spacing_mm: float
                       ) -> tuple[float, float] | None:
     """How the mask fits the FLAIR (else T2) hyperintensity that defines a whole tumour:
@@ -89,22 +110,29 @@ def hyperintensity_fit(channels: Mapping[str, np.ndarray], brain: np.ndarray, wt
     mask but outside it over the mask's volume). Hyperintense: smoothed z-score above
     both 1 and half-way between the mask's median and the rest of the brain's. None
     without FLAIR or T2, or with an empty mask."""
-    role = "FLAIR" if "FLAIR" in channels else "T2" if "T2" in channels else None
-    if role is None or not wt.any() or not brain.any():
+    roles = [r for r in ("FLAIR", "T2") if r in channels]
+    if not roles or not wt.any() or not brain.any():
         return None
-    z = ndimage.gaussian_filter(zscore(channels[role] * brain, brain), 1.0 / spacing_mm)
     around = brain & ~ndimage.binary_dilation(wt, iterations=max(1, int(round(4 / spacing_mm))))
     if not around.any():
         return None
-    cut = max(1.0, (float(np.median(z[wt & brain])) if (wt & brain).any() else 0.0) / 2
-              + float(np.median(z[around])) / 2)
-    bright = (z > cut) & brain
-    not_bright = float((wt & ~bright).sum() / wt.sum())
-    parts, _ = ndimage.label(bright)
-    touching = np.unique(parts[wt & bright])
-    contiguous = np.isin(parts, touching[touching > 0])
-    rim = ndimage.binary_dilation(wt, iterations=max(1, int(round(2 / spacing_mm))))
-    beyond = float((contiguous & ~rim).sum() / wt.sum())
+    bright: dict[str, np.ndarray] = {}
+    for role in roles:
+        z = ndimage.gaussian_filter(zscore(channels[role] * brain, brain), 1.0 / spacing_mm)
+        cut = max(1.0, (float(np.median(z[wt & brain])) if (wt & brain).any() else 0.0) / 2
+                  + float(np.median(z[around])) / 2)
+        bright[role] = (z > cut) & brain
+    # not hyperintense on either: a T2-FLAIR mismatch core or a necrosis is bright on T2
+    either = np.logical_or.reduce(list(bright.values()))
+    not_bright = float((wt & ~either).sum() / wt.sum())
+    beyond = 0.0
+    if "FLAIR" in bright:  # the lesion's extent on FLAIR (on T2, CSF would join it)
+        flair = bright["FLAIR"]
+        parts, _ = ndimage.label(flair)
+        touching = np.unique(parts[wt & flair])
+        contiguous = np.isin(parts, touching[touching > 0])
+        rim = ndimage.binary_dilation(wt, iterations=max(1, int(round(2 / spacing_mm))))
+        beyond = float((contiguous & ~rim).sum() / wt.sum())
     return not_bright, beyond
 
 
@@ -132,11 +160,22 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
             factors.append((_ramp(asym, 3.0, 10.0), f"no tumour segmented, but {asym:.0f} ml of the brain is brighter "
                                                     "than its mirror image on FLAIR"))
         return _result(factors, evidence, threshold)
-    symmetric = float((wt & (mirror(wt, brain))).sum() / wt.sum())
+    symmetric_mask = wt & mirror(wt, brain)
+    symmetric = float(symmetric_mask.sum() / wt.sum())
     evidence["symmetric_share"] = symmetric
-    factors.append((_ramp(symmetric, 0.35, 0.75),
-                    f"{symmetric:.0%} of the whole tumour is mirrored on the other side (symmetric: ventricles, "
-                    "periventricular signal or normal anatomy?)"))
+    ventricles = deep_csf(channels, brain, spacing_mm)
+    if ventricles is not None:
+        # what is mirrored AND lies at the ventricles: their walls, caps and plexus, not a butterfly glioma
+        near = ndimage.binary_dilation(ventricles, iterations=max(1, int(round(4 / spacing_mm))))
+        periventricular = float((symmetric_mask & near).sum() / wt.sum())
+        evidence["symmetric_periventricular_share"] = periventricular
+        factors.append((_ramp(periventricular, 0.25, 0.6),
+                        f"{periventricular:.0%} of the whole tumour is mirrored on the other side along the "
+                        "ventricles (ventricles or periventricular signal?)"))
+    else:
+        factors.append((_ramp(symmetric, 0.5, 0.9),
+                        f"{symmetric:.0%} of the whole tumour is mirrored on the other side (symmetric: "
+                        "ventricles, periventricular signal or normal anatomy?)"))
     t1w = "T1" if "T1" in channels else "T1c" if "T1c" in channels else None
     if t1w is not None and brain.sum() >= 10:
         t1 = zscore(channels[t1w] * brain, brain)
@@ -151,10 +190,13 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
         evidence["deep_csf_share"] = csf
         factors.append((_ramp(csf, 0.15, 0.45), f"{csf:.0%} of the whole tumour looks like ventricular CSF"))
     if asym is not None:
-        ratio = (wt_ml + 1.0) / (asym + 1.0)
+        # the mask's one-sided part against the one-sided signal (a butterfly's mirrored halves cancel in both)
+        one_sided_ml = float((wt & ~symmetric_mask).sum() * voxel_ml)
+        ratio = (one_sided_ml + 1.0) / (asym + 1.0)
         evidence["volume_to_asymmetry"] = ratio
         factors.append((_ramp(abs(np.log(ratio)), np.log(3.0), np.log(9.0)),
-                        f"whole tumour {wt_ml:.0f} ml against {asym:.0f} ml of one-sided FLAIR hyperintensity"))
+                        f"{one_sided_ml:.0f} ml of one-sided whole tumour against {asym:.0f} ml of one-sided FLAIR "
+                        "hyperintensity"))
     fit = hyperintensity_fit(channels, brain, wt, spacing_mm)
     if fit is not None:
         not_bright, beyond = fit

@@ -125,6 +125,15 @@ def test_a_necrotic_core_inside_an_enhancing_rim_is_not_taken_for_a_ventricle():
     assert quality.evidence["deep_csf_share"] < 0.15 and "ventricular CSF" not in quality.warning
 
 
+def test_a_butterfly_glioma_crossing_the_white_matter_is_not_taken_for_the_ventricles():
+    brain = _brain()
+    z, y, x = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    butterfly = (np.abs(z - 34) <= 5) & (np.abs(y - 32) <= 9) & (np.abs(x - 27.5) <= 16) & brain  # above the ventricles
+    images = _images(brain, butterfly, _ventricles())
+    quality = assess(images, brain, butterfly.astype(np.float32), 2.0, agreement=0.95)
+    assert quality.evidence["symmetric_share"] > 0.9 and not quality.doubtful, quality
+
+
 def test_the_threshold_is_the_configured_one():
     brain, lesion = _brain(), _ball((24, 24, 14), 6)
     images = _images(brain, lesion, _ventricles())
