@@ -176,17 +176,14 @@ def assess(channels: Mapping[str, np.ndarray], brain: np.ndarray, whole_tumour: 
         factors.append((_ramp(symmetric, 0.5, 0.9),
                         f"{symmetric:.0%} of the whole tumour is mirrored on the other side (symmetric: "
                         "ventricles, periventricular signal or normal anatomy?)"))
-    t1w = "T1" if "T1" in channels else "T1c" if "T1c" in channels else None
-    if t1w is not None and brain.sum() >= 10:
-        t1 = zscore(channels[t1w] * brain, brain)
-        dark = t1 < np.percentile(t1[brain], 10)
+    if ventricles is not None and ("T1" in channels or "T1c" in channels):
+        dark = ventricles  # found on the T1-weighted series: CSF-dark, deep
         if "FLAIR" in channels:
-            dark &= zscore(channels["FLAIR"] * brain, brain) < 0.5
+            dark = dark & (zscore(channels["FLAIR"] * brain, brain) < 0.5)
         if "T1c" in channels:  # a necrotic core lies inside an enhancing rim; a ventricle does not
             enhancing = (zscore(channels["T1c"] * brain, brain) > 2.0) & wt
-            dark &= ~ndimage.binary_dilation(enhancing, iterations=max(1, int(round(6 / spacing_mm))))
-        deep = ndimage.distance_transform_edt(brain) * spacing_mm > 15.0
-        csf = float((wt & dark & deep).sum() / wt.sum())
+            dark = dark & ~ndimage.binary_dilation(enhancing, iterations=max(1, int(round(6 / spacing_mm))))
+        csf = float((wt & dark).sum() / wt.sum())
         evidence["deep_csf_share"] = csf
         factors.append((_ramp(csf, 0.15, 0.45), f"{csf:.0%} of the whole tumour looks like ventricular CSF"))
     if asym is not None:

@@ -99,7 +99,7 @@ def _grow(mask: np.ndarray, steps: int, allowed: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=steps, mask=allowed) if steps > 0 and mask.any() else mask
 
 
-def _blobs(inside: np.ndarray, rng: np.random.Generator, count: int, radius: tuple[float, float]) -> np.ndarray:
+def blobs(inside: np.ndarray, rng: np.random.Generator, count: int, radius: tuple[float, float]) -> np.ndarray:
     """``count`` balls of random radius (voxels) centred on random voxels of ``inside``."""
     out = np.zeros(inside.shape, bool)
     idx = np.argwhere(inside)
@@ -174,19 +174,19 @@ def perturb(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator) ->
             vy = np.nonzero(ventricle.any(axis=(0, 2)))[0]
             y = np.arange(classes.shape[1])[None, :, None]
             atria = ventricle & (y >= vy[0] + 0.55 * (vy[-1] - vy[0])) if len(vy) else ventricle
-            plexus = _blobs(atria if atria.any() else ventricle, rng, int(rng.integers(1, 4)), (1.0, 2.5))
+            plexus = blobs(atria if atria.any() else ventricle, rng, int(rng.integers(1, 4)), (1.0, 2.5))
             out[plexus & ventricle] = CHOROID
         if rng.random() < 0.5:  # FLAIR inflow / pulsation artefact in the ventricles
-            out[_blobs(ventricle, rng, int(rng.integers(1, 6)), (1.0, 3.0)) & (out == VENTRICLE)] = CSF_FLOW
+            out[blobs(ventricle, rng, int(rng.integers(1, 6)), (1.0, 3.0)) & (out == VENTRICLE)] = CSF_FLOW
     white = (out == _WM) & brain
     if rng.random() < 0.5 and white.any():  # small-vessel disease: confluent patches and dots
         field = smooth_noise(classes.shape, rng, rng.uniform(2.0, 5.0), coarse=2)
         depth = _depth(brain, open_edges=True)
         patches = (field > rng.uniform(1.6, 2.6)) & white & (depth >= 3)
-        out[(patches | _blobs(white, rng, int(rng.integers(0, 25)), (0.6, 1.6))) & white] = WMH
+        out[(patches | blobs(white, rng, int(rng.integers(0, 25)), (0.6, 1.6))) & white] = WMH
     cisterns = (out == _CSF) & brain
     if rng.random() < 0.3 and cisterns.any():  # inflow in the basal cisterns and sulci
-        out[_blobs(cisterns, rng, int(rng.integers(1, 5)), (1.0, 2.5)) & cisterns] = CSF_FLOW
+        out[blobs(cisterns, rng, int(rng.integers(1, 5)), (1.0, 2.5)) & cisterns] = CSF_FLOW
     surface = np.isin(out, (_CSF, _GM)) & brain & ~tumour
     veins = _tubes(surface, rng, int(rng.integers(0, 12)), (6, 25))
     arteries = _tubes((out == _CSF) & brain, rng, int(rng.integers(0, 8)), (6, 20))

@@ -120,7 +120,7 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0, cache: Path | None = None
     site case's prepared arrays are kept (:func:`load_site_case`)."""
     label_path = label_file(case_dir)
     if label_path is not None and is_whole_tumour_mask(label_path):
-        from glioma_node.training.seg.train import default_cache
+        from glioma_node.training.seg.real_cases import default_cache
 
         return load_site_case(case_dir, spacing_mm, cache or default_cache())
     if label_path is None:

@@ -62,6 +62,7 @@ from glioma_node.training.seg.confounders import (
     VENTRICLE,
     VESSEL,
     WMH,
+    blobs,
     is_tumour,
     perturb,
 )
@@ -206,21 +207,6 @@ def _thick_slices(image: np.ndarray, axis: int, factor: float) -> np.ndarray:
     return back[tuple(slice(0, n) for n in image.shape)]
 
 
-def _spots(shape: tuple[int, ...], inside: np.ndarray, rng: np.random.Generator, count: int) -> np.ndarray:
-    """A mask of ``count`` small random blobs (1–2 voxels radius) within ``inside``."""
-    out = np.zeros(shape, bool)
-    idx = np.argwhere(inside)
-    if len(idx) == 0:
-        return out
-    for p in idx[rng.integers(len(idx), size=count)]:
-        r = rng.uniform(0.8, 2.0)
-        lo = np.maximum(p - 3, 0)
-        hi = np.minimum(p + 4, shape)
-        g = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= sum((gi - pi) ** 2 for gi, pi in zip(g, p)) <= r * r
-    return out & inside
-
-
 def _background_classes(classes: np.ndarray, tumour: np.ndarray) -> np.ndarray:
     """The class map with every tumour voxel given the class of its nearest non-tumour voxel."""
     if not tumour.any() or tumour.all():
@@ -237,8 +223,9 @@ def render_classes(classes: np.ndarray, tumour: np.ndarray, brain: np.ndarray, r
     it over ``σ`` of 0.5-2 voxels; the label's edge lies where the contrast is half."""
     shape = classes.shape
     means, _ = _class_means(rng)
-    vessels = _spots(shape, brain & ~tumour, rng, int(rng.integers(0, 40)))
-    wmh = _spots(shape, (classes == TISSUE_LABELS["wm"]), rng, int(rng.integers(0, 12)))
+    vessels = blobs(brain & ~tumour, rng, int(rng.integers(0, 40)), (0.8, 2.0)) & brain & ~tumour
+    white = classes == TISSUE_LABELS["wm"]
+    wmh = blobs(white, rng, int(rng.integers(0, 12)), (0.8, 2.0)) & white
     blur = rng.uniform(0.3, 1.0)
     soft = rng.uniform(0.5, 2.0) if tumour.any() and rng.random() < 0.5 else 0.0
     if border_sigma is not None:  # a given border (voxels; 0: hard) instead of a random one
@@ -301,17 +288,10 @@ def _residual_edge(brain_in: np.ndarray, rng: np.random.Generator) -> np.ndarray
     """The brain mask grown by 2-5 voxels over a few patches of its edge: scalp, marrow
     or dura that real brain extraction leaves behind."""
     edge = brain_in & ~ndimage.binary_erosion(brain_in)
-    idx = np.argwhere(edge)
-    if not len(idx):
+    if not edge.any():
         return brain_in
     grown = ndimage.binary_dilation(brain_in, iterations=int(rng.integers(2, 6)))
-    patches = np.zeros(brain_in.shape, bool)
-    for p in idx[rng.integers(len(idx), size=int(rng.integers(1, 5)))]:
-        r = rng.uniform(4.0, 12.0)
-        k = int(np.ceil(r))
-        lo, hi = np.maximum(p - k, 0), np.minimum(p + k + 1, brain_in.shape)
-        g = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
-        patches[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= sum((gi - pi) ** 2 for gi, pi in zip(g, p)) <= r * r
+    patches = blobs(edge, rng, int(rng.integers(1, 5)), (4.0, 12.0))
     return brain_in | (grown & patches)
 
 

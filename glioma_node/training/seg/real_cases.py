@@ -71,6 +71,15 @@ def find_real_cases(roots: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def default_cache() -> Path:
+    """Where prepared real cases are kept unless ``--real-cache`` says: the user's cache
+    folder, never the model directory (arrays made from a site's images must not travel
+    with its weights)."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glioma-node" / "real-cases"
+
+
 def _fingerprint(folder: Path, spacing_mm: float) -> str:
     """Changes when the folder, any of its NIfTI files (size, modification time) or the
     preparation changes."""

@@ -39,6 +39,7 @@ from glioma_node.inference.regions import REGIONS, dice
 from glioma_node.training.seg.card import write_card
 from glioma_node.training.seg.dataset import Case, find_cases, load_case
 from glioma_node.training.seg.generator import Sample, augment, synthesise
+from glioma_node.training.seg.real_cases import default_cache
 
 OUTPUTS = REGIONS
 SEG_KIND = "glioma-node-segmentation"
@@ -334,15 +335,6 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     })
     write_card(out)
     return result
-
-
-def default_cache() -> Path:
-    """Where prepared real cases are kept unless ``--real-cache`` says: the user's cache
-    folder, never the model directory (arrays made from a site's images must not travel
-    with its weights)."""
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glioma-node" / "real-cases"
 
 
 def _merit(entry: dict) -> tuple[float, float, float]:
