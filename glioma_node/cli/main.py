@@ -156,6 +156,24 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_site_gain(args: argparse.Namespace) -> int:
+    from glioma_node.training.seg.site_gain import GainSettings, site_gain
+
+    try:
+        sizes = tuple(None if s.strip() == "all" else int(s) for s in args.sizes.split(","))
+    except ValueError:
+        raise ValueError(f"--sizes {args.sizes!r}: give whole numbers or 'all', comma separated") from None
+    if any(s is not None and s < 2 for s in sizes):
+        raise ValueError(f"--sizes {args.sizes!r}: a fine-tuning run needs at least 2 site cases")
+    settings = GainSettings(folds=args.folds, sizes=sizes, iterations=args.iterations,
+                            learning_rate=args.learning_rate, validate_every=args.validate_every,
+                            threads=args.threads, seed=args.seed, cache=args.real_cache)
+    summary = site_gain(args.data, args.init, args.out, settings, progress=not args.quiet)
+    print((args.out / "gain.md").read_text(), end="")
+    print(f"{len(summary['rows'])} sizes measured; figures in {args.out}/gain.json, gain.md, gain.png")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from glioma_node.service.config import with_overrides
     from glioma_node.service.logs import configure
@@ -314,9 +332,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="real labelled cases (NIfTI, with or without skull): every checkpoint is scored on them and "
                         "the best median whole-tumour Dice is kept (repeatable)")
     p.add_argument("--real-cache", type=Path, default=None,
-                   help="where the prepared real cases are kept (default OUT/real-case-cache)")
+                   help="where the prepared real cases are kept (default ~/.cache/glioma-node/real-cases)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)
+    p = train_sub.add_parser("site-gain", help="cross-validated: how much fine-tuning the segmenter on 10, 30 or all "
+                                               "of a site's own labelled cases gains on the site's other patients")
+    p.add_argument("--data", type=Path, required=True,
+                   help="the site's labelled case folders (the layouts train seg reads)")
+    p.add_argument("--init", type=Path, required=True, help="the model directory a site would fine-tune")
+    p.add_argument("--out", type=Path, required=True,
+                   help="working folder (fine-tuned weights of the site's patients: keep it with the site's data); "
+                        "rerun the same command to continue where it stopped")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--sizes", default="10,30,all", help="site cases per fine-tuning run, comma separated ('all': "
+                                                        "every case outside the held-out fold)")
+    p.add_argument("--iterations", type=int, default=600, help="steps of each fine-tuning run")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="peak of each run's one-cycle schedule")
+    p.add_argument("--validate-every", type=int, default=200, help="steps between checkpoints of each run")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seeds the fold split and the runs")
+    p.add_argument("--real-cache", type=Path, default=None,
+                   help="where the prepared site cases are kept (default ~/.cache/glioma-node/real-cases)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_site_gain)
     p = train_sub.add_parser("radiogenomics",
                              help="train MGMT/IDH/chemotherapy-benefit fusion classifiers and the Cox risk model")
     p.add_argument("--data", type=Path, required=True,

@@ -139,3 +139,73 @@ def test_a_site_fine_tunes_on_its_own_cases_and_chooses_by_real_dice(synth_cohor
     assert (out / "checkpoints" / "step-2.pt").is_file()
     NativeSegmenter(out)
     assert "selection on real data, not training on it" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_site_folds_hold_each_patient_out_once_and_nest_the_sizes(tmp_path):
+    from glioma_node.training.seg.site_gain import plan_folds
+
+    cases = [tmp_path / f"P{i:02d}" for i in range(11)]
+    folds = plan_folds(list(reversed(cases)), folds=3, seed=0)
+    assert sorted(c for f in folds for c in f.held_out) == cases  # every patient held out exactly once
+    assert sorted(len(f.held_out) for f in folds) == [3, 4, 4]
+    for f in folds:
+        assert not set(f.held_out) & set(f.others) and len(f.others) == 11 - len(f.held_out)
+        assert f.train_cases(2) == f.train_cases(5)[:2] and f.train_cases(None) == f.others  # 2 inside 5 inside all
+    assert plan_folds(cases, 3, seed=0)[0].held_out == folds[0].held_out  # the listing order does not matter
+    assert plan_folds(cases, 3, seed=1)[0].held_out != folds[0].held_out
+    with pytest.raises(ValueError, match="need at least 6"):
+        plan_folds(cases[:5], 3, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("synth")
+def test_site_gain_scores_each_size_on_patients_its_fine_tuning_never_saw(synth_cohort, tmp_path, capsys):
+    """`train site-gain`: per fold, the default unchanged and fine-tuned on the fold's other
+    cases, both scored on the held-out ones; the figures pool to one Dice per patient per
+    size, and a second sitting continues instead of starting again."""
+    import nibabel as nib
+
+    from glioma_node.cli.main import main
+    from glioma_node.core.resources import DEFAULT_MODELS
+
+    site = tmp_path / "site"
+    sources = sorted((synth_cohort / "nifti").iterdir())
+    for n, (case, flip) in enumerate([(c, False) for c in sources] + [(sources[0], True)]):
+        folder = site / f"site-{n}"
+        folder.mkdir(parents=True)
+        for name, out_name in (("flair", "flair"), ("t1", "t1"), ("t1c", "t1c"), ("seg", "label")):
+            img = nib.load(case / f"{name}.nii.gz")
+            data = np.asarray(img.dataobj)
+            data = (data > 0).astype(np.uint8) if name == "seg" else data
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(data[::-1] if flip else data), img.affine),
+                     folder / f"{out_name}.nii.gz")
+    out, cache = tmp_path / "gain", tmp_path / "cache"
+    args = ["train", "site-gain", "--data", str(site), "--init", str(DEFAULT_MODELS / "segmentation"), "--out",
+            str(out), "--folds", "2", "--sizes", "all", "--iterations", "2", "--validate-every", "1",
+            "--real-cache", str(cache), "--quiet"]
+    assert main(args) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    rows = {r["site_cases"]: r for r in json.loads((out / "gain.json").read_text())["rows"]}
+    assert set(rows) == {"0", "all"}
+    for row in rows.values():
+        assert row["held_out_patients"] == 4 and row["folds_done"] == 2  # one Dice per patient per size
+        assert 0.0 <= row["min"] <= row["median"] <= 1.0
+    assert rows["all"]["cases_per_run"] == [2] and rows["0"]["training_seconds_per_run"] == 0
+    for k, held_out in enumerate(plan["folds"], start=1):
+        run = json.loads((out / "runs" / f"fold-{k}-all" / "result.json").read_text())
+        assert sorted(run["held_out"]) == sorted(held_out)
+        assert not set(run["train_cases"] + run["validation_cases"]) & set(held_out)  # never saw them
+        assert run["training_seconds"] > 0 and run["fine_tuned"]
+        assert not (out / "runs" / f"fold-{k}-all" / "checkpoint.pt").exists()  # scored: resume state gone
+        NativeSegmenter(out / "runs" / f"fold-{k}-all")
+    assert "| 0 (default) |" in (out / "gain.md").read_text() and (out / "gain.png").stat().st_size > 1000
+    # a second sitting finds every run done and changes nothing
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == done
+    # other settings into the same folder are refused rather than mixed
+    capsys.readouterr()
+    assert main([*args[:-7], "--iterations", "3", *args[-5:]]) == 2
+    assert "other cases or settings" in capsys.readouterr().err
+    assert main([*args[:10], "--sizes", "1", *args[12:]]) == 2
+    assert "at least 2 site cases" in capsys.readouterr().err

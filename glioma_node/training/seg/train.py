@@ -172,9 +172,11 @@ def _plot(log: list[dict], val: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = None, progress: bool = True,
-                       command: str = "") -> dict:
-    """Train on the cases under ``data`` and write the model directory ``out``; returns the log.
+def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettings | None = None,
+                       progress: bool = True, command: str = "") -> dict:
+    """Train on the cases under ``data`` (a folder searched for case folders, or the case
+    folders themselves, as a cross-validation fold names them) and write the model
+    directory ``out``; returns the log.
 
     ``command`` is the command line that ran this training, recorded in the manifest so
     the model card can say how to reproduce it.
@@ -184,9 +186,10 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
     settings = settings or TrainSettings()
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
-    paths = find_cases(Path(data))
+    paths = find_cases(Path(data)) if isinstance(data, (str, Path)) else sorted(data)
+    data_name = Path(data).name if isinstance(data, (str, Path)) else f"{len(paths)} named case folders"
     if len(paths) < 2:
-        raise ValueError(f"{data}: {len(paths)} labelled case(s) found; training needs at least 2 "
+        raise ValueError(f"{data_name}: {len(paths)} labelled case(s) found; training needs at least 2 "
                          "(one is held out for validation)")
     n_val = min(settings.validation_cases, max(1, len(paths) // 5))
     cache = settings.real_cache or default_cache()
@@ -298,7 +301,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
                  else "mean Dice on held-out synthetic samples")
     synthetic = all(c.classes is not None for c in cases)
     data_words = ("synthetic only (glioma-node synth), label-driven domain randomisation" if synthetic else
-                  f"{sum(c.classes is None for c in cases)} image cases of {Path(data).name} "
+                  f"{sum(c.classes is None for c in cases)} image cases of {data_name} "
                   f"and {sum(c.classes is not None for c in cases)} label-driven synthetic cases")
     result = {"settings": {k: str(v) if isinstance(v, Path) else
                            [str(p) for p in v] if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
@@ -325,7 +328,7 @@ def train_segmentation(data: Path, out: Path, settings: TrainSettings | None = N
         "postprocessing": {"min_component_ml": 0.3},
         "training": {"data": data_words,
                      "selection": selection, "chosen_step": chosen["step"],
-                     "command": command or f"train_segmentation({str(data)!r}, {str(out)!r})",
+                     "command": command or f"train_segmentation({data_name!r}, {str(out)!r})",
                      "iterations": settings.iterations, "steps_done": last, "seconds": round(seconds),
                      "device": str(dev),
                      "best_validation_mean_dice": synthetic_mean,
