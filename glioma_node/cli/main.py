@@ -149,8 +149,9 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
     real = result["chosen_real"]
-    print(f"kept step {result['chosen_step']} (by {result['selection']}): synthetic mean Dice "
-          f"{result['best_validation_mean_dice']:.3f}"
+    synthetic = result["best_validation_mean_dice"]
+    print(f"kept step {result['chosen_step']} (by {result['selection']})"
+          + (f": synthetic mean Dice {synthetic:.3f}" if synthetic is not None else "")
           + (f", real whole tumour median {real['median']:.3f} min {real['min']:.3f}" if real else "")
           + f"; {result['seconds']:.0f} s; model written to {args.out}")
     return 0
@@ -163,12 +164,12 @@ def _cmd_train_site_gain(args: argparse.Namespace) -> int:
         sizes = tuple(None if s.strip() == "all" else int(s) for s in args.sizes.split(","))
     except ValueError:
         raise ValueError(f"--sizes {args.sizes!r}: give whole numbers or 'all', comma separated") from None
-    if any(s is not None and s < 2 for s in sizes):
-        raise ValueError(f"--sizes {args.sizes!r}: a fine-tuning run needs at least 2 site cases")
     settings = GainSettings(folds=args.folds, sizes=sizes, iterations=args.iterations,
                             learning_rate=args.learning_rate, validate_every=args.validate_every,
-                            threads=args.threads, seed=args.seed, cache=args.real_cache)
-    summary = site_gain(args.data, args.init, args.out, settings, progress=not args.quiet)
+                            threads=args.threads, seed=args.seed, patient_pattern=args.patient_pattern,
+                            cache=args.real_cache)
+    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    summary = site_gain(args.data, args.init, args.out, settings, progress=not args.quiet, command=command)
     print((args.out / "gain.md").read_text(), end="")
     print(f"{len(summary['rows'])} sizes measured; figures in {args.out}/gain.json, gain.md, gain.png")
     return 0
@@ -351,6 +352,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-every", type=int, default=200, help="steps between checkpoints of each run")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seeds the fold split and the runs")
+    p.add_argument("--patient-pattern", default=None, metavar="REGEX",
+                   help="when a patient has several case folders: a regular expression whose first group names the "
+                        "patient in a folder's name (e.g. '^(.+)-\\d+$'), so a patient's folders are held out together")
     p.add_argument("--real-cache", type=Path, default=None,
                    help="where the prepared site cases are kept (default ~/.cache/glioma-node/real-cases)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,8 +142,8 @@ def test_a_site_fine_tunes_on_its_own_cases_and_chooses_by_real_dice(synth_cohor
     assert "selection on real data, not training on it" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_site_folds_hold_each_patient_out_once_and_nest_the_sizes(tmp_path):
-    from glioma_node.training.seg.site_gain import plan_folds
+def test_site_folds_hold_each_patient_out_once_and_keep_a_patients_folders_together(tmp_path):
+    from glioma_node.training.seg.site_gain import check_sizes, plan_folds
 
     cases = [tmp_path / f"P{i:02d}" for i in range(11)]
     folds = plan_folds(list(reversed(cases)), folds=3, seed=0)
@@ -150,19 +151,125 @@ def test_site_folds_hold_each_patient_out_once_and_nest_the_sizes(tmp_path):
     assert sorted(len(f.held_out) for f in folds) == [3, 4, 4]
     for f in folds:
         assert not set(f.held_out) & set(f.others) and len(f.others) == 11 - len(f.held_out)
-        assert f.train_cases(2) == f.train_cases(5)[:2] and f.train_cases(None) == f.others  # 2 inside 5 inside all
     assert plan_folds(cases, 3, seed=0)[0].held_out == folds[0].held_out  # the listing order does not matter
     assert plan_folds(cases, 3, seed=1)[0].held_out != folds[0].held_out
     with pytest.raises(ValueError, match="need at least 6"):
         plan_folds(cases[:5], 3, seed=0)
+    # two studies of one patient are held out together, never one in training and one scored
+    visits = [tmp_path / f"P{i:02d}-{v}" for i in range(6) for v in (1, 2)]
+    for f in plan_folds(visits, 3, seed=0, patient_pattern=r"^(P\d+)-"):
+        held = {c.name[:3] for c in f.held_out}
+        assert len(f.held_out) == 4 and not held & {c.name[:3] for c in f.others}
+    with pytest.raises(ValueError, match="finds no patient"):
+        plan_folds(visits, 3, seed=0, patient_pattern=r"^(Q\d+)")
+    # a size no fold can give is refused before any work, with the largest that fits
+    with pytest.raises(ValueError, match="give sizes below 7"):
+        check_sizes(folds, (5, 7, None))
+    check_sizes(folds, (2, 6, None))
+
+
+def _fake_site(root: Path, n: int) -> Path:
+    """``n`` site case folders with tiny images and 0/1 masks (what the fast site-gain tests read)."""
+    import nibabel as nib
+
+    for i in range(n):
+        folder = root / f"P{i:02d}"
+        folder.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), folder / "flair.nii.gz")
+        nib.save(nib.Nifti1Image((np.arange(64).reshape(4, 4, 4) > 40).astype(np.uint8), np.eye(4)),
+                 folder / "label.nii.gz")
+    return root
+
+
+def test_site_gain_never_shows_a_run_its_held_out_patients_and_continues_after_a_crash(tmp_path, monkeypatch):
+    """The decisions of `train site-gain` with the network calls replaced (the slow test below
+    runs them for real): what each run trains on, the pooled and paired figures, a sitting
+    killed in the middle, leftovers of a sitting killed after scoring, changed settings."""
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.training.seg import site_gain as sg
+    from glioma_node.training.seg.real_cases import RealCase
+
+    site = _fake_site(tmp_path / "site", 12)
+    init = DEFAULT_MODELS / "segmentation"
+    trained: list[tuple[Path, list[str]]] = []
+    crash_at = {"call": 3}
+
+    def held_out(fold, cache, settings, progress):
+        return [RealCase(c.name, np.zeros((4, 2, 2, 2)), np.ones((2, 2, 2), bool), np.ones((2, 2, 2), bool), ("FLAIR",),
+                         c) for c in fold.held_out]
+
+    def fine_tune(cases, init_dir, run_dir, settings, progress, command):
+        if len(trained) == crash_at["call"]:
+            raise KeyboardInterrupt  # the sitting ends here
+        trained.append((run_dir, [c.name for c in cases]))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoint.pt").write_text("resume state")
+        return {"train_cases": [c.name for c in cases[:-1]], "validation_cases": [cases[-1].name], "chosen_step": 2,
+                "training_seconds": 60.0, "device": "cpu"}
+
+    def score_model(model_dir, cases):  # each fine-tuned run is 0.1 better than the model unchanged
+        base = {c.name: 0.5 + int(c.name[1:]) / 100 for c in cases}
+        gain = 0.0 if model_dir == init else 0.1
+        return {"cases": {k: round(v + gain, 4) for k, v in base.items()}, "device": "cpu"}
+
+    monkeypatch.setattr(sg, "_held_out", held_out)
+    monkeypatch.setattr(sg, "_fine_tune", fine_tune)
+    monkeypatch.setattr(sg, "_score_model", score_model)
+    out = tmp_path / "gain"
+    settings = sg.GainSettings(folds=3, sizes=(4, None), cache=tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        sg.site_gain(site, init, out, settings, progress=False)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert len(done) == 5  # fold 1: unchanged, 4, all; fold 2: unchanged, 4; then the crash
+    crash_at["call"] = -1
+    summary = sg.site_gain(site, init, out, settings, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # what was finished is not run again
+    plan = json.loads((out / "plan.json").read_text())
+    for run_dir, names in trained:
+        fold = int(run_dir.name.split("-")[1])
+        assert not set(names) & set(plan["folds"][fold - 1])  # no run saw the patients it is scored on
+        assert not (run_dir / "checkpoint.pt").exists()
+    assert sorted(len(n) for _, n in trained) == [4, 4, 4, 8, 8, 8]
+    rows = {r["site_cases"]: r for r in summary["rows"]}
+    assert [r["held_out_patients"] for r in rows.values()] == [12, 12, 12]  # each patient once per size
+    assert rows["4"]["gain"]["mean"] == pytest.approx(0.1) and rows["4"]["gain"]["improved"] == 12
+    assert rows["all"]["gain"]["worse"] == 0 and "gain" not in rows["0"]
+    table = (out / "gain.md").read_text()
+    assert "| 0 (the model unchanged) |" in table and "+0.100" in table
+    # a sitting killed after scoring but before cleaning: the next one cleans and trains nothing
+    leftover = out / "runs" / "fold-1-n4" / "checkpoint.pt"
+    leftover.write_text("resume state")
+    count = len(trained)
+    sg.site_gain(site, init, out, settings, progress=False)
+    assert not leftover.exists() and len(trained) == count
+    # sizes may be added later; the data, model or schedule may not change under the same folder
+    sg.site_gain(site, init, out, sg.GainSettings(folds=3, sizes=(4, 6, None), cache=tmp_path / "cache"),
+                 progress=False)
+    assert [len(n) for _, n in trained[count:]] == [6, 6, 6]
+    with pytest.raises(ValueError, match="other iterations"):
+        sg.site_gain(site, init, out, sg.GainSettings(folds=3, sizes=(4,), iterations=7), progress=False)
+    with pytest.raises(ValueError, match="smallest fold has 8"):
+        sg.site_gain(site, init, tmp_path / "other", sg.GainSettings(folds=3, sizes=(8,)), progress=False)
+    assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
+def test_site_gain_refuses_a_binary_mask_under_a_brats_label_name(tmp_path):
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.training.seg.site_gain import GainSettings, site_gain
+
+    site = _fake_site(tmp_path / "site", 8)
+    (site / "P03" / "label.nii.gz").rename(site / "P03" / "seg.nii.gz")
+    with pytest.raises(ValueError, match="name a whole-tumour .* label.nii.gz"):
+        site_gain(site, DEFAULT_MODELS / "segmentation", tmp_path / "out", GainSettings(folds=2, sizes=(2,)))
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("synth")
 def test_site_gain_scores_each_size_on_patients_its_fine_tuning_never_saw(synth_cohort, tmp_path, capsys):
-    """`train site-gain`: per fold, the default unchanged and fine-tuned on the fold's other
-    cases, both scored on the held-out ones; the figures pool to one Dice per patient per
-    size, and a second sitting continues instead of starting again."""
+    """`train site-gain` for real: per fold, the default unchanged and fine-tuned on the fold's
+    other cases (one trains, one chooses the checkpoint by whole-case Dice), both scored on
+    the held-out ones. The fourth case folder is a mirrored copy of the first, a stand-in
+    fourth patient: this tests the mechanics, not the figures."""
     import nibabel as nib
 
     from glioma_node.cli.main import main
@@ -190,22 +297,25 @@ def test_site_gain_scores_each_size_on_patients_its_fine_tuning_never_saw(synth_
     for row in rows.values():
         assert row["held_out_patients"] == 4 and row["folds_done"] == 2  # one Dice per patient per size
         assert 0.0 <= row["min"] <= row["median"] <= 1.0
-    assert rows["all"]["cases_per_run"] == [2] and rows["0"]["training_seconds_per_run"] == 0
+    assert rows["all"]["cases_per_run"] == [2] and rows["all"]["gain"]["patients"] == 4
     for k, held_out in enumerate(plan["folds"], start=1):
-        run = json.loads((out / "runs" / f"fold-{k}-all" / "result.json").read_text())
+        run_dir = out / "runs" / f"fold-{k}-all"
+        run = json.loads((run_dir / "result.json").read_text())
         assert sorted(run["held_out"]) == sorted(held_out)
+        assert len(run["train_cases"]) == 1 and len(run["validation_cases"]) == 1
         assert not set(run["train_cases"] + run["validation_cases"]) & set(held_out)  # never saw them
         assert run["training_seconds"] > 0 and run["fine_tuned"]
-        assert not (out / "runs" / f"fold-{k}-all" / "checkpoint.pt").exists()  # scored: resume state gone
-        NativeSegmenter(out / "runs" / f"fold-{k}-all")
-    assert "| 0 (default) |" in (out / "gain.md").read_text() and (out / "gain.png").stat().st_size > 1000
+        log = json.loads((run_dir / "training-log.json").read_text())
+        assert log["selection"].startswith("median real whole-tumour Dice on 1 real cases")
+        assert not (run_dir / "checkpoint.pt").exists()  # scored: resume state gone
+        NativeSegmenter(run_dir)
+    assert "| 0 (the model unchanged) |" in (out / "gain.md").read_text() and (out / "gain.png").stat().st_size > 1000
     # a second sitting finds every run done and changes nothing
     done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == done
-    # other settings into the same folder are refused rather than mixed
     capsys.readouterr()
-    assert main([*args[:-7], "--iterations", "3", *args[-5:]]) == 2
-    assert "other cases or settings" in capsys.readouterr().err
+    assert main([*args[:-7], "--iterations", "3", *args[-5:]]) == 2  # other settings into the same folder
+    assert "other iterations" in capsys.readouterr().err
     assert main([*args[:10], "--sizes", "1", *args[12:]]) == 2
     assert "at least 2 site cases" in capsys.readouterr().err

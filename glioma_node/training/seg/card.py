@@ -77,9 +77,11 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         f"{training['seconds'] / 60:.0f} min on {training['device']}, batch 1, 80³ crops). "
         "`make eval` gives the real-case figures below.",
         "",
-        "## Synthetic held-out figures",
-        f"Validation Dice on fixed samples of the held-out synthetic cases at the kept step ({best['step']}): "
-        + ", ".join(f"{k} {best[k]:.3f}" for k in manifest["output"]["channels"] if best.get(k) is not None) + ".",
+        "## Synthetic held-out figures" if synthetic else "## Held-out training-data figures",
+        (f"Validation Dice on fixed samples of the held-out training-data cases at the kept step ({best['step']}): "
+         + ", ".join(f"{k} {best[k]:.3f}" for k in manifest["output"]["channels"] if best.get(k) is not None) + "."
+         if any(best.get(k) is not None for k in manifest["output"]["channels"]) else
+         "None: every training-data case trained, and the real validation cases alone chose the checkpoint."),
         "",
     ]
     if evaluation:

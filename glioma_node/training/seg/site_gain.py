@@ -4,27 +4,37 @@ A hospital deciding whether to label its own scans needs one figure: how much be
 whole-tumour mask gets on *its* patients after fine-tuning on 10, 30 or all of the cases
 it labelled. :func:`site_gain` measures it as a site would do it and without flattering it:
 
-* the site's case folders are split into ``folds`` parts (seeded shuffle); each part is
-  held out once, and the cases kept out are never seen by the fine-tuning run that is
-  scored on them (not for training, not for choosing a checkpoint);
-* for each fold and each size ``n``, ``train seg --init MODEL`` runs on the first ``n`` of
-  the fold's other cases in one seeded order (so 10 are inside 30, inside all), with
-  train seg's own rule: a fifth of them (at most three) validate and choose the checkpoint;
+* the site's patients are split into ``folds`` parts (seeded shuffle; case folders of one
+  patient, told by ``patient_pattern``, stay together); each part is held out once, and
+  the cases kept out are never seen by the fine-tuning run that is scored on them (not
+  for training, not for choosing a checkpoint);
+* for each fold and each size ``n``, the model ``init`` is fine-tuned as ``train seg
+  --init MODEL --data <n cases> --real-val <their own validation cases>`` would: the first
+  ``n`` of the fold's other cases in one seeded order (so 10 are inside 30, inside all), a
+  fifth of them (at most three, the last of that order) choosing the checkpoint by their
+  whole-case Dice, the rest training;
 * the held-out cases are scored as checkpoints are (:func:`real_cases.score`: 2 mm
-  whole-tumour Dice, mirror averaged), and so is ``MODEL`` unchanged (size 0);
-* every patient is held out exactly once, so each size gives one Dice per patient.
+  whole-tumour Dice, mirror averaged), and so is ``init`` unchanged (size 0); every patient
+  is held out exactly once, so each size gives one Dice per patient, and the gain is the
+  per-patient difference from size 0 (median, mean with a bootstrap 95 % interval, how
+  many improved and how many got worse).
 
 Every run checkpoints (``train seg --resume``) and each finished run writes its result
-file: the measurement continues across sittings where it stopped. The output folder holds
-the fine-tuned weights of the site's patients: keep it with the site's data (never in a
-model that ships). Writes ``OUT/gain.json``, ``OUT/gain.md`` and ``OUT/gain.png``.
+file: the measurement continues across sittings where it stopped, and sizes may be added
+later. The output folder holds weights fine-tuned on the site's patients: keep it with
+the site's data (never in a model that ships). Writes ``OUT/gain.json``, ``OUT/gain.md``
+and ``OUT/gain.png`` after every finished run.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import re
 import shutil
 import statistics
-import time
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,17 +42,23 @@ import numpy as np
 import torch
 
 from glioma_node.core.files import atomic_path
-from glioma_node.training.seg.dataset import find_cases
+from glioma_node.dicom_io.nifti import read_nifti
+from glioma_node.inference.model_dir import read_manifest
+from glioma_node.training.seg.dataset import find_cases, is_whole_tumour_mask, label_file
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
 
 POOR_DICE = 0.70  # the whole-tumour Dice below which a mask is called a failure (the issue's "none < 0.70")
+PLAN_KEYS = ("data", "init_sha256", "patients", "folds", "iterations", "learning_rate", "validate_every",
+             "patch", "spacing_mm", "seed")  # what makes two sittings one measurement
 
 
 @dataclass(frozen=True)
 class GainSettings:
     """How the curve is measured. ``sizes``: numbers of site cases per fine-tuning run,
     ``None`` for all of a fold's other cases; ``iterations`` and ``learning_rate`` are those
-    of each fine-tuning run (train seg's one-cycle schedule); ``threads`` CPU threads."""
+    of each fine-tuning run (train seg's one-cycle schedule); ``patient_pattern`` a regular
+    expression whose first group names a case folder's patient (None: each folder is one
+    patient); ``threads`` CPU threads."""
 
     folds: int = 4
     sizes: tuple[int | None, ...] = (10, 30, None)
@@ -53,12 +69,13 @@ class GainSettings:
     spacing_mm: float = 2.0
     threads: int = 2
     seed: int = 0
+    patient_pattern: str | None = None
     cache: Path | None = None  # prepared site cases (default: real_cases.default_cache())
 
 
 @dataclass
 class Fold:
-    """One fold: the cases held out and the others in the order runs take them."""
+    """One fold: the case folders held out and the others in the order runs take them."""
 
     index: int
     held_out: list[Path]
@@ -68,22 +85,76 @@ class Fold:
         return self.others if size is None else self.others[:size]
 
 
-def plan_folds(cases: list[Path], folds: int, seed: int) -> list[Fold]:
-    """Split ``cases`` (sorted first, so the split depends on the names, not the listing
-    order) into ``folds`` held-out parts of near-equal size."""
+def patient_of(case: Path, pattern: str | None) -> str:
+    """The patient a case folder belongs to: the first group of ``pattern`` searched in the
+    folder's name, or the name itself."""
+    if pattern is None:
+        return case.name
+    found = re.search(pattern, case.name)
+    if found is None or not found.groups():
+        raise ValueError(f"patient pattern {pattern!r} finds no patient (its first group) in case folder "
+                         f"{case.name!r}; give a pattern every case folder matches, e.g. '^(.+)-\\d+$'")
+    return found.group(1)
+
+
+def plan_folds(cases: list[Path], folds: int, seed: int, patient_pattern: str | None = None) -> list[Fold]:
+    """Split ``cases`` into ``folds`` held-out parts of near-equal numbers of patients (the
+    split depends on the patients' names, not the listing order); a patient's folders are
+    held out together and follow each other in the training order."""
     if folds < 2:
         raise ValueError(f"folds: {folds}; cross-validation needs at least 2")
-    if len(cases) < 2 * folds:
-        raise ValueError(f"{len(cases)} site cases for {folds} folds; need at least {2 * folds}")
-    order = sorted(cases)
+    groups: dict[str, list[Path]] = {}
+    for case in sorted(cases):
+        groups.setdefault(patient_of(case, patient_pattern), []).append(case)
+    if len(groups) < 2 * folds:
+        raise ValueError(f"{len(groups)} site patients for {folds} folds; need at least {2 * folds}")
+    names = sorted(groups)
     rng = np.random.default_rng([seed, 2718])
-    order = [order[i] for i in rng.permutation(len(order))]
-    parts = [order[k::folds] for k in range(folds)]
-    return [Fold(k + 1, sorted(part), [c for c in order if c not in part]) for k, part in enumerate(parts)]
+    names = [names[i] for i in rng.permutation(len(names))]
+    parts = [names[k::folds] for k in range(folds)]
+    return [Fold(k + 1, sorted(c for n in part for c in groups[n]),
+                 [c for n in names if n not in part for c in groups[n]]) for k, part in enumerate(parts)]
+
+
+def check_sizes(folds: list[Fold], sizes: tuple[int | None, ...]) -> None:
+    """Refuse, before any work, a size no fold can give (and one that is "all" for some fold)."""
+    smallest = min(len(f.others) for f in folds)
+    for size in sizes:
+        if size is not None and size < 2:
+            raise ValueError(f"sizes: {size}; a fine-tuning run needs at least 2 site cases")
+        if size is not None and size >= smallest:
+            raise ValueError(f"sizes: {size} site cases asked for, but with {len(folds)} folds the smallest fold has "
+                             f"{smallest} cases outside its held-out part; give sizes below {smallest} and 'all'")
 
 
 def _run_name(fold: Fold, size: int | None) -> str:
     return f"fold-{fold.index}-" + ("all" if size is None else f"n{size}")
+
+
+def _read_result(path: Path) -> dict | None:
+    """A finished run's result, or None when there is none or it did not survive (a crash
+    while it was written): then the run is scored again."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _clean(run_dir: Path) -> None:
+    """A scored run needs neither its resume state nor per-step weights."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+@contextmanager
+def _only_sitting(out: Path) -> Iterator[None]:
+    """One sitting per output folder: a second one would resume the same checkpoints."""
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out}: another site-gain sitting is working in this folder; wait for it to end") from None
+        yield
 
 
 def _score_model(model_dir: Path, held_out: list[RealCase]) -> dict:
@@ -93,134 +164,198 @@ def _score_model(model_dir: Path, held_out: list[RealCase]) -> dict:
     net = build_network(DEFAULT_ARCHITECTURE)
     initial_weights(net, model_dir)
     dev = device()
-    return score(net.to(dev), held_out, dev)
+    return {**score(net.to(dev), held_out, dev), "device": str(dev)}
 
 
-def _fine_tune(fold: Fold, size: int | None, init: Path, run_dir: Path, settings: GainSettings,
-               progress: bool) -> dict:
+def _fine_tune(cases: list[Path], init: Path, run_dir: Path, settings: GainSettings, progress: bool,
+               command: str) -> dict:
+    """``train seg --init`` on ``cases``: the last fifth (at most three) choose the checkpoint
+    by whole-case Dice, the others train."""
     from glioma_node.training.seg.train import TrainSettings, train_segmentation
 
-    resume = (run_dir / "checkpoint.pt").is_file()
+    n_val = min(3, max(1, len(cases) // 5))
     train = TrainSettings(iterations=settings.iterations, patch=settings.patch, spacing_mm=settings.spacing_mm,
                           learning_rate=settings.learning_rate, validate_every=settings.validate_every,
-                          seed=settings.seed, threads=settings.threads, init=init, resume=resume,
-                          real_cache=settings.cache)
-    started = time.time()
-    log = train_segmentation(fold.train_cases(size), run_dir, train, progress=progress,
-                             command=f"glioma-node train site-gain (fold {fold.index}, "
-                                     f"{'all' if size is None else size} site cases)")
-    return {"train_cases": log["train_cases"], "validation_cases": log["validation_cases"],
-            "chosen_step": log["chosen_step"], "training_seconds": log["seconds"],
-            "sitting_seconds": round(time.time() - started, 1)}
+                          seed=settings.seed, threads=settings.threads, init=init,
+                          resume=(run_dir / "checkpoint.pt").is_file(), validation_cases=0,
+                          real_validation=tuple(cases[-n_val:]), real_cache=settings.cache)
+    log = train_segmentation(cases[:-n_val], run_dir, train, progress=progress, command=command)
+    return {"train_cases": log["train_cases"], "validation_cases": log["real_validation_cases"],
+            "chosen_step": log["chosen_step"], "training_seconds": log["seconds"], "device": log["device"]}
+
+
+def _check_cases(cases: list[Path]) -> None:
+    """A 0/1 mask under a BraTS label name would train as necrosis: say how to name it."""
+    for case in cases:
+        label = label_file(case)
+        if label is None or is_whole_tumour_mask(label):
+            continue
+        voxels, _ = read_nifti(label)
+        if np.isin(np.unique(voxels), (0, 1)).all():
+            raise ValueError(f"{label}: a 0/1 mask under a BraTS label name would train as necrotic core; name a "
+                             "whole-tumour (FLAIR abnormality) mask label.nii.gz")
 
 
 def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, command: str = "") -> dict:
     """Measure the curve (see the module doc) for the site's case folders under ``data``
     and the model directory ``init``; results go to ``out``. Returns the summary written to
-    ``OUT/gain.json``."""
+    ``OUT/gain.json``. ``command``: the command line, recorded with each run."""
     settings = settings or GainSettings()
     torch.set_num_threads(settings.threads)
     cache = settings.cache or default_cache()
     cases = find_cases(Path(data))
-    folds = plan_folds(cases, settings.folds, settings.seed)
+    folds = plan_folds(cases, settings.folds, settings.seed, settings.patient_pattern)
+    check_sizes(folds, settings.sizes)
+    _check_cases(cases)
+    manifest = read_manifest(init)
+    if manifest.name.endswith("-finetuned"):
+        print(f"site-gain: {init} is itself a fine-tuned model ({manifest.data['training'].get('data', '')}); if it "
+              "saw any of these cases, their held-out figures flatter it", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    plan = {"data": str(data), "init": str(init), "cases": [c.name for c in sorted(cases)],
-            "folds": [[c.name for c in f.held_out] for f in folds],
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()}}
-    plan_file = out / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
-        raise ValueError(f"{out} holds a measurement of other cases or settings ({plan_file}); "
-                         "use another --out or the same --data, --init and settings")
-    with atomic_path(plan_file) as tmp:
-        tmp.write_text(json.dumps(plan, indent=1))
+    plan = {"data": str(Path(data).resolve()), "init": str(Path(init).resolve()), "init_sha256": manifest.sha256,
+            "patients": sorted({patient_of(c, settings.patient_pattern) for c in cases}),
+            "folds": [[c.name for c in f.held_out] for f in folds], "iterations": settings.iterations,
+            "learning_rate": settings.learning_rate, "validate_every": settings.validate_every,
+            "patch": settings.patch, "spacing_mm": settings.spacing_mm, "seed": settings.seed,
+            "init_name": f"{manifest.name} {manifest.version}"}
+    with _only_sitting(out):
+        plan_file = out / "plan.json"
+        before = _read_result(plan_file)
+        if before is not None:
+            differ = [k for k in PLAN_KEYS if before.get(k) != plan[k]]
+            if differ:
+                raise ValueError(f"{out} holds a measurement with other {', '.join(differ)} ({plan_file}); use another "
+                                 "--out, or the same data, model and settings (only --sizes may change)")
+        with atomic_path(plan_file, fsync=True) as tmp:
+            tmp.write_text(json.dumps(plan, indent=1))
+        for fold in folds:
+            held_out: list[RealCase] | None = None
+            for size in (0, *settings.sizes):
+                name = f"fold-{fold.index}-n0" if size == 0 else _run_name(fold, size)
+                run_dir = out / "runs" / name
+                if _read_result(run_dir / "result.json") is not None:
+                    _clean(run_dir)  # a sitting that ended between scoring and cleaning
+                    continue
+                if held_out is None:
+                    held_out = _held_out(fold, cache, settings, progress)
+                if size == 0:
+                    result: dict = {"fine_tuned": False, "training_seconds": 0.0, "train_cases": [],
+                                    "validation_cases": []}
+                    scores = _score_model(init, held_out)
+                else:
+                    result = {"fine_tuned": True, **_fine_tune(
+                        fold.train_cases(size), init, run_dir, settings, progress,
+                        command + f"  # fold {fold.index}, {'all' if size is None else size} site cases")}
+                    scores = _score_model(run_dir, held_out)
+                result.update({"fold": fold.index, "size": 0 if size == 0 else len(fold.train_cases(size)),
+                               "asked": "all" if size is None else size, "held_out": scores["cases"],
+                               "scored_on": scores["device"], "threads": settings.threads})
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(run_dir / "result.json", fsync=True) as tmp:
+                    tmp.write_text(json.dumps(result, indent=1))
+                _clean(run_dir)
+                summarise(out, settings)
+        return summarise(out, settings)
 
-    for fold in folds:
-        held_out = load_real_cases(fold.held_out, cache, settings.spacing_mm, progress=progress,
-                                   only_this_folder=True)
-        runs: list[tuple[str, int | None]] = [(f"fold-{fold.index}-n0", 0),
-                                              *((_run_name(fold, s), s) for s in settings.sizes)]
-        for name, size in runs:
-            result_file = out / "runs" / name / "result.json"
-            if result_file.is_file():
-                continue
-            if size == 0:
-                result = {"fine_tuned": False, "training_seconds": 0.0, "train_cases": [], "validation_cases": []}
-                model_dir = init
-            else:
-                if size is not None and size > len(fold.others):
-                    raise ValueError(f"sizes: {size} site cases asked for, fold {fold.index} has {len(fold.others)} "
-                                     "outside its held-out part")
-                result = {"fine_tuned": True, **_fine_tune(fold, size, init, out / "runs" / name, settings, progress)}
-                model_dir = out / "runs" / name
-            scores = _score_model(model_dir, held_out)
-            result.update({"fold": fold.index, "size": len(fold.train_cases(size)) if size != 0 else 0,
-                           "asked": "all" if size is None else size, "held_out": scores["cases"]})
-            result_file.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(result_file) as tmp:
-                tmp.write_text(json.dumps(result, indent=1))
-            if size != 0:  # scored: the resume state and per-step weights are not needed any more
-                shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)
-                (model_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return summarise(out, settings)
+
+def _held_out(fold: Fold, cache: Path, settings: GainSettings, progress: bool) -> list[RealCase]:
+    """The fold's held-out cases, prepared; one whose label is empty on the 2 mm grid is
+    left out (a Dice of two empty masks is 1 and would flatter every run), and said."""
+    cases = load_real_cases(fold.held_out, cache, settings.spacing_mm, progress=progress, only_this_folder=True)
+    empty = [c.name for c in cases if not c.reference.any()]
+    if empty:
+        print(f"site-gain: fold {fold.index}: {', '.join(empty)} left out (no tumour left on the "
+              f"{settings.spacing_mm} mm grid)", file=sys.stderr)
+    return [c for c in cases if c.reference.any()]
+
+
+def _bootstrap_mean(values: list[float], seed: int = 0, draws: int = 2000) -> tuple[float, float]:
+    """95 % percentile interval of the mean of ``values`` (resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    data = np.asarray(values)
+    means = data[rng.integers(0, len(data), (draws, len(data)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _order(asked: str) -> int:
+    return -1 if asked == "0" else 10**6 if asked == "all" else int(asked)
 
 
 def summarise(out: Path, settings: GainSettings) -> dict:
-    """Pool the finished runs of ``out`` per size (each patient held out once) into
-    ``gain.json``, ``gain.md`` and ``gain.png``."""
-    results = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
+    """Pool the finished runs of ``out`` per asked size (each patient held out once) into
+    ``gain.json``, ``gain.md`` and ``gain.png``; the gain of a size is the per-patient
+    difference from the unchanged model on the same folds."""
+    results = [r for p in sorted((out / "runs").glob("*/result.json")) if (r := _read_result(p)) is not None]
     by_size: dict[str, list[dict]] = {}
     for r in results:
         by_size.setdefault(str(r["asked"]), []).append(r)
+    baseline = {case: d for r in by_size.get("0", []) for case, d in r["held_out"].items()}
     rows = []
-    for asked, group in sorted(by_size.items(), key=lambda kv: -1 if kv[0] == "0" else
-                               (10**6 if kv[0] == "all" else int(kv[0]))):
-        dice = [d for r in group for d in r["held_out"].values()]
-        rows.append({"site_cases": asked, "cases_per_run": sorted({r["size"] for r in group}),
-                     "folds_done": len(group), "held_out_patients": len(dice),
-                     "median": round(statistics.median(dice), 3), "mean": round(float(np.mean(dice)), 3),
-                     "min": round(min(dice), 3), "below_0_70": sum(d < POOR_DICE for d in dice),
-                     "training_seconds_per_run": round(float(np.mean([r["training_seconds"] for r in group])))})
+    for asked in sorted(by_size, key=_order):
+        group = by_size[asked]
+        dice = {case: d for r in group for case, d in r["held_out"].items()}
+        values = list(dice.values())
+        row = {"site_cases": asked, "cases_per_run": sorted({r["size"] for r in group}),
+               "folds_done": len(group), "held_out_patients": len(values),
+               "median": round(statistics.median(values), 3), "mean": round(float(np.mean(values)), 3),
+               "min": round(min(values), 3), "below_0_70": sum(d < POOR_DICE for d in values),
+               "wall_seconds_per_run": round(float(np.mean([r["training_seconds"] for r in group]))),
+               "device": sorted({r.get("device", r.get("scored_on", "cpu")) for r in group})}
+        paired = [dice[c] - baseline[c] for c in dice if c in baseline]
+        if asked != "0" and paired:
+            low, high = _bootstrap_mean(paired)
+            row["gain"] = {"patients": len(paired), "median": round(statistics.median(paired), 3),
+                           "mean": round(float(np.mean(paired)), 3), "mean_95ci": [round(low, 3), round(high, 3)],
+                           "improved": sum(d > 0.01 for d in paired), "worse": sum(d < -0.01 for d in paired)}
+        rows.append(row)
     summary = {"folds": settings.folds, "iterations": settings.iterations, "learning_rate": settings.learning_rate,
                "threads": settings.threads, "rows": rows}
     with atomic_path(out / "gain.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
-    lines = ["| site cases used | cases per run (train + choose) | folds | held-out patients | median Dice | mean | "
-             "min | Dice < 0.70 | training per run |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| site cases used | cases per run | folds done | held-out patients | median Dice | mean | min | "
+             "Dice < 0.70 | gain per patient: median, mean (95 % CI) | better / worse by > 0.01 | "
+             "fine-tuning per run (wall clock) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_run = "/".join(str(n) for n in r["cases_per_run"])
-        time_words = "none (the model as shipped)" if r["site_cases"] == "0" else \
-            f"{r['training_seconds_per_run'] / 60:.0f} min on {settings.threads} threads"
-        lines.append(f"| {'0 (default)' if r['site_cases'] == '0' else r['site_cases']} | {per_run} | "
-                     f"{r['folds_done']} | {r['held_out_patients']} | {r['median']:.3f} | {r['mean']:.3f} | "
-                     f"{r['min']:.3f} | {r['below_0_70']} | {time_words} |")
+        gain = r.get("gain")
+        gain_words = (f"{gain['median']:+.3f}, {gain['mean']:+.3f} ({gain['mean_95ci'][0]:+.3f} to "
+                      f"{gain['mean_95ci'][1]:+.3f})" if gain else "")
+        time_words = "none (as shipped)" if r["site_cases"] == "0" else \
+            f"{r['wall_seconds_per_run'] / 60:.0f} min, {settings.threads} threads, {'/'.join(r['device'])}"
+        lines.append(f"| {'0 (the model unchanged)' if r['site_cases'] == '0' else r['site_cases']} | "
+                     f"{'/'.join(str(n) for n in r['cases_per_run'])} | {r['folds_done']} | {r['held_out_patients']} | "
+                     f"{r['median']:.3f} | {r['mean']:.3f} | {r['min']:.3f} | {r['below_0_70']} | {gain_words} | "
+                     + (f"{gain['improved']} / {gain['worse']}" if gain else "") + f" | {time_words} |")
     with atomic_path(out / "gain.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    _plot(results, out / "gain.png")
+    _plot(by_size, out / "gain.png")
     return summary
 
 
-def _plot(results: list[dict], path: Path) -> None:
-    """Held-out whole-tumour Dice per patient against the site cases used."""
+def _plot(by_size: dict[str, list[dict]], path: Path) -> None:
+    """Held-out whole-tumour Dice per patient against the site cases used (the mean number
+    a size gave across folds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not results:
+    if not by_size:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    sizes = sorted({r["size"] for r in results})
-    for x in sizes:
-        dice = [d for r in results if r["size"] == x for d in r["held_out"].values()]
-        ax.scatter(np.full(len(dice), x) + np.random.default_rng(x).uniform(-0.8, 0.8, len(dice)), dice,
-                   s=8, alpha=0.4, color="tab:blue")
-        ax.plot([x - 2, x + 2], [statistics.median(dice)] * 2, color="black")
-    medians = [statistics.median([d for r in results if r["size"] == x for d in r["held_out"].values()])
-               for x in sizes]
-    ax.plot(sizes, medians, color="black", marker="o", label="median over held-out patients")
+    xs: list[float] = []
+    medians: list[float] = []
+    for asked in sorted(by_size, key=_order):
+        group = by_size[asked]
+        x = float(np.mean([r["size"] for r in group]))
+        dice = [d for r in group for d in r["held_out"].values()]
+        ax.scatter(x + np.random.default_rng(len(xs)).uniform(-0.8, 0.8, len(dice)), dice, s=8, alpha=0.4,
+                   color="tab:blue")
+        xs.append(x)
+        medians.append(statistics.median(dice))
+    ax.plot(xs, medians, color="black", marker="o", label="median over held-out patients")
     ax.axhline(POOR_DICE, color="tab:red", ls="--", lw=1, label=f"Dice {POOR_DICE}")
-    ax.set_xlabel("site cases used for fine-tuning (0: the default as shipped)")
+    ax.set_xlabel("site cases used for fine-tuning (0: the model unchanged)")
     ax.set_ylabel("whole-tumour Dice, held-out patients")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")

@@ -186,15 +186,19 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     settings = settings or TrainSettings()
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
-    paths = find_cases(Path(data)) if isinstance(data, (str, Path)) else sorted(data)
+    paths = find_cases(Path(data)) if isinstance(data, (str, Path)) else sorted(Path(p) for p in data)
     data_name = Path(data).name if isinstance(data, (str, Path)) else f"{len(paths)} named case folders"
-    if len(paths) < 2:
-        raise ValueError(f"{data_name}: {len(paths)} labelled case(s) found; training needs at least 2 "
-                         "(one is held out for validation)")
+    if settings.validation_cases < 1 and not settings.real_validation:
+        raise ValueError("validation_cases: 0 leaves nothing to choose a checkpoint by; give real validation cases")
+    least = 2 if settings.validation_cases >= 1 else 1
+    if len(paths) < least:
+        raise ValueError(f"{data_name}: {len(paths)} labelled case(s) found; training needs at least {least}"
+                         + (" (one is held out for validation)" if least == 2 else ""))
     n_val = min(settings.validation_cases, max(1, len(paths) // 5))
     cache = settings.real_cache or default_cache()
     cases = [load_case(p, settings.spacing_mm, cache) for p in tqdm(paths, desc="loading cases", disable=not progress)]
-    train_cases, val_cases = cases[:-n_val], cases[-n_val:]
+    # validation_cases 0: real cases alone choose the checkpoint, every --data case trains
+    train_cases, val_cases = (cases[:-n_val], cases[-n_val:]) if n_val else (cases, [])
     val_rng = np.random.default_rng([settings.seed, 999])
     val_samples = [draw(c, val_rng, settings.patch) for c in val_cases for _ in range(2)]
 
@@ -280,7 +284,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
                 with atomic_path(out / "model.pt") as tmp:
                     torch.save(net.state_dict(), tmp)
             _plot(log, val_log, out / "curves.png")
-            with atomic_path(checkpoint) as tmp:
+            with atomic_path(checkpoint, fsync=True) as tmp:  # a power cut leaves the last one whole
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step, "iterations": settings.iterations, "log": log, "val_log": val_log,
                             "best": best, "elapsed": time.time() - start}, tmp)
@@ -296,7 +300,8 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     if kept.is_file():  # model.pt is the chosen step's weights, whatever happened between sittings
         with atomic_path(out / "model.pt") as tmp:
             tmp.write_bytes(kept.read_bytes())
-    synthetic_mean = round(float(np.mean([chosen[r] for r in REGIONS if chosen[r] is not None])), 4)
+    chosen_synthetic = [chosen[r] for r in REGIONS if chosen[r] is not None]
+    synthetic_mean = round(float(np.mean(chosen_synthetic)), 4) if chosen_synthetic else None
     selection = (f"median real whole-tumour Dice on {len(chosen['real']['cases'])} real cases" if "real" in chosen
                  else "mean Dice on held-out synthetic samples")
     synthetic = all(c.classes is not None for c in cases)
