@@ -94,6 +94,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, recorded with what a training run writes so it can be repeated."""
+    return "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+
+
 def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     from glioma_node.core.targets import TARGETS
     from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
@@ -123,7 +128,7 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path,
         sequence_rules=args.settings.sequences, version=args.model_version)
-    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command_line(args)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
     for target, res in result["targets"].items():
         if "variants" in res:
@@ -146,7 +151,7 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
                              learning_rate=args.learning_rate, resume=args.resume, threads=args.threads,
                              stop_after=args.stop_after, real_validation=tuple(args.real_val),
                              real_cache=args.real_cache)
-    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command_line(args)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
     real = result["chosen_real"]
     synthetic = result["best_validation_mean_dice"]
@@ -168,7 +173,7 @@ def _cmd_train_site_gain(args: argparse.Namespace) -> int:
                             learning_rate=args.learning_rate, validate_every=args.validate_every,
                             threads=args.threads, seed=args.seed, patient_pattern=args.patient_pattern,
                             cache=args.real_cache)
-    command = "glioma-node " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command_line(args)
     summary = site_gain(args.data, args.init, args.out, settings, progress=not args.quiet, command=command)
     print((args.out / "gain.md").read_text(), end="")
     print(f"{len(summary['rows'])} sizes measured; figures in {args.out}/gain.json, gain.md, gain.png")

@@ -44,7 +44,7 @@ import torch
 from glioma_node.core.files import atomic_path
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.model_dir import read_manifest
-from glioma_node.training.seg.dataset import find_cases, is_whole_tumour_mask, label_file
+from glioma_node.training.seg.dataset import WHOLE_TUMOUR_LABEL, find_cases, label_file
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
 
 POOR_DICE = 0.70  # the whole-tumour Dice below which a mask is called a failure (the issue's "none < 0.70")
@@ -188,9 +188,9 @@ def _check_cases(cases: list[Path]) -> None:
     """A 0/1 mask under a BraTS label name would train as necrosis: say how to name it."""
     for case in cases:
         label = label_file(case)
-        if label is None or is_whole_tumour_mask(label):
+        if label is None or label.match(WHOLE_TUMOUR_LABEL):
             continue
-        voxels, _ = read_nifti(label)
+        voxels, _ = read_nifti(label)  # read once: only a label under another name is in question
         if np.isin(np.unique(voxels), (0, 1)).all():
             raise ValueError(f"{label}: a 0/1 mask under a BraTS label name would train as necrotic core; name a "
                              "whole-tumour (FLAIR abnormality) mask label.nii.gz")
