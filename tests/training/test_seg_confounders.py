@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from glioma_node.core.roles import ROLES
+from glioma_node.inference.symmetry import mirror
 from glioma_node.training.seg.confounders import (
     CHOROID,
     CONFOUNDERS,
@@ -93,6 +94,24 @@ def test_perturb_changes_only_normal_tissue():
         out = perturb(classes, brain, rng)
         assert np.array_equal(out[tumour], classes[tumour])
         assert not is_tumour(out[~tumour]).any()
+
+
+def test_small_vessel_disease_is_sometimes_bilateral_and_mirror_symmetric():
+    """Real scans' bilateral, symmetric white-matter signal must be learnt as background:
+    some draws mirror it about the brain's midline, others leave it one-sided."""
+    classes, brain = _head()
+    classes = add_structures(classes, brain)
+    rng = np.random.default_rng(6)
+    symmetric = one_sided = 0
+    for _ in range(60):
+        wmh = perturb(classes, brain, rng) == WMH
+        patches = ndimage.binary_opening(wmh)  # the confluent part, not the scattered dots
+        if patches.sum() < 50:
+            continue
+        overlap = (patches & mirror(patches, brain)).sum() / patches.sum()
+        symmetric += overlap > 0.8
+        one_sided += overlap < 0.5
+    assert symmetric >= 3 and one_sided >= 3, (symmetric, one_sided)
 
 
 def test_periventricular_signal_is_bright_on_flair_but_not_tumour():

@@ -14,7 +14,8 @@ Two levels:
   transverse sinuses. These need the whole brain's geometry, which a training crop lacks.
 * **Per sample** (:func:`perturb`, on the crop, with fresh random draws each time):
   ventricle size and asymmetry (atrophy, hydrocephalus, one side compressed by the mass),
-  periventricular caps and bands, confluent and punctate white-matter hyperintensities,
+  periventricular caps and bands, confluent and punctate white-matter hyperintensities
+  (half of them bilateral and mirror-symmetric, up to confluent deep white matter),
   the choroid plexus in the atria, cortical veins and arteries (enhancing, or flow voids),
   FLAIR inflow and pulsation artefacts in the ventricles and cisterns.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from glioma_node.inference.symmetry import midline_x
+from glioma_node.inference.symmetry import midline_x, mirror
 from glioma_node.training.synth.anatomy import TISSUE_LABELS, smooth_noise
 
 # Class indices after the tissues (1-8) and the tumour compartments (9-11) of the generator.
@@ -168,7 +169,7 @@ def perturb(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator) ->
                 y = np.arange(classes.shape[1])[None, :, None]
                 span = vy[-1] - vy[0]
                 horns = ventricle & ((y <= vy[0] + 0.2 * span) | (y >= vy[-1] - 0.2 * span))
-                caps = _grow(horns, int(rng.integers(2, 5)), white | horns) & white
+                caps = _grow(horns, int(rng.integers(2, 8)), white | horns) & white  # 4-14 mm
             out[(band | caps) & ~tumour] = PERIVENTRICULAR
         if rng.random() < 0.7:  # choroid plexus: in the posterior (atrial) part of the ventricles
             vy = np.nonzero(ventricle.any(axis=(0, 2)))[0]
@@ -181,8 +182,10 @@ def perturb(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator) ->
     white = (out == _WM) & brain
     if rng.random() < 0.5 and white.any():  # small-vessel disease: confluent patches and dots
         field = smooth_noise(classes.shape, rng, rng.uniform(2.0, 5.0), coarse=2)
+        if rng.random() < 0.5:  # bilateral and roughly symmetric, as small-vessel disease usually is
+            field = np.maximum(field, mirror(field, brain))
         depth = _depth(brain, open_edges=True)
-        patches = (field > rng.uniform(1.6, 2.6)) & white & (depth >= 3)
+        patches = (field > rng.uniform(1.2, 2.6)) & white & (depth >= 3)  # from a few patches to confluent
         out[(patches | blobs(white, rng, int(rng.integers(0, 25)), (0.6, 1.6))) & white] = WMH
     cisterns = (out == _CSF) & brain
     if rng.random() < 0.3 and cisterns.any():  # inflow in the basal cisterns and sulci
