@@ -248,6 +248,10 @@ def test_site_gain_never_shows_a_run_its_held_out_patients_and_continues_after_a
     assert [len(n) for _, n in trained[count:]] == [6, 6, 6]
     with pytest.raises(ValueError, match="other iterations"):
         sg.site_gain(site, init, out, sg.GainSettings(folds=3, sizes=(4,), iterations=7), progress=False)
+    label = next(site.iterdir()) / "label.nii.gz"  # a label corrected in place between sittings
+    label.write_bytes(label.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="other data_sha256"):
+        sg.site_gain(site, init, out, settings, progress=False)
     with pytest.raises(ValueError, match="smallest fold has 8"):
         sg.site_gain(site, init, tmp_path / "other", sg.GainSettings(folds=3, sizes=(8,)), progress=False)
     assert not (tmp_path / "other").exists()  # refused before anything was written
@@ -261,6 +265,22 @@ def test_site_gain_refuses_a_binary_mask_under_a_brats_label_name(tmp_path):
     (site / "P03" / "label.nii.gz").rename(site / "P03" / "seg.nii.gz")
     with pytest.raises(ValueError, match="name a whole-tumour .* label.nii.gz"):
         site_gain(site, DEFAULT_MODELS / "segmentation", tmp_path / "out", GainSettings(folds=2, sizes=(2,)))
+
+
+def test_train_seg_refuses_a_binary_mask_under_a_brats_label_name_but_not_an_empty_label(tmp_path):
+    import nibabel as nib
+
+    from glioma_node.training.seg.dataset import load_case
+
+    site = _fake_site(tmp_path / "site", 1)
+    case = next(site.iterdir())
+    (case / "label.nii.gz").rename(case / "seg.nii.gz")
+    with pytest.raises(ValueError, match="would train as necrotic core"):
+        load_case(case)
+    img = nib.load(case / "seg.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), case / "seg.nii.gz")
+    with pytest.raises(FileNotFoundError, match="missing"):  # the label passes; this fake case has no T2
+        load_case(case)
 
 
 @pytest.mark.slow

@@ -79,6 +79,17 @@ def is_whole_tumour_mask(path: Path) -> bool:
     return bool(np.isin(np.unique(voxels), (0, 1)).all())
 
 
+def refuse_binary_brats_label(path: Path, voxels: np.ndarray) -> None:
+    """A 0/1 mask under a BraTS label name would train as necrotic core (BraTS label 1):
+    refuse it and say how to name a whole-tumour mask. A label of only 0 (no tumour) is fine."""
+    if path.match(WHOLE_TUMOUR_LABEL):
+        return
+    values = set(np.unique(voxels).tolist())
+    if 1 in values and values <= {0, 1}:
+        raise ValueError(f"{path}: a 0/1 mask under a BraTS label name would train as necrotic core; name a "
+                         "whole-tumour (FLAIR abnormality) mask label.nii.gz")
+
+
 def find_cases(root: Path) -> list[Path]:
     """Case folders under ``root`` that hold a label map (recursively, sorted)."""
     if not root.is_dir():
@@ -126,6 +137,7 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0, cache: Path | None = None
     if label_path is None:
         raise FileNotFoundError(f"{case_dir}: no label map (seg.nii.gz, *-seg.nii.gz or *_seg.nii.gz)")
     seg, affine = read_nifti(label_path)
+    refuse_binary_brats_label(label_path, seg)
     seg = np.where(np.isin(seg, (1, 2, 4)), seg, np.where(seg == 3, 4, 0)).astype(np.uint8)  # BraTS 2023: ET is 3
     source = Grid(shape3(seg.shape), affine)
     grid = canonical_grid(source.corners(), spacing_mm, multiple=16)

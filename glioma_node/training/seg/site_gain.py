@@ -28,6 +28,7 @@ and ``OUT/gain.png`` after every finished run.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import re
 import shutil
@@ -44,11 +45,11 @@ import torch
 from glioma_node.core.files import atomic_path
 from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.model_dir import read_manifest
-from glioma_node.training.seg.dataset import WHOLE_TUMOUR_LABEL, find_cases, label_file
+from glioma_node.training.seg.dataset import WHOLE_TUMOUR_LABEL, find_cases, label_file, refuse_binary_brats_label
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
 
 POOR_DICE = 0.70  # the whole-tumour Dice below which a mask is called a failure (the issue's "none < 0.70")
-PLAN_KEYS = ("data", "init_sha256", "patients", "folds", "iterations", "learning_rate", "validate_every",
+PLAN_KEYS = ("data", "data_sha256", "init_sha256", "patients", "folds", "iterations", "learning_rate", "validate_every",
              "patch", "spacing_mm", "seed")  # what makes two sittings one measurement
 
 
@@ -185,15 +186,25 @@ def _fine_tune(cases: list[Path], init: Path, run_dir: Path, settings: GainSetti
 
 
 def _check_cases(cases: list[Path]) -> None:
-    """A 0/1 mask under a BraTS label name would train as necrosis: say how to name it."""
+    """Refuse a 0/1 mask under a BraTS label name before any work (see
+    :func:`refuse_binary_brats_label`); only labels not named as whole-tumour masks are read."""
     for case in cases:
         label = label_file(case)
-        if label is None or label.match(WHOLE_TUMOUR_LABEL):
-            continue
-        voxels, _ = read_nifti(label)  # read once: only a label under another name is in question
-        if np.isin(np.unique(voxels), (0, 1)).all():
-            raise ValueError(f"{label}: a 0/1 mask under a BraTS label name would train as necrotic core; name a "
-                             "whole-tumour (FLAIR abnormality) mask label.nii.gz")
+        if label is not None and not label.match(WHOLE_TUMOUR_LABEL):
+            refuse_binary_brats_label(label, read_nifti(label)[0])
+
+
+def _content_sha256(cases: list[Path]) -> str:
+    """One digest of every case's NIfTI files (images and label), so a label corrected in
+    place between sittings is seen: runs scored against the old one would not compare."""
+    digest = hashlib.sha256()
+    for case in cases:
+        for path in sorted(case.rglob("*.nii*")):
+            digest.update(f"{case.name}/{path.relative_to(case)}".encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None = None,
@@ -213,7 +224,8 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
         print(f"site-gain: {init} is itself a fine-tuned model ({manifest.data['training'].get('data', '')}); if it "
               "saw any of these cases, their held-out figures flatter it", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    plan = {"data": str(Path(data).resolve()), "init": str(Path(init).resolve()), "init_sha256": manifest.sha256,
+    plan = {"data": str(Path(data).resolve()), "data_sha256": _content_sha256(cases),
+            "init": str(Path(init).resolve()), "init_sha256": manifest.sha256,
             "patients": sorted({patient_of(c, settings.patient_pattern) for c in cases}),
             "folds": [[c.name for c in f.held_out] for f in folds], "iterations": settings.iterations,
             "learning_rate": settings.learning_rate, "validate_every": settings.validate_every,
