@@ -62,18 +62,51 @@ def test_synthesis_keeps_what_defines_each_compartment_and_nothing_else():
     assert all(1 <= n <= 20 for n in dropped.values()), dropped
 
 
+def test_the_weight_average_follows_a_short_run_and_survives_a_resume():
+    import torch
+
+    from glioma_node.training.seg.train import WeightAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    average = WeightAverage(net, 0.99)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    average.update(net)  # the first updates barely remember the initial weights: decay 1/10
+    assert average.weights["weight"].item() == pytest.approx(0.9)
+    for _ in range(2000):
+        average.update(net)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average.update(net)  # late in a run the decay is the one asked for
+    assert average.weights["weight"].item() == pytest.approx(0.99)
+    resumed = WeightAverage(net, 0.99, average.state())
+    assert resumed.updates == 2002 and resumed.weights["weight"].item() == pytest.approx(0.99)
+    assert net.weight.item() == 0.0  # the network's own weights are never touched
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(net, 1.0)
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("synth")
 def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
+    import torch
+
     from glioma_node.training.seg.train import TrainSettings, train_segmentation
 
     out = tmp_path / "model"
-    # a sitting that stops after 2 of 3 steps, then a second one that resumes
+    # a sitting that stops after 2 of 3 steps, then a second one that resumes; a moving average is kept
     first = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
-                                                                          stop_after=2), progress=False)
+                                                                          stop_after=2, ema_decay=0.9), progress=False)
     assert [v["step"] for v in first["validation"]] == [2] and (out / "checkpoint.pt").is_file()
     result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
-                                                                           resume=True), progress=False)
+                                                                           resume=True, ema_decay=0.9), progress=False)
+    saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    kept = torch.load(out / "checkpoints" / "step-3.pt", map_location="cpu")
+    assert saved["average"]["updates"] == 3  # carried across the sittings
+    assert all(torch.equal(kept[k], saved["average"]["weights"][k]) for k in kept)  # the average is what is kept
+    assert not all(torch.equal(kept[k], saved["net"][k]) for k in kept)  # while training goes on from the weights
+    assert result["validation"][-1]["weights"] == "moving average, decay 0.9"
     assert [row["step"] for row in result["loss"]] == [1, 2, 3]
     assert len(result["train_cases"]) == 2 and len(result["validation_cases"]) == 1
     for name in ("model.pt", "manifest.json", "curves.png", "training-log.json", "MODEL_CARD.md"):

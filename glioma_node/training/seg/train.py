@@ -62,6 +62,39 @@ class TrainSettings:
     stop_after: int | None = None  # steps to run in this sitting (then checkpoint and stop; resume later)
     real_validation: tuple[Path, ...] = ()  # folders of real labelled cases: score every checkpoint, choose by them
     real_cache: Path | None = None  # where their prepared arrays are kept (default: default_cache())
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (see WeightAverage)
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights, the copy validated and kept.
+
+    At a high learning rate the weights jump between solutions from one validation to the
+    next (real-case median Dice 0.71 to 0.80 within 1000 steps); their average is steadier
+    and usually better than any one of them (Polyak averaging). The decay of update ``t``
+    is ``min(decay, (1 + t) / (10 + t))``, so a short run (a site's fine-tuning) averages
+    over its own steps, not over its initial weights.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float, state: dict | None = None) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay: {decay} must lie in (0, 1) (e.g. 0.999), or be 0 for no averaging")
+        self.decay = decay
+        self.updates = int(state["updates"]) if state else 0
+        source = state["weights"] if state else net.state_dict()
+        self.weights = {k: v.detach().clone() for k, v in source.items()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in net.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.weights[key].mul_(d).add_(value.detach(), alpha=1 - d)
+            else:
+                self.weights[key].copy_(value)
+        self.updates += 1
+
+    def state(self) -> dict:
+        return {"weights": self.weights, "updates": self.updates}
 
 
 def initial_weights(net: torch.nn.Module, init: Path) -> None:
@@ -231,6 +264,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     first = 1
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
+    average_state = None
     if settings.resume:
         if not checkpoint.is_file():
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (start without --resume)")
@@ -242,9 +276,12 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         log, val_log, elapsed = saved["log"], saved["val_log"], saved["elapsed"]
+        average_state = saved.get("average")
         _check_same_selection(checkpoint, val_log, real_cases)
         best = max((_merit(v) for v in val_log), default=best)
         first = saved["step"] + 1
+    # a run resumed with averaging that had none starts its average from the weights it resumes
+    average = WeightAverage(net, settings.ema_decay, average_state) if settings.ema_decay else None
     # The sample stream is seeded by the step it starts at, so a resumed run draws new samples.
     loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed + 7919 * (first - 1)),
                                          batch_size=1, num_workers=1, prefetch_factor=4, persistent_workers=True)
@@ -264,12 +301,19 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         loss.backward()
         opt.step()
         sched.step()
+        if average is not None:
+            average.update(net)
         log.append({"step": step, "loss": loss.item(), "seconds": round(time.time() - start, 1)})
         bar.update(1)
         bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
         if step % settings.validate_every == 0 or step == last:
+            trained = None
+            if average is not None:  # the average is what is validated and kept; training goes on from the weights
+                trained = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                net.load_state_dict(average.weights)
             scores = _validate(net, val_samples, dev)
-            entry: dict = {"step": step, **scores, "seconds": round(time.time() - start, 1)}
+            entry: dict = {"step": step, **scores, "seconds": round(time.time() - start, 1),
+                           **({"weights": f"moving average, decay {settings.ema_decay}"} if average else {})}
             if real_cases:
                 from glioma_node.training.seg.real_cases import score
 
@@ -283,11 +327,14 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
                 best = merit
                 with atomic_path(out / "model.pt") as tmp:
                     torch.save(net.state_dict(), tmp)
+            if trained is not None:
+                net.load_state_dict(trained)
             _plot(log, val_log, out / "curves.png")
             with atomic_path(checkpoint, fsync=True) as tmp:  # a power cut leaves the last one whole
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step, "iterations": settings.iterations, "log": log, "val_log": val_log,
-                            "best": best, "elapsed": time.time() - start}, tmp)
+                            "best": best, "elapsed": time.time() - start,
+                            **({"average": average.state()} if average else {})}, tmp)
             bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None)
                       + (f"; real whole tumour median {entry['real']['median']:.3f}, min {entry['real']['min']:.3f}"
                          if real_cases else ""))
