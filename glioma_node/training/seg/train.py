@@ -70,9 +70,10 @@ class WeightAverage:
 
     At a high learning rate the weights jump between solutions from one validation to the
     next (real-case median Dice 0.71 to 0.80 within 1000 steps); their average is steadier
-    and usually better than any one of them (Polyak averaging). The decay of update ``t``
-    is ``min(decay, (1 + t) / (10 + t))``, so a short run (a site's fine-tuning) averages
-    over its own steps, not over its initial weights.
+    and usually better than any one of them (Polyak averaging). Update ``t`` (from 0)
+    weighs the old average by ``min(decay, t / (t + 1))``: the plain mean of the steps so
+    far until there are ``1 / (1 - decay)`` of them, then the moving average; the weights
+    the average starts from count for nothing.
     """
 
     def __init__(self, net: torch.nn.Module, decay: float, state: dict | None = None) -> None:
@@ -85,7 +86,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, net: torch.nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = min(self.decay, self.updates / (self.updates + 1))
         for key, value in net.state_dict().items():
             if value.dtype.is_floating_point:
                 self.weights[key].mul_(d).add_(value.detach(), alpha=1 - d)
