@@ -91,6 +91,8 @@ def test_the_weight_average_follows_a_short_run_and_survives_a_resume():
     assert net.weight.item() == 0.0  # the network's own weights are never touched
     with pytest.raises(ValueError, match="ema_decay"):
         WeightAverage(net, 1.0)
+    with pytest.raises(ValueError, match="resume with --ema-decay 0.99"):
+        WeightAverage(net, 0.9, average.state())
 
 
 @pytest.mark.slow
@@ -113,6 +115,14 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     assert all(torch.equal(kept[k], saved["average"]["weights"][k]) for k in kept)  # the average is what is kept
     assert not all(torch.equal(kept[k], saved["net"][k]) for k in kept)  # while training goes on from the weights
     assert result["validation"][-1]["weights"] == "moving average, decay 0.9"
+    assert read_manifest(out).data["training"]["weights_average"] == {"decay": 0.9, "from_step": 2}
+    assert "moving average of the training steps (decay 0.9" in (out / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="resume with the same --ema-decay"):  # the average is never dropped
+        train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, resume=True),
+                           progress=False)
+    with pytest.raises(ValueError, match="resume with --ema-decay 0.9"):
+        train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, resume=True,
+                                                                      ema_decay=0.99), progress=False)
     assert [row["step"] for row in result["loss"]] == [1, 2, 3]
     assert len(result["train_cases"]) == 2 and len(result["validation_cases"]) == 1
     for name in ("model.pt", "manifest.json", "curves.png", "training-log.json", "MODEL_CARD.md"):
@@ -291,18 +301,30 @@ def test_site_gain_never_shows_a_run_its_held_out_patients_and_continues_after_a
     label.write_bytes(label.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="other data_sha256"):
         sg.site_gain(site, init, out, settings, progress=False)
+    plan = json.loads((out / "plan.json").read_text())  # a plan written before the digest existed: recorded now
+    del plan["data_sha256"]
+    (out / "plan.json").write_text(json.dumps(plan))
+    sg.site_gain(site, init, out, settings, progress=False)
+    assert "data_sha256" in json.loads((out / "plan.json").read_text())
     with pytest.raises(ValueError, match="smallest fold has 8"):
         sg.site_gain(site, init, tmp_path / "other", sg.GainSettings(folds=3, sizes=(8,)), progress=False)
     assert not (tmp_path / "other").exists()  # refused before anything was written
 
 
 def test_site_gain_refuses_a_binary_mask_under_a_brats_label_name(tmp_path):
+    import nibabel as nib
+
     from glioma_node.core.resources import DEFAULT_MODELS
     from glioma_node.training.seg.site_gain import GainSettings, site_gain
 
     site = _fake_site(tmp_path / "site", 8)
     (site / "P03" / "label.nii.gz").rename(site / "P03" / "seg.nii.gz")
     with pytest.raises(ValueError, match="name a whole-tumour .* label.nii.gz"):
+        site_gain(site, DEFAULT_MODELS / "segmentation", tmp_path / "out", GainSettings(folds=2, sizes=(2,)))
+    # an empty BraTS-named label is no 0/1 mask, but its case lacks what training a BraTS case needs
+    img = nib.load(site / "P03" / "seg.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), site / "P03" / "seg.nii.gz")
+    with pytest.raises(FileNotFoundError, match="missing T1, T1c, T2 images"):
         site_gain(site, DEFAULT_MODELS / "segmentation", tmp_path / "out", GainSettings(folds=2, sizes=(2,)))
 
 

@@ -71,6 +71,9 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         + (f" (step {best['step']}: median {real['median']:.3f}, minimum {real['min']:.3f}). This is selection on "
            "real data, not training on it: those cases are no longer unseen, and figures on them flatter the model "
            "a little." if real else "; no real image or label was used to choose it."),
+        *([f"- The weights are a moving average of the training steps (decay {training['weights_average']['decay']}"
+           f", validated from step {training['weights_average']['from_step']} on), not one step's."]
+          if "weights_average" in training else []),
         "",
         "## Reproduce",
         f"Last training command: `{training['command']}` ({training['iterations']} steps in "

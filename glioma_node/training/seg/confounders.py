@@ -15,7 +15,8 @@ Two levels:
 * **Per sample** (:func:`perturb`, on the crop, with fresh random draws each time):
   ventricle size and asymmetry (atrophy, hydrocephalus, one side compressed by the mass),
   periventricular caps and bands, confluent and punctate white-matter hyperintensities
-  (half of them bilateral and mirror-symmetric, up to confluent deep white matter),
+  (in crops that hold the falx, half of them mirrored about it: bilateral and symmetric;
+  up to confluent deep white matter),
   the choroid plexus in the atria, cortical veins and arteries (enhancing, or flow voids),
   FLAIR inflow and pulsation artefacts in the ventricles and cisterns.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from glioma_node.inference.symmetry import midline_x, mirror
+from glioma_node.inference.symmetry import midline_x
 from glioma_node.training.synth.anatomy import TISSUE_LABELS, smooth_noise
 
 # Class indices after the tissues (1-8) and the tumour compartments (9-11) of the generator.
@@ -44,6 +45,26 @@ _NORMAL_BRAIN = (_CSF, _GM, _WM)
 
 def is_tumour(classes: np.ndarray) -> np.ndarray:
     return (classes >= FIRST_TUMOUR_CLASS) & (classes <= LAST_TUMOUR_CLASS)
+
+
+def falx_x(classes: np.ndarray, brain: np.ndarray) -> float | None:
+    """The x of the mid-sagittal plane in a training crop: the median x of its falx (class
+    DURA inside the brain, placed on the whole case by :func:`add_structures`). A crop
+    centred on a tumour often cuts off the far hemisphere, so the middle of the crop's
+    own brain is no midline. None when the crop holds under 20 falx voxels."""
+    falx = np.argwhere((classes == DURA) & brain)
+    return float(np.median(falx[:, 2])) if len(falx) >= 20 else None
+
+
+def mirrored_x(shape: tuple[int, ...], mid: float) -> tuple[np.ndarray, np.ndarray]:
+    """For an array of ``shape`` ``[z, y, x]``: the x index of each voxel's mirror image
+    about the plane x = ``mid`` (broadcast to ``shape``, clipped into the grid), and where
+    that image lies inside the grid."""
+    x = np.arange(shape[2])[None, None, :]
+    source = np.round(2 * mid - x).astype(int)
+    inside = (source >= 0) & (source < shape[2])
+    return (np.broadcast_to(np.clip(source, 0, shape[2] - 1), shape),
+            np.broadcast_to(inside, shape))
 
 
 def _depth(brain: np.ndarray, open_edges: bool) -> np.ndarray:
@@ -182,8 +203,10 @@ def perturb(classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator) ->
     white = (out == _WM) & brain
     if rng.random() < 0.5 and white.any():  # small-vessel disease: confluent patches and dots
         field = smooth_noise(classes.shape, rng, rng.uniform(2.0, 5.0), coarse=2)
-        if rng.random() < 0.5:  # bilateral and roughly symmetric, as small-vessel disease usually is
-            field = np.maximum(field, mirror(field, brain))
+        mid = falx_x(out, brain)
+        if mid is not None and rng.random() < 0.5:  # bilateral, roughly symmetric, as small-vessel disease usually is
+            source, inside = mirrored_x(field.shape, mid)
+            field = np.where(inside, np.maximum(field, np.take_along_axis(field, source, axis=2)), field)
         depth = _depth(brain, open_edges=True)
         patches = (field > rng.uniform(1.2, 2.6)) & white & (depth >= 3)  # from a few patches to confluent
         out[(patches | blobs(white, rng, int(rng.integers(0, 25)), (0.6, 1.6))) & white] = WMH

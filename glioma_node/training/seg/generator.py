@@ -63,7 +63,9 @@ from glioma_node.training.seg.confounders import (
     VESSEL,
     WMH,
     blobs,
+    falx_x,
     is_tumour,
+    mirrored_x,
     perturb,
 )
 from glioma_node.training.synth.anatomy import TISSUE_LABELS, smooth_noise
@@ -397,19 +399,17 @@ def _across_midline(classes: np.ndarray, soft: np.ndarray, brain: np.ndarray, rn
     other hemisphere. The midline is the falx (class DURA inside the brain); only grey and
     white matter is taken over. None when the tumour is far from the midline or the crop
     holds no falx."""
-    falx = np.argwhere((classes == DURA) & brain)
+    mid = falx_x(classes, brain)
     tumour = is_tumour(classes)
-    if len(falx) < 20 or not tumour.any():
+    if mid is None or not tumour.any():
         return None
-    mid = float(np.median(falx[:, 2]))
     width = rng.uniform(3.0, 9.0)
     x = np.arange(classes.shape[2])[None, None, :]
     near = tumour & (np.abs(x - mid) <= width)
     if near.sum() < 10:
         return None
     parenchyma = brain & np.isin(classes, (TISSUE_LABELS["gm"], TISSUE_LABELS["wm"]))
-    mirrored_x = np.clip(np.round(2 * mid - x).astype(int), 0, classes.shape[2] - 1)
-    source = np.broadcast_to(mirrored_x, classes.shape)
+    source, _ = mirrored_x(classes.shape, mid)
     mirrored = np.take_along_axis(near, source, axis=2) & parenchyma & ~tumour
     rows = ndimage.binary_dilation(near.any(axis=2), iterations=1)[..., None]
     bridge = rows & (np.abs(x - mid) <= rng.uniform(2.0, 4.0) + abs(width - 3.0) / 2) & parenchyma & ~tumour

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from glioma_node.core.files import atomic_path
-from glioma_node.dicom_io.nifti import read_nifti
+from glioma_node.core.roles import ROLES
+from glioma_node.dicom_io.nifti import find_role_files, read_nifti
 from glioma_node.inference.model_dir import read_manifest
 from glioma_node.training.seg.dataset import WHOLE_TUMOUR_LABEL, find_cases, label_file, refuse_binary_brats_label
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
@@ -186,12 +187,18 @@ def _fine_tune(cases: list[Path], init: Path, run_dir: Path, settings: GainSetti
 
 
 def _check_cases(cases: list[Path]) -> None:
-    """Refuse a 0/1 mask under a BraTS label name before any work (see
-    :func:`refuse_binary_brats_label`); only labels not named as whole-tumour masks are read."""
+    """Refuse before any work what training would refuse later: a 0/1 mask under a BraTS
+    label name (see :func:`refuse_binary_brats_label`), a BraTS-labelled case without all
+    four sequences. Only labels not named as whole-tumour masks are read."""
     for case in cases:
         label = label_file(case)
         if label is not None and not label.match(WHOLE_TUMOUR_LABEL):
             refuse_binary_brats_label(label, read_nifti(label)[0])
+            missing = [r for r in ROLES if r not in find_role_files(case)]
+            if missing and not (case / "tissues.nii.gz").exists():  # what training a BraTS-layout case reads
+                raise FileNotFoundError(f"{case}: missing {', '.join(missing)} images (a case with BraTS labels "
+                                        "trains on all four sequences; a site's FLAIR-abnormality mask is "
+                                        "label.nii.gz)")
 
 
 def _content_sha256(cases: list[Path]) -> str:
@@ -235,7 +242,11 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
         plan_file = out / "plan.json"
         before = _read_result(plan_file)
         if before is not None:
-            differ = [k for k in PLAN_KEYS if before.get(k) != plan[k]]
+            older = [k for k in PLAN_KEYS if k not in before]  # a plan written before the key existed
+            if older:
+                print(f"site-gain: {plan_file} predates {', '.join(older)}; not compared, recorded from now on",
+                      file=sys.stderr)
+            differ = [k for k in PLAN_KEYS if k in before and before[k] != plan[k]]
             if differ:
                 raise ValueError(f"{out} holds a measurement with other {', '.join(differ)} ({plan_file}); use another "
                                  "--out, or the same data, model and settings (only --sizes may change)")

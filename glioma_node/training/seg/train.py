@@ -79,10 +79,14 @@ class WeightAverage:
     def __init__(self, net: torch.nn.Module, decay: float, state: dict | None = None) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema_decay: {decay} must lie in (0, 1) (e.g. 0.999), or be 0 for no averaging")
+        if state is not None and state.get("decay", decay) != decay:
+            raise ValueError(f"ema_decay: the run being resumed averaged with decay {state['decay']}; resume with "
+                             f"--ema-decay {state['decay']}")
         self.decay = decay
         self.updates = int(state["updates"]) if state else 0
-        source = state["weights"] if state else net.state_dict()
-        self.weights = {k: v.detach().clone() for k, v in source.items()}
+        own = net.state_dict()  # the average lives where the network does (a checkpoint is read onto the CPU)
+        source = state["weights"] if state else own
+        self.weights = {k: v.detach().to(own[k].device).clone() for k, v in source.items()}
 
     @torch.no_grad()
     def update(self, net: torch.nn.Module) -> None:
@@ -95,7 +99,7 @@ class WeightAverage:
         self.updates += 1
 
     def state(self) -> dict:
-        return {"weights": self.weights, "updates": self.updates}
+        return {"weights": self.weights, "updates": self.updates, "decay": self.decay}
 
 
 def initial_weights(net: torch.nn.Module, init: Path) -> None:
@@ -218,6 +222,8 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     from monai.losses import DiceLoss
 
     settings = settings or TrainSettings()
+    if settings.ema_decay and not 0.0 < settings.ema_decay < 1.0:
+        raise ValueError(f"ema_decay: {settings.ema_decay} must lie in (0, 1) (e.g. 0.999), or be 0 for no averaging")
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     paths = find_cases(Path(data)) if isinstance(data, (str, Path)) else sorted(Path(p) for p in data)
@@ -281,7 +287,10 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         _check_same_selection(checkpoint, val_log, real_cases)
         best = max((_merit(v) for v in val_log), default=best)
         first = saved["step"] + 1
-    # a run resumed with averaging that had none starts its average from the weights it resumes
+    if average_state is not None and not settings.ema_decay:
+        raise ValueError(f"{checkpoint} keeps a moving average of the weights (decay {average_state.get('decay')}); "
+                         "resume with the same --ema-decay, or the average it validates would be dropped")
+    # a run that had no average may start one when resumed: from then on the average is validated
     average = WeightAverage(net, settings.ema_decay, average_state) if settings.ema_decay else None
     # The sample stream is seeded by the step it starts at, so a resumed run draws new samples.
     loader = torch.utils.data.DataLoader(_Stream(train_cases, settings.patch, settings.seed + 7919 * (first - 1)),
@@ -385,12 +394,20 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
                      "iterations": settings.iterations, "steps_done": last, "seconds": round(seconds),
                      "device": str(dev),
                      "best_validation_mean_dice": synthetic_mean,
+                     **({"weights_average": {"decay": settings.ema_decay, "from_step": _average_start(val_log)}}
+                        if settings.ema_decay else {}),
                      **({"real_validation": {"cases": len(real_cases), "median_whole_tumour": chosen["real"]["median"],
                                              "min_whole_tumour": chosen["real"]["min"]}} if "real" in chosen else {})},
         "intended_use": "research use only, not for diagnosis",
     })
     write_card(out)
     return result
+
+
+def _average_start(val_log: list[dict]) -> int:
+    """The first validated step whose weights were a moving average (a run may start one
+    when resumed)."""
+    return next((v["step"] for v in val_log if "weights" in v), 0)
 
 
 def _merit(entry: dict) -> tuple[float, float, float]:
