@@ -355,7 +355,7 @@ def corrupt(image: np.ndarray, brain: np.ndarray, tumour: np.ndarray, targets: n
     has = {role for role, p in zip(CHANNELS, present or (True,) * len(CHANNELS)) if p}
     dropped = set(CHANNELS) - has
     if rng.random() < 0.35:
-        dropped |= {role for role in has if rng.random() < 0.5}
+        dropped |= {role for role in CHANNELS if role in has and rng.random() < 0.5}  # in order: same seed, same sample
         whole_tumour_roles = [r for r in ("FLAIR", "T2") if r in has]
         if whole_tumour_roles and set(whole_tumour_roles) <= dropped:
             dropped.discard(str(rng.choice(whole_tumour_roles)))
