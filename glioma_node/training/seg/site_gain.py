@@ -43,10 +43,15 @@ import numpy as np
 import torch
 
 from glioma_node.core.files import atomic_path
-from glioma_node.core.roles import ROLES
-from glioma_node.dicom_io.nifti import find_role_files, read_nifti
+from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.model_dir import read_manifest
-from glioma_node.training.seg.dataset import WHOLE_TUMOUR_LABEL, find_cases, label_file, refuse_binary_brats_label
+from glioma_node.training.seg.dataset import (
+    WHOLE_TUMOUR_LABEL,
+    find_cases,
+    label_file,
+    missing_sequences,
+    refuse_binary_brats_label,
+)
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
 
 POOR_DICE = 0.70  # the whole-tumour Dice below which a mask is called a failure (the "none < 0.70")
@@ -194,8 +199,8 @@ def _check_cases(cases: list[Path]) -> None:
         label = label_file(case)
         if label is not None and not label.match(WHOLE_TUMOUR_LABEL):
             refuse_binary_brats_label(label, read_nifti(label)[0])
-            missing = [r for r in ROLES if r not in find_role_files(case)]
-            if missing and not (case / "tissues.nii.gz").exists():  # what training a BraTS-layout case reads
+            missing = missing_sequences(case)
+            if missing:
                 raise FileNotFoundError(f"{case}: missing {', '.join(missing)} images (a case with BraTS labels "
                                         "trains on all four sequences; a site's FLAIR-abnormality mask is "
                                         "label.nii.gz)")

@@ -76,9 +76,14 @@ class WeightAverage:
     the average starts from count for nothing.
     """
 
-    def __init__(self, net: torch.nn.Module, decay: float, state: dict | None = None) -> None:
+    @staticmethod
+    def check(decay: float) -> None:
+        """Refuse a decay outside (0, 1), with the setting's name."""
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema_decay: {decay} must lie in (0, 1) (e.g. 0.999), or be 0 for no averaging")
+
+    def __init__(self, net: torch.nn.Module, decay: float, state: dict | None = None) -> None:
+        self.check(decay)
         if state is not None and state.get("decay", decay) != decay:
             raise ValueError(f"ema_decay: the run being resumed averaged with decay {state['decay']}; resume with "
                              f"--ema-decay {state['decay']}")
@@ -222,8 +227,8 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     from monai.losses import DiceLoss
 
     settings = settings or TrainSettings()
-    if settings.ema_decay and not 0.0 < settings.ema_decay < 1.0:
-        raise ValueError(f"ema_decay: {settings.ema_decay} must lie in (0, 1) (e.g. 0.999), or be 0 for no averaging")
+    if settings.ema_decay:  # before minutes of loading
+        WeightAverage.check(settings.ema_decay)
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     paths = find_cases(Path(data)) if isinstance(data, (str, Path)) else sorted(Path(p) for p in data)
