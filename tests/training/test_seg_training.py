@@ -344,6 +344,31 @@ def test_train_seg_refuses_a_binary_mask_under_a_brats_label_name_but_not_an_emp
         load_case(case)
 
 
+def test_a_brats_labelled_case_needs_all_four_sequences_and_a_label_driven_one_none(tmp_path):
+    """What training reads of a case's images: all four for BraTS labels (missing ones named),
+    none for a synthetic label-driven case, whose images are drawn from its tissues."""
+    import nibabel as nib
+
+    from glioma_node.training.seg.dataset import brats_images
+
+    case = tmp_path / "BraTS-X"
+    case.mkdir()
+    blank = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    for name in ("BraTS-X-t2f.nii.gz", "BraTS-X-t1n.nii.gz", "BraTS-X-seg.nii.gz"):
+        nib.save(blank, case / name)
+    with pytest.raises(FileNotFoundError, match="missing T1c, T2 images"):
+        brats_images(case)
+    for name in ("BraTS-X-t1c.nii.gz", "BraTS-X-t2w.nii.gz"):
+        nib.save(blank, case / name)
+    assert {r: p.name for r, p in brats_images(case).items()} == {
+        "FLAIR": "BraTS-X-t2f.nii.gz", "T1": "BraTS-X-t1n.nii.gz", "T1c": "BraTS-X-t1c.nii.gz",
+        "T2": "BraTS-X-t2w.nii.gz"}
+    drawn = tmp_path / "synth-001"
+    drawn.mkdir()
+    nib.save(blank, drawn / "tissues.nii.gz")
+    assert brats_images(drawn) == {}
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("synth")
 def test_site_gain_scores_each_size_on_patients_its_fine_tuning_never_saw(synth_cohort, tmp_path, capsys):

@@ -90,13 +90,20 @@ def refuse_binary_brats_label(path: Path, voxels: np.ndarray) -> None:
                          "whole-tumour (FLAIR abnormality) mask label.nii.gz")
 
 
-def missing_sequences(case_dir: Path) -> list[str]:
-    """The sequences a BraTS-labelled case lacks for training (it trains on all four),
-    none for a label-driven case (``tissues.nii.gz``: its images are drawn)."""
+def brats_images(case_dir: Path) -> dict[str, Path]:
+    """Role → image file of a BraTS-labelled case, which trains on all four sequences;
+    empty for a label-driven case (``tissues.nii.gz``: its images are drawn).
+
+    Raises FileNotFoundError naming the sequences the case lacks.
+    """
     if (case_dir / "tissues.nii.gz").exists():
-        return []
+        return {}
     files = find_role_files(case_dir)
-    return [r for r in ROLES if r not in files]
+    missing = [r for r in ROLES if r not in files]
+    if missing:
+        raise FileNotFoundError(f"{case_dir}: missing {', '.join(missing)} images (a case with BraTS labels trains "
+                                "on all four sequences; a site's FLAIR-abnormality mask is label.nii.gz)")
+    return files
 
 
 def find_cases(root: Path) -> list[Path]:
@@ -158,10 +165,7 @@ def load_case(case_dir: Path, spacing_mm: float = 2.0, cache: Path | None = None
         classes = _to_grid(merge_labels(tissue_map, seg), source, grid, False)
         brain = _to_grid(brain_mask, source, grid, True) > 0.5
         return Case(case_dir.name, brain, soft, classes=add_structures(classes, brain, spacing_mm))
-    missing = missing_sequences(case_dir)
-    if missing:
-        raise FileNotFoundError(f"{case_dir}: missing {', '.join(missing)} images")
-    files = find_role_files(case_dir)
+    files = brats_images(case_dir)
     images = []
     for role in ROLES:
         voxels, img_affine = read_nifti(files[role])

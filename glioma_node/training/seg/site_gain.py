@@ -47,9 +47,9 @@ from glioma_node.dicom_io.nifti import read_nifti
 from glioma_node.inference.model_dir import read_manifest
 from glioma_node.training.seg.dataset import (
     WHOLE_TUMOUR_LABEL,
+    brats_images,
     find_cases,
     label_file,
-    missing_sequences,
     refuse_binary_brats_label,
 )
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
@@ -199,11 +199,7 @@ def _check_cases(cases: list[Path]) -> None:
         label = label_file(case)
         if label is not None and not label.match(WHOLE_TUMOUR_LABEL):
             refuse_binary_brats_label(label, read_nifti(label)[0])
-            missing = missing_sequences(case)
-            if missing:
-                raise FileNotFoundError(f"{case}: missing {', '.join(missing)} images (a case with BraTS labels "
-                                        "trains on all four sequences; a site's FLAIR-abnormality mask is "
-                                        "label.nii.gz)")
+            brats_images(case)
 
 
 def _content_sha256(cases: list[Path]) -> str:
