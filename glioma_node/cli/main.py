@@ -150,7 +150,7 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
                              validate_every=args.validate_every, init=args.init,
                              learning_rate=args.learning_rate, resume=args.resume, threads=args.threads,
                              stop_after=args.stop_after, real_validation=tuple(args.real_val),
-                             real_cache=args.real_cache, ema_decay=args.ema_decay)
+                             real_cache=args.real_cache, ema_decay=args.ema_decay, version=args.model_version)
     command = _command_line(args)
     result = train_segmentation(args.data, args.out, settings, progress=not args.quiet, command=command)
     real = result["chosen_real"]
@@ -342,6 +342,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate and keep a moving average of the weights with this decay (e.g. 0.999; 0: off); "
                         "steadier than the weights of one step at a high learning rate")
+    p.add_argument("--model-version", default=None,
+                   help="the version the manifest and the card give the model (default: the resumed run's, else 1.0.0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_seg)
     p = train_sub.add_parser("site-gain", help="cross-validated: how much fine-tuning the segmenter on 10, 30 or all "

@@ -105,10 +105,16 @@ def test_train_seg_writes_a_model_directory_that_loads(synth_cohort, tmp_path):
     out = tmp_path / "model"
     # a sitting that stops after 2 of 3 steps, then a second one that resumes; a moving average is kept
     first = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
-                                                                          stop_after=2, ema_decay=0.9), progress=False)
+                                                                          stop_after=2, ema_decay=0.9,
+                                                                          version="3.1.0"), progress=False)
     assert [v["step"] for v in first["validation"]] == [2] and (out / "checkpoint.pt").is_file()
+    assert "(2 of 3 planned steps in" in (out / "MODEL_CARD.md").read_text()  # a sitting's card says what ran
     result = train_segmentation(synth_cohort / "nifti", out, TrainSettings(iterations=3, patch=32, validate_every=2,
-                                                                           resume=True, ema_decay=0.9), progress=False)
+                                                                           resume=True, ema_decay=0.9),
+                                progress=False)
+    assert read_manifest(out).data["version"] == "3.1.0"  # the first sitting's version, carried by the checkpoint
+    assert (out / "MODEL_CARD.md").read_text().startswith("# Model card: glioma-node-segresnet-synth 3.1.0")
+    assert "(3 steps in" in (out / "MODEL_CARD.md").read_text()
     saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     kept = torch.load(out / "checkpoints" / "step-3.pt", map_location="cpu")
     assert saved["average"]["updates"] == 3  # carried across the sittings

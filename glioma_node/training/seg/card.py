@@ -34,8 +34,14 @@ def dice_table(results: dict) -> list[str]:
 
 
 
+def _steps(training: dict) -> str:
+    """How many steps ran, against how many the schedule planned when a run stopped early."""
+    done, planned = training.get("steps_done", training["iterations"]), training["iterations"]
+    return f"{done} steps" if done == planned else f"{done} of {planned} planned steps"
+
+
 def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "") -> Path:
-    """Write ``model_dir/MODEL_CARD.md``; ``evaluation`` is tests/eval_segmentation.py's result."""
+    """Write ``model_dir/MODEL_CARD.md``; ``evaluation`` is tools/eval_segmentation.py's result."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
     log = json.loads((model_dir / "training-log.json").read_text())
     net = build_network(manifest["architecture"])
@@ -70,13 +76,13 @@ def write_card(model_dir: Path, evaluation: dict | None = None, notes: str = "")
         "- Checkpoint chosen by " + training.get("selection", "mean Dice on held-out synthetic samples")
         + (f" (step {best['step']}: median {real['median']:.3f}, minimum {real['min']:.3f}). This is selection on "
            "real data, not training on it: those cases are no longer unseen, and figures on them flatter the model "
-           "a little." if real else "; no real image or label was used to choose it."),
+           "by an unknown amount." if real else "; no real image or label was used to choose it."),
         *([f"- The weights are a moving average of the training steps (decay {training['weights_average']['decay']}"
            f", validated from step {training['weights_average']['from_step']} on), not one step's."]
           if "weights_average" in training else []),
         "",
         "## Reproduce",
-        f"Last training command: `{training['command']}` ({training['iterations']} steps in "
+        f"Last training command: `{training['command']}` ({_steps(training)} in "
         f"{training['seconds'] / 60:.0f} min on {training['device']}, batch 1, 80³ crops). "
         "`make eval` gives the real-case figures below.",
         "",

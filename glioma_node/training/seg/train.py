@@ -63,6 +63,7 @@ class TrainSettings:
     real_validation: tuple[Path, ...] = ()  # folders of real labelled cases: score every checkpoint, choose by them
     real_cache: Path | None = None  # where their prepared arrays are kept (default: default_cache())
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (see WeightAverage)
+    version: str | None = None  # the version the manifest and card give the model (None: a resumed run's, else 1.0.0)
 
 
 class WeightAverage:
@@ -277,6 +278,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
     average_state = None
+    version = settings.version or "1.0.0"
     if settings.resume:
         if not checkpoint.is_file():
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (start without --resume)")
@@ -289,6 +291,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         sched.load_state_dict(saved["sched"])
         log, val_log, elapsed = saved["log"], saved["val_log"], saved["elapsed"]
         average_state = saved.get("average")
+        version = settings.version or saved.get("version", "1.0.0")  # carried across sittings
         _check_same_selection(checkpoint, val_log, real_cases)
         best = max((_merit(v) for v in val_log), default=best)
         first = saved["step"] + 1
@@ -348,7 +351,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
             with atomic_path(checkpoint, fsync=True) as tmp:  # a power cut leaves the last one whole
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step, "iterations": settings.iterations, "log": log, "val_log": val_log,
-                            "best": best, "elapsed": time.time() - start,
+                            "best": best, "elapsed": time.time() - start, "version": version,
                             **({"average": average.state()} if average else {})}, tmp)
             bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None)
                       + (f"; real whole tumour median {entry['real']['median']:.3f}, min {entry['real']['min']:.3f}"
@@ -380,7 +383,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     (out / "training-log.json").write_text(json.dumps(result, indent=1))
     write_manifest(out, {
         "name": "glioma-node-segresnet-synth" if synthetic else "glioma-node-segresnet-finetuned",
-        "version": "1.0.0",
+        "version": version,
         "kind": SEG_KIND,
         "weights": "model.pt",
         "architecture": DEFAULT_ARCHITECTURE,
