@@ -186,7 +186,7 @@ def test_seg_shows_its_segments_over_t1c(viewer):
     for label in ("Necrotic / non-enhancing tumour core", "Peritumoral edema", "Enhancing tumour", "Whole tumour"):
         assert label in text
     # the overlay paints the segments: coloured pixels appear on the slice shown (how many
-    # depends on how much tumour that slice holds: about 150 with model 2.0.0, 10 x 15 voxels)
+    # depends on how much tumour that slice holds: about 150 with segmentation 2.0.0)
     assert _coloured_pixels(driver, "seg") > before + 100
 
 
