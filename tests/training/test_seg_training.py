@@ -431,3 +431,19 @@ def test_site_gain_scores_each_size_on_patients_its_fine_tuning_never_saw(synth_
     assert "other iterations" in capsys.readouterr().err
     assert main([*args[:10], "--sizes", "1", *args[12:]]) == 2
     assert "at least 2 site cases" in capsys.readouterr().err
+
+
+def test_site_gain_warns_when_the_starting_model_may_have_seen_the_site():
+    """The shipped default was chosen on real cases (the site cohort among them): its figures
+    without fine-tuning are not a clean baseline, and site-gain says so."""
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.inference.model_dir import Manifest
+    from glioma_node.training.seg.site_gain import init_warning
+
+    default = read_manifest(DEFAULT_MODELS / "segmentation")
+    assert "chosen on 90 real cases" in (init_warning(default) or "")
+    fine_tuned = Manifest(default.directory, {**default.data, "name": "glioma-node-segresnet-finetuned"})
+    assert "is itself a fine-tuned model" in (init_warning(fine_tuned) or "")
+    synthetic_only = dict(default.data, training={k: v for k, v in default.data["training"].items()
+                                                  if k != "real_validation"})
+    assert init_warning(Manifest(default.directory, synthetic_only)) is None

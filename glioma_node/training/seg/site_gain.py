@@ -44,7 +44,7 @@ import torch
 
 from glioma_node.core.files import atomic_path
 from glioma_node.dicom_io.nifti import read_nifti
-from glioma_node.inference.model_dir import read_manifest
+from glioma_node.inference.model_dir import Manifest, read_manifest
 from glioma_node.training.seg.dataset import (
     WHOLE_TUMOUR_LABEL,
     brats_images,
@@ -215,6 +215,20 @@ def _content_sha256(cases: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def init_warning(manifest: Manifest) -> str | None:
+    """What a starting model's own history says about the curve: a model fine-tuned on real
+    cases, or one whose checkpoint was chosen on real cases, may have seen the site's; its
+    "0 cases" figures (and the held-out ones after) then flatter it."""
+    training = manifest.data.get("training", {})
+    if manifest.name.endswith("-finetuned"):
+        return (f"is itself a fine-tuned model ({training.get('data', '')}); if it saw any of these cases, their "
+                "held-out figures flatter it")
+    if "real_validation" in training:
+        return (f"had its checkpoint chosen on {training['real_validation'].get('cases', 'some')} real cases; if "
+                "these were among them, the figures without fine-tuning flatter it")
+    return None
+
+
 def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None = None,
               progress: bool = True, command: str = "") -> dict:
     """Measure the curve (see the module doc) for the site's case folders under ``data``
@@ -228,9 +242,9 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
     check_sizes(folds, settings.sizes)
     _check_cases(cases)
     manifest = read_manifest(init)
-    if manifest.name.endswith("-finetuned"):
-        print(f"site-gain: {init} is itself a fine-tuned model ({manifest.data['training'].get('data', '')}); if it "
-              "saw any of these cases, their held-out figures flatter it", file=sys.stderr)
+    warning = init_warning(manifest)
+    if warning:
+        print(f"site-gain: {init} {warning}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     plan = {"data": str(Path(data).resolve()), "data_sha256": _content_sha256(cases),
             "init": str(Path(init).resolve()), "init_sha256": manifest.sha256,
