@@ -48,6 +48,7 @@ import time
 import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationServer, AssociationSocket
@@ -77,13 +78,36 @@ _original_kill_dul = DULServiceProvider.kill_dul
 _WAKE: dict[DULServiceProvider, tuple[socket.socket, socket.socket]] = {}
 
 
+def requests_only(dimse: DIMSEServiceProvider) -> None:
+    """Let a requestor's reactor take only requests off ``dimse``'s queue, never a response.
+
+    A requestor pauses its reactor to send and then reads the answer itself
+    (``get_msg(block=True)``). pynetdicom's pause is racy: the reactor may pass its
+    checkpoint just as a send begins and take the C-STORE-RSP meant for ``send_c_store``
+    ("Received unexpected C-STORE service message", then a DIMSE timeout and an abort: a
+    dispatch that is sent again, a replay that stops). Seen under load in ``make demo``,
+    where the replay runs in the node's process. The reactor's non-blocking reads now
+    leave anything but a request for this side to serve at the head of the queue.
+    """
+    stock = dimse.get_msg
+
+    def get_msg(block: bool = False) -> tuple[int | None, object]:
+        if block:  # a send_*() waiting on its answer
+            return stock(block=True)
+        _, msg = dimse.peek_msg()
+        if msg is None or not getattr(msg, "is_valid_request", False):
+            return None, None
+        return stock(block=False)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign,assignment]
+
+
 def _run_reactor(self: Association) -> None:
     if not self.is_acceptor:
-        # A requestor pauses its reactor to send and then reads the answer itself; waiting
-        # on the queue here would widen pynetdicom's pause race until this loop takes the
-        # C-STORE-RSP meant for send_c_store ("Received unexpected C-STORE service
-        # message", then a DIMSE timeout). The node's dispatch, and a replay run in the
-        # same process as the node (make demo), keep the stock loop.
+        # Waiting on the queue here would widen pynetdicom's pause race (requests_only):
+        # the node's dispatch, and a replay run in the same process as the node (make
+        # demo), keep the stock loop, which now takes only requests off the queue.
+        requests_only(self.dimse)
         return _original(self)
     self._is_paused = False
     while not self._kill:
