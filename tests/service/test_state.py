@@ -214,8 +214,12 @@ def test_requestor_associations_keep_pynetdicom_s_own_loop(monkeypatch):
     stock: list = []
     monkeypatch.setattr(reactor, "_original", stock.append)
     monkeypatch.setattr(reactor, "_original_dul", stock.append)
-    requestor = SimpleNamespace(is_acceptor=False)
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    requestor = SimpleNamespace(is_acceptor=False, dimse_timeout=0.5)
+    requestor.dimse = DIMSEServiceProvider(requestor)
     reactor._run_reactor(requestor)
     dul = SimpleNamespace(assoc=requestor)
     reactor._dul_run_reactor(dul)
     assert stock == [requestor, dul]
+    assert requestor.dimse.get_msg(block=False) == (None, None)  # and takes only requests (test_reactor.py)
