@@ -51,8 +51,21 @@ def _send(paths: list[Path], ae_title: str, host: str, port: int, calling_ae: st
         bar.update(len(paths))
         return
     try:
-        for path in paths:
-            status = assoc.send_c_store(pydicom.dcmread(path))
+        for index, path in enumerate(paths):
+            if not assoc.is_established:  # the peer aborted or released: the rest was not sent
+                result.failed += [(str(p), "association ended by the peer") for p in paths[index:]]
+                bar.update(len(paths) - index)
+                return
+            try:
+                status = assoc.send_c_store(pydicom.dcmread(path))
+            except ValueError as exc:  # no accepted presentation context for this instance
+                result.failed.append((str(path), str(exc)))
+                bar.update(1)
+                continue
+            except RuntimeError as exc:  # the association ended while the request was sent
+                result.failed.append((str(path), f"association ended: {exc}"))
+                bar.update(1)
+                continue
             code = getattr(status, "Status", None)
             if code == 0x0000 or (code is not None and 0xB000 <= code <= 0xBFFF):
                 result.sent += 1
