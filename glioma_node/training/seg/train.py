@@ -43,6 +43,7 @@ from glioma_node.training.seg.real_cases import default_cache
 
 OUTPUTS = REGIONS
 SEG_KIND = "glioma-node-segmentation"
+FIRST_VERSION = "1.0.0"  # a trained model's version unless --model-version names another
 
 
 @dataclass
@@ -278,7 +279,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
     average_state = None
-    version = settings.version or "1.0.0"
+    version = settings.version or FIRST_VERSION
     if settings.resume:
         if not checkpoint.is_file():
             raise ValueError(f"{checkpoint}: no checkpoint to resume from (start without --resume)")
@@ -291,7 +292,7 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         sched.load_state_dict(saved["sched"])
         log, val_log, elapsed = saved["log"], saved["val_log"], saved["elapsed"]
         average_state = saved.get("average")
-        version = settings.version or saved.get("version", "1.0.0")  # carried across sittings
+        version = settings.version or saved.get("version", FIRST_VERSION)  # carried across sittings
         _check_same_selection(checkpoint, val_log, real_cases)
         best = max((_merit(v) for v in val_log), default=best)
         first = saved["step"] + 1
