@@ -218,10 +218,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     result = replay(args.path, args.to, calling_ae=args.calling_ae, per_series=not args.one_association,
                     progress=not args.quiet)
-    print(f"sent {result.sent} instance(s) in {result.associations} association(s); {len(result.failed)} failed")
+    print(f"sent {result.sent} instance(s) in {result.associations} association(s); {len(result.failed)} not stored"
+          + (f"; {result.not_dicom} file(s) not DICOM, left alone" if result.not_dicom else ""))
     for path, reason in result.failed[:10]:
         print(f"  {path}: {reason}", file=sys.stderr)
-    return 0 if not result.failed else 1
+    if len(result.failed) > 10:
+        print(f"  ... and {len(result.failed) - 10} more", file=sys.stderr)
+    if not result.sent and not result.failed:
+        print(f"glioma-node: no DICOM instance under {args.path}", file=sys.stderr)
+    return 0 if result.sent and not result.failed else 1
 
 
 def _cmd_evaluate_radiogenomics(args: argparse.Namespace) -> int:

@@ -1,77 +1,129 @@
 """`glioma-node replay DIR --to AET@HOST:PORT`: send a folder the way a scanner does.
 
-One association per series by default (``per_series=False``: one for everything),
-each instance in its own transfer syntax, with a progress bar. For offline replay tests
-with sample DICOM and for ``make demo``.
+One association per series by default (``per_series=False``: one for everything, split
+where it would propose more than 128 presentation contexts), each instance in its own
+transfer syntax, with a progress bar. For offline replay tests with sample DICOM and for
+``make demo``. Whatever is not stored (an unreadable file, a peer that refuses, aborts or
+cannot be reached) is named with its reason; nothing stops the rest of the folder.
 """
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE
+from pynetdicom.status import code_to_category
 from tqdm import tqdm
 
-from glioma_node.dicom_io.scan import scan
+from glioma_node.dicom_io.scan import Instance, scan
 
 _TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
 
 
 @dataclass
 class ReplayResult:
-    """What a replay sent: instances, associations, refusals and seconds."""
+    """What a replay did: instances stored, those not stored with the reason, associations
+    established, and files that were not DICOM (left alone, not failures)."""
 
     sent: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     associations: int = 0
+    not_dicom: int = 0
 
 
 def parse_target(text: str) -> tuple[str, str, int]:
     """``AET@HOST:PORT`` → (AE title, host, port); ValueError with the expected form."""
     match = _TARGET.match(text.strip())
-    if not match:
-        raise ValueError(f"expected AET@HOST:PORT (e.g. GLIOMA_NODE@127.0.0.1:11112), got {text!r}")
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"expected AET@HOST:PORT with a port from 1 to 65535 (e.g. GLIOMA_NODE@127.0.0.1:11112), "
+                         f"got {text!r}")
     return match["ae"], match["host"], int(match["port"])
 
 
-def _send(paths: list[Path], ae_title: str, host: str, port: int, calling_ae: str, result: ReplayResult,
+MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2: odd IDs 1-255)
+NOT_SENT = "not sent: the association had ended"
+DIMSE_TIMEOUT_S = 60  # seconds a peer has to answer each request (and the network and ACSE timeouts)
+
+
+def _context(instance: Instance) -> tuple[str, str] | None:
+    """(SOP class, transfer syntax) of an instance, None when its header lacks either."""
+    meta = getattr(instance.header, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    sop_class = instance.header.get("SOPClassUID")
+    return (str(sop_class), str(syntax)) if sop_class and syntax else None
+
+
+def _batches(instances: list[Instance], result: ReplayResult, bar: tqdm) -> list[list[Instance]]:
+    """Split ``instances`` so no association proposes more than MAX_CONTEXTS contexts; an
+    instance without SOP class or transfer syntax cannot be proposed and is failed."""
+    by_context: dict[tuple[str, str], list[Instance]] = {}
+    for instance in instances:
+        context = _context(instance)
+        if context is None:
+            _fail(result, bar, [instance], "not sent: no SOP Class UID or Transfer Syntax UID in its header")
+        else:
+            by_context.setdefault(context, []).append(instance)
+    ordered = sorted(by_context)
+    return [sorted((i for c in ordered[k:k + MAX_CONTEXTS] for i in by_context[c]), key=lambda i: i.path)
+            for k in range(0, len(ordered), MAX_CONTEXTS)]
+
+
+def _fail(result: ReplayResult, bar: tqdm, instances: list[Instance], reason: str) -> None:
+    result.failed += [(str(i.path), reason) for i in instances]
+    bar.update(len(instances))
+
+
+def _send(instances: list[Instance], ae_title: str, host: str, port: int, calling_ae: str, result: ReplayResult,
           bar: tqdm) -> None:
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     ae = AE(ae_title=calling_ae)
-    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
-    contexts = {(str(h.SOPClassUID), str(h.file_meta.TransferSyntaxUID)) for h in headers}
-    for sop_class, syntax in sorted(contexts)[:128]:
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = DIMSE_TIMEOUT_S
+    for sop_class, syntax in sorted({c for i in instances if (c := _context(i))}):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    result.associations += 1
-    if not assoc.is_established:
-        result.failed += [(str(p), "association rejected or failed") for p in paths]
-        bar.update(len(paths))
-        return
     try:
-        for index, path in enumerate(paths):
-            if not assoc.is_established:  # the peer aborted or released: the rest was not sent
-                result.failed += [(str(p), "association ended by the peer") for p in paths[index:]]
-                bar.update(len(paths) - index)
-                return
+        assoc = ae.associate(host, port, ae_title=ae_title)
+    except OSError as exc:  # a host name that does not resolve
+        _fail(result, bar, instances, f"not sent: cannot connect to {host}:{port}: {exc}")
+        return
+    if not assoc.is_established:
+        reason = ("not sent: the peer rejected the association" if assoc.is_rejected else
+                  "not sent: the peer accepted none of the proposed SOP classes and transfer syntaxes"
+                  if assoc.rejected_contexts and not assoc.accepted_contexts else
+                  f"not sent: no association with {host}:{port} (connection refused, timed out or aborted)")
+        _fail(result, bar, instances, reason)
+        return
+    result.associations += 1
+    try:
+        for index, instance in enumerate(instances):
             try:
-                status = assoc.send_c_store(pydicom.dcmread(path))
-            except ValueError as exc:  # no accepted presentation context for this instance
-                result.failed.append((str(path), str(exc)))
-                bar.update(1)
+                dataset = pydicom.dcmread(instance.path)
+                started = time.monotonic()
+                status = assoc.send_c_store(dataset)
+            except (InvalidDicomError, OSError, EOFError, AttributeError) as exc:  # changed since the scan, or its
+                _fail(result, bar, [instance], f"not sent: cannot be read or encoded: {exc}")  # meta contradicts it
                 continue
-            except RuntimeError as exc:  # the association ended while the request was sent
-                result.failed.append((str(path), f"association ended: {exc}"))
-                bar.update(1)
+            except ValueError as exc:  # no presentation context the peer accepted for it
+                _fail(result, bar, [instance], f"not sent: {exc}")
                 continue
+            except RuntimeError:  # the association ended before this request
+                _fail(result, bar, instances[index:], NOT_SENT)
+                return
             code = getattr(status, "Status", None)
-            if code == 0x0000 or (code is not None and 0xB000 <= code <= 0xBFFF):
+            if code is None:  # pynetdicom gives an empty status when the association ended while it waited
+                how = (f"no response within {DIMSE_TIMEOUT_S} s, so the association was aborted"
+                       if time.monotonic() - started >= DIMSE_TIMEOUT_S else
+                       "the peer aborted the association or the connection was lost")
+                _fail(result, bar, [instance], f"no response: {how}; the peer may have stored it")
+                _fail(result, bar, instances[index + 1:], NOT_SENT)
+                return
+            if code_to_category(code) in ("Success", "Warning"):
                 result.sent += 1
+                bar.update(1)
             else:
-                result.failed.append((str(path), "no response" if code is None else hex(code)))
-            bar.update(1)
+                _fail(result, bar, [instance], f"refused by the peer: status 0x{code:04X}")
     finally:
         if assoc.is_established:
             assoc.release()
@@ -82,12 +134,15 @@ def replay(folder: Path, target: str, calling_ae: str = "GLIOMA_REPLAY", per_ser
     """Send every DICOM instance under ``folder`` to ``target`` (see the module doc)."""
     ae_title, host, port = parse_target(target)
     found = scan(folder)
-    groups = [[i.path for i in series.instances] for study in found.studies.values() for series in study.series.values()]
+    groups = [series.instances for study in found.studies.values() for series in study.series.values()]
     if not per_series:
-        groups = [[p for g in groups for p in g]]
-    result = ReplayResult()
-    with tqdm(total=sum(len(g) for g in groups), unit="inst", disable=not progress, desc="replay") as bar:
-        for paths in groups:
-            if paths:
-                _send(sorted(paths), ae_title, host, port, calling_ae, result, bar)
+        groups = [[i for g in groups for i in g]]
+    result = ReplayResult(not_dicom=len(found.skipped_not_dicom))
+    total = sum(len(g) for g in groups) + len(found.bad_files)
+    with tqdm(total=total, unit="inst", disable=not progress, desc="replay") as bar:
+        result.failed += [(str(path), f"not sent: {why}") for path, why in found.bad_files]
+        bar.update(len(found.bad_files))
+        for instances in groups:
+            for batch in _batches(instances, result, bar):
+                _send(batch, ae_title, host, port, calling_ae, result, bar)
     return result
