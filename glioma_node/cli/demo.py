@@ -143,7 +143,9 @@ def run_demo(out: Path, keep: bool = False) -> int:
         sent = replay(study_dir, f"{config.node.ae_title}@127.0.0.1:{config.node.port}")
         last_instance = time.perf_counter()
         if sent.failed:
-            print(f"demo: {len(sent.failed)} instance(s) not accepted", file=sys.stderr)
+            print(f"demo: {len(sent.failed)} instance(s) not stored by the node", file=sys.stderr)
+            for path, reason in sent.failed[:5]:
+                print(f"  {path}: {reason}", file=sys.stderr)
             return 1
         from glioma_node.dicom_io.scan import scan
         study_uid = next(iter(scan(study_dir).studies))
