@@ -63,7 +63,10 @@ def _context(instance: Instance) -> tuple[str, str] | None:
     return str(sop_class), str(syntax)
 
 
-def _batches(instances: list[Instance], result: ReplayResult, bar: tqdm) -> list[list[Instance]]:
+Batch = tuple[list[tuple[str, str]], list[Instance]]  # the contexts one association proposes, its instances
+
+
+def _batches(instances: list[Instance], result: ReplayResult, bar: tqdm) -> list[Batch]:
     """Split ``instances`` so no association proposes more than MAX_CONTEXTS contexts; an
     instance without SOP class or transfer syntax cannot be proposed and is failed."""
     by_context: dict[tuple[str, str], list[Instance]] = {}
@@ -74,8 +77,8 @@ def _batches(instances: list[Instance], result: ReplayResult, bar: tqdm) -> list
         else:
             by_context.setdefault(context, []).append(instance)
     ordered = sorted(by_context)
-    return [sorted((i for c in ordered[k:k + MAX_CONTEXTS] for i in by_context[c]), key=lambda i: i.path)
-            for k in range(0, len(ordered), MAX_CONTEXTS)]
+    chunks = [ordered[k:k + MAX_CONTEXTS] for k in range(0, len(ordered), MAX_CONTEXTS)]
+    return [(chunk, sorted((i for c in chunk for i in by_context[c]), key=lambda i: i.path)) for chunk in chunks]
 
 
 def _fail(result: ReplayResult, bar: tqdm, instances: list[Instance], reason: str) -> None:
@@ -83,14 +86,15 @@ def _fail(result: ReplayResult, bar: tqdm, instances: list[Instance], reason: st
     bar.update(len(instances))
 
 
-def _send(instances: list[Instance], ae_title: str, host: str, port: int, calling_ae: str, result: ReplayResult,
+def _send(batch: Batch, ae_title: str, host: str, port: int, calling_ae: str, result: ReplayResult,
           bar: tqdm) -> bool:
     """Store ``instances`` over one association; False when the peer could not be reached
     (so the caller does not wait again for every other series)."""
     ae = AE(ae_title=calling_ae)
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = DIMSE_TIMEOUT_S
     ae.connection_timeout = CONNECT_TIMEOUT_S
-    for sop_class, syntax in sorted({c for i in instances if (c := _context(i))}):
+    contexts, instances = batch
+    for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, syntax)
     try:
         assoc = ae.associate(host, port, ae_title=ae_title)
@@ -166,7 +170,7 @@ def replay(folder: Path, target: str, calling_ae: str = "GLIOMA_REPLAY", per_ser
         for instances in groups:
             for batch in _batches(instances, result, bar):
                 if unreachable:
-                    _fail(result, bar, batch, f"not sent: {host}:{port} could not be reached for an earlier series")
+                    _fail(result, bar, batch[1], f"not sent: {host}:{port} could not be reached for an earlier series")
                 elif not _send(batch, ae_title, host, port, calling_ae, result, bar):
                     unreachable = True
     return result

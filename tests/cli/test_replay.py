@@ -6,6 +6,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -55,14 +56,18 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
     assert all(bar.n == bar.total for bar in opened), [(bar.n, bar.total) for bar in opened]
 
 
-def _peer(on_store) -> tuple[AE, int]:
+@contextmanager
+def _peer(on_store) -> Iterator[str]:
     """A storage SCP on 127.0.0.1 (a port of the system's choosing) that accepts MR Image
-    Storage only (uncompressed)."""
+    Storage only (uncompressed), as a replay target; stopped on leaving."""
     ae = AE(ae_title="PEER")
     ae.add_supported_context(MRImageStorage)
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert server is not None  # not blocking: the server is returned
-    return ae, server.server_address[1]
+    try:
+        yield f"PEER@127.0.0.1:{server.server_address[1]}"
+    finally:
+        ae.shutdown()
 
 
 def _store_all(stored: list[str], status: int = 0x0000):
@@ -74,11 +79,8 @@ def _store_all(stored: list[str], status: int = 0x0000):
 
 def test_a_refused_sop_class_is_named_and_the_rest_is_sent(folder: Path) -> None:
     stored: list[str] = []
-    ae, port = _peer(_store_all(stored))
-    try:
-        result = replay(folder, f"PEER@127.0.0.1:{port}", per_series=False, progress=False)
-    finally:
-        ae.shutdown()
+    with _peer(_store_all(stored)) as target:
+        result = replay(folder, target, per_series=False, progress=False)
     assert result.sent == 4 and len(stored) == 4 and result.associations == 1
     (failed,) = result.failed
     assert result.sent + len(result.failed) == 5
@@ -95,12 +97,9 @@ def test_a_peer_that_aborts_mid_series_leaves_the_rest_named_unsent(folder: Path
             return 0xC000
         return 0x0000
 
-    ae, port = _peer(on_store)
     started = time.monotonic()
-    try:
-        result = replay(folder, f"PEER@127.0.0.1:{port}", per_series=True, progress=False)
-    finally:
-        ae.shutdown()
+    with _peer(on_store) as target:
+        result = replay(folder, target, per_series=True, progress=False)
     assert time.monotonic() - started < DIMSE_TIMEOUT_S / 2  # nothing waited for an answer from a dead association
     reasons = {Path(path).name: why for path, why in result.failed}
     mr = sorted(p.name for p in folder.glob("axial*.dcm"))
@@ -127,11 +126,8 @@ def test_unreadable_and_incomplete_files_are_named_and_the_rest_is_sent(folder: 
     (folder / "cut-pixels.dcm").write_bytes(cut_pixels[:-5000])
     (folder / "README.txt").write_text("not DICOM")
     stored: list[str] = []
-    ae, port = _peer(_store_all(stored))
-    try:
-        result = replay(folder, f"PEER@127.0.0.1:{port}", per_series=False, progress=False)
-    finally:
-        ae.shutdown()
+    with _peer(_store_all(stored)) as target:
+        result = replay(folder, target, per_series=False, progress=False)
     reasons = {Path(path).name: why for path, why in result.failed}
     assert result.not_dicom == 1 and result.sent == len(stored)
     assert result.sent + len(result.failed) == 9 and len(reasons) == len(result.failed)
@@ -146,11 +142,8 @@ def test_unreadable_and_incomplete_files_are_named_and_the_rest_is_sent(folder: 
 
 def test_a_warning_status_counts_as_stored(folder: Path) -> None:
     stored: list[str] = []
-    ae, port = _peer(_store_all(stored, status=0xB000))  # coercion of data elements
-    try:
-        result = replay(folder, f"PEER@127.0.0.1:{port}", per_series=False, progress=False)
-    finally:
-        ae.shutdown()
+    with _peer(_store_all(stored, status=0xB000)) as target:  # coercion of data elements
+        result = replay(folder, target, per_series=False, progress=False)
     assert result.sent == 4 and len(stored) == 4
 
 
