@@ -251,7 +251,7 @@ def test_site_gain_never_shows_a_run_its_held_out_patients_and_continues_after_a
 
     def held_out(fold, cache, settings, progress):
         return [RealCase(c.name, np.zeros((4, 2, 2, 2)), np.ones((2, 2, 2), bool), np.ones((2, 2, 2), bool), ("FLAIR",),
-                         c) for c in fold.held_out]
+                         c) for c in fold.held_out], []
 
     def fine_tune(cases, init_dir, run_dir, settings, progress, command):
         if len(trained) == crash_at["call"]:
@@ -315,6 +315,63 @@ def test_site_gain_never_shows_a_run_its_held_out_patients_and_continues_after_a
     with pytest.raises(ValueError, match="smallest fold has 8"):
         sg.site_gain(site, init, tmp_path / "other", sg.GainSettings(folds=3, sizes=(8,)), progress=False)
     assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
+def test_site_gain_counts_patients_not_folders_and_continues_where_the_data_moved(tmp_path, monkeypatch):
+    """A patient with two studies: both held out together, never one training while the
+    other chooses the checkpoint, and counted once in every figure; the measurement
+    continues after the site's folder (and the results) moved to another path."""
+    import shutil
+
+    from glioma_node.core.resources import DEFAULT_MODELS
+    from glioma_node.training.seg import site_gain as sg
+    from glioma_node.training.seg import train as seg_train
+    from glioma_node.training.seg.real_cases import RealCase
+
+    site = _fake_site(tmp_path / "site", 8)
+    for folder in list(site.iterdir()):  # two studies of each patient
+        shutil.copytree(folder, site / f"{folder.name}-2")
+        folder.rename(site / f"{folder.name}-1")
+    runs: list[tuple[list[str], list[str]]] = []
+
+    def train_segmentation(paths, out, settings, progress, command):
+        runs.append(([p.name for p in paths], [p.name for p in settings.real_validation]))
+        return {"train_cases": [p.name for p in paths], "real_validation_cases": [p.name for p in settings.real_validation],
+                "chosen_step": 1, "seconds": 1.0, "device": "cpu"}
+
+    def held_out(fold, cache, settings, progress):
+        return [RealCase(c.name, np.zeros((4, 2, 2, 2)), np.ones((2, 2, 2), bool), np.ones((2, 2, 2), bool), ("FLAIR",),
+                         c) for c in fold.held_out], []
+
+    def score_model(model_dir, cases):  # visit 1 gains 0.2, visit 2 nothing: each patient's mean gain is 0.1
+        gain = 0.0 if model_dir == init else 0.2
+        return {"cases": {c.name: 0.5 + (gain if c.name.endswith("-1") else 0.0) for c in cases}, "device": "cpu"}
+
+    init = DEFAULT_MODELS / "segmentation"
+    monkeypatch.setattr(seg_train, "train_segmentation", train_segmentation)
+    monkeypatch.setattr(sg, "_held_out", held_out)
+    monkeypatch.setattr(sg, "_score_model", score_model)
+    settings = sg.GainSettings(folds=2, sizes=(None,), patient_pattern=r"^(P\d+)-", cache=tmp_path / "cache")
+    summary = sg.site_gain(site, init, tmp_path / "gain", settings, progress=False)
+    patient = lambda names: {n.split("-")[0] for n in names}  # noqa: E731
+    assert len(runs) == 2
+    for trained, chose in runs:
+        assert len(trained) == 6 and len(chose) == 2  # of the 4 other patients 3 train, the last chooses, both visits
+        assert not patient(trained) & patient(chose)
+    rows = {r["site_cases"]: r for r in summary["rows"]}
+    assert rows["all"]["held_out_patients"] == 8 and rows["all"]["gain"]["patients"] == 8
+    assert rows["all"]["gain"]["mean"] == pytest.approx(0.1) and rows["all"]["gain"]["improved"] == 8
+    # the site's cases and the measurement moved: the next sitting goes on (a new size here)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    site.rename(moved / "site")
+    (tmp_path / "gain").rename(moved / "gain")
+    sg.site_gain(moved / "site", init, moved / "gain", sg.GainSettings(
+        folds=2, sizes=(4, None), patient_pattern=r"^(P\d+)-", cache=tmp_path / "cache"), progress=False)
+    assert [len(t) + len(c) for t, c in runs[2:]] == [4, 4]  # only the new size ran, 2 patients each
+    with pytest.raises(ValueError, match="other patients, patient_pattern, folds"):  # each study one patient
+        sg.site_gain(moved / "site", init, moved / "gain", sg.GainSettings(
+            folds=2, sizes=(None,), patient_pattern=r"^(P\d+-\d)", cache=tmp_path / "cache"), progress=False)
 
 
 def test_site_gain_refuses_a_binary_mask_under_a_brats_label_name(tmp_path):

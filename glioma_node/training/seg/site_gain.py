@@ -10,12 +10,13 @@ it labelled. :func:`site_gain` measures it as a site would do it and without fla
   for training, not for choosing a checkpoint);
 * for each fold and each size ``n``, the model ``init`` is fine-tuned as ``train seg
   --init MODEL --data <n cases> --real-val <their own validation cases>`` would: the first
-  ``n`` of the fold's other cases in one seeded order (so 10 are inside 30, inside all), a
-  fifth of them (at most three, the last of that order) choosing the checkpoint by their
-  whole-case Dice, the rest training;
+  ``n`` of the fold's other cases in one seeded order (so 10 are inside 30, inside all), the
+  last fifth of their patients (at most three, whole patients) choosing the checkpoint by
+  their whole-case Dice, the rest training;
 * the held-out cases are scored as checkpoints are (:func:`real_cases.score`: 2 mm
-  whole-tumour Dice, mirror averaged), and so is ``init`` unchanged (size 0); every patient
-  is held out exactly once, so each size gives one Dice per patient, and the gain is the
+  whole-tumour Dice, mirror averaged; a patient's studies averaged), and so is ``init``
+  unchanged (size 0); every patient is held out exactly once, so each size gives one Dice
+  per patient, and the gain is the
   per-patient difference from size 0 (median, mean with a bootstrap 95 % interval, how
   many improved and how many got worse).
 
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +57,10 @@ from glioma_node.training.seg.dataset import (
 from glioma_node.training.seg.real_cases import RealCase, default_cache, load_real_cases, score
 
 POOR_DICE = 0.70  # the whole-tumour Dice below which a mask is called a failure (the issue's "none < 0.70")
-PLAN_KEYS = ("data", "data_sha256", "init_sha256", "patients", "folds", "iterations", "learning_rate", "validate_every",
-             "patch", "spacing_mm", "seed")  # what makes two sittings one measurement
+PLAN_KEYS = ("data_sha256", "init_sha256", "patients", "patient_pattern", "folds", "iterations", "learning_rate",
+             "validate_every", "patch", "spacing_mm", "seed")
+"""What makes two sittings one measurement. Not where the data lies: the same files moved to
+another folder or machine (their digest and patients unchanged) continue the measurement."""
 
 
 @dataclass(frozen=True)
@@ -176,19 +180,24 @@ def _score_model(model_dir: Path, held_out: list[RealCase]) -> dict:
 
 def _fine_tune(cases: list[Path], init: Path, run_dir: Path, settings: GainSettings, progress: bool,
                command: str) -> dict:
-    """``train seg --init`` on ``cases``: the last fifth (at most three) choose the checkpoint
-    by whole-case Dice, the others train."""
+    """``train seg --init`` on ``cases``: the last fifth of their patients (at most three,
+    whole patients, so no patient both trains and chooses) choose the checkpoint by
+    whole-case Dice, the others train."""
     from glioma_node.training.seg.train import TrainSettings, train_segmentation
 
-    n_val = min(3, max(1, len(cases) // 5))
+    patients = list(dict.fromkeys(patient_of(c, settings.patient_pattern) for c in cases))
+    chooser = set(patients[-min(3, max(1, len(patients) // 5)):])
+    validation = [c for c in cases if patient_of(c, settings.patient_pattern) in chooser]
+    resumed = (run_dir / "checkpoint.pt").is_file()
     train = TrainSettings(iterations=settings.iterations, patch=settings.patch, spacing_mm=settings.spacing_mm,
                           learning_rate=settings.learning_rate, validate_every=settings.validate_every,
-                          seed=settings.seed, threads=settings.threads, init=init,
-                          resume=(run_dir / "checkpoint.pt").is_file(), validation_cases=0,
-                          real_validation=tuple(cases[-n_val:]), real_cache=settings.cache)
-    log = train_segmentation(cases[:-n_val], run_dir, train, progress=progress, command=command)
+                          seed=settings.seed, threads=settings.threads, init=init, resume=resumed,
+                          validation_cases=0, real_validation=tuple(validation), real_cache=settings.cache)
+    log = train_segmentation([c for c in cases if c not in validation], run_dir, train, progress=progress,
+                             command=command)
     return {"train_cases": log["train_cases"], "validation_cases": log["real_validation_cases"],
-            "chosen_step": log["chosen_step"], "training_seconds": log["seconds"], "device": log["device"]}
+            "chosen_step": log["chosen_step"], "training_seconds": log["seconds"], "device": log["device"],
+            "resumed": resumed}
 
 
 def _check_cases(cases: list[Path]) -> None:
@@ -249,6 +258,7 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
     plan = {"data": str(Path(data).resolve()), "data_sha256": _content_sha256(cases),
             "init": str(Path(init).resolve()), "init_sha256": manifest.sha256,
             "patients": sorted({patient_of(c, settings.patient_pattern) for c in cases}),
+            "patient_pattern": settings.patient_pattern,
             "folds": [[c.name for c in f.held_out] for f in folds], "iterations": settings.iterations,
             "learning_rate": settings.learning_rate, "validate_every": settings.validate_every,
             "patch": settings.patch, "spacing_mm": settings.spacing_mm, "seed": settings.seed,
@@ -276,7 +286,7 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
                     _clean(run_dir)  # a sitting that ended between scoring and cleaning
                     continue
                 if held_out is None:
-                    held_out = _held_out(fold, cache, settings, progress)
+                    held_out, empty = _held_out(fold, cache, settings, progress)
                 if size == 0:
                     result: dict = {"fine_tuned": False, "training_seconds": 0.0, "train_cases": [],
                                     "validation_cases": []}
@@ -288,7 +298,7 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
                     scores = _score_model(run_dir, held_out)
                 result.update({"fold": fold.index, "size": 0 if size == 0 else len(fold.train_cases(size)),
                                "asked": "all" if size is None else size, "held_out": scores["cases"],
-                               "scored_on": scores["device"], "threads": settings.threads})
+                               "left_out_empty": empty, "scored_on": scores["device"], "threads": settings.threads})
                 run_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_path(run_dir / "result.json", fsync=True) as tmp:
                     tmp.write_text(json.dumps(result, indent=1))
@@ -297,15 +307,16 @@ def site_gain(data: Path, init: Path, out: Path, settings: GainSettings | None =
         return summarise(out, settings)
 
 
-def _held_out(fold: Fold, cache: Path, settings: GainSettings, progress: bool) -> list[RealCase]:
-    """The fold's held-out cases, prepared; one whose label is empty on the 2 mm grid is
-    left out (a Dice of two empty masks is 1 and would flatter every run), and said."""
+def _held_out(fold: Fold, cache: Path, settings: GainSettings, progress: bool) -> tuple[list[RealCase], list[str]]:
+    """The fold's held-out cases, prepared, and the names of those left out: one whose label
+    is empty on the 2 mm grid (a Dice of two empty masks is 1 and would flatter every run);
+    said, and recorded in each run's result."""
     cases = load_real_cases(fold.held_out, cache, settings.spacing_mm, progress=progress, only_this_folder=True)
     empty = [c.name for c in cases if not c.reference.any()]
     if empty:
         print(f"site-gain: fold {fold.index}: {', '.join(empty)} left out (no tumour left on the "
               f"{settings.spacing_mm} mm grid)", file=sys.stderr)
-    return [c for c in cases if c.reference.any()]
+    return [c for c in cases if c.reference.any()], empty
 
 
 def _bootstrap_mean(values: list[float], seed: int = 0, draws: int = 2000) -> tuple[float, float]:
@@ -320,6 +331,16 @@ def _order(asked: str) -> int:
     return -1 if asked == "0" else 10**6 if asked == "all" else int(asked)
 
 
+def _per_patient(results: list[dict], pattern: str | None) -> dict[str, float]:
+    """Held-out Dice per patient (the mean of a patient's case folders), so a patient with
+    several studies counts once in every statistic."""
+    folders: dict[str, list[float]] = {}
+    for r in results:
+        for case, d in r["held_out"].items():
+            folders.setdefault(patient_of(Path(case), pattern), []).append(d)
+    return {p: float(np.mean(v)) for p, v in folders.items()}
+
+
 def summarise(out: Path, settings: GainSettings) -> dict:
     """Pool the finished runs of ``out`` per asked size (each patient held out once) into
     ``gain.json``, ``gain.md`` and ``gain.png``; the gain of a size is the per-patient
@@ -328,17 +349,22 @@ def summarise(out: Path, settings: GainSettings) -> dict:
     by_size: dict[str, list[dict]] = {}
     for r in results:
         by_size.setdefault(str(r["asked"]), []).append(r)
-    baseline = {case: d for r in by_size.get("0", []) for case, d in r["held_out"].items()}
-    rows = []
+    pattern = settings.patient_pattern
+    baseline = _per_patient(by_size.get("0", []), pattern)
+    rows: list[dict[str, Any]] = []
     for asked in sorted(by_size, key=_order):
         group = by_size[asked]
-        dice = {case: d for r in group for case, d in r["held_out"].items()}
+        dice = _per_patient(group, pattern)
         values = list(dice.values())
-        row = {"site_cases": asked, "cases_per_run": sorted({r["size"] for r in group}),
+        if not values:  # every held-out case of these folds was left out
+            continue
+        row: dict[str, Any] = {"site_cases": asked, "cases_per_run": sorted({r["size"] for r in group}),
                "folds_done": len(group), "held_out_patients": len(values),
+               "left_out_empty": sorted(c for r in group for c in r.get("left_out_empty", [])),
                "median": round(statistics.median(values), 3), "mean": round(float(np.mean(values)), 3),
                "min": round(min(values), 3), "below_0_70": sum(d < POOR_DICE for d in values),
                "wall_seconds_per_run": round(float(np.mean([r["training_seconds"] for r in group]))),
+               "threads": sorted({int(r.get("threads", settings.threads)) for r in group}),
                "device": sorted({r.get("device", r.get("scored_on", "cpu")) for r in group})}
         paired = [dice[c] - baseline[c] for c in dice if c in baseline]
         if asked != "0" and paired:
@@ -359,20 +385,25 @@ def summarise(out: Path, settings: GainSettings) -> dict:
         gain_words = (f"{gain['median']:+.3f}, {gain['mean']:+.3f} ({gain['mean_95ci'][0]:+.3f} to "
                       f"{gain['mean_95ci'][1]:+.3f})" if gain else "")
         time_words = "none (as shipped)" if r["site_cases"] == "0" else \
-            f"{r['wall_seconds_per_run'] / 60:.0f} min, {settings.threads} threads, {'/'.join(r['device'])}"
+            f"{r['wall_seconds_per_run'] / 60:.0f} min, {'/'.join(map(str, r['threads']))} threads, " \
+            f"{'/'.join(r['device'])}"
         lines.append(f"| {'0 (the model unchanged)' if r['site_cases'] == '0' else r['site_cases']} | "
                      f"{'/'.join(str(n) for n in r['cases_per_run'])} | {r['folds_done']} | {r['held_out_patients']} | "
                      f"{r['median']:.3f} | {r['mean']:.3f} | {r['min']:.3f} | {r['below_0_70']} | {gain_words} | "
                      + (f"{gain['improved']} / {gain['worse']}" if gain else "") + f" | {time_words} |")
+    if len({r["folds_done"] for r in rows}) > 1 or any(r["folds_done"] < settings.folds for r in rows):
+        lines.append(f"\nPartial: rows cover {'/'.join(str(r['folds_done']) for r in rows)} of {settings.folds} "
+                     "folds, so their patients differ; read each gain column (paired on the same patients), do not "
+                     "compare medians across rows.")
     with atomic_path(out / "gain.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    _plot(by_size, out / "gain.png")
+    _plot(by_size, pattern, out / "gain.png")
     return summary
 
 
-def _plot(by_size: dict[str, list[dict]], path: Path) -> None:
-    """Held-out whole-tumour Dice per patient against the site cases used (the mean number
-    a size gave across folds)."""
+def _plot(by_size: dict[str, list[dict]], pattern: str | None, path: Path) -> None:
+    """Held-out whole-tumour Dice per patient (``pattern`` tells a folder's patient) against
+    the site cases used (the mean number a size gave across folds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -386,7 +417,9 @@ def _plot(by_size: dict[str, list[dict]], path: Path) -> None:
     for asked in sorted(by_size, key=_order):
         group = by_size[asked]
         x = float(np.mean([r["size"] for r in group]))
-        dice = [d for r in group for d in r["held_out"].values()]
+        dice = list(_per_patient(group, pattern).values())
+        if not dice:
+            continue
         ax.scatter(x + np.random.default_rng(len(xs)).uniform(-0.8, 0.8, len(dice)), dice, s=8, alpha=0.4,
                    color="tab:blue")
         xs.append(x)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,11 @@ def train_segmentation(data: Path | list[Path], out: Path, settings: TrainSettin
         from glioma_node.training.seg.real_cases import load_real_cases
 
         real_cases = load_real_cases(list(settings.real_validation), cache, settings.spacing_mm, progress=progress)
+        empty = [c.name for c in real_cases if not c.reference.any()]
+        if empty:  # an empty mask predicted on an empty label scores 1: it would reward under-segmenting
+            print(f"train seg: real validation cases without tumour on the {settings.spacing_mm} mm grid left out: "
+                  f"{', '.join(empty)}", file=sys.stderr)
+            real_cases = [c for c in real_cases if c.reference.any()]
         if not real_cases:
             raise ValueError(f"no real case with a label and FLAIR or T2 under {', '.join(map(str, settings.real_validation))}")
         both = {p.resolve() for p in paths} & {c.folder.resolve() for c in real_cases if c.folder is not None}
