@@ -109,8 +109,12 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
     targets = ((*TARGETS, "survival") if args.target == "all" else ("mgmt", "idh", "survival")
                if args.target == "survival" else (args.target,))
     defaults = args.settings.training.radiogenomics
+    from glioma_node.training.radiogenomics.features import MaskSource
+
     encoder = {**DEFAULT_ENCODER, "variant": args.encoder_variant, "crop_size": args.crop_size,
                "crop_spacing_mm": args.crop_spacing}
+    if args.context_mm is not None:
+        encoder["context_mm"] = args.context_mm
     backbone = args.encoder_backbone or ("medicalnet" if args.medicalnet else "lightweight")
     if backbone != "lightweight" and not args.medicalnet:
         raise SystemExit(f"glioma-node: --encoder-backbone {backbone} needs --medicalnet resnet_18.pth")
@@ -127,7 +131,8 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         cnn_weights=args.cnn_weights,
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path,
-        sequence_rules=args.settings.sequences, version=args.model_version)
+        sequence_rules=args.settings.sequences, version=args.model_version, masks=MaskSource(args.masks),
+        compare_masks=args.compare_masks, robust_ccc=args.robust_ccc)
     command = _command_line(args)
     result = train_radiogenomics(args.data, args.out, settings, progress=not args.quiet, command=command)
     for target, res in result["targets"].items():
@@ -233,9 +238,12 @@ def _cmd_evaluate_radiogenomics(args: argparse.Namespace) -> int:
     from glioma_node.training.radiogenomics.evaluate import evaluate_radiogenomics
 
     out = args.out or Path(f"external-{args.data.resolve().name}")
+    from glioma_node.training.radiogenomics.features import MaskSource
+
     result = evaluate_radiogenomics(args.model, args.data, out, args.layout, args.workers, args.cache,
                                     args.segmentation_model or args.settings.models.segmentation.path,
-                                    progress=not args.quiet, sequence_rules=args.settings.sequences)
+                                    progress=not args.quiet, sequence_rules=args.settings.sequences,
+                                    masks=MaskSource(args.masks))
     for target, res in result["targets"].items():
         if "variants" in res:
             print(f"{target}: {res['default_variant']}, external AUC {res['variants'][res['default_variant']]['test']['auc']}")
@@ -244,6 +252,21 @@ def _cmd_evaluate_radiogenomics(args: argparse.Namespace) -> int:
             print(f"{key}: external C-index {result[key]['test']['c_index']}")
     print(f"figures written to {out}")
     return 0
+
+
+def _cmd_evaluate_pointing(args: argparse.Namespace) -> int:
+    from glioma_node.training.radiogenomics.features import MaskSource
+    from glioma_node.training.radiogenomics.pointing import measure_pointing
+
+    out = args.out or Path(f"pointing-{args.data.resolve().name}")
+    result = measure_pointing(args.model, args.data, out, MaskSource(args.masks),
+                              args.segmentation_model or args.settings.models.segmentation.path, args.split,
+                              args.limit, layout=args.layout, progress=not args.quiet)
+    for target, r in result["targets"].items():
+        print(f"{target}: pointing median {r['median']:.2f}, minimum {r['min']:.2f} on {r['cases']} cases "
+              f"(chance {r['chance_median']:.2f})")
+    print(f"figures written to {out}")
+    return 0 if result["targets"] else 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -316,9 +339,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="the radiogenomic model directory")
     p.add_argument("--data", type=Path, required=True, help="the external cohort (any layout train reads)")
     p.add_argument("--out", type=Path, default=None, help="figures folder (default: ./external-<data folder name>)")
+    p.add_argument("--masks", choices=("segmenter", "true"), default="segmenter",
+                   help="inside which masks the features are read: the segmentation model's, as the node runs "
+                        "(default), or the cohort's own mask files")
     _cohort_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate_radiogenomics)
+    p = eval_sub.add_parser("pointing", help="does a radiogenomic model's Grad-CAM point at the tumour? (cases with "
+                                             "true masks)")
+    p.add_argument("--model", type=Path, required=True, help="the radiogenomic model directory")
+    p.add_argument("--data", type=Path, required=True, help="a cohort with true tumour masks (e.g. glioma-node synth)")
+    p.add_argument("--out", type=Path, default=None, help="figures folder (default: ./pointing-<data folder name>)")
+    p.add_argument("--split", choices=("test", "validation", "train", "all"), default="test",
+                   help="the model's split (its split.json) or every case (default: test)")
+    p.add_argument("--masks", choices=("segmenter", "true"), default="segmenter",
+                   help="inside which masks the model runs (default: the segmenter's, as the node)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many cases")
+    p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
+    p.add_argument("--segmentation-model", type=Path, default=None, help="default: the configured one")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate_pointing)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -408,6 +448,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn-crop-spacing", type=int, default=None,
                    help="its voxel size, whole mm (default: training.radiogenomics.cnn_crop_spacing_mm, else the "
                         "encoder's; the IDH study: 1)")
+    p.add_argument("--masks", choices=("segmenter", "true"), default="segmenter",
+                   help="inside which masks the cases' features are extracted: the segmentation model's, as the node "
+                        "runs (default), or the cohort's own mask files")
+    p.add_argument("--compare-masks", action="store_true",
+                   help="extract every case in both masks: test figures on both, and the robustness screen")
+    p.add_argument("--robust-ccc", type=float, default=0.75,
+                   help="with --compare-masks: radiomic features whose true-mask and segmenter-mask values agree "
+                        "less than this (concordance correlation, training cases) are read by no model")
+    p.add_argument("--context-mm", type=float, default=None,
+                   help="the deep encoder sees only the tumour and this many mm around it (the rest of its crop "
+                        "is blanked), so it cannot read the brain's outline or position")
     p.add_argument("--crop-size", type=int, default=64, help="the encoder's crop side, voxels")
     p.add_argument("--crop-spacing", type=float, default=2.0, help="the encoder's crop voxel size, mm (whole numbers)")
     p.add_argument("--augment", type=float, default=0.0,

@@ -331,9 +331,9 @@ def test_evaluate_applies_a_trained_model_to_another_cohort(trained, tmp_path):
     root, _ = trained
     trees.write_upenn(tmp_path / "upenn", 12)
     assert main(["evaluate", "radiogenomics", "--model", str(root / "model"), "--data", str(tmp_path / "upenn"),
-                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+                 "--out", str(tmp_path / "out"), "--masks", "true", "--quiet"]) == 0
     figures = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert figures["cases"] == 12 and figures["model"] == str(root / "model")
+    assert figures["cases"] == 12 and figures["model"] == str(root / "model") and figures["masks"] == "true"
     text = (tmp_path / "out" / "EXTERNAL_VALIDATION.md").read_text()
     assert "# External validation of glioma-node-radiogenomics" in text and "external AUC" in text
     assert "Research use only" in text

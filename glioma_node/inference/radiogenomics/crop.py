@@ -50,6 +50,32 @@ def _cut(array: np.ndarray, corner: np.ndarray, size: int | np.ndarray) -> np.nd
     return out
 
 
+def tumour_region(labels: np.ndarray, margin_mm: float) -> np.ndarray:
+    """The whole tumour (``labels > 0`` on the 1 mm grid) and every voxel within ``margin_mm``
+    of it (Euclidean), as a bool array of ``labels``' shape."""
+    tumour = labels > 0
+    if not tumour.any():
+        raise ValueError("no tumour voxels: the tumour region needs a segmented tumour")
+    reach = int(np.ceil(margin_mm)) + 1
+    points = np.argwhere(tumour)
+    low = np.maximum(points.min(0) - reach, 0)
+    high = np.minimum(points.max(0) + 1 + reach, tumour.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    region = np.zeros_like(tumour)
+    region[box] = ndimage.distance_transform_edt(~tumour[box]) <= margin_mm
+    return region
+
+
+def keep_tumour_context(stack: np.ndarray, labels: np.ndarray, context_mm: float | None) -> np.ndarray:
+    """``stack`` ``(C, z, y, x)`` with every voxel farther than ``context_mm`` from the whole
+    tumour set to 0 (the brain's mean after z-scoring, as outside the image); unchanged when
+    ``context_mm`` is None. A network fed this cannot read the brain's outline, the crop's
+    edges or the tumour's position in the head: only the tumour and its surroundings."""
+    if context_mm is None:
+        return stack
+    return np.where(tumour_region(labels, float(context_mm))[None], stack, 0).astype(stack.dtype, copy=False)
+
+
 def tumour_crop(stack: np.ndarray, labels: np.ndarray, size: int, spacing_mm: float) -> tuple[np.ndarray, Crop]:
     """A ``(C, size, size, size)`` float32 crop of ``stack`` (``(C, z, y, x)`` on the 1 mm grid)."""
     if not (labels > 0).any():

@@ -10,6 +10,7 @@ side (:class:`Backbone`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,35 @@ class CombinedEncoder(nn.Module):
         return self.combine(torch.cat([self.lightweight(x), self.medicalnet(x)], dim=1))
 
 
+class EncoderEnsemble(nn.Module):
+    """The cross-fitting encoders of a model, used together: the embedding is the mean of
+    theirs.
+
+    Training gives each training case the embedding of the fold encoder that never saw it,
+    so the heads learn from embeddings of every member; a new case is embedded by all of
+    them and their embeddings averaged, so training and inference embed the same way (for a
+    linear head the averaged embedding gives exactly the average of the members' logits).
+    The coordinates of separately trained encoders do not agree, which is why a single
+    encoder trained on all cases cannot stand in for them.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an encoder ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.heads = None
+
+    @property
+    def cam_layers(self) -> list[nn.Module]:
+        """Every member's Grad-CAM layers (their maps are averaged on the common input)."""
+        return [layer for m in self.members for layer in m.cam_layers]  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the members' embeddings ``(N, 128)``."""
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
 class Backbone(StrEnum):
     """Which 3D network the encoder is (``encoder.backbone`` of a model; the slices variant has its own)."""
 
@@ -121,9 +151,15 @@ class Backbone(StrEnum):
     """Both, their embeddings combined (:class:`CombinedEncoder`)."""
 
 
-def build_encoder(config: dict[str, Any], targets: int = 0) -> DeepEncoder | SliceEncoder | CombinedEncoder:
+def build_encoder(config: dict[str, Any], targets: int = 0) -> DeepEncoder | SliceEncoder | CombinedEncoder | EncoderEnsemble:
     """The encoder an encoder ``config`` names: the 2D slice CNN for the ``slices`` variant,
-    else the ``backbone`` (:class:`Backbone`; a config without one is the ResNet-18 of ``widths``)."""
+    else the ``backbone`` (:class:`Backbone`; a config without one is the ResNet-18 of
+    ``widths``); ``members`` of them as an :class:`EncoderEnsemble` when the config says so
+    (without label heads: an ensemble is what inference runs, not what trains)."""
+    members = int(config.get("members", 1))
+    if members > 1:
+        single = {k: v for k, v in config.items() if k != "members"}
+        return EncoderEnsemble([build_encoder(single) for _ in range(members)])
     if config.get("variant") == "slices":
         return SliceEncoder(targets=targets)
     backbone = Backbone(config.get("backbone", Backbone.LIGHTWEIGHT))

@@ -36,9 +36,11 @@ from glioma_node.inference.radiogenomics.cox import CoxModel
 from glioma_node.inference.radiogenomics.crop import (
     Crop,
     edge_taper,
+    keep_tumour_context,
     tumour_box,
     tumour_crop,
     tumour_patches,
+    tumour_region,
     tumour_slices,
     uncrop,
 )
@@ -107,8 +109,11 @@ class EncoderVariant(StrEnum):
 
 def encoder_input(stack: np.ndarray, labels: np.ndarray, config: dict[str, Any]) -> tuple[np.ndarray, list[Crop]]:
     """The encoder's input for one study, ``(P, 4, s, s, s)`` float32 (``(P, 4, s, s)`` slices),
-    and where each piece came from (see :class:`EncoderVariant`; P = 1 for a crop or a box)."""
+    and where each piece came from (see :class:`EncoderVariant`; P = 1 for a crop or a box).
+    With ``context_mm`` in ``config``, only the whole tumour and that much of its
+    surroundings are seen (:func:`keep_tumour_context`)."""
     variant = EncoderVariant(config.get("variant", "crop"))
+    stack = keep_tumour_context(stack, labels, config.get("context_mm"))
     if variant == EncoderVariant.SLICES:
         return tumour_slices(stack, labels, config.get("slice_size", SLICE_DEFAULTS["slice_size"]),
                              config.get("slice_count", SLICE_DEFAULTS["slice_count"]))
@@ -302,7 +307,8 @@ class RadiogenomicModel:
         for target, variant in sorted(self.variants.items()):
             if variant == "cnn":
                 net, cfg = self.cnns[target]
-                crop, crop_at = tumour_crop(stack, study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
+                crop, crop_at = tumour_crop(keep_tumour_context(stack, study.labels, cfg.get("context_mm")),
+                                            study.labels, cfg["crop_size"], cfg["crop_spacing_mm"])
                 tensor = torch.from_numpy(crop)[None].to(self.device)
                 with torch.no_grad():
                     logit = net(tensor)[0, 0].cpu()
@@ -324,7 +330,11 @@ class RadiogenomicModel:
             t_explain += time.perf_counter() - te
         for target, cam in cams.items():
             # The networks see the 128 mm cube around the tumour; relevance outside the brain is the skull's or air's.
-            inside = np.where(study.brain, cam, 0.0).astype(np.float32)
+            # A network fed only the tumour's context (``context_mm``) received a constant blank elsewhere: what
+            # Grad-CAM puts there is the layers' constant response to nothing, so the map is kept where it saw.
+            context = (self.cnns[target][1] if self.variants[target] == "cnn" else self.encoder_config).get("context_mm")
+            seen = study.brain if context is None else study.brain & tumour_region(study.labels, float(context))
+            inside = np.where(seen, cam, 0.0).astype(np.float32)
             peak = float(inside.max())
             cams[target] = inside / peak if peak > 0 else inside
         for target, value in (thresholds or {}).items():

@@ -26,7 +26,13 @@ from glioma_node.inference.radiogenomics.encoder import EMBEDDING_SIZE
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel, feature_vector
 from glioma_node.training.radiogenomics import metrics, report, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
-from glioma_node.training.radiogenomics.features import build_cache, build_crops, read_cache, reads_encoder_crops
+from glioma_node.training.radiogenomics.features import (
+    MaskSource,
+    build_cache,
+    build_crops,
+    read_cache,
+    reads_encoder_crops,
+)
 from glioma_node.training.radiogenomics.networks import cnn_logits, embed_all
 
 
@@ -124,16 +130,18 @@ def external_card(results: dict, model_dir: Path, data: Path, plots: list[str]) 
 
 def evaluate_radiogenomics(model_dir: Path, data: Path, out: Path, layout: str = "auto", workers: int = 1,
                            cache: Path | None = None, segmentation_model: Path | None = None,
-                           progress: bool = True, sequence_rules: SequenceRules | None = None) -> dict[str, Any]:
+                           progress: bool = True, sequence_rules: SequenceRules | None = None,
+                           masks: MaskSource = MaskSource.TRUE) -> dict[str, Any]:
     """Apply the model in ``model_dir`` to the cohort in ``data``; figures and plots into ``out``
-    (``sequence_rules``: how the series of a TCIA cohort are recognised)."""
+    (``sequence_rules``: how the series of a TCIA cohort are recognised; ``masks``: inside
+    which masks the features are read, the cohort's own or the segmentation model's)."""
     model = RadiogenomicModel(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = load_cases(data, layout)
     cache = cache or out / "cache"
     errors = build_cache(cases, cache, model.params, model.encoder_config, workers, segmentation_model, progress,
-                         sequence_rules)
-    cases, feats, crops = read_cache(cases, cache, model.params, model.encoder_config)
+                         sequence_rules, masks)
+    cases, feats, crops = read_cache(cases, cache, model.params, model.encoder_config, masks, segmentation_model)
     if not cases:
         raise ValueError(f"{data}: no case could be read ({len(errors)} failed)")
     x = np.stack([feature_vector(f, model.feature_names) for f in feats])
@@ -142,6 +150,7 @@ def evaluate_radiogenomics(model_dir: Path, data: Path, out: Path, layout: str =
         raise ValueError(f"{model_dir}: the model's feature names hold {len(deep)} deep columns, not {EMBEDDING_SIZE}")
     x[:, deep] = embed_all(model.encoder, crops, model.encoder_config)
     results: dict[str, Any] = {"cases": len(cases), "left_out": errors, "layout": layout, "data": str(data),
+                               "masks": str(masks),
                                "model": str(model_dir), "targets": {}}
     curves: dict[str, Any] = {}
 
@@ -150,7 +159,7 @@ def evaluate_radiogenomics(model_dir: Path, data: Path, out: Path, layout: str =
         if reads_encoder_crops(cfg, model.encoder_config):
             return crops
         return build_crops(cases, cache, cfg["crop_size"], cfg["crop_spacing_mm"], workers, segmentation_model,
-                           progress)
+                           progress, cfg.get("context_mm"), masks)
 
     probabilities = _classifiers(model, cases, x, cnn_input, results, curves)
     _survival(model, cases, x, probabilities, results, curves)

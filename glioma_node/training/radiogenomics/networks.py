@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from glioma_node.inference.networks import device
 from glioma_node.inference.radiogenomics.cnn import TumourCNN, load_backbone
-from glioma_node.inference.radiogenomics.encoder import CombinedEncoder, DeepEncoder, build_encoder, load_medicalnet
+from glioma_node.inference.radiogenomics.encoder import (
+    CombinedEncoder,
+    DeepEncoder,
+    EncoderEnsemble,
+    build_encoder,
+    load_medicalnet,
+)
 from glioma_node.inference.radiogenomics.model import piece_weights
 from glioma_node.inference.radiogenomics.slice_encoder import SliceEncoder
 
@@ -116,6 +122,8 @@ def train_encoder(crops: np.ndarray, labels: np.ndarray, config: dict[str, Any],
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     encoder = build_encoder(config, targets=labels.shape[1])
+    if isinstance(encoder, EncoderEnsemble):
+        raise ValueError("an encoder ensemble is trained one member at a time (train without 'members' in the config)")
     if medicalnet:
         if isinstance(encoder, SliceEncoder):
             raise ValueError("MedicalNet weights are for the 3D ResNet-18 encoder, not the slices variant")

@@ -99,7 +99,8 @@ def target_lines(target: str, res: dict, split: str = "test", skipped: str = "No
         lines += ["", f"Cases left out for lack of a label: {res['cases_without_label']}{why}."]
     if "skipped" in res:
         return lines + ["", f"{skipped}: {res['skipped']}.", ""]
-    lines += ["", f"Default variant: **{res['default_variant']}** (best cross-validated AUC in training).", "",
+    lines += ["", f"Default variant: **{res['default_variant']}** (the better fusion variant by cross-validated "
+                  "AUC in training; radiomics alone and deep alone are reported, never the default).", "",
               f"| variant | {split} AUC (95 % CI) | accuracy | precision | recall | F1 | 5-fold CV AUC | features |",
               "|---|---|---|---|---|---|---|---|"]
     for variant, m in res["variants"].items():

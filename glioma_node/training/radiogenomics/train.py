@@ -2,9 +2,11 @@
 
 1. Cases from a dataset adapter; features and crops cached (:mod:`.features`).
 2. A stratified split (70/15/15 train/validation/test, strata IDH × MGMT where known).
-3. The deep encoder trained on the training split (IDH and MGMT logits); the training
-   rows get cross-fitted embeddings (each fold embedded by an encoder that did not see
-   it), so the heads do not learn to trust an embedding that memorised them.
+3. The deep encoder trained on the training split (IDH and MGMT logits), once per
+   cross-fitting fold: the training rows get cross-fitted embeddings (each fold embedded
+   by the encoder that did not see it), so the heads do not learn to trust an embedding
+   that memorised them; every other case (validation, test, and at inference) is embedded
+   by all fold encoders, averaged (the stored :class:`EncoderEnsemble`).
 4. Per target, four variants fitted on the training split, calibrated (Platt) and
    thresholded (Youden) on validation, measured on test: radiomics alone, deep alone,
    early fusion and attention fusion (and the end-to-end CNN when asked); 5-fold
@@ -25,18 +27,25 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from glioma_node.core.files import atomic_path
 from glioma_node.core.targets import Target
 from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
 from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
-from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE
+from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE, EncoderEnsemble
 from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
 from glioma_node.training.radiogenomics import baselines, metrics, survival
 from glioma_node.training.radiogenomics.adapters import LabelledCase, censored_before_endpoint, label_array, load_cases
-from glioma_node.training.radiogenomics.features import build_cache, build_crops, read_cache, reads_encoder_crops
+from glioma_node.training.radiogenomics.features import (
+    MaskSource,
+    build_cache,
+    build_crops,
+    read_cache,
+    reads_encoder_crops,
+)
 from glioma_node.training.radiogenomics.fit import (
     calibrate,
     calibration,
@@ -81,6 +90,17 @@ class RadiogenomicSettings:
     augment: float = 0.0
     version: str = "1.0.0"
     """The model's version in its manifest and card."""
+    masks: MaskSource = MaskSource.TRUE
+    """Inside which masks every case's features are extracted for training (the node reads
+    them inside its segmenter's: :attr:`MaskSource.SEGMENTER` trains as it runs)."""
+    compare_masks: bool = False
+    """Extract every case in the other masks too: test figures on both, and the robustness
+    screen (``robust_ccc``)."""
+    robust_ccc: float | None = 0.75
+    """With ``compare_masks``: radiomic features whose values inside the true and the
+    segmenter's masks agree less than this (Lin's concordance correlation coefficient on
+    the training rows) are read by no head and no Cox model: they measure the mask's
+    raggedness more than the tumour."""
 
 
 def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,9 +115,10 @@ def split(cases: list[LabelledCase], seed: int) -> tuple[np.ndarray, np.ndarray,
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def _head_columns(names: list[str], variant: str, x: np.ndarray, y: np.ndarray, s: RadiogenomicSettings) -> list[int]:
+def _head_columns(names: list[str], variant: str, x: np.ndarray, y: np.ndarray, s: RadiogenomicSettings,
+                  excluded: frozenset[str] = frozenset()) -> list[int]:
     deep = [i for i, n in enumerate(names) if n.startswith("deep.")]
-    other = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    other = [i for i, n in enumerate(names) if not n.startswith("deep.") and n not in excluded]
     if variant == "deep":
         return deep
     if variant in ("radiomics", "early"):
@@ -116,9 +137,9 @@ def _head_columns(names: list[str], variant: str, x: np.ndarray, y: np.ndarray, 
 
 
 def fit_variant(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
-                s: RadiogenomicSettings) -> FusionHead:
-    """One head fitted on ``train`` rows and calibrated on ``val`` rows."""
-    cols = _head_columns(names, variant, x[train], y[train].astype(int), s)
+                s: RadiogenomicSettings, excluded: frozenset[str] = frozenset()) -> FusionHead:
+    """One head fitted on ``train`` rows and calibrated on ``val`` rows, reading no column of ``excluded``."""
+    cols = _head_columns(names, variant, x[train], y[train].astype(int), s, excluded)
     head: FusionHead
     if variant == "attention":
         head = fit_attention(x[train], y[train].astype(int), cols, names, seed=s.seed)
@@ -128,28 +149,29 @@ def fit_variant(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, tr
     return head
 
 
-def _cv_auc(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, rows: np.ndarray, s: RadiogenomicSettings) -> dict:
+def _cv_auc(variant: str, names: list[str], x: np.ndarray, y: np.ndarray, rows: np.ndarray, s: RadiogenomicSettings,
+            excluded: frozenset[str] = frozenset()) -> dict:
     aucs = []
     folds = StratifiedKFold(s.cv_folds, shuffle=True, random_state=s.seed)
     for tr, te in folds.split(rows, y[rows].astype(int)):
-        head = fit_variant(variant, names, x, y, rows[tr], rows[tr], s)
+        head = fit_variant(variant, names, x, y, rows[tr], rows[tr], s, excluded)
         aucs.append(float(metrics.auc(y[rows[te]], head.probability(x[rows[te]]))))
     return {"auc_mean": round(float(np.mean(aucs)), 4), "auc_sd": round(float(np.std(aucs)), 4), "folds": len(aucs)}
 
 
 def _oof_probability(head_variant: str, names: list[str], x: np.ndarray, y: np.ndarray, rows: np.ndarray,
-                     s: RadiogenomicSettings) -> np.ndarray:
+                     s: RadiogenomicSettings, excluded: frozenset[str] = frozenset()) -> np.ndarray:
     """Out-of-fold probabilities for ``rows`` (the Cox model must not see in-sample fits)."""
     out = np.full(len(rows), np.nan)
     known = np.isfinite(y[rows])
     idx = np.flatnonzero(known)
     folds = StratifiedKFold(min(5, int(np.bincount(y[rows][idx].astype(int)).min())), shuffle=True, random_state=s.seed)
     for tr, te in folds.split(idx, y[rows][idx].astype(int)):
-        head = fit_variant(head_variant, names, x, y, rows[idx[tr]], rows[idx[tr]], s)
+        head = fit_variant(head_variant, names, x, y, rows[idx[tr]], rows[idx[tr]], s, excluded)
         out[idx[te]] = head.probability(x[rows[idx[te]]])
     unknown = np.flatnonzero(~known)
     if len(unknown):
-        head = fit_variant(head_variant, names, x, y, rows[idx], rows[idx], s)
+        head = fit_variant(head_variant, names, x, y, rows[idx], rows[idx], s, excluded)
         out[unknown] = head.probability(x[rows[unknown]])
     return out
 
@@ -177,6 +199,11 @@ class _Table:
     test: np.ndarray
     cnn_crops: np.ndarray | None = None
     """The end-to-end CNN's input when it differs from the encoder's ``crops``."""
+    other_x: np.ndarray | None = None
+    """With ``compare_masks``: every case's features (radiomic + deep, columns ``names``) in the other masks."""
+    other_masks: str = ""
+    excluded: frozenset[str] = frozenset()
+    """Radiomic features no head or Cox model may read (the mask robustness screen)."""
 
 
 @dataclass
@@ -193,25 +220,36 @@ class _Fitted:
 
 
 def _cnn_crop(s: RadiogenomicSettings) -> dict[str, Any]:
-    """The end-to-end CNN's input: a tumour-centred cube, voxels per side and mm per voxel."""
-    return {"crop_size": int(s.cnn["crop_size"]), "crop_spacing_mm": float(s.cnn["crop_spacing_mm"])}
+    """The end-to-end CNN's input: a tumour-centred cube, voxels per side and mm per voxel (and
+    the tumour context kept, when the input is masked)."""
+    crop: dict[str, Any] = {"crop_size": int(s.cnn["crop_size"]), "crop_spacing_mm": float(s.cnn["crop_spacing_mm"])}
+    if s.cnn.get("context_mm") is not None:
+        crop["context_mm"] = float(s.cnn["context_mm"])
+    return crop
 
 
 def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray, s: RadiogenomicSettings,
                    progress: bool, curve: Curve | None = None) -> tuple[np.ndarray, torch.nn.Module]:
-    """Cross-fitted embeddings for the training rows, the final encoder's for the rest; and that encoder."""
+    """Cross-fitted embeddings for the training rows (each fold's by the encoder trained
+    without it), and for the other rows the mean of the fold encoders' embeddings, as
+    inference embeds a new case (:class:`EncoderEnsemble`); and that ensemble."""
+    if s.cross_fit_folds < 2:
+        raise ValueError(f"cross_fit_folds: {s.cross_fit_folds}; cross-fitted embeddings need at least 2 folds")
     emb = np.zeros((len(crops), EMBEDDING_SIZE), np.float32)
     folds = np.array_split(np.random.default_rng(s.seed).permutation(train), s.cross_fit_folds)
+    members = []
     for k, fold in enumerate(folds):
         rest = np.setdiff1d(train, fold)
         enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
-                            medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}")
+                            medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}",
+                            curve=curve if k == 0 else None)
         emb[fold] = embed_all(enc, crops[fold], s.encoder)
-    encoder = train_encoder(crops[train], enc_labels[train], s.encoder, s.encoder_steps, seed=s.seed,
-                            medicalnet=s.medicalnet, progress=progress, desc="encoder", curve=curve)
+        enc.heads = None  # the training targets' logits; inference reads the embedding only
+        members.append(enc)
+    ensemble = EncoderEnsemble(members)
     others = np.setdiff1d(np.arange(len(crops)), train)
-    emb[others] = embed_all(encoder, crops[others], s.encoder)
-    return emb, encoder
+    emb[others] = embed_all(ensemble, crops[others], s.encoder)
+    return emb, ensemble
 
 
 def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_variant: dict[str, dict[str, Any]],
@@ -262,11 +300,15 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
         per_variant: dict[str, dict[str, Any]] = {}
         heads[target], curves[target] = {}, {}
         for variant in VARIANTS_COMPARED:
-            head = fit_variant(variant, names_all, x, yt, rows["train"], rows["val"], s)
+            head = fit_variant(variant, names_all, x, yt, rows["train"], rows["val"], s, table.excluded)
             p = head.probability(x[rows["test"]])
             per_variant[variant] = {"test": metrics.classification(yt[rows["test"]], p, float(head.threshold), seed=s.seed),
-                                    "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]), s),
+                                    "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]),
+                                                  s, table.excluded),
                                     "features": len(head.columns)}
+            if table.other_x is not None:  # the same head, the test cases' features in the other masks
+                per_variant[variant][f"test_{table.other_masks}_masks"] = metrics.classification(
+                    yt[rows["test"]], head.probability(table.other_x[rows["test"]]), float(head.threshold), seed=s.seed)
             curves[target][variant] = (yt[rows["test"]], p)
             if variant in ("early", "attention"):
                 heads[target][variant] = {"config": head.config(), "state": _state(head)}
@@ -285,6 +327,9 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
             cfg = {**s.cnn, **_cnn_crop(s), "platt": [a, b], "threshold": thr}
             cnns[target] = {"config": cfg, "state": _state(net, half=True)}
         _baselines(table, target, rows, per_variant, results["targets"][target], curves[target], s)
+        # The default is the better fusion variant by cross-validated AUC (never the test
+        # split): fusion because the deep path is what Grad-CAM explains, and the studies
+        # followed fuse; radiomics alone and deep alone are reported beside it.
         best = max(("early", "attention"), key=lambda v: float(per_variant[v]["cv"]["auc_mean"]))
         defaults[target] = best
         results["targets"][target].update({"variants": per_variant, "default_variant": best})
@@ -313,7 +358,7 @@ def _cox_on(table: _Table, tr: np.ndarray, te: np.ndarray, extra: np.ndarray, ex
     time_ = np.array([c.survival_days or 0.0 for c in cases], float)
     event = np.array([c.event or 0 for c in cases], int)
     if candidates is None:
-        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape"]
+        candidates = [i for i, n in enumerate(names_all) if group_of(n) == "shape" and n not in table.excluded]
     cox = fit_survival(x[tr], time_[tr], event[tr], names_all, candidates, extra[tr], extra_names, seed=s.seed)
     columns = [names_all.index(n) for n in cox.names if n in names_all]
     design = lambda rows: np.column_stack([x[rows][:, columns], extra[rows]])  # noqa: E731
@@ -329,7 +374,7 @@ def _survival_baselines(table: _Table, tr: np.ndarray, te: np.ndarray, age: np.n
     x, names = table.x, table.names
     time_ = np.array([c.survival_days or 0.0 for c in table.cases], float)
     event = np.array([c.event or 0 for c in table.cases], int)
-    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.") and n not in table.excluded]
     deep = [i for i, n in enumerate(names) if n.startswith("deep.")]
     out: dict[str, dict[str, Any]] = {}
     for name, candidates in (("radiomics", radiomic), ("deep", deep)):
@@ -374,12 +419,24 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_
             probs[target] = np.full(len(cases), np.nan)
             continue
         p = np.full(len(cases), np.nan)
-        p[tr] = _oof_probability(variant, names_all, x, y[target], tr, s)
+        p[tr] = _oof_probability(variant, names_all, x, y[target], tr, s, table.excluded)
         head = shap_rows[f"{target}:{variant}"]
         p[te] = head.probability(x[te])
         probs[target] = p
     predicted = _cox_on(table, tr, te, np.column_stack([probs["mgmt"], probs["idh"], age]), list(COX_EXTRA), s)
     results["survival"] = predicted.figures
+    if table.other_x is not None:  # the same Cox model and heads, the test cases' features in the other masks
+        other = table.other_x
+        extra = {"age_years": age[te]}
+        for target in ("mgmt", "idh"):
+            variant = defaults.get(target)
+            extra[f"{target}_probability"] = (shap_rows[f"{target}:{variant}"].probability(other[te]) if variant
+                                              else np.full(len(te), np.nan))
+        design = np.column_stack([extra[n] if n in extra else other[te][:, names_all.index(n)]
+                                  for n in predicted.model.names])
+        time_ = np.array([cases[i].survival_days or 0.0 for i in te], float)
+        results["survival"][f"test_{table.other_masks}_masks"] = survival.cox_figures(
+            predicted.model, predicted.model.risk(design), time_, event[te], seed=s.seed)["test"]
     curves["survival"] = {"km": predicted.km}
     results["survival_variants"] = _survival_baselines(table, tr, te, age, s)
     status = {m: _known_status(cases, m) for m in ("mgmt", "idh", "egfr")}
@@ -399,6 +456,42 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_
     return predicted, known
 
 
+def concordance(a: np.ndarray, b: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two measurements of one quantity (rows
+    where both are finite): 1 when they agree exactly, lower for scatter and for bias."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return float("nan")
+    a, b = a[ok], b[ok]
+    denominator = a.var() + b.var() + (a.mean() - b.mean()) ** 2
+    return float(2 * np.mean((a - a.mean()) * (b - b.mean())) / denominator) if denominator > 0 else float("nan")
+
+
+def mask_robustness(x: np.ndarray, x_other: np.ndarray, names: list[str], threshold: float | None) -> dict[str, Any]:
+    """Per radiomic feature, the agreement (:func:`concordance`) of its values in the two masks
+    over the rows given (the training split); those below ``threshold`` (or with no
+    agreement to measure) are excluded. Returns the threshold, the excluded names, and the
+    agreement of every shape, location and morphology feature (the ones that describe the
+    mask itself)."""
+    agreement = {n: concordance(x[:, j], x_other[:, j]) for j, n in enumerate(names)}
+    excluded = sorted(n for n, c in agreement.items() if threshold is not None and not c >= threshold)
+    return {"threshold": threshold, "features": len(names), "excluded": excluded,
+            "shape_agreement": {n: round(c, 3) for n, c in sorted(agreement.items())
+                                if group_of(n) == "shape" and np.isfinite(c)}}
+
+
+def _write_split(out: Path, cases: list[LabelledCase], train: np.ndarray, val: np.ndarray, test: np.ndarray,
+                 seed: int) -> None:
+    """``split.json``: the case names of each split, so the test cases can be found again
+    (``glioma-node evaluate pointing``) and never mistaken for unseen ones."""
+    from glioma_node.training.radiogenomics.pointing import SPLIT_FILE
+
+    with atomic_path(out / SPLIT_FILE) as tmp:
+        tmp.write_text(json.dumps({"seed": seed, **{name: [cases[i].name for i in rows] for name, rows in
+                                                    (("train", train), ("validation", val), ("test", test))}},
+                                  indent=1))
+
+
 def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress: bool = True,
                         command: str = "") -> dict[str, Any]:
     """Train, evaluate and write a radiogenomic model directory (see the module doc)."""
@@ -409,30 +502,53 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     params = radiomics.load_settings(s.radiomics_settings)
     cases = load_cases(data, s.layout)
     cache = s.cache or out / "cache"
-    errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules)
-    cases, feats, crops = read_cache(cases, cache, params, s.encoder)
+    masks = MaskSource(s.masks)
+    other_masks = MaskSource.TRUE if masks == MaskSource.SEGMENTER else MaskSource.SEGMENTER
+    errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules,
+                         masks)
+    if s.compare_masks:
+        errors.update({name: f"in the {other_masks} masks: {error}" for name, error in build_cache(
+            cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules,
+            other_masks).items()})
+    cases, feats, crops = read_cache(cases, cache, params, s.encoder, masks, s.segmentation_model)
+    other_feats: list[dict[str, float]] = []
+    other_crops = np.zeros((0,))
+    if s.compare_masks:  # only cases read in both masks
+        both, other_feats, other_crops = read_cache(cases, cache, params, s.encoder, other_masks, s.segmentation_model)
+        keep = [i for i, c in enumerate(cases) if c in both]
+        cases, feats, crops = [cases[i] for i in keep], [feats[i] for i in keep], crops[keep]
     if len(cases) < 20:
         raise ValueError(f"only {len(cases)} usable cases; radiogenomic training needs at least 20")
     names = sorted({k for f in feats for k in f})
     radiomic_x = np.stack([feature_vector(f, names) for f in feats])
     train, val, test = split(cases, s.seed)
+    _write_split(out, cases, train, val, test, s.seed)
+    screen: dict[str, Any] = {}
+    if s.compare_masks:
+        other_radiomic = np.stack([feature_vector(f, names) for f in other_feats])
+        screen = mask_robustness(radiomic_x[train], other_radiomic[train], names, s.robust_ccc)
     y = {t: label_array(cases, t) for t in TARGETS}
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
-    # Deep encoder: cross-fitted embeddings for the training rows, the final encoder for the rest.
-    encoder_curve = Curve("deep-feature encoder (IDH and MGMT logits)")
+    # Deep encoder: cross-fitted embeddings for the training rows, the fold encoders' mean for the rest.
+    encoder_curve = Curve("deep-feature encoder, first fold (IDH and MGMT logits)")
     emb, encoder = _deep_features(crops, enc_labels, train, s, progress, encoder_curve)
     deep_names = [f"deep.{i:03d}" for i in range(EMBEDDING_SIZE)]
     names_all = names + deep_names
     x = np.column_stack([radiomic_x, emb]).astype(np.float64)
-    table = _Table(cases, x, names_all, radiomic_x, names, crops, y, train, val, test)
+    table = _Table(cases, x, names_all, radiomic_x, names, crops, y, train, val, test,
+                   excluded=frozenset(screen.get("excluded", ())))
+    if s.compare_masks:
+        table.other_x = np.column_stack([other_radiomic, embed_all(encoder, other_crops, s.encoder)]).astype(np.float64)
+        table.other_masks = str(other_masks)
     crop = _cnn_crop(s)
     if s.cnn_targets and not reads_encoder_crops(crop, s.encoder):
         table.cnn_crops = build_crops(cases, cache, crop["crop_size"], crop["crop_spacing_mm"], s.workers,
-                                      s.segmentation_model, progress)
+                                      s.segmentation_model, progress, crop.get("context_mm"), masks)
 
-    fitted = _Fitted({"cases": len(cases), "left_out": errors,
-                      "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {}})
+    fitted = _Fitted({"cases": len(cases), "left_out": errors, "masks": str(masks),
+                      "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {},
+                      **({"mask_robustness": screen} if screen else {})})
     fitted.curves_nets["encoder"] = encoder_curve
     _fit_classifiers(table, fitted, s, progress)
     cox, cox_known = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
@@ -450,7 +566,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
         feature_names=names_all,
         radiomics_settings=params,
         radiomics_sha256=radiomics.settings_digest(params),
-        encoder={"config": dict(s.encoder), "state": _state(encoder, half=True)},
+        encoder={"config": {**s.encoder, "members": s.cross_fit_folds}, "state": _state(encoder, half=True)},
         heads=heads,
         cnn=cnns,
         cox=cox.model.to_dict() if cox is not None else None,
@@ -467,7 +583,8 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
         "name": "glioma-node-radiogenomics", "version": s.version, "kind": KIND, "weights": "model.pt",
         "input": {"channels": ["FLAIR", "T1", "T1c", "T2"], "grid": "1 mm axis-aligned LPS",
                   "normalisation": "inference.intensity.zscore inside the brain", "labels": "BraTS 1/2/4",
-                  "radiomics_settings_sha256": bundle.radiomics_sha256, "encoder": s.encoder},
+                  "radiomics_settings_sha256": bundle.radiomics_sha256,
+                  "encoder": {**s.encoder, "members": s.cross_fit_folds}},
         "output": {"targets": sorted(heads) + (["survival"] if cox is not None else []), "default_variants": defaults,
                    **({"survival_known_markers": results["survival_known"]["markers"]} if cox_known else {}),
                    "thresholds": {t: float(shap_rows[f"{t}:{v}"].threshold) for t, v in defaults.items()}},
@@ -480,7 +597,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
 
         # Its own layout (detected) and cache: its case names may repeat the training cohort's.
         external = evaluate_radiogenomics(out, s.external, out / "external", "auto", s.workers, None,
-                                          s.segmentation_model, progress, s.sequence_rules)
+                                          s.segmentation_model, progress, s.sequence_rules, masks)
         results["external"] = {"data": str(s.external), "cases": external["cases"],
                                "auc": {t: r["variants"][r["default_variant"]]["test"]["auc"]
                                        for t, r in external["targets"].items() if "variants" in r},
