@@ -3,6 +3,7 @@ masks, both masks compared, mask-fragile features screened out, the encoder ense
 tumour-context input and the Grad-CAM pointing score."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -132,8 +133,10 @@ def test_training_on_segmenter_masks_reports_both_masks_and_screens_fragile_feat
     assert result["masks"] == "segmenter"
     idh = result["targets"]["idh"]["variants"]["early"]
     assert 0.0 <= idh["test"]["auc"] <= 1.0 and 0.0 <= idh["test_true_masks"]["auc"] <= 1.0
+    assert idh["test_as_node"]["withheld"] == 0 and result["withheld_test_cases"] == 0  # no doubtful mask kept
     assert "test_true_masks" in result["survival"] and "c_index" in result["survival"]["test_true_masks"]
     screen = result["mask_robustness"]
+    assert screen["training_cases"] == result["split"]["train"]  # every tiny case has its mask file
     assert any("necrosis" in n or "enhancing" in n for n in screen["excluded"])  # the frayed core's surface
     assert "shape.whole_tumour.VoxelVolume" not in screen["excluded"]  # a volume one voxel wider still agrees
     model = RadiogenomicModel(tmp_path / "model")
@@ -142,6 +145,7 @@ def test_training_on_segmenter_masks_reports_both_masks_and_screens_fragile_feat
     assert isinstance(model.encoder, EncoderEnsemble) and len(model.encoder.members) == 2
     split = json.loads((tmp_path / "model" / "split.json").read_text())
     assert len(split["test"]) == result["split"]["test"] and not set(split["test"]) & set(split["train"])
+    assert set(split["test_masks_sha256"]) == set(split["test"])
     images, labels, brain = trees.tiny_case(np.random.default_rng(7), idh=1, mgmt=0)
     study = tumour_study(Grid(labels.shape, np.eye(4)), images, labels, brain, 50.0)
     out = model.run(study)
@@ -174,3 +178,26 @@ def test_pointing_runs_as_the_node_runs(synth_cohort, tmp_path, capsys):
     assert main(["evaluate", "pointing", "--model", str(model), "--data", str(synth_cohort), "--out",
                  str(out), "--quiet"]) == 2
     assert "no split.json" in capsys.readouterr().err
+
+
+def test_a_cohort_made_again_is_not_taken_for_the_models_test_split(tmp_path):
+    from glioma_node.training.radiogenomics.adapters import LabelledCase
+    from glioma_node.training.radiogenomics.pointing import split_cases
+
+    cases = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "seg.nii.gz").write_bytes(name.encode())
+        cases.append(LabelledCase(name, {}, tmp_path / name / "seg.nii.gz"))
+    model = tmp_path / "model"
+    model.mkdir()
+    digest = {c.name: hashlib.sha256(c.seg.read_bytes()).hexdigest()[:16] for c in cases[1:]}
+    (model / "split.json").write_text(json.dumps({"train": ["a"], "test": ["b", "c"], "test_masks_sha256": digest}))
+    assert [c.name for c in split_cases(model, cases, "test")] == ["b", "c"]
+    assert len(split_cases(model, cases, "all")) == 3
+    (tmp_path / "c" / "seg.nii.gz").write_bytes(b"another seed's case")
+    with pytest.raises(ValueError, match="1 of the test cases"):
+        split_cases(model, cases, "test")
+    (model / "split.json").unlink()
+    with pytest.raises(ValueError, match="no split.json"):
+        split_cases(model, cases, "test")

@@ -13,6 +13,7 @@ heads, other splits) costs seconds, and an interrupted run resumes where it stop
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -80,6 +81,17 @@ def _nifti_study(case: LabelledCase) -> TumourStudy:
     return tumour_study(grid, channels, labels, brain, case.age_years)
 
 
+def _images_digest(images: dict[str, Path]) -> str:
+    """sha256 of a case's image files (role names and bytes): a kept mask belongs to these."""
+    digest = hashlib.sha256()
+    for role in sorted(images):
+        digest.update(role.encode())
+        with open(images[role], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def mask_folder(cache: Path, segmentation_model: Path) -> Path:
     """Where the masks ``segmentation_model`` drew are kept: ``<cache>/masks-<model digest>/``
     (a new model, new masks)."""
@@ -100,21 +112,23 @@ def _segmented_study(case: LabelledCase, segmentation_model: Path, masks: Path |
     assert case.images is not None
     volumes = {role: read_nifti_volume(path, f"{case.name} {role}") for role, path in case.images.items()}
     kept = masks / f"{safe_file_name(case.name)}.npz" if masks is not None else None
+    source = _images_digest(case.images)
     if kept is not None and kept.exists():
         with np.load(kept) as data:
+            same = "source" in data.files and str(data["source"]) == source
             labels, brain, affine = data["labels"], data["brain"], data["affine"]
-        prepared = prepare(volumes, same_frame=True)
-        if prepared.grid.shape != labels.shape or not np.allclose(prepared.grid.affine, affine, atol=1e-4):
-            raise ValueError(f"{case.name}: its kept mask ({kept}) is on another grid than its images now give; "
-                             "delete the file to segment the case again")
-        return tumour_study(prepared.grid, prepared.channels, labels, brain, case.age_years)
+        prepared = prepare(volumes, same_frame=True) if same else None
+        if prepared is not None and prepared.grid.shape == labels.shape and np.allclose(prepared.grid.affine, affine,
+                                                                                        atol=1e-4):
+            return tumour_study(prepared.grid, prepared.channels, labels, brain, case.age_years)
+        log.warning("case %s: its kept mask %s was drawn on other images; segmenting again", case.name, kept)
     seg = segment(volumes, load_segmenter("glioma-node", segmentation_model))
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
         quality = seg.quality
         with atomic_path(kept) as tmp:
             np.savez_compressed(tmp, labels=seg.labels.astype(np.uint8), brain=seg.brain.astype(bool),
-                                affine=np.asarray(seg.grid.affine, np.float64),
+                                affine=np.asarray(seg.grid.affine, np.float64), source=source,
                                 doubtful=bool(quality is not None and quality.doubtful),
                                 quality=float(quality.score) if quality is not None else np.nan)
     return tumour_study(seg.grid, seg.prepared.channels, seg.labels, seg.brain, case.age_years)
@@ -178,6 +192,17 @@ class MaskChoice:
         if self.segmentation_model is None:
             raise ValueError("features inside the segmenter's masks need a segmentation model")
         return {"masks": mask_folder(Path("."), self.segmentation_model).name}
+
+
+def mask_doubtful(case: LabelledCase, cache: Path, segmentation_model: Path) -> bool | None:
+    """Whether the mask ``segmentation_model`` drew for ``case`` (kept under ``cache``) was
+    doubtful by the node's quality control (then the node withholds MGMT, IDH and risk);
+    None when no mask of it is kept."""
+    kept = mask_folder(cache, segmentation_model) / f"{safe_file_name(case.name)}.npz"
+    if not kept.exists():
+        return None
+    with np.load(kept) as data:
+        return bool(data["doubtful"]) if "doubtful" in data.files else None
 
 
 def _one(args: tuple[LabelledCase, Path, dict | None, dict, MaskChoice]) -> tuple[str, str | None]:

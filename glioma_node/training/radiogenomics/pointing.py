@@ -20,6 +20,7 @@ share ≥ 0.7, chance) and ``pointing-<case>.png`` pictures of the first few cas
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -53,8 +54,8 @@ def pointing_score(cam: np.ndarray, labels: np.ndarray, margin_mm: float = POINT
 
 
 def chance_level(labels: np.ndarray, brain: np.ndarray, margin_mm: float = POINTING_MARGIN_MM) -> float:
-    """The pointing score of a map spread evenly over ``brain``: the share of the brain the
-    tumour region covers."""
+    """The pointing score of a map spread evenly over ``brain`` (or any region a map can
+    cover): the share of it the tumour region covers."""
     return float((tumour_region(labels, margin_mm) & brain).sum() / max(1, int(brain.sum())))
 
 
@@ -74,6 +75,12 @@ def split_cases(model_dir: Path, cases: list[LabelledCase], split: str) -> list[
     if not chosen:
         raise ValueError(f"none of the {split} cases of {path} is in this cohort; is it the cohort the model was "
                          "trained on?")
+    digests = json.loads(path.read_text()).get("test_masks_sha256", {}) if split == "test" else {}
+    other = [c.name for c in chosen if c.name in digests and c.seg is not None
+             and hashlib.sha256(c.seg.read_bytes()).hexdigest()[:16] != digests[c.name]]
+    if other:
+        raise ValueError(f"{len(other)} of the test cases named in {path} have other masks in this cohort "
+                         f"(e.g. {other[0]}): a cohort made again with other files is not the model's test split")
     return chosen
 
 
@@ -115,6 +122,7 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
     if masks == MaskSource.SEGMENTER and segmentation_model is None:
         raise ValueError("pointing inside the segmenter's masks needs a segmentation model")
     out.mkdir(parents=True, exist_ok=True)
+    context = model.encoder_config.get("context_mm")
     per_case: dict[str, dict[str, Any]] = {}
     left_out: dict[str, str] = {}
     for case in tqdm(cases, desc="pointing", unit="case", disable=not progress):
@@ -128,7 +136,9 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
             left_out[case.name] = str(exc)
             continue
         scores = {t: round(pointing_score(cam, truth), 4) for t, cam in result.cams.items()}
-        per_case[case.name] = {"pointing": scores, "chance": round(chance_level(truth, study.brain), 4),
+        # Chance: a map spread evenly over what the encoder saw (the brain, or the tumour's context in it).
+        seen = study.brain if context is None else study.brain & tumour_region(study.labels, float(context))
+        per_case[case.name] = {"pointing": scores, "chance": round(chance_level(truth, seen), 4),
                                "on_tumour": {t: round(pointing_score(cam, truth, 0.0), 4)
                                              for t, cam in result.cams.items()}}
         if len(per_case) <= pictures:
@@ -136,6 +146,7 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
     targets = sorted({t for r in per_case.values() for t in r["pointing"]})
     summary: dict[str, Any] = {"model": f"{model.manifest.name} {model.manifest.version}", "data": str(data),
                                "split": split, "masks": str(masks), "margin_mm": POINTING_MARGIN_MM,
+                               "context_mm": context,
                                "goal": POINTING_GOAL, "cases": per_case, "left_out": left_out, "targets": {}}
     for target in targets:
         values = [r["pointing"][target] for r in per_case.values() if np.isfinite(r["pointing"].get(target, np.nan))]
@@ -157,6 +168,13 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
     for target, r in summary["targets"].items():
         lines.append(f"| {target} | {r['cases']} | {r['median']:.2f} | {r['min']:.2f} | {r['share_meeting_goal']:.2f} | "
                      f"{r['chance_median']:.2f} | {r['on_tumour_median']:.2f} |")
+    if context is not None:
+        lines += ["", f"This model's encoder sees only the tumour and {context:g} mm around it (the mask it runs in), "
+                  "and its maps are kept there: the pointing score then says how well that region matches the true "
+                  "tumour + margin" + (" (inside the true masks it is 1 by construction)" if masks == MaskSource.TRUE
+                                       and float(context) <= POINTING_MARGIN_MM else "")
+                  + "; chance is a map spread evenly over what the encoder saw, and the last column says where "
+                  "inside that region the map goes."]
     if left_out:
         lines += ["", f"Left out: {', '.join(f'{k} ({v})' for k, v in sorted(left_out.items()))}."]
     with atomic_path(out / "pointing.md") as tmp:

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from glioma_node.training.radiogenomics.features import (
     MaskSource,
     build_cache,
     build_crops,
+    mask_doubtful,
     read_cache,
     reads_encoder_crops,
 )
@@ -204,6 +206,10 @@ class _Table:
     other_masks: str = ""
     excluded: frozenset[str] = frozenset()
     """Radiomic features no head or Cox model may read (the mask robustness screen)."""
+    node_x: np.ndarray | None = None
+    """The features inside the segmenter's masks (``x`` or ``other_x``), when either is."""
+    withheld: np.ndarray | None = None
+    """Per case: its segmenter mask was doubtful, so the node would withhold MGMT, IDH and risk."""
 
 
 @dataclass
@@ -258,7 +264,7 @@ def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_vari
     rows, calibrated on validation, measured on test; none is stored in the model."""
     x, names, yt = table.x, table.names, table.y[target]
     tr, va, te = rows["train"], rows["val"], rows["test"]
-    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.")]
+    radiomic = [i for i, n in enumerate(names) if not n.startswith("deep.") and n not in table.excluded]
     screened = rank_columns(x[tr], yt[tr].astype(int), radiomic, top=DICTIONARY_FEATURES)
     p, threshold = baselines.dictionary_classifier(x[tr][:, screened], yt[tr], x[va][:, screened], yt[va],
                                                    x[te][:, screened], seed=s.seed)
@@ -267,7 +273,7 @@ def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_vari
     curves["dictionary"] = (yt[te], p)
     res["variance_analysis"] = baselines.group_variance(x[tr], yt[tr], names, group_of)
     if s.augment > 0:
-        cols = _head_columns(names, "early", x[tr], yt[tr].astype(int), s)
+        cols = _head_columns(names, "early", x[tr], yt[tr].astype(int), s, table.excluded)
         sub = [names[c] for c in cols]
         figures = {}
         for name, (xa, ya) in (("real_only", (x[tr][:, cols], yt[tr])),
@@ -306,6 +312,13 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
                                     "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]),
                                                   s, table.excluded),
                                     "features": len(head.columns)}
+            if table.node_x is not None and table.withheld is not None:  # as the node reports: doubtful withheld
+                shown = rows["test"][~table.withheld[rows["test"]]]
+                if len(set(yt[shown])) == 2:
+                    per_variant[variant]["test_as_node"] = {
+                        **metrics.classification(yt[shown], head.probability(table.node_x[shown]),
+                                                 float(head.threshold), seed=s.seed),
+                        "withheld": int(len(rows["test"]) - len(shown))}
             if table.other_x is not None:  # the same head, the test cases' features in the other masks
                 per_variant[variant][f"test_{table.other_masks}_masks"] = metrics.classification(
                     yt[rows["test"]], head.probability(table.other_x[rows["test"]]), float(head.threshold), seed=s.seed)
@@ -486,9 +499,13 @@ def _write_split(out: Path, cases: list[LabelledCase], train: np.ndarray, val: n
     (``glioma-node evaluate pointing``) and never mistaken for unseen ones."""
     from glioma_node.training.radiogenomics.pointing import SPLIT_FILE
 
+    def mask_digest(case: LabelledCase) -> str | None:
+        return hashlib.sha256(case.seg.read_bytes()).hexdigest()[:16] if case.seg is not None else None
+
     with atomic_path(out / SPLIT_FILE) as tmp:
         tmp.write_text(json.dumps({"seed": seed, **{name: [cases[i].name for i in rows] for name, rows in
-                                                    (("train", train), ("validation", val), ("test", test))}},
+                                                    (("train", train), ("validation", val), ("test", test))},
+                                   "test_masks_sha256": {cases[i].name: mask_digest(cases[i]) for i in test}},
                                   indent=1))
 
 
@@ -507,9 +524,9 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     errors = build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules,
                          masks)
     if s.compare_masks:
-        errors.update({name: f"in the {other_masks} masks: {error}" for name, error in build_cache(
-            cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress, s.sequence_rules,
-            other_masks).items()})
+        for name, error in build_cache(cases, cache, params, s.encoder, s.workers, s.segmentation_model, progress,
+                                       s.sequence_rules, other_masks).items():
+            errors[name] = "; ".join(filter(None, (errors.get(name), f"in the {other_masks} masks: {error}")))
     cases, feats, crops = read_cache(cases, cache, params, s.encoder, masks, s.segmentation_model)
     other_feats: list[dict[str, float]] = []
     other_crops = np.zeros((0,))
@@ -526,7 +543,12 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     screen: dict[str, Any] = {}
     if s.compare_masks:
         other_radiomic = np.stack([feature_vector(f, names) for f in other_feats])
-        screen = mask_robustness(radiomic_x[train], other_radiomic[train], names, s.robust_ccc)
+        # A case without a mask file is segmented in both modes: its two values agree by construction.
+        with_mask = train[[cases[i].seg is not None for i in train]]
+        if len(with_mask) < 10:
+            raise ValueError(f"--compare-masks needs training cases with mask files; {len(with_mask)} have one")
+        screen = mask_robustness(radiomic_x[with_mask], other_radiomic[with_mask], names, s.robust_ccc)
+        screen["training_cases"] = int(len(with_mask))
     y = {t: label_array(cases, t) for t in TARGETS}
     enc_labels = np.column_stack([y["idh"], y["mgmt"]])
 
@@ -541,12 +563,16 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     if s.compare_masks:
         table.other_x = np.column_stack([other_radiomic, embed_all(encoder, other_crops, s.encoder)]).astype(np.float64)
         table.other_masks = str(other_masks)
+    if MaskSource.SEGMENTER in (masks, other_masks if s.compare_masks else masks) and s.segmentation_model:
+        table.node_x = x if masks == MaskSource.SEGMENTER else table.other_x
+        table.withheld = np.array([bool(mask_doubtful(c, cache, s.segmentation_model)) for c in cases])
     crop = _cnn_crop(s)
     if s.cnn_targets and not reads_encoder_crops(crop, s.encoder):
         table.cnn_crops = build_crops(cases, cache, crop["crop_size"], crop["crop_spacing_mm"], s.workers,
                                       s.segmentation_model, progress, crop.get("context_mm"), masks)
 
     fitted = _Fitted({"cases": len(cases), "left_out": errors, "masks": str(masks),
+                      **({"withheld_test_cases": int(table.withheld[test].sum())} if table.withheld is not None else {}),
                       "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {},
                       **({"mask_robustness": screen} if screen else {})})
     fitted.curves_nets["encoder"] = encoder_curve
