@@ -13,6 +13,7 @@ heads, other splits) costs seconds, and an interrupted run resumes where it stop
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from glioma_node.core.roles import ROLES
 from glioma_node.dicom_io.nifti import read_nifti, read_nifti_volume
 from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.dicom_io.uids import safe_file_name
+from glioma_node.inference.model_dir import sha256_file
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.encoder import SLICE_DEFAULTS
 from glioma_node.inference.radiogenomics.model import encoder_input, image_features
@@ -82,22 +84,28 @@ def _nifti_study(case: LabelledCase) -> TumourStudy:
 
 
 def _images_digest(images: dict[str, Path]) -> str:
-    """sha256 of a case's image files (role names and bytes): a kept mask belongs to these."""
-    digest = hashlib.sha256()
-    for role in sorted(images):
-        digest.update(role.encode())
-        with open(images[role], "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """One digest of a case's image files (role and sha256 of each): a kept mask belongs to these."""
+    return hashlib.sha256("".join(f"{role}:{sha256_file(images[role])}" for role in sorted(images)).encode()).hexdigest()
+
+
+def mask_digest(case: LabelledCase) -> str | None:
+    """A short digest of the case's mask file (None without one): tells a cohort made again."""
+    return sha256_file(case.seg)[:16] if case.seg is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _model_digest(directory: Path, mtime_ns: int) -> str:
+    from glioma_node.inference.model_dir import read_manifest
+
+    return read_manifest(directory).sha256
 
 
 def mask_folder(cache: Path, segmentation_model: Path) -> Path:
     """Where the masks ``segmentation_model`` drew are kept: ``<cache>/masks-<model digest>/``
-    (a new model, new masks)."""
-    from glioma_node.inference.model_dir import read_manifest
-
-    return cache / f"masks-{read_manifest(segmentation_model).sha256[:12]}"
+    (a new model, new masks). The model's weights are hashed once per process (per case
+    they would be read again for every case)."""
+    manifest = segmentation_model / "manifest.json"
+    return cache / f"masks-{_model_digest(segmentation_model.resolve(), manifest.stat().st_mtime_ns)[:12]}"
 
 
 def _segmented_study(case: LabelledCase, segmentation_model: Path, masks: Path | None = None) -> TumourStudy:

@@ -20,7 +20,6 @@ share ≥ 0.7, chance) and ``pointing-<case>.png`` pictures of the first few cas
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -34,7 +33,7 @@ from glioma_node.core.files import atomic_path
 from glioma_node.inference.radiogenomics.crop import tumour_region
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
-from glioma_node.training.radiogenomics.features import MaskSource, load_study, true_labels
+from glioma_node.training.radiogenomics.features import MaskSource, load_study, mask_digest, true_labels
 
 POINTING_MARGIN_MM = 10.0
 """How far around the true whole tumour a map's mass still counts as on the tumour (mm)."""
@@ -68,16 +67,16 @@ def split_cases(model_dir: Path, cases: list[LabelledCase], split: str) -> list[
     if not path.is_file():
         raise ValueError(f"{model_dir} has no {SPLIT_FILE} (a model trained before it was written); "
                          "measure on cases it never saw with --split all and a cohort of its own")
-    names = json.loads(path.read_text()).get(split)
+    recorded = json.loads(path.read_text())
+    names = recorded.get(split)
     if names is None:
-        raise ValueError(f"{path} has no {split!r} split; it has {', '.join(json.loads(path.read_text()))}")
+        raise ValueError(f"{path} has no {split!r} split; it has {', '.join(recorded)}")
     chosen = [c for c in cases if c.name in set(names)]
     if not chosen:
         raise ValueError(f"none of the {split} cases of {path} is in this cohort; is it the cohort the model was "
                          "trained on?")
-    digests = json.loads(path.read_text()).get("test_masks_sha256", {}) if split == "test" else {}
-    other = [c.name for c in chosen if c.name in digests and c.seg is not None
-             and hashlib.sha256(c.seg.read_bytes()).hexdigest()[:16] != digests[c.name]]
+    digests = recorded.get("test_masks_sha256", {}) if split == "test" else {}
+    other = [c.name for c in chosen if c.name in digests and mask_digest(c) != digests[c.name]]
     if other:
         raise ValueError(f"{len(other)} of the test cases named in {path} have other masks in this cohort "
                          f"(e.g. {other[0]}): a cohort made again with other files is not the model's test split")

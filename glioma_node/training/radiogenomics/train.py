@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from glioma_node.training.radiogenomics.features import (
     MaskSource,
     build_cache,
     build_crops,
+    mask_digest,
     mask_doubtful,
     read_cache,
     reads_encoder_crops,
@@ -498,9 +498,6 @@ def _write_split(out: Path, cases: list[LabelledCase], train: np.ndarray, val: n
     """``split.json``: the case names of each split, so the test cases can be found again
     (``glioma-node evaluate pointing``) and never mistaken for unseen ones."""
     from glioma_node.training.radiogenomics.pointing import SPLIT_FILE
-
-    def mask_digest(case: LabelledCase) -> str | None:
-        return hashlib.sha256(case.seg.read_bytes()).hexdigest()[:16] if case.seg is not None else None
 
     with atomic_path(out / SPLIT_FILE) as tmp:
         tmp.write_text(json.dumps({"seed": seed, **{name: [cases[i].name for i in rows] for name, rows in
