@@ -261,7 +261,7 @@ def _cmd_evaluate_pointing(args: argparse.Namespace) -> int:
     out = args.out or Path(f"pointing-{args.data.resolve().name}")
     result = measure_pointing(args.model, args.data, out, MaskSource(args.masks),
                               args.segmentation_model or args.settings.models.segmentation.path, args.split,
-                              args.limit, layout=args.layout, progress=not args.quiet)
+                              args.limit, layout=args.layout, progress=not args.quiet, mask_cache=args.cache)
     for target, r in result["targets"].items():
         print(f"{target}: pointing median {r['median']:.2f}, minimum {r['min']:.2f} on {r['cases']} cases "
               f"(chance {r['chance_median']:.2f})")
@@ -357,6 +357,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many cases")
     p.add_argument("--layout", default="auto", help="dataset layout (default: detected from the files)")
     p.add_argument("--segmentation-model", type=Path, default=None, help="default: the configured one")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="a training feature cache: the segmenter's masks kept there are read, not drawn again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate_pointing)
 

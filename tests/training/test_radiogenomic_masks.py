@@ -164,8 +164,9 @@ def test_pointing_runs_as_the_node_runs(synth_cohort, tmp_path, capsys):
 
     out = tmp_path / "pointing"
     model = DEFAULT_MODELS / "radiogenomics"
+    cache = tmp_path / "cache"
     assert main(["evaluate", "pointing", "--model", str(model), "--data", str(synth_cohort), "--split", "all",
-                 "--limit", "1", "--out", str(out), "--quiet"]) == 0
+                 "--limit", "1", "--out", str(out), "--cache", str(cache), "--quiet"]) == 0
     result = json.loads((out / "pointing.json").read_text())
     assert result["masks"] == "segmenter" and len(result["cases"]) == 1 and not result["left_out"]
     (case, scores), = result["cases"].items()
@@ -174,6 +175,13 @@ def test_pointing_runs_as_the_node_runs(synth_cohort, tmp_path, capsys):
     assert (out / f"pointing-{case}.png").stat().st_size > 5000 and "| mgmt | 1 |" in (out / "pointing.md").read_text()
     assert all(0.0 <= scores["on_tumour"][t] <= scores["pointing"][t] for t in scores["pointing"])
     assert "pointing median" in capsys.readouterr().out
+    # the segmenter's mask is kept in the cache, and a second measurement reads it instead of drawing it again
+    kept, = cache.glob(f"masks-*/{case}.npz")
+    drawn = kept.stat().st_mtime_ns
+    assert main(["evaluate", "pointing", "--model", str(model), "--data", str(synth_cohort), "--split", "all",
+                 "--limit", "1", "--out", str(tmp_path / "again"), "--cache", str(cache), "--quiet"]) == 0
+    assert kept.stat().st_mtime_ns == drawn
+    assert json.loads((tmp_path / "again" / "pointing.json").read_text())["cases"] == result["cases"]
     # a model without its split file cannot be measured on "its test split"
     assert main(["evaluate", "pointing", "--model", str(model), "--data", str(synth_cohort), "--out",
                  str(out), "--quiet"]) == 2

@@ -110,9 +110,12 @@ def _picture(path: Path, study_flair: np.ndarray, truth: np.ndarray, cams: dict[
 
 def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource = MaskSource.SEGMENTER,
                      segmentation_model: Path | None = None, split: str = "test", limit: int | None = None,
-                     pictures: int = 3, layout: str = "auto", progress: bool = True) -> dict[str, Any]:
+                     pictures: int = 3, layout: str = "auto", progress: bool = True,
+                     mask_cache: Path | None = None) -> dict[str, Any]:
     """Pointing scores of ``model_dir``'s heat maps on the cases of ``data`` (see the module
-    doc); figures into ``out``. Returns what ``pointing.json`` holds."""
+    doc); figures into ``out``. Returns what ``pointing.json`` holds. ``mask_cache``: a
+    training feature cache whose kept segmenter masks are read instead of drawn again
+    (the same masks, :func:`~glioma_node.training.radiogenomics.features.mask_folder`)."""
     model = RadiogenomicModel(model_dir)
     cases = [c for c in split_cases(model_dir, load_cases(data, layout), split) if c.seg is not None]
     cases = cases[:limit] if limit else cases
@@ -126,7 +129,7 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
     left_out: dict[str, str] = {}
     for case in tqdm(cases, desc="pointing", unit="case", disable=not progress):
         try:
-            study = load_study(case, segmentation_model, masks)
+            study = load_study(case, segmentation_model, masks, mask_cache)
             truth, _ = true_labels(case, study.grid)
             if not (truth > 0).any():
                 raise ValueError("its true mask has no tumour on the study grid")
