@@ -127,7 +127,9 @@ def _cmd_train_radiogenomics(args: argparse.Namespace) -> int:
         cnn_targets=tuple(args.cnn), cnn_steps=args.cnn_steps, encoder=encoder,
         cnn={**DEFAULT_CNN, "model_name": args.cnn_model or defaults.cnn_model,
              "crop_size": args.cnn_crop_size or defaults.cnn_crop_size or args.crop_size,
-             "crop_spacing_mm": float(args.cnn_crop_spacing or defaults.cnn_crop_spacing_mm or args.crop_spacing)},
+             "crop_spacing_mm": float(args.cnn_crop_spacing or defaults.cnn_crop_spacing_mm or args.crop_spacing),
+             # the end-to-end CNN sees what the encoder sees: only the tumour's context, when it is limited
+             **({"context_mm": args.context_mm} if args.context_mm is not None else {})},
         cnn_weights=args.cnn_weights,
         medicalnet=args.medicalnet, workers=args.workers, cache=args.cache, external=args.external, augment=args.augment,
         segmentation_model=args.segmentation_model or args.settings.models.segmentation.path,
@@ -459,8 +461,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="with --compare-masks: radiomic features whose true-mask and segmenter-mask values agree "
                         "less than this (concordance correlation, training cases) are read by no model")
     p.add_argument("--context-mm", type=float, default=None,
-                   help="the deep encoder sees only the tumour and this many mm around it (the rest of its crop "
-                        "is blanked), so it cannot read the brain's outline or position")
+                   help="the deep encoder and the end-to-end CNN see only the tumour and this many mm around it "
+                        "(the rest of their crops is blanked), so they cannot read the brain's outline or position")
     p.add_argument("--crop-size", type=int, default=64, help="the encoder's crop side, voxels")
     p.add_argument("--crop-spacing", type=float, default=2.0, help="the encoder's crop voxel size, mm (whole numbers)")
     p.add_argument("--augment", type=float, default=0.0,

@@ -116,14 +116,18 @@ def test_training_on_segmenter_masks_reports_both_masks_and_screens_fragile_feat
     split file, and a model that loads and runs with its encoder ensemble and a blanked
     context."""
     from glioma_node.core.resources import DEFAULT_MODELS
-    from glioma_node.training.radiogenomics import features
+    from glioma_node.training.radiogenomics import features, train
     from glioma_node.training.radiogenomics.train import RadiogenomicSettings, train_radiogenomics
 
     def segmented(case, segmentation_model, masks=None):
         study = features._nifti_study(case)
         return tumour_study(study.grid, study.images, _ragged(study.labels), study.brain, study.age_years)
 
+    def doubtful(case, cache, segmentation_model):  # the node's quality control, standing in: every third case
+        return int(case.name[-1]) % 3 == 0
+
     monkeypatch.setattr(features, "_segmented_study", segmented)
+    monkeypatch.setattr(train, "mask_doubtful", doubtful)
     trees.write_synthetic(tmp_path / "data", 40)
     settings = RadiogenomicSettings(targets=("idh", "mgmt", "survival"), encoder_steps=2, cross_fit_folds=2,
                                     cv_folds=3, encoder={**TINY_ENCODER, "context_mm": 6.0}, radiomics_settings=LIGHT,
@@ -133,8 +137,16 @@ def test_training_on_segmenter_masks_reports_both_masks_and_screens_fragile_feat
     assert result["masks"] == "segmenter"
     idh = result["targets"]["idh"]["variants"]["early"]
     assert 0.0 <= idh["test"]["auc"] <= 1.0 and 0.0 <= idh["test_true_masks"]["auc"] <= 1.0
-    assert idh["test_as_node"]["withheld"] == 0 and result["withheld_test_cases"] == 0  # no doubtful mask kept
+    split = json.loads((tmp_path / "model" / "split.json").read_text())
+    withheld = [c for c in split["test"] if int(c[-1]) % 3 == 0]
+    assert result["withheld_test_cases"] == len(withheld) > 0  # as the node reports: doubtful masks withheld
+    assert idh["test_as_node"]["withheld"] == len(withheld)
     assert "test_true_masks" in result["survival"] and "c_index" in result["survival"]["test_true_masks"]
+    assert result["survival"]["test_as_node"]["withheld"] == len(withheld)  # risk is withheld too
+    assert result["survival"]["test_as_node"]["n"] == result["survival"]["test"]["n"] - len(withheld)
+    assert -1.0 <= result["encoder_agreement"]["correlation"] <= 1.0 and result["encoder_agreement"]["members"] == 2
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    assert "## Masks" in card and f"{len(withheld)} withheld" in card and "Robustness screen" in card
     screen = result["mask_robustness"]
     assert screen["training_cases"] == result["split"]["train"]  # every tiny case has its mask file
     assert any("necrosis" in n or "enhancing" in n for n in screen["excluded"])  # the frayed core's surface
@@ -143,7 +155,6 @@ def test_training_on_segmenter_masks_reports_both_masks_and_screens_fragile_feat
     read = {model.feature_names[c] for t in model.heads for h in model.heads[t].values() for c in h.columns}
     assert not read & set(screen["excluded"])
     assert isinstance(model.encoder, EncoderEnsemble) and len(model.encoder.members) == 2
-    split = json.loads((tmp_path / "model" / "split.json").read_text())
     assert len(split["test"]) == result["split"]["test"] and not set(split["test"]) & set(split["train"])
     assert set(split["test_masks_sha256"]) == set(split["test"])
     images, labels, brain = trees.tiny_case(np.random.default_rng(7), idh=1, mgmt=0)
@@ -171,7 +182,9 @@ def test_pointing_runs_as_the_node_runs(synth_cohort, tmp_path, capsys):
     assert result["masks"] == "segmenter" and len(result["cases"]) == 1 and not result["left_out"]
     (case, scores), = result["cases"].items()
     assert set(scores["pointing"]) == {"mgmt", "idh", "chemo-benefit"}
-    assert all(0.0 <= v <= 1.0 for v in scores["pointing"].values()) and 0.0 < scores["chance"] < 0.5
+    assert all(0.0 <= v <= 1.0 for v in scores["pointing"].values())
+    assert all(0.0 < scores["chance_on_tumour"][t] < scores["chance"][t] < 0.5 for t in scores["pointing"])
+    assert result["withheld_doubtful"] == []
     assert (out / f"pointing-{case}.png").stat().st_size > 5000 and "| mgmt | 1 |" in (out / "pointing.md").read_text()
     assert all(0.0 <= scores["on_tumour"][t] <= scores["pointing"][t] for t in scores["pointing"])
     assert "pointing median" in capsys.readouterr().out

@@ -283,6 +283,13 @@ class RadiogenomicModel:
         attributions = [a.to_json() for a in cox_attributions(cox, covariates, background)]
         return (score, cox.cutoff, cox.group(score)), attributions, {str(k): str(v) for k, v in inputs.items()}
 
+    def seen_region(self, target: str, study: TumourStudy) -> np.ndarray:
+        """Where ``target``'s network saw the study (its study grid): the brain, or with
+        ``context_mm`` only the whole tumour and that much around it inside the brain.
+        Grad-CAM maps are kept there."""
+        context = (self.cnns[target][1] if self.variants[target] == "cnn" else self.encoder_config).get("context_mm")
+        return study.brain if context is None else study.brain & tumour_region(study.labels, float(context))
+
     def run(self, study: TumourStudy, workers: int = 1, thresholds: dict[str, float | None] | None = None) -> StageResult:
         """Predict, score and explain one study. ``thresholds`` override the stored ones."""
         t0 = time.perf_counter()
@@ -332,9 +339,7 @@ class RadiogenomicModel:
             # The networks see the 128 mm cube around the tumour; relevance outside the brain is the skull's or air's.
             # A network fed only the tumour's context (``context_mm``) received a constant blank elsewhere: what
             # Grad-CAM puts there is the layers' constant response to nothing, so the map is kept where it saw.
-            context = (self.cnns[target][1] if self.variants[target] == "cnn" else self.encoder_config).get("context_mm")
-            seen = study.brain if context is None else study.brain & tumour_region(study.labels, float(context))
-            inside = np.where(seen, cam, 0.0).astype(np.float32)
+            inside = np.where(self.seen_region(target, study), cam, 0.0).astype(np.float32)
             peak = float(inside.max())
             cams[target] = inside / peak if peak > 0 else inside
         for target, value in (thresholds or {}).items():

@@ -13,7 +13,9 @@ segmenter's region matches the true one; the share inside the tumour itself says
 in that region the map goes.
 
 Each case runs as the node runs it: its images inside the segmenter's mask by default
-(``masks``), through :meth:`RadiogenomicModel.run`, so the maps are those a user sees. The
+(``masks``), through :meth:`RadiogenomicModel.run`, so the maps are those a user sees; a
+case whose mask the node's quality control calls doubtful is withheld, as the node
+withholds its map, and listed. The
 cases are a model's test split (its ``split.json``) or all of a cohort. Writes
 ``pointing.json`` (per case and target), ``pointing.md`` (per target: median, minimum,
 share ≥ 0.7, chance) and ``pointing-<case>.png`` pictures of the first few cases.
@@ -33,7 +35,13 @@ from glioma_node.core.files import atomic_path
 from glioma_node.inference.radiogenomics.crop import tumour_region
 from glioma_node.inference.radiogenomics.model import RadiogenomicModel
 from glioma_node.training.radiogenomics.adapters import LabelledCase, load_cases
-from glioma_node.training.radiogenomics.features import MaskSource, load_study, mask_digest, true_labels
+from glioma_node.training.radiogenomics.features import (
+    MaskSource,
+    load_study,
+    mask_digest,
+    mask_doubtful,
+    true_labels,
+)
 
 POINTING_MARGIN_MM = 10.0
 """How far around the true whole tumour a map's mass still counts as on the tumour (mm)."""
@@ -125,11 +133,19 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
         raise ValueError("pointing inside the segmenter's masks needs a segmentation model")
     out.mkdir(parents=True, exist_ok=True)
     context = model.encoder_config.get("context_mm")
+    # The segmenter's masks are kept (in the training cache, else beside the figures), which
+    # also tells which of them the node's quality control calls doubtful.
+    kept = mask_cache if mask_cache is not None else out if masks == MaskSource.SEGMENTER else None
     per_case: dict[str, dict[str, Any]] = {}
     left_out: dict[str, str] = {}
+    withheld: list[str] = []
     for case in tqdm(cases, desc="pointing", unit="case", disable=not progress):
         try:
-            study = load_study(case, segmentation_model, masks, mask_cache)
+            study = load_study(case, segmentation_model, masks, kept)
+            if kept is not None and segmentation_model is not None and masks == MaskSource.SEGMENTER \
+                    and mask_doubtful(case, kept, segmentation_model):
+                withheld.append(case.name)  # the node shows no map (nor MGMT, IDH, risk) for it
+                continue
             truth, _ = true_labels(case, study.grid)
             if not (truth > 0).any():
                 raise ValueError("its true mask has no tumour on the study grid")
@@ -138,45 +154,57 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
             left_out[case.name] = str(exc)
             continue
         scores = {t: round(pointing_score(cam, truth), 4) for t, cam in result.cams.items()}
-        # Chance: a map spread evenly over what the encoder saw (the brain, or the tumour's context in it).
-        seen = study.brain if context is None else study.brain & tumour_region(study.labels, float(context))
-        per_case[case.name] = {"pointing": scores, "chance": round(chance_level(truth, seen), 4),
+        # Chance: a map spread evenly over what the network saw (the brain, or the tumour's context in it).
+        seen = {t: model.seen_region(t, study) for t in result.cams}
+        per_case[case.name] = {"pointing": scores,
+                               "chance": {t: round(chance_level(truth, r), 4) for t, r in seen.items()},
                                "on_tumour": {t: round(pointing_score(cam, truth, 0.0), 4)
-                                             for t, cam in result.cams.items()}}
+                                             for t, cam in result.cams.items()},
+                               "chance_on_tumour": {t: round(chance_level(truth, r, 0.0), 4)
+                                                    for t, r in seen.items()}}
         if len(per_case) <= pictures:
             _picture(out / f"pointing-{case.name}.png", study.images["FLAIR"], truth, result.cams, scores)
     targets = sorted({t for r in per_case.values() for t in r["pointing"]})
     summary: dict[str, Any] = {"model": f"{model.manifest.name} {model.manifest.version}", "data": str(data),
                                "split": split, "masks": str(masks), "margin_mm": POINTING_MARGIN_MM,
                                "context_mm": context,
-                               "goal": POINTING_GOAL, "cases": per_case, "left_out": left_out, "targets": {}}
+                               "goal": POINTING_GOAL, "cases": per_case, "left_out": left_out,
+                               "withheld_doubtful": withheld, "targets": {}}
     for target in targets:
         values = [r["pointing"][target] for r in per_case.values() if np.isfinite(r["pointing"].get(target, np.nan))]
-        chance = [r["chance"] for r in per_case.values()]
+        chance = [r["chance"][target] for r in per_case.values() if target in r["chance"]]
         tumour = [r["on_tumour"][target] for r in per_case.values() if np.isfinite(r["on_tumour"].get(target, np.nan))]
+        tumour_chance = [r["chance_on_tumour"][target] for r in per_case.values() if target in r["chance_on_tumour"]]
         if values:
             summary["targets"][target] = {
                 "cases": len(values), "median": round(statistics.median(values), 3), "min": round(min(values), 3),
                 "share_meeting_goal": round(sum(v >= POINTING_GOAL for v in values) / len(values), 3),
                 "chance_median": round(statistics.median(chance), 3),
-                "on_tumour_median": round(statistics.median(tumour), 3)}
+                "on_tumour_median": round(statistics.median(tumour), 3),
+                "chance_on_tumour_median": round(statistics.median(tumour_chance), 3)}
     with atomic_path(out / "pointing.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     lines = [f"Grad-CAM pointing of {summary['model']} on {len(per_case)} cases ({split} split of `{data.name}`, "
              f"{masks} masks): share of each map's positive mass inside the true whole tumour + "
              f"{POINTING_MARGIN_MM:g} mm (goal ≥ {POINTING_GOAL}).", "",
-             "| target | cases | median | minimum | share ≥ 0.7 | chance (median) | inside the tumour itself (median) |",
-             "|---|---|---|---|---|---|---|"]
+             "| target | cases | median | minimum | share ≥ 0.7 | chance (median) | inside the tumour itself (median) "
+             "| its chance (median) |",
+             "|---|---|---|---|---|---|---|---|"]
     for target, r in summary["targets"].items():
         lines.append(f"| {target} | {r['cases']} | {r['median']:.2f} | {r['min']:.2f} | {r['share_meeting_goal']:.2f} | "
-                     f"{r['chance_median']:.2f} | {r['on_tumour_median']:.2f} |")
+                     f"{r['chance_median']:.2f} | {r['on_tumour_median']:.2f} | {r['chance_on_tumour_median']:.2f} |")
     if context is not None:
         lines += ["", f"This model's encoder sees only the tumour and {context:g} mm around it (the mask it runs in), "
                   "and its maps are kept there: the pointing score then says how well that region matches the true "
                   "tumour + margin" + (" (inside the true masks it is 1 by construction)" if masks == MaskSource.TRUE
                                        and float(context) <= POINTING_MARGIN_MM else "")
-                  + "; chance is a map spread evenly over what the encoder saw, and the last column says where "
-                  "inside that region the map goes."]
+                  + "; with a context narrower than the margin it stays high wherever the segmenter's region "
+                  "overlaps the true tumour. Chance is a map spread evenly over what the network saw; the last two "
+                  "columns say where inside that region the map goes: the share inside the true tumour itself "
+                  "against what an even map would put there."]
+    if withheld:
+        lines += ["", f"Withheld ({len(withheld)}): the node's quality control calls the segmenter's mask doubtful, so "
+                  f"the node shows no map for {', '.join(sorted(withheld))}."]
     if left_out:
         lines += ["", f"Left out: {', '.join(f'{k} ({v})' for k, v in sorted(left_out.items()))}."]
     with atomic_path(out / "pointing.md") as tmp:

@@ -158,6 +158,68 @@ def survival_variant_lines(results: dict) -> list[str]:
     return lines + [""]
 
 
+MASK_WORDS = {"segmenter": "the segmentation model's masks, drawn as the node draws them (brain extraction, "
+                             "registration, segmentation)",
+              "true": "the cohort's own mask files (for a synthetic cohort: the generator's tumour and brain masks)"}
+
+
+def mask_lines(results: dict) -> list[str]:
+    """The card section that says inside which masks the features were read, the test figures
+    in the other masks and as the node reports them (doubtful masks withheld), the robustness
+    screen and how far the fold encoders agree."""
+    masks = results.get("masks")
+    if not masks:
+        return []
+    other = "true" if masks == "segmenter" else "segmenter"
+    lines = ["## Masks", "", f"Features were extracted inside {MASK_WORDS.get(masks, masks)}."]
+    if results.get("left_out"):
+        lines += ["", f"Cases left out ({len(results['left_out'])}), each counted in no figure: "
+                  + "; ".join(f"{k}: {v}" for k, v in sorted(results["left_out"].items())[:10])
+                  + (" …" if len(results["left_out"]) > 10 else "") + "."]
+    screen = results.get("mask_robustness")
+    if screen:
+        low = sorted(screen.get("shape_agreement", {}).items(), key=lambda kv: kv[1])[:5]
+        lines += ["", f"Robustness screen: of {screen['features']} radiomic features, {len(screen['excluded'])} whose "
+                  f"values in the true and the segmenter's masks agree less than Lin's concordance "
+                  f"{screen['threshold']} over {screen.get('training_cases', '?')} training cases (or cannot be "
+                  "compared) are read by no head, baseline or Cox model. The deep features are not screened: "
+                  "the test figures in the other masks below are their check. Least robust shape features: "
+                  + ", ".join(f"`{n}` {v}" for n, v in low) + "."]
+    rows = []
+    for target, res in results.get("targets", {}).items():
+        if "variants" not in res:
+            continue
+        for variant in dict.fromkeys([res["default_variant"], "cnn"]):
+            m = res["variants"].get(variant)
+            if not m:
+                continue
+            node = m.get("test_as_node")
+            rows.append(f"| {NAMES.get(target, target)} ({variant}) | AUC {_ci(m['test'], 'auc')} | "
+                        + (f"AUC {_ci(m[f'test_{other}_masks'], 'auc')}" if f"test_{other}_masks" in m else "–")
+                        + " | " + (f"AUC {_ci(node, 'auc')}, {node['withheld']} withheld" if node else "–") + " |")
+    surv = results.get("survival", {})
+    if "test" in surv:
+        node = surv.get("test_as_node")
+        rows.append(f"| Survival (Cox) | C-index {_ci(surv['test'], 'c_index')} | "
+                    + (f"C-index {_ci(surv[f'test_{other}_masks'], 'c_index')}" if f"test_{other}_masks" in surv
+                       else "–")
+                    + " | " + (f"C-index {_ci(node, 'c_index')}, {node['withheld']} withheld" if node else "–") + " |")
+    if rows:
+        lines += ["", f"The same model on the same test cases, their features read in {masks} masks (as trained), "
+                  f"in {other} masks, and as the node reports (the segmenter's masks, a study whose mask the "
+                  "node's quality control calls doubtful withheld):", "",
+                  f"| target (variant) | {masks} masks | {other} masks | as the node reports |", "|---|---|---|---|",
+                  *rows]
+    agreement = results.get("encoder_agreement", {})
+    if "correlation" in agreement:
+        lines += ["", f"The deep embedding of a new case is the mean of the {agreement['members']} fold encoders' "
+                  "(each training case was embedded by the one that never saw it). Their coordinates agree with a "
+                  f"mean per-dimension correlation of {agreement['correlation']} over {agreement['cases']} "
+                  f"validation and test cases, and the mean embedding keeps {agreement['spread_ratio']:.0%} of the "
+                  "spread of the training cases' single-encoder embeddings."]
+    return lines + [""]
+
+
 def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") -> str:
     """MODEL_CARD.md for a run's results and manifest."""
     lines = [f"# {manifest['name']} {manifest['version']}", "",
@@ -168,6 +230,7 @@ def card_text(results: dict, manifest: dict, plots: list[str], notes: str = "") 
              f"Reproduce: `{manifest['training']['command']}`", "", PUBLISHED, ""]
     if notes:
         lines += [notes.strip(), ""]
+    lines += mask_lines(results)
     for target, res in results["targets"].items():
         lines += target_lines(target, res)
     lines += survival_lines("## Survival (Cox risk group)", results.get("survival"))

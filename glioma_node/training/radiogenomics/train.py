@@ -33,7 +33,7 @@ from glioma_node.dicom_io.sequence_rules import SequenceRules
 from glioma_node.inference.model_dir import write_manifest
 from glioma_node.inference.radiogenomics import radiomics
 from glioma_node.inference.radiogenomics.bundle import RadiogenomicBundle
-from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN
+from glioma_node.inference.radiogenomics.cnn import DEFAULT_CNN, TumourCNN
 from glioma_node.inference.radiogenomics.encoder import DEFAULT_ENCODER, EMBEDDING_SIZE, EncoderEnsemble
 from glioma_node.inference.radiogenomics.heads import FusionHead
 from glioma_node.inference.radiogenomics.model import COX_EXTRA, KIND, TARGETS, feature_vector
@@ -210,6 +210,10 @@ class _Table:
     """The features inside the segmenter's masks (``x`` or ``other_x``), when either is."""
     withheld: np.ndarray | None = None
     """Per case: its segmenter mask was doubtful, so the node would withhold MGMT, IDH and risk."""
+    other_crops: np.ndarray | None = None
+    """With ``compare_masks``: every case's encoder input in the other masks."""
+    node_cnn_crops: np.ndarray | None = None
+    """The end-to-end CNN's input inside the segmenter's masks, when it was extracted."""
 
 
 @dataclass
@@ -234,11 +238,31 @@ def _cnn_crop(s: RadiogenomicSettings) -> dict[str, Any]:
     return crop
 
 
+def encoder_agreement(embeddings: list[np.ndarray]) -> float:
+    """How far the fold encoders' coordinates agree: per embedding dimension, the Pearson
+    correlation over the same cases between two members' embeddings, averaged over the
+    dimensions that vary and over every pair of members (1: interchangeable encoders)."""
+    values = []
+    for i in range(len(embeddings)):
+        for j in range(i + 1, len(embeddings)):
+            a, b = embeddings[i], embeddings[j]
+            for d in range(a.shape[1]):
+                if a[:, d].std() > 1e-8 and b[:, d].std() > 1e-8:
+                    values.append(float(np.corrcoef(a[:, d], b[:, d])[0, 1]))
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray, s: RadiogenomicSettings,
-                   progress: bool, curve: Curve | None = None) -> tuple[np.ndarray, torch.nn.Module]:
+                   progress: bool, curve: Curve | None = None) -> tuple[np.ndarray, torch.nn.Module, dict[str, Any]]:
     """Cross-fitted embeddings for the training rows (each fold's by the encoder trained
     without it), and for the other rows the mean of the fold encoders' embeddings, as
-    inference embeds a new case (:class:`EncoderEnsemble`); and that ensemble."""
+    inference embeds a new case (:class:`EncoderEnsemble`); that ensemble; and how far its
+    members agree on the other rows (:func:`encoder_agreement`, and the spread of the mean
+    embedding against the training rows' single-encoder ones: below 1 where the members
+    disagree and their mean shrinks).
+
+    Every fold encoder starts from the same weights (one seed), so that their coordinates
+    stay close and a row embedded by one member looks like a row embedded by another."""
     if s.cross_fit_folds < 2:
         raise ValueError(f"cross_fit_folds: {s.cross_fit_folds}; cross-fitted embeddings need at least 2 folds")
     emb = np.zeros((len(crops), EMBEDDING_SIZE), np.float32)
@@ -246,7 +270,7 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
     members = []
     for k, fold in enumerate(folds):
         rest = np.setdiff1d(train, fold)
-        enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed + k,
+        enc = train_encoder(crops[rest], enc_labels[rest], s.encoder, s.encoder_steps, seed=s.seed,
                             medicalnet=s.medicalnet, progress=progress, desc=f"encoder fold {k + 1}/{len(folds)}",
                             curve=curve if k == 0 else None)
         emb[fold] = embed_all(enc, crops[fold], s.encoder)
@@ -255,7 +279,13 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
     ensemble = EncoderEnsemble(members)
     others = np.setdiff1d(np.arange(len(crops)), train)
     emb[others] = embed_all(ensemble, crops[others], s.encoder)
-    return emb, ensemble
+    agreement: dict[str, Any] = {"members": len(members), "seed": s.seed}
+    if len(others) >= 3:
+        per_member = [embed_all(m, crops[others], s.encoder) for m in members]
+        spread = float(np.mean(emb[others].std(axis=0)) / max(1e-12, float(np.mean(emb[train].std(axis=0)))))
+        agreement.update({"correlation": round(encoder_agreement(per_member), 4), "spread_ratio": round(spread, 4),
+                          "cases": int(len(others))})
+    return emb, ensemble, agreement
 
 
 def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_variant: dict[str, dict[str, Any]],
@@ -334,8 +364,21 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
                             s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress,
                             curve=fitted.curves_nets[f"cnn-{target}"], validation=(crops[rows["val"]], yt[rows["val"]]))
             a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
-            p = 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops[rows["test"]]) + b)))
+
+            def cnn_probability(c: np.ndarray, net: TumourCNN = net, a: float = a, b: float = b) -> np.ndarray:
+                return 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, c) + b)))
+
+            p = cnn_probability(crops[rows["test"]])
             per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
+            if table.node_cnn_crops is not None and table.withheld is not None:
+                shown = rows["test"][~table.withheld[rows["test"]]]
+                if len(set(yt[shown])) == 2:
+                    per_variant["cnn"]["test_as_node"] = {
+                        **metrics.classification(yt[shown], cnn_probability(table.node_cnn_crops[shown]), thr,
+                                                 seed=s.seed), "withheld": int(len(rows["test"]) - len(shown))}
+            if table.other_crops is not None and table.cnn_crops is None:  # it read the encoder's crops
+                per_variant["cnn"][f"test_{table.other_masks}_masks"] = metrics.classification(
+                    yt[rows["test"]], cnn_probability(table.other_crops[rows["test"]]), thr, seed=s.seed)
             curves[target]["cnn"] = (yt[rows["test"]], p)
             cfg = {**s.cnn, **_cnn_crop(s), "platt": [a, b], "threshold": thr}
             cnns[target] = {"config": cfg, "state": _state(net, half=True)}
@@ -438,18 +481,27 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_
         probs[target] = p
     predicted = _cox_on(table, tr, te, np.column_stack([probs["mgmt"], probs["idh"], age]), list(COX_EXTRA), s)
     results["survival"] = predicted.figures
-    if table.other_x is not None:  # the same Cox model and heads, the test cases' features in the other masks
-        other = table.other_x
-        extra = {"age_years": age[te]}
+
+    def test_figures(features: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
+        """The same Cox model and heads on ``rows`` with their features taken from ``features``."""
+        extra = {"age_years": age[rows]}
         for target in ("mgmt", "idh"):
             variant = defaults.get(target)
-            extra[f"{target}_probability"] = (shap_rows[f"{target}:{variant}"].probability(other[te]) if variant
-                                              else np.full(len(te), np.nan))
-        design = np.column_stack([extra[n] if n in extra else other[te][:, names_all.index(n)]
+            extra[f"{target}_probability"] = (shap_rows[f"{target}:{variant}"].probability(features[rows]) if variant
+                                              else np.full(len(rows), np.nan))
+        design = np.column_stack([extra[n] if n in extra else features[rows][:, names_all.index(n)]
                                   for n in predicted.model.names])
-        time_ = np.array([cases[i].survival_days or 0.0 for i in te], float)
-        results["survival"][f"test_{table.other_masks}_masks"] = survival.cox_figures(
-            predicted.model, predicted.model.risk(design), time_, event[te], seed=s.seed)["test"]
+        time_ = np.array([cases[i].survival_days or 0.0 for i in rows], float)
+        return survival.cox_figures(predicted.model, predicted.model.risk(design), time_, event[rows],
+                                    seed=s.seed)["test"]
+
+    if table.other_x is not None:  # the test cases' features in the other masks
+        results["survival"][f"test_{table.other_masks}_masks"] = test_figures(table.other_x, te)
+    if table.node_x is not None and table.withheld is not None:  # as the node reports: doubtful masks withheld
+        shown = te[~table.withheld[te]]
+        if event[shown].sum() >= 2:
+            results["survival"]["test_as_node"] = {**test_figures(table.node_x, shown),
+                                                   "withheld": int(len(te) - len(shown))}
     curves["survival"] = {"km": predicted.km}
     results["survival_variants"] = _survival_baselines(table, tr, te, age, s)
     status = {m: _known_status(cases, m) for m in ("mgmt", "idh", "egfr")}
@@ -551,7 +603,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
 
     # Deep encoder: cross-fitted embeddings for the training rows, the fold encoders' mean for the rest.
     encoder_curve = Curve("deep-feature encoder, first fold (IDH and MGMT logits)")
-    emb, encoder = _deep_features(crops, enc_labels, train, s, progress, encoder_curve)
+    emb, encoder, agreement = _deep_features(crops, enc_labels, train, s, progress, encoder_curve)
     deep_names = [f"deep.{i:03d}" for i in range(EMBEDDING_SIZE)]
     names_all = names + deep_names
     x = np.column_stack([radiomic_x, emb]).astype(np.float64)
@@ -560,6 +612,7 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     if s.compare_masks:
         table.other_x = np.column_stack([other_radiomic, embed_all(encoder, other_crops, s.encoder)]).astype(np.float64)
         table.other_masks = str(other_masks)
+        table.other_crops = other_crops
     if MaskSource.SEGMENTER in (masks, other_masks if s.compare_masks else masks) and s.segmentation_model:
         table.node_x = x if masks == MaskSource.SEGMENTER else table.other_x
         table.withheld = np.array([bool(mask_doubtful(c, cache, s.segmentation_model)) for c in cases])
@@ -567,11 +620,15 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     if s.cnn_targets and not reads_encoder_crops(crop, s.encoder):
         table.cnn_crops = build_crops(cases, cache, crop["crop_size"], crop["crop_spacing_mm"], s.workers,
                                       s.segmentation_model, progress, crop.get("context_mm"), masks)
+    if table.node_x is not None:
+        table.node_cnn_crops = ((table.cnn_crops if table.cnn_crops is not None else crops)
+                                if masks == MaskSource.SEGMENTER else table.other_crops if table.cnn_crops is None
+                                else None)
 
     fitted = _Fitted({"cases": len(cases), "left_out": errors, "masks": str(masks),
                       **({"withheld_test_cases": int(table.withheld[test].sum())} if table.withheld is not None else {}),
                       "split": {"train": len(train), "validation": len(val), "test": len(test)}, "targets": {},
-                      **({"mask_robustness": screen} if screen else {})})
+                      **({"mask_robustness": screen} if screen else {}), "encoder_agreement": agreement})
     fitted.curves_nets["encoder"] = encoder_curve
     _fit_classifiers(table, fitted, s, progress)
     cox, cox_known = _fit_cox(table, fitted, s) if "survival" in s.targets else (None, None)
