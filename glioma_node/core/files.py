@@ -44,13 +44,16 @@ def partial_path(path: Path) -> Path:
     folder = path.parent / PARTIAL_DIR
     tmp = folder / f"{stem}.{os.getpid()}-{threading.get_ident()}{suffix}"
     for _ in range(100):
-        folder.mkdir(parents=True, exist_ok=True)
         try:
+            # mkdir(exist_ok) raises FileExistsError when the folder existed at its mkdir and was
+            # gone at its check; touch raises FileNotFoundError when it went just before: both
+            # mean another writer removed the empty folder in between, so again.
+            folder.mkdir(parents=True, exist_ok=True)
             tmp.touch()
             return tmp
-        except FileNotFoundError:  # another writer removed the empty folder in between: again
+        except (FileNotFoundError, FileExistsError):
             continue
-    raise OSError(f"could not create a temporary file in {folder}")
+    raise OSError(f"could not create a temporary file in {folder} (is {folder.name} there a file?)")
 
 
 @contextmanager

@@ -201,6 +201,49 @@ def test_a_study_and_its_job_move_in_one_transaction(tmp_path):
     assert state.study("1.2").state is StudyState.PROCESSING and job.state is JobState.QUEUED
 
 
+def test_a_temporary_folder_removed_by_another_writer_mid_mkdir_is_made_again(tmp_path, monkeypatch):
+    """Writers share ``.partial`` and the last one out removes it: when it vanishes between
+    mkdir's attempt and its check, pathlib raises FileExistsError; the writer makes it again
+    (feature extraction in parallel processes failed on this)."""
+    real_mkdir, calls = Path.mkdir, []
+
+    def vanishing(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 1:  # what pathlib raises when the folder existed, then was gone at its check
+            raise FileExistsError(17, "File exists", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", vanishing)
+    with atomic_path(tmp_path / "features.npz") as tmp:
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "features.npz").read_bytes() == b"x" and len(calls) == 2
+    monkeypatch.undo()
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / ".partial").write_text("not a folder")  # a file in the way: a clear error, no loop
+    with pytest.raises(OSError, match="is .partial there a file"):
+        partial_path(tmp_path / "blocked" / "a.npz")
+
+
+def test_many_writers_in_one_folder_never_trip_over_its_temporary_folder(tmp_path):
+    """Threads writing into one folder at once (each writer creates and may remove .partial)."""
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            for i in range(150):
+                with atomic_path(tmp_path / f"{k}-{i}.bin") as tmp:
+                    tmp.write_bytes(b"x")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(list(tmp_path.glob("*.bin"))) == 900 and not (tmp_path / ".partial").exists()
+
+
 def test_temporary_result_files_are_never_sent_and_go_at_start(tmp_path, config):
     """A writer killed inside save() leaves its temporary file; settle links only whole
     result files into the outbox, and the cleaning at start removes the leftover."""
