@@ -222,3 +222,14 @@ def test_a_cohort_made_again_is_not_taken_for_the_models_test_split(tmp_path):
     (model / "split.json").unlink()
     with pytest.raises(ValueError, match="no split.json"):
         split_cases(model, cases, "test")
+
+
+def test_encoder_agreement_is_one_for_interchangeable_members_and_near_zero_for_unrelated_ones():
+    from glioma_node.training.radiogenomics.train import encoder_agreement
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(200, 8))
+    a[:, 0] = 1.0  # a dimension that never varies says nothing and is skipped
+    assert encoder_agreement([a, 2 * a + 1, a]) == pytest.approx(1.0)  # the same coordinates, rescaled
+    assert abs(encoder_agreement([a, rng.normal(size=(200, 8))])) < 0.15
+    assert encoder_agreement([a, -a]) == pytest.approx(-1.0)

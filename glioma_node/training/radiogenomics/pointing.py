@@ -135,15 +135,14 @@ def measure_pointing(model_dir: Path, data: Path, out: Path, masks: MaskSource =
     context = model.encoder_config.get("context_mm")
     # The segmenter's masks are kept (in the training cache, else beside the figures), which
     # also tells which of them the node's quality control calls doubtful.
-    kept = mask_cache if mask_cache is not None else out if masks == MaskSource.SEGMENTER else None
+    kept = (mask_cache or out) if masks == MaskSource.SEGMENTER else None
     per_case: dict[str, dict[str, Any]] = {}
     left_out: dict[str, str] = {}
     withheld: list[str] = []
     for case in tqdm(cases, desc="pointing", unit="case", disable=not progress):
         try:
             study = load_study(case, segmentation_model, masks, kept)
-            if kept is not None and segmentation_model is not None and masks == MaskSource.SEGMENTER \
-                    and mask_doubtful(case, kept, segmentation_model):
+            if kept is not None and segmentation_model is not None and mask_doubtful(case, kept, segmentation_model):
                 withheld.append(case.name)  # the node shows no map (nor MGMT, IDH, risk) for it
                 continue
             truth, _ = true_labels(case, study.grid)

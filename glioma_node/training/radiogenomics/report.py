@@ -181,7 +181,7 @@ def mask_lines(results: dict) -> list[str]:
         low = sorted(screen.get("shape_agreement", {}).items(), key=lambda kv: kv[1])[:5]
         lines += ["", f"Robustness screen: of {screen['features']} radiomic features, {len(screen['excluded'])} whose "
                   f"values in the true and the segmenter's masks agree less than Lin's concordance "
-                  f"{screen['threshold']} over {screen.get('training_cases', '?')} training cases (or cannot be "
+                  f"{screen['threshold']} over {screen['training_cases']} training cases (or cannot be "
                   "compared) are read by no head, baseline or Cox model. The deep features are not screened: "
                   "the test figures in the other masks below are their check. Least robust shape features: "
                   + ", ".join(f"`{n}` {v}" for n, v in low) + "."]

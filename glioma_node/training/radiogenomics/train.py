@@ -17,8 +17,11 @@
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +218,19 @@ class _Table:
     node_cnn_crops: np.ndarray | None = None
     """The end-to-end CNN's input inside the segmenter's masks, when it was extracted."""
 
+    def as_node(self, y: np.ndarray, test: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
+                inputs: np.ndarray | None, threshold: float, seed: int) -> dict[str, Any] | None:
+        """Test figures as the node reports them: ``predict`` on ``inputs`` (read inside the
+        segmenter's masks) of the ``test`` rows whose mask the node's quality control does not
+        call doubtful, with how many were withheld; None where there is nothing to measure."""
+        if inputs is None or self.withheld is None:
+            return None
+        shown = test[~self.withheld[test]]
+        if len(set(y[shown])) < 2:
+            return None
+        return {**metrics.classification(y[shown], predict(inputs[shown]), threshold, seed=seed),
+                "withheld": int(len(test) - len(shown))}
+
 
 @dataclass
 class _Fitted:
@@ -238,17 +254,21 @@ def _cnn_crop(s: RadiogenomicSettings) -> dict[str, Any]:
     return crop
 
 
+def _cnn_probability(net: TumourCNN, a: float, b: float, crops: np.ndarray) -> np.ndarray:
+    """The end-to-end CNN's calibrated probability (Platt ``a``, ``b`` fitted on validation)."""
+    return 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, crops) + b)))
+
+
 def encoder_agreement(embeddings: list[np.ndarray]) -> float:
     """How far the fold encoders' coordinates agree: per embedding dimension, the Pearson
     correlation over the same cases between two members' embeddings, averaged over the
-    dimensions that vary and over every pair of members (1: interchangeable encoders)."""
+    dimensions that vary in both and over every pair of members (1: interchangeable encoders)."""
     values = []
-    for i in range(len(embeddings)):
-        for j in range(i + 1, len(embeddings)):
-            a, b = embeddings[i], embeddings[j]
-            for d in range(a.shape[1]):
-                if a[:, d].std() > 1e-8 and b[:, d].std() > 1e-8:
-                    values.append(float(np.corrcoef(a[:, d], b[:, d])[0, 1]))
+    for i, j in itertools.combinations(range(len(embeddings)), 2):
+        a, b = (e - e.mean(axis=0) for e in (embeddings[i], embeddings[j]))
+        sa, sb = a.std(axis=0), b.std(axis=0)
+        varying = (sa > 1e-8) & (sb > 1e-8)
+        values.extend((a[:, varying] * b[:, varying]).mean(axis=0) / (sa[varying] * sb[varying]))
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -276,16 +296,17 @@ def _deep_features(crops: np.ndarray, enc_labels: np.ndarray, train: np.ndarray,
         emb[fold] = embed_all(enc, crops[fold], s.encoder)
         enc.heads = None  # the training targets' logits; inference reads the embedding only
         members.append(enc)
-    ensemble = EncoderEnsemble(members)
+    # The other rows as the ensemble embeds them (the mean of its members', EncoderEnsemble.forward),
+    # each member's kept to measure how far they agree.
     others = np.setdiff1d(np.arange(len(crops)), train)
-    emb[others] = embed_all(ensemble, crops[others], s.encoder)
+    per_member = [embed_all(m, crops[others], s.encoder) for m in members]
+    emb[others] = np.mean(per_member, axis=0)
     agreement: dict[str, Any] = {"members": len(members), "seed": s.seed}
     if len(others) >= 3:
-        per_member = [embed_all(m, crops[others], s.encoder) for m in members]
         spread = float(np.mean(emb[others].std(axis=0)) / max(1e-12, float(np.mean(emb[train].std(axis=0)))))
         agreement.update({"correlation": round(encoder_agreement(per_member), 4), "spread_ratio": round(spread, 4),
                           "cases": int(len(others))})
-    return emb, ensemble, agreement
+    return emb, EncoderEnsemble(members), agreement
 
 
 def _baselines(table: _Table, target: str, rows: dict[str, np.ndarray], per_variant: dict[str, dict[str, Any]],
@@ -342,13 +363,9 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
                                     "cv": _cv_auc(variant, names_all, x, yt, np.concatenate([rows["train"], rows["val"]]),
                                                   s, table.excluded),
                                     "features": len(head.columns)}
-            if table.node_x is not None and table.withheld is not None:  # as the node reports: doubtful withheld
-                shown = rows["test"][~table.withheld[rows["test"]]]
-                if len(set(yt[shown])) == 2:
-                    per_variant[variant]["test_as_node"] = {
-                        **metrics.classification(yt[shown], head.probability(table.node_x[shown]),
-                                                 float(head.threshold), seed=s.seed),
-                        "withheld": int(len(rows["test"]) - len(shown))}
+            node = table.as_node(yt, rows["test"], head.probability, table.node_x, float(head.threshold), s.seed)
+            if node is not None:
+                per_variant[variant]["test_as_node"] = node
             if table.other_x is not None:  # the same head, the test cases' features in the other masks
                 per_variant[variant][f"test_{table.other_masks}_masks"] = metrics.classification(
                     yt[rows["test"]], head.probability(table.other_x[rows["test"]]), float(head.threshold), seed=s.seed)
@@ -364,18 +381,12 @@ def _fit_classifiers(table: _Table, fitted: _Fitted, s: RadiogenomicSettings, pr
                             s.cnn_pretrain_steps, s.cnn_steps, seed=s.seed, weights=s.cnn_weights, progress=progress,
                             curve=fitted.curves_nets[f"cnn-{target}"], validation=(crops[rows["val"]], yt[rows["val"]]))
             a, b, thr = calibration(cnn_logits(net, crops[rows["val"]]), yt[rows["val"]])
-
-            def cnn_probability(c: np.ndarray, net: TumourCNN = net, a: float = a, b: float = b) -> np.ndarray:
-                return 1.0 / (1.0 + np.exp(-(a * cnn_logits(net, c) + b)))
-
+            cnn_probability = functools.partial(_cnn_probability, net, a, b)
             p = cnn_probability(crops[rows["test"]])
             per_variant["cnn"] = {"test": metrics.classification(yt[rows["test"]], p, thr, seed=s.seed)}
-            if table.node_cnn_crops is not None and table.withheld is not None:
-                shown = rows["test"][~table.withheld[rows["test"]]]
-                if len(set(yt[shown])) == 2:
-                    per_variant["cnn"]["test_as_node"] = {
-                        **metrics.classification(yt[shown], cnn_probability(table.node_cnn_crops[shown]), thr,
-                                                 seed=s.seed), "withheld": int(len(rows["test"]) - len(shown))}
+            node = table.as_node(yt, rows["test"], cnn_probability, table.node_cnn_crops, thr, s.seed)
+            if node is not None:
+                per_variant["cnn"]["test_as_node"] = node
             if table.other_crops is not None and table.cnn_crops is None:  # it read the encoder's crops
                 per_variant["cnn"][f"test_{table.other_masks}_masks"] = metrics.classification(
                     yt[rows["test"]], cnn_probability(table.other_crops[rows["test"]]), thr, seed=s.seed)
@@ -499,7 +510,7 @@ def _fit_cox(table: _Table, fitted: _Fitted, s: RadiogenomicSettings) -> tuple[_
         results["survival"][f"test_{table.other_masks}_masks"] = test_figures(table.other_x, te)
     if table.node_x is not None and table.withheld is not None:  # as the node reports: doubtful masks withheld
         shown = te[~table.withheld[te]]
-        if event[shown].sum() >= 2:
+        if event[shown].sum() >= 2:  # a C-index needs deaths to order
             results["survival"]["test_as_node"] = {**test_figures(table.node_x, shown),
                                                    "withheld": int(len(te) - len(shown))}
     curves["survival"] = {"km": predicted.km}
@@ -620,10 +631,10 @@ def train_radiogenomics(data: Path, out: Path, s: RadiogenomicSettings, progress
     if s.cnn_targets and not reads_encoder_crops(crop, s.encoder):
         table.cnn_crops = build_crops(cases, cache, crop["crop_size"], crop["crop_spacing_mm"], s.workers,
                                       s.segmentation_model, progress, crop.get("context_mm"), masks)
-    if table.node_x is not None:
-        table.node_cnn_crops = ((table.cnn_crops if table.cnn_crops is not None else crops)
-                                if masks == MaskSource.SEGMENTER else table.other_crops if table.cnn_crops is None
-                                else None)
+    if masks == MaskSource.SEGMENTER:  # the CNN's input inside the segmenter's masks, where it was cut
+        table.node_cnn_crops = table.cnn_crops if table.cnn_crops is not None else crops
+    elif table.node_x is not None and table.cnn_crops is None:  # it reads the encoder's crops, cut in both
+        table.node_cnn_crops = table.other_crops
 
     fitted = _Fitted({"cases": len(cases), "left_out": errors, "masks": str(masks),
                       **({"withheld_test_cases": int(table.withheld[test].sum())} if table.withheld is not None else {}),
