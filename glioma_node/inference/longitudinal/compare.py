@@ -1,0 +1,117 @@
+"""One follow-up comparison: measure each time point, match the lesions to the latest prior,
+and call the response against the baseline and the nadir.
+
+The reference scans (RANO 2.0): the *baseline* is the latest prior marked baseline or
+post-operative (the scan treatment is judged from), else the earliest prior; the *nadir* is
+the smallest burden from the baseline on (sum of products and volume each at its smallest).
+Lesions are matched to the most recent prior only, whose tracking UIDs carry the chain: a
+lesion already new at an earlier follow-up is not new again.
+
+Components (:class:`glioma_node.core.longitudinal.Component`): the enhancing tumour is BraTS
+label 4; the non-enhancing component is the whole FLAIR/T2 hyperintensity (labels 1, 2, 4),
+as RANO-LGG measures it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from glioma_node.core.longitudinal import Burden, Component, Lesion, Response, TimePoint, TimePointKind
+from glioma_node.inference.longitudinal.match import match
+from glioma_node.inference.longitudinal.measure import axial_spacing, burden, lesions
+from glioma_node.inference.longitudinal.rano import DEFAULT, Thresholds, change, choose_component, classify
+from glioma_node.inference.regions import volumes_ml
+
+COMPONENT_LABELS: dict[Component, tuple[int, ...]] = {
+    Component.ENHANCING: (4,),
+    Component.NON_ENHANCING: (1, 2, 4),
+}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One time point measured: its :class:`TimePoint` (volumes and burdens) and, per
+    component, its lesions and lesion map on the grid it was measured on."""
+
+    time_point: TimePoint
+    lesions: dict[Component, list[Lesion]]
+    lesion_maps: dict[Component, np.ndarray]
+
+
+def measure_time_point(labels: np.ndarray, affine: np.ndarray, study_instance_uid: str,
+                       date: datetime.date | None, kind: TimePointKind,
+                       slice_thickness_mm: float | None = None) -> Measured:
+    """Volumes of every region and RANO burdens of both components of one time point
+    (BraTS ``labels`` ``[z, y, x]`` on an axis-aligned grid, see
+    :mod:`glioma_node.inference.longitudinal.measure`)."""
+    spacing = axial_spacing(affine)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    found, maps, burdens = {}, {}, {}
+    for component, values in COMPONENT_LABELS.items():
+        mask = np.isin(labels, values)
+        found[component], maps[component] = lesions(mask, affine, slice_thickness_mm)
+        burdens[component] = burden(found[component], component, float(mask.sum()) * voxel_ml)
+    time_point = TimePoint(study_instance_uid, date, kind, volumes_ml(labels, voxel_ml), burdens)
+    return Measured(time_point, found, maps)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What changed, for the component the response is called on.
+
+    ``lesions``: the current lesions with tracking UIDs; ``new``/``gone`` against the latest
+    prior; ``volume_change``: region → (ml, fraction) against the latest prior (fraction None
+    when the prior had none of it); ``baseline``/``latest``: the priors used."""
+
+    component: Component
+    response: Response
+    current: TimePoint
+    baseline: TimePoint
+    latest: TimePoint
+    lesions: tuple[Lesion, ...]
+    new: tuple[Lesion, ...]
+    gone: tuple[Lesion, ...]
+    volume_change: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+
+
+def _nadir(burdens: list[Burden]) -> Burden:
+    smallest = min(burdens, key=lambda b: (b.sum_of_products_mm2, b.volume_ml))
+    return dataclasses.replace(smallest, volume_ml=min(b.volume_ml for b in burdens))
+
+
+def reference_index(priors: list[TimePoint]) -> int:
+    """Which prior (oldest first) is the baseline: the latest marked baseline or post-operative,
+    else the earliest."""
+    marked = [i for i, p in enumerate(priors) if p.kind in (TimePointKind.BASELINE, TimePointKind.POST_OPERATIVE)]
+    return marked[-1] if marked else 0
+
+
+def compare(current: Measured, priors: list[Measured], latest_maps_on_current: dict[Component, np.ndarray],
+            spacing_zyx: tuple[float, float, float], new_uid: Callable[[Lesion], str],
+            weeks_after_radiotherapy: float | None = None, thresholds: Thresholds = DEFAULT) -> Comparison:
+    """Compare ``current`` with ``priors`` (oldest first, at least one; their lesions keep the
+    tracking UIDs they were given). ``latest_maps_on_current``: the latest prior's lesion maps
+    brought onto the current grid (:func:`glioma_node.inference.longitudinal.align.labels_on_current`);
+    ``spacing_zyx``: the current grid's voxel size (mm)."""
+    if not priors:
+        raise ValueError("a comparison needs at least one prior time point")
+    b = reference_index([p.time_point for p in priors])
+    baseline, latest = priors[b], priors[-1]
+    component = choose_component(baseline.time_point.burdens[Component.ENHANCING],
+                                 baseline.time_point.burdens[Component.NON_ENHANCING], thresholds)
+    matched = match(current.lesions[component], current.lesion_maps[component], latest.lesions[component],
+                    latest_maps_on_current[component], spacing_zyx, new_uid)
+    nadir = _nadir([p.time_point.burdens[component] for p in priors[b:]])
+    response = classify(current.time_point.burdens[component], baseline.time_point.burdens[component], nadir,
+                        matched.new_measurable, weeks_after_radiotherapy, thresholds)
+    volume_change = {}
+    for region, now in current.time_point.volumes_ml.items():
+        before = latest.time_point.volumes_ml.get(region, 0.0)
+        fraction = change(now, before)
+        volume_change[region] = (round(now - before, 3), None if fraction is None else round(fraction, 4))
+    return Comparison(component, response, current.time_point, baseline.time_point, latest.time_point,
+                      matched.lesions, matched.new, matched.gone, volume_change)
