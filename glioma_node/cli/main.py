@@ -88,6 +88,12 @@ def _cmd_nifti2dicom(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    if args.longitudinal:
+        from glioma_node.training.synth.longitudinal import write_longitudinal
+
+        write_longitudinal(Path(args.out), patients=args.cases, seed=args.seed, progress=not args.quiet,
+                           dicom=not args.nifti_only)
+        return 0
     from glioma_node.training.synth.cohort import write_cohort
 
     write_cohort(Path(args.out), cases=args.cases, seed=args.seed, progress=not args.quiet, dicom=not args.nifti_only)
@@ -321,6 +327,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nifti-only", action="store_true", help="skip the DICOM studies (a training cohort, 3x faster)")
+    p.add_argument("--longitudinal", action="store_true",
+                   help="write patients followed over four studies (pre-operative, post-operative with a resection "
+                        "cavity, two follow-ups) with the true volumes and the expected RANO call; --cases counts patients")
     p.set_defaults(func=_cmd_synth)
 
 

@@ -39,17 +39,6 @@ def test_diameters_follow_the_pixel_size_and_a_run_of_pixels_is_its_width():
     assert diameters(np.zeros((4, 4), bool), (1, 1)) == (0.0, 0.0)
 
 
-def test_perpendicular_is_a_chord_inside_the_lesion_not_its_shadow():
-    # An L: 30 long, 4 wide arms. Its projection across the longest diameter is far wider
-    # than any chord that stays inside it.
-    shape = np.zeros((40, 40), bool)
-    shape[5:35, 5:9] = True
-    shape[31:35, 5:35] = True
-    longest, perpendicular = diameters(shape, (1.0, 1.0))
-    assert longest == pytest.approx(np.hypot(30, 30), abs=1.0)
-    assert perpendicular < 12  # the shadow would be about 21
-
-
 def _volume(*balls: tuple[tuple[int, int, int], tuple[float, float, float]], shape=(40, 80, 80)) -> np.ndarray:
     z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(float)
     mask = np.zeros(shape, bool)
@@ -275,3 +264,13 @@ def test_a_follow_up_comparison_calls_progression_on_growth_and_a_new_lesion_and
     assert result.baseline.study_instance_uid == "1.2.3" and result.latest.study_instance_uid == "1.2.4"
     assert [x.tracking_uid for x in result.new] == ["2.25.999"] and result.response.new_lesions == 1
     assert result.volume_change["enhancing"][0] > 0 and result.volume_change["enhancing"][1] > 0.4
+
+
+def test_a_rim_around_a_cavity_is_measured_as_the_rim_it_is():
+    z, y, x = np.mgrid[:40, :80, :80].astype(float)
+    cavity = ((y - 40) ** 2 + (x - 40) ** 2 <= 100) & (np.abs(z - 20) <= 8)
+    rim = _volume(((20, 40, 40), (8, 14, 14))) & ~cavity
+    (lesion,), _ = lesions(rim, AFFINE, cavity=cavity)
+    assert lesion.perpendicular_mm < 10 and not lesion.measurable  # filled, it would be 28 x 28
+    (filled,), _ = lesions(rim, AFFINE)  # the same hole as necrosis is measured across
+    assert filled.perpendicular_mm == pytest.approx(28, abs=1.5)

@@ -44,18 +44,22 @@ class Measured:
 
 def measure_time_point(labels: np.ndarray, affine: np.ndarray, study_instance_uid: str,
                        date: datetime.date | None, kind: TimePointKind,
-                       slice_thickness_mm: float | None = None) -> Measured:
+                       slice_thickness_mm: float | None = None, cavity: np.ndarray | None = None) -> Measured:
     """Volumes of every region and RANO burdens of both components of one time point
     (BraTS ``labels`` ``[z, y, x]`` on an axis-aligned grid, see
-    :mod:`glioma_node.inference.longitudinal.measure`)."""
+    :mod:`glioma_node.inference.longitudinal.measure`; ``cavity``: the resection cavity,
+    bool on the same grid, reported as ``cavity`` ml and never measured as tumour)."""
     spacing = axial_spacing(affine)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     found, maps, burdens = {}, {}, {}
     for component, values in COMPONENT_LABELS.items():
         mask = np.isin(labels, values)
-        found[component], maps[component] = lesions(mask, affine, slice_thickness_mm)
+        found[component], maps[component] = lesions(mask, affine, slice_thickness_mm, cavity=cavity)
         burdens[component] = burden(found[component], component, float(mask.sum()) * voxel_ml)
-    time_point = TimePoint(study_instance_uid, date, kind, volumes_ml(labels, voxel_ml), burdens)
+    volumes = volumes_ml(labels, voxel_ml)
+    if cavity is not None:
+        volumes["cavity"] = round(float(np.count_nonzero(cavity)) * voxel_ml, 3)
+    time_point = TimePoint(study_instance_uid, date, kind, volumes, burdens)
     return Measured(time_point, found, maps)
 
 

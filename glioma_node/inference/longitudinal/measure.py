@@ -6,10 +6,12 @@ outline is filled (the necrotic centre of a ring-enhancing lesion is inside what
 measures across; a cyst or cavity that opens to the outside is not) and measured as a
 reader measures it:
 
-* the longest diameter: the largest distance between two points of the lesion, pixels
-  taken as squares (a run of n pixels is n pixel widths long);
-* the perpendicular diameter: the longest chord perpendicular to it that stays inside
-  the lesion (sampled every quarter pixel, so within half a pixel of exact).
+* the longest diameter: the longest chord that lies inside the lesion (searched every 3°,
+  then every 0.5°), pixels taken as squares (a run of n pixels is n pixel widths long);
+* the perpendicular diameter: the longest chord at right angles to it that crosses it and
+  stays inside the lesion (a reader's cross). Chords inside the lesion, not distances
+  between its points, so a rim around a resection cavity is measured as the thin rim it
+  is, not across the cavity (RANO does not measure cavities).
 
 The slice where longest × perpendicular is largest gives the lesion's measurement. A lesion
 is measurable (RANO 2.0) when both diameters are at least 10 mm and it is seen on at least
@@ -44,81 +46,73 @@ def axial_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return float(spacing[2]), float(spacing[1]), float(spacing[0])
 
 
-def _corners(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
-    """The corner points (mm, (y, x)) of the pixels on the outline of a 2D mask."""
-    edge = mask2d & ~ndimage.binary_erosion(mask2d)
-    ys, xs = np.nonzero(edge)
-    offsets = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-    points = (np.stack([ys, xs], 1)[:, None, :] + offsets[None]).reshape(-1, 2)
-    return np.unique(points, axis=0) * np.asarray(spacing_yx)
+def _longest_runs(mask2d: np.ndarray) -> tuple[int, int, int, int]:
+    """(length, row, start, stop) of the longest horizontal run of True in a 2D mask."""
+    padded = np.pad(mask2d, ((0, 0), (1, 1))).astype(np.int8)
+    change = np.diff(padded, axis=1)
+    rows_s, cols_s = np.nonzero(change == 1)
+    _, cols_e = np.nonzero(change == -1)
+    if not len(rows_s):
+        return 0, 0, 0, 0
+    lengths = cols_e - cols_s  # starts and ends pair up in row-major order
+    best = int(np.argmax(lengths))
+    return int(lengths[best]), int(rows_s[best]), int(cols_s[best]), int(cols_e[best])
 
 
-def _hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull vertices of 2D points (Andrew's monotone chain)."""
-    pts = points[np.lexsort((points[:, 1], points[:, 0]))]
-    if len(pts) <= 2:
-        return pts
-
-    def turn(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
-
-    def half(seq: np.ndarray) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for p in seq:
-            while len(out) >= 2 and turn(out[-2], out[-1], p) <= 0:
-                out.pop()
-            out.append(p)
-        return out
-
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+def _rotated(mask2d: np.ndarray, angle: float) -> np.ndarray:
+    return ndimage.rotate(mask2d.astype(np.uint8), angle, order=0, reshape=True, prefilter=False) > 0
 
 
-def diameters(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> tuple[float, float]:
-    """(longest, perpendicular) diameters in mm of a filled 2D lesion (see the module doc);
-    (0, 0) for an empty mask."""
+def diameters(mask2d: np.ndarray, spacing_yx: tuple[float, float], step_deg: float = 3.0) -> tuple[float, float]:
+    """(longest, perpendicular) diameters in mm of a 2D lesion (see the module doc): the
+    longest chord that lies inside it, and the longest chord at right angles to it that
+    crosses it inside the lesion; (0, 0) for an empty mask. Pixels count as squares (a run
+    of n pixels is n pixel widths); the slice is resampled to half its finest pixel so a
+    rotated chord is within about half a pixel."""
     mask2d = np.asarray(mask2d, bool)
     if not mask2d.any():
         return 0.0, 0.0
-    hull = _hull(_corners(mask2d, spacing_yx))
-    gaps = hull[:, None, :] - hull[None, :, :]
-    lengths = np.sqrt((gaps ** 2).sum(-1))
-    i, j = np.unravel_index(int(np.argmax(lengths)), lengths.shape)
-    longest = float(lengths[i, j])
-    u = (hull[i] - hull[j]) / longest
-    v = np.array([-u[1], u[0]])
-    step = min(spacing_yx) / 4.0
-    along = hull @ u
-    across = hull @ v
-    t = np.arange(along.min() + step / 2, along.max(), step)
-    s = np.arange(across.min() + step / 2, across.max(), step)
-    if not len(t) or not len(s):
-        return longest, 0.0
-    points = t[:, None, None] * u + s[None, :, None] * v  # (T, S, 2) mm (y, x)
-    index = np.floor(points / np.asarray(spacing_yx) + 0.5).astype(int)
-    inside = ((index[..., 0] >= 0) & (index[..., 0] < mask2d.shape[0])
-              & (index[..., 1] >= 0) & (index[..., 1] < mask2d.shape[1]))
-    hit = np.zeros(inside.shape, bool)
-    hit[inside] = mask2d[index[..., 0][inside], index[..., 1][inside]]
-    # The longest run of samples inside along s, for every t.
-    padded = np.pad(hit, ((0, 0), (1, 1)))
-    change = np.diff(padded.astype(np.int8), axis=1)
-    best = 0
-    for row in range(change.shape[0]):
-        starts = np.flatnonzero(change[row] == 1)
-        ends = np.flatnonzero(change[row] == -1)
-        if len(starts):
-            best = max(best, int((ends - starts).max()))
-    return longest, float(best * step)
+    ys, xs = np.nonzero(mask2d)
+    crop = mask2d[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    pixel = min(spacing_yx) / 2.0
+    reps = (max(1, int(round(spacing_yx[0] / pixel))), max(1, int(round(spacing_yx[1] / pixel))))
+    fine = np.pad(np.repeat(np.repeat(crop, reps[0], axis=0), reps[1], axis=1), 2)
+    best = (-1, 0.0)
+    for angle in np.arange(0.0, 180.0, step_deg):
+        length = _longest_runs(_rotated(fine, float(angle)))[0]
+        if length > best[0]:
+            best = (length, float(angle))
+    for angle in np.arange(best[1] - step_deg, best[1] + step_deg + 1e-9, step_deg / 6):
+        length = _longest_runs(_rotated(fine, float(angle)))[0]
+        if length > best[0]:
+            best = (length, float(angle))
+    rotated = _rotated(fine, best[1])
+    length, row, start, stop = _longest_runs(rotated)
+    # Columns of the rotated slice are perpendicular to the chord: the longest vertical
+    # run through the chord's row, over the chord's extent.
+    perpendicular = 0
+    for col in range(start, stop):
+        column = rotated[:, col]
+        top = row
+        while top > 0 and column[top - 1]:
+            top -= 1
+        bottom = row
+        while bottom + 1 < len(column) and column[bottom + 1]:
+            bottom += 1
+        perpendicular = max(perpendicular, bottom - top + 1)
+    return length * pixel, perpendicular * pixel
 
 
 def lesions(mask: np.ndarray, affine: np.ndarray, slice_thickness_mm: float | None = None,
-            min_diameter_mm: float = MIN_DIAMETER_MM, min_slices: int = MIN_SLICES) -> tuple[list[Lesion], np.ndarray]:
+            min_diameter_mm: float = MIN_DIAMETER_MM, min_slices: int = MIN_SLICES,
+            cavity: np.ndarray | None = None) -> tuple[list[Lesion], np.ndarray]:
     """The lesions of a component mask (bool ``[z, y, x]``), largest product first, and the
     lesion map (int32, 0 background, ``Lesion.label`` inside each).
 
     ``slice_thickness_mm``: the acquisition's axial slice spacing, so that a lesion from
-    one 5 mm slice resampled to 1 mm is still "seen on one slice" (default: the grid's)."""
+    one 5 mm slice resampled to 1 mm is still "seen on one slice" (default: the grid's).
+    ``cavity``: a resection cavity (bool, same grid), never filled into a lesion that
+    surrounds it: RANO does not measure cavities."""
     spacing_zyx = axial_spacing(affine)
     thickness = max(float(slice_thickness_mm or 0.0), spacing_zyx[0])
     labelled, count = ndimage.label(np.asarray(mask, bool), structure=_FULL)
@@ -128,11 +122,15 @@ def lesions(mask: np.ndarray, affine: np.ndarray, slice_thickness_mm: float | No
         if box is None:
             continue
         part = labelled[box] == index
+        hole_free = None if cavity is None else ~np.asarray(cavity, bool)[box]
         best = (-1.0, 0.0, 0.0, 0)
         for k in range(part.shape[0]):
             if not part[k].any():
                 continue
-            longest, perpendicular = diameters(ndimage.binary_fill_holes(part[k]), spacing_zyx[1:])
+            filled = ndimage.binary_fill_holes(part[k])
+            if hole_free is not None:
+                filled &= hole_free[k]
+            longest, perpendicular = diameters(filled, spacing_zyx[1:])
             if longest * perpendicular > best[0]:
                 best = (longest * perpendicular, longest, perpendicular, k)
         _, longest, perpendicular, k = best

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from glioma_node.dicom_io.mr_writer import SeriesInfo, StudyInfo, write_mr_series
 from glioma_node.dicom_io.nifti import write_nifti
 from glioma_node.dicom_io.uids import derived_uid
-from glioma_node.training.synth.anatomy import build_head, load_template, random_deformation, tissue_map
+from glioma_node.training.synth.anatomy import Head, build_head, load_template, random_deformation, tissue_map
 from glioma_node.training.synth.contrast import SEQUENCES, render, tumour_masks
 from glioma_node.training.synth.scanner import (
     VENDOR_HEADER,
@@ -116,6 +116,27 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
         accession_number=f"S{seed:04d}{index:06d}",
         institution_name="glioma-node synthetic cohort",
     )
+    series_rows, plans = write_study_dicom(case, seed, index, vendor, study, images, head, rng, out, dicom)
+    label_row = {"case": case, "age": patient.age, "sex": patient.sex, "IDH": int(patient.idh_mutant),
+                 "MGMT": int(patient.mgmt_methylated), "EGFR": int(patient.egfr_amplified), "survival_days": days,
+                 "event": int(event)}
+    truth = {"case": case, "vendor": vendor, "patient": patient.to_dict(), "core_ml": core_ml,
+             "necrosis_fraction": necrosis_fraction, "tumour_centre_voxel_zyx": centre.tolist(),
+             "series": [{**row, "affine_lps": acq.affine.tolist(), "shape": list(acq.shape)}
+                        for row, acq in zip(series_rows[1:], plans)]}
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    (out / "truth" / f"{case}.json").write_text(json.dumps(truth, indent=1))
+    return CaseResult(label_row, series_rows)
+
+
+def write_study_dicom(case: str, seed: int, index: int, vendor: str, study: StudyInfo, images: dict[str, np.ndarray],
+                      head: Head, rng: np.random.Generator, out: Path, dicom: bool = True,
+                      tag: object = None) -> tuple[list[dict], list[Acquisition]]:
+    """Acquire ``images`` (on ``head``'s grid, placed by ``head.affine``) as a scanner of
+    ``vendor`` does, into ``out/dicom/<case>/``: the localizer and the protocol's series.
+    Returns the series rows and the acquisitions (none with ``dicom`` False). ``tag``
+    tells the series UIDs of several studies of one case apart."""
+    uid_parts: tuple = (seed, index) if tag is None else (seed, index, tag)
     header = VENDOR_HEADER[vendor]
     model = str(rng.choice(header["models"]))
     head_mask = np.argwhere(sum(head.maps.values()) > 0.5)[::50][:, ::-1]
@@ -123,13 +144,13 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
     centre_lps = head_points.mean(axis=0) + rng.uniform(-5, 5, 3)
     compressed = bool(rng.random() < 0.3)
     plans = plan_protocol(vendor, rng, compressed) if dicom else []
-    series_rows = [] if not dicom else [_write_localizer(case, seed, index, vendor, study, header, model, images["T1"],
+    series_rows = [] if not dicom else [_write_localizer(case, uid_parts, vendor, study, header, model, images["T1"],
                                                          head.affine, centre_lps, out)]
     for number, acq in enumerate(plans, start=2):
         plan_grid(acq, centre_lps, head_points)
         pixels = acquire(images[acq.role], head.affine, acq, rng)
         series = SeriesInfo(
-            series_instance_uid=derived_uid("synth", seed, index, "series", number),
+            series_instance_uid=derived_uid("synth", *uid_parts, "series", number),
             series_number=number,
             series_description=acq.description,
             series_time=f"08{number * 4:02d}00",
@@ -145,16 +166,7 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
         )
         write_mr_series(pixels, acq.affine, study, series, out / "dicom" / case / f"{number:02d}_{_folder_name(acq.description)}")
         series_rows.append(_series_row(case, series, vendor, acq))
-    label_row = {"case": case, "age": patient.age, "sex": patient.sex, "IDH": int(patient.idh_mutant),
-                 "MGMT": int(patient.mgmt_methylated), "EGFR": int(patient.egfr_amplified), "survival_days": days,
-                 "event": int(event)}
-    truth = {"case": case, "vendor": vendor, "patient": patient.to_dict(), "core_ml": core_ml,
-             "necrosis_fraction": necrosis_fraction, "tumour_centre_voxel_zyx": centre.tolist(),
-             "series": [{**row, "affine_lps": acq.affine.tolist(), "shape": list(acq.shape)}
-                        for row, acq in zip(series_rows[1:], plans)]}
-    (out / "truth").mkdir(parents=True, exist_ok=True)
-    (out / "truth" / f"{case}.json").write_text(json.dumps(truth, indent=1))
-    return CaseResult(label_row, series_rows)
+    return series_rows, plans
 
 
 def _folder_name(description: str) -> str:
@@ -169,11 +181,11 @@ def _series_row(case: str, series: SeriesInfo, vendor: str, acq: Acquisition | N
             "enhanced": int(series.enhanced), "transfer_syntax": series.transfer_syntax}
 
 
-def _write_localizer(case: str, seed: int, index: int, vendor: str, study: StudyInfo, header: dict, model: str,
+def _write_localizer(case: str, uid_parts: tuple, vendor: str, study: StudyInfo, header: dict, model: str,
                      image: np.ndarray, image_affine: np.ndarray, centre_lps: np.ndarray, out: Path) -> dict:
     """A three-plane localizer (one axial, sagittal and coronal slice), as every exam starts."""
     series = SeriesInfo(
-        series_instance_uid=derived_uid("synth", seed, index, "series", 1), series_number=1,
+        series_instance_uid=derived_uid("synth", *uid_parts, "series", 1), series_number=1,
         series_description=header["localizer"], series_time="080100", manufacturer=header["manufacturer"],
         model_name=model, software_versions=header["software"], slice_thickness_mm=8.0,
         attributes={"ScanningSequence": ["GR"], "SequenceVariant": ["SP"], "RepetitionTime": 8.6, "EchoTime": 4.0,
