@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from glioma_node.core.longitudinal import FollowUp
+
 RESEARCH_USE = "Research use only, not for diagnosis."
 
 
@@ -137,7 +139,8 @@ class Findings:
     (whole_tumour, tumour_core, enhancing_tumour). ``masks``: role → LabelMask on that
     role's source series; ``reference_role`` names the one reports point at.
     ``timings_s``: seconds per stage. ``completed_utc``: when the analysis finished (ISO
-    8601, UTC); the DICOM results carry it as their content date and time.
+    8601, UTC); the DICOM results carry it as their content date and time. ``follow_up``: the
+    comparison with the patient's earlier studies, when there are any (RANO; docs/rano.md).
     """
 
     study_instance_uid: str
@@ -152,6 +155,7 @@ class Findings:
     radiogenomics: Radiogenomics | None = None
     completed_utc: str | None = None
     segmentation_quality: SegmentationQuality | None = None
+    follow_up: FollowUp | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no voxel arrays): what findings.json holds."""
@@ -168,6 +172,7 @@ class Findings:
                 "quality": None if self.segmentation_quality is None else self.segmentation_quality.to_json(),
             },
             "radiogenomics": None if self.radiogenomics is None else self.radiogenomics.to_json(),
+            "follow_up": None if self.follow_up is None else self.follow_up.to_json(),
             "registration": self.registration,
             "models": self.models,
             "timings_s": self.timings_s,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class TimePointKind(StrEnum):
@@ -127,3 +128,62 @@ class Response:
     change_volume: float | None = None
     new_lesions: int = 0
     possible_pseudoprogression: bool = False
+
+
+def _lesion_json(lesion: Lesion) -> dict[str, Any]:
+    return {"tracking_uid": lesion.tracking_uid, "longest_mm": lesion.longest_mm,
+            "perpendicular_mm": lesion.perpendicular_mm, "product_mm2": round(lesion.product_mm2, 2),
+            "volume_ml": lesion.volume_ml, "slices": lesion.slices, "measurable": lesion.measurable,
+            "centroid_mm": list(lesion.centroid_mm), "slice_z_mm": lesion.slice_z_mm}
+
+
+def _time_point_json(time_point: TimePoint) -> dict[str, Any]:
+    return {"study_instance_uid": time_point.study_instance_uid,
+            "date": None if time_point.date is None else time_point.date.isoformat(), "kind": str(time_point.kind),
+            "volumes_ml": time_point.volumes_ml,
+            "burdens": {str(c): {"sum_of_products_mm2": b.sum_of_products_mm2, "volume_ml": b.volume_ml,
+                                 "targets": [t.tracking_uid for t in b.targets]} for c, b in time_point.burdens.items()}}
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What a follow-up study's findings say about its priors, for the component the
+    response is called on.
+
+    ``lesions``: the current lesions with tracking UIDs; ``prior_lesions``: the latest
+    prior's, as measured on it; ``new``/``gone`` against the latest prior;
+    ``volume_change``: region → (ml, fraction) against the latest prior (fraction None
+    when the prior had none of it); ``baseline``/``latest``: the priors used; ``alignment``:
+    how the latest prior was registered (figures, accepted, reason); ``warnings``: what
+    makes the comparison less reliable (a rejected alignment, say)."""
+
+    component: Component
+    response: Response
+    current: TimePoint
+    baseline: TimePoint
+    latest: TimePoint
+    lesions: tuple[Lesion, ...]
+    prior_lesions: tuple[Lesion, ...]
+    new: tuple[Lesion, ...]
+    gone: tuple[Lesion, ...]
+    volume_change: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    alignment: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """What findings.json holds under ``follow_up``."""
+        r = self.response
+        new = {lesion.tracking_uid for lesion in self.new}
+        return {
+            "component": str(self.component),
+            "response": {"category": str(r.category), "status": str(r.status), "reasons": list(r.reasons),
+                         "change_sum_of_products": r.change_sum_of_products, "change_volume": r.change_volume,
+                         "new_lesions": r.new_lesions, "possible_pseudoprogression": r.possible_pseudoprogression},
+            "current": _time_point_json(self.current), "baseline": _time_point_json(self.baseline),
+            "latest_prior": _time_point_json(self.latest),
+            "lesions": [{**_lesion_json(x), "new": x.tracking_uid in new} for x in self.lesions],
+            "prior_lesions": [_lesion_json(x) for x in self.prior_lesions],
+            "gone": [x.tracking_uid for x in self.gone],
+            "volume_change": {k: {"ml": ml, "fraction": f} for k, (ml, f) in self.volume_change.items()},
+            "alignment": self.alignment, "warnings": list(self.warnings),
+        }

@@ -71,6 +71,24 @@ SEGMENTATION_DOUBTFUL = _private("GN0011", "Segmentation doubtful")
 SEGMENTATION_PLAUSIBLE = _private("GN0012", "Segmentation plausible")
 QUALITY_SCORE = _private("GN0013", "Segmentation quality score")
 QUALITY_REASON = _private("GN0014", "Reason the segmentation is doubtful")
+RESPONSE_MINOR = _private("GN0015", "Minor response (RANO-LGG)")
+RESPONSE_NOT_EVALUABLE = _private("GN0016", "Response not evaluable")
+RESPONSE_STATUS = _private("GN0017", "Response status")
+RESPONSE_PRELIMINARY = _private("GN0018", "Preliminary (awaiting a confirming scan)")
+RESPONSE_CONFIRMED = _private("GN0019", "Confirmed by a later scan")
+RESPONSE_REASON = _private("GN0020", "Reason for the response call")
+BIDIMENSIONAL_PRODUCT = _private("GN0021", "Product of perpendicular diameters")
+SUM_OF_PRODUCTS = _private("GN0022", "Sum of products of perpendicular diameters")
+CHANGE_SUM_OF_PRODUCTS = _private("GN0023", "Change in sum of products")
+CHANGE_COMPONENT_VOLUME = _private("GN0024", "Change in the measured component's volume")
+LESION_ROLE = _private("GN0025", "RANO lesion role")
+TARGET_LESION = _private("GN0026", "Target lesion")
+NON_TARGET_LESION = _private("GN0027", "Non-target lesion")
+NEW_LESION = _private("GN0028", "New lesion")
+REGION_VOLUME_CHANGE = _private("GN0029", "Volume change since the prior study")
+RESPONSE_COMPONENT = _private("GN0030", "Tumour component the response is measured on")
+BASELINE_STUDY = _private("GN0031", "Baseline study of the response")
+PRIOR_STUDY = _private("GN0032", "Prior study compared with")
 PRESENT = Code("52101004", "SCT", "Present")  # CID 240
 ABSENT = Code("272519000", "SCT", "Absent")  # CID 240
 
@@ -81,6 +99,32 @@ STATUS = {
     "chemo-benefit": (CHEMO_BENEFIT, {"benefit": PRESENT, "no benefit": ABSENT}),
 }
 RISK = {"high": HIGH_RISK, "low": LOW_RISK}
+
+# Follow-up studies: TID 1501 per lesion with TID 1502's time point context, and the RANO call.
+PERPENDICULAR_AXIS = Code("131189007", "SCT", "Perpendicular Axis")  # CID 7469
+FINDING = Code("121071", "DCM", "Finding")
+PERCENT = Code("%", "UCUM", "Percent")  # CID 7181
+RESPONSE_EVALUATION = Code("112020", "DCM", "Response Evaluation")
+RESPONSE_EVALUATION_METHOD = Code("112021", "DCM", "Response Evaluation Method")
+RANO = Code("C114879", "NCIt", "RANO")  # CID 6147 Response Criteria
+#: time point type (CID 6146) per core.longitudinal.TimePointKind value
+TIME_POINT_TYPE = {
+    "baseline": Code("C1442488", "UMLS", "Baseline"),
+    "post-operative": Code("262061000", "SCT", "Post-operative"),
+    "follow-up": Code("126074", "DCM", "Posttreatment"),
+}
+#: response call per core.longitudinal.ResponseCategory value (CID 6144 where DICOM has one)
+RESPONSE = {
+    "complete response": Code("112041", "DCM", "Target Lesion Complete Response"),
+    "partial response": Code("112042", "DCM", "Target Lesion Partial Response"),
+    "progressive disease": Code("112043", "DCM", "Target Lesion Progressive Disease"),
+    "stable disease": Code("112044", "DCM", "Target Lesion Stable Disease"),
+    "minor response": RESPONSE_MINOR,
+    "not evaluable": RESPONSE_NOT_EVALUABLE,
+}
+RESPONSE_STATUS_VALUE = {"preliminary": RESPONSE_PRELIMINARY, "confirmed": RESPONSE_CONFIRMED}
+#: the component's finding type per core.longitudinal.Component value
+COMPONENT = {"enhancing": ENHANCING_LESION, "non-enhancing": NON_ENHANCING_LESION}
 
 
 def coding_scheme_identification() -> Dataset:

@@ -14,9 +14,11 @@ Content tree::
           outline (closed POLYLINE) on the slice where it is largest, its area in mm²
           and its long axis in mm (viewers that draw only SCOORD-based groups, OHIF
           among them, show the finding through this group)
+       and, on a follow-up study, one group per lesion at this and the prior time point
+       (:mod:`glioma_node.dicom_io.results.sr_follow_up`)
     └─ qualitative evaluations (study level): MGMT status, IDH status and risk group,
        each with its probability (or Cox risk score) and threshold as properties and
-       algorithm identification (TID 4019)
+       algorithm identification (TID 4019); on a follow-up, the RANO response evaluation
 
 The Current Requested Procedure Evidence Sequence lists the source series and the SEGs
 the report references; codes and their sources are in :mod:`glioma_node.dicom_io.results.codes`.
@@ -37,6 +39,7 @@ from glioma_node.core.findings import Radiogenomics
 from glioma_node.dicom_io.results import codes
 from glioma_node.dicom_io.results.context import DEVICE_SERIAL, MANUFACTURER, MODEL_NAME, ResultContext
 from glioma_node.dicom_io.results.seg import SEGMENTS, SegmentSpec
+from glioma_node.dicom_io.results.sr_follow_up import lesion_groups, response_evaluation
 
 
 def _algorithm(ctx: ResultContext, task: str) -> hd.sr.AlgorithmIdentification:
@@ -158,6 +161,9 @@ def _qualitative_evaluations(ctx: ResultContext, rg: Radiogenomics | None) -> hd
                                   (codes.DECISION_THRESHOLD, round(quality.threshold, 4))],
                                  _algorithm(ctx, "segmentation"),
                                  [(codes.QUALITY_REASON, reason) for reason in quality.reasons]))
+    evaluation = response_evaluation(ctx, _algorithm(ctx, "segmentation"))
+    if evaluation is not None:
+        items.append(evaluation)
     if rg is None:
         return _container(items)
     algorithm = _algorithm(ctx, "radiogenomics")
@@ -212,10 +218,12 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
     mask = findings.masks[findings.reference_role]
     library = [_library_entry(ds) for ds in
                ctx.ordered_sources(mask.series_instance_uid, mask.sop_instance_uids, mask.frame_numbers)]
-    groups: list = [*_volume_groups(ctx, seg), *_outline_groups(ctx)]
+    groups: list = [*_volume_groups(ctx, seg), *_outline_groups(ctx),
+                    *lesion_groups(ctx, _algorithm(ctx, "segmentation"), ctx.uid)]
     report = hd.sr.MeasurementReport(observation_context=_observer(ctx), procedure_reported=codes.BRAIN_MRI,
                                      imaging_measurements=groups, referenced_images=library)
-    if findings.radiogenomics is not None or findings.warnings or findings.segmentation_quality is not None:
+    if (findings.radiogenomics is not None or findings.warnings or findings.segmentation_quality is not None
+            or findings.follow_up is not None):
         report[0].ContentSequence.append(_qualitative_evaluations(ctx, findings.radiogenomics))
     sources = [ds for uid in sorted(ctx.sources) for ds in ctx.sources[uid]]
     sr = hd.sr.Comprehensive3DSR(

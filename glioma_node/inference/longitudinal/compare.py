@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from glioma_node.core.longitudinal import Burden, Component, Lesion, Response, TimePoint, TimePointKind
+from glioma_node.core.longitudinal import Burden, Component, FollowUp, Lesion, TimePoint, TimePointKind
 from glioma_node.inference.longitudinal.match import match
 from glioma_node.inference.longitudinal.measure import axial_spacing, burden, lesions
 from glioma_node.inference.longitudinal.rano import DEFAULT, Thresholds, change, choose_component, classify
@@ -63,25 +63,6 @@ def measure_time_point(labels: np.ndarray, affine: np.ndarray, study_instance_ui
     return Measured(time_point, found, maps)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """What changed, for the component the response is called on.
-
-    ``lesions``: the current lesions with tracking UIDs; ``new``/``gone`` against the latest
-    prior; ``volume_change``: region → (ml, fraction) against the latest prior (fraction None
-    when the prior had none of it); ``baseline``/``latest``: the priors used."""
-
-    component: Component
-    response: Response
-    current: TimePoint
-    baseline: TimePoint
-    latest: TimePoint
-    lesions: tuple[Lesion, ...]
-    new: tuple[Lesion, ...]
-    gone: tuple[Lesion, ...]
-    volume_change: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-
-
 def _nadir(burdens: list[Burden]) -> Burden:
     smallest = min(burdens, key=lambda b: (b.sum_of_products_mm2, b.volume_ml))
     return dataclasses.replace(smallest, volume_ml=min(b.volume_ml for b in burdens))
@@ -96,11 +77,13 @@ def reference_index(priors: list[TimePoint]) -> int:
 
 def compare(current: Measured, priors: list[Measured], latest_maps_on_current: dict[Component, np.ndarray],
             spacing_zyx: tuple[float, float, float], new_uid: Callable[[Lesion], str],
-            weeks_after_radiotherapy: float | None = None, thresholds: Thresholds = DEFAULT) -> Comparison:
+            weeks_after_radiotherapy: float | None = None, thresholds: Thresholds = DEFAULT,
+            alignment: dict | None = None, warnings: tuple[str, ...] = ()) -> FollowUp:
     """Compare ``current`` with ``priors`` (oldest first, at least one; their lesions keep the
     tracking UIDs they were given). ``latest_maps_on_current``: the latest prior's lesion maps
     brought onto the current grid (:func:`glioma_node.inference.longitudinal.align.labels_on_current`);
-    ``spacing_zyx``: the current grid's voxel size (mm)."""
+    ``spacing_zyx``: the current grid's voxel size (mm); ``alignment`` and ``warnings`` are
+    carried into the result (:meth:`glioma_node.inference.longitudinal.align.PriorAlignment.summary`)."""
     if not priors:
         raise ValueError("a comparison needs at least one prior time point")
     b = reference_index([p.time_point for p in priors])
@@ -112,10 +95,17 @@ def compare(current: Measured, priors: list[Measured], latest_maps_on_current: d
     nadir = _nadir([p.time_point.burdens[component] for p in priors[b:]])
     response = classify(current.time_point.burdens[component], baseline.time_point.burdens[component], nadir,
                         matched.new_measurable, weeks_after_radiotherapy, thresholds)
+    # The current burden's lesions, with the tracking UIDs matching gave them.
+    by_label = {lesion.label: lesion for lesion in matched.lesions}
+    measured = current.time_point.burdens[component]
+    tracked = dataclasses.replace(measured, targets=tuple(by_label.get(x.label, x) for x in measured.targets),
+                                  non_targets=tuple(by_label.get(x.label, x) for x in measured.non_targets))
+    current_time_point = dataclasses.replace(current.time_point, burdens={**current.time_point.burdens, component: tracked})
     volume_change = {}
     for region, now in current.time_point.volumes_ml.items():
         before = latest.time_point.volumes_ml.get(region, 0.0)
         fraction = change(now, before)
         volume_change[region] = (round(now - before, 3), None if fraction is None else round(fraction, 4))
-    return Comparison(component, response, current.time_point, baseline.time_point, latest.time_point,
-                      matched.lesions, matched.new, matched.gone, volume_change)
+    return FollowUp(component, response, current_time_point, baseline.time_point, latest.time_point,
+                    matched.lesions, tuple(latest.lesions[component]), matched.new, matched.gone, volume_change,
+                    dict(alignment or {}), tuple(warnings))
