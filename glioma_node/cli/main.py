@@ -277,6 +277,20 @@ def _cmd_evaluate_pointing(args: argparse.Namespace) -> int:
     return 0 if result["targets"] else 1
 
 
+def _cmd_evaluate_repeatability(args: argparse.Namespace) -> int:
+    from glioma_node.service.pipeline import load_models
+    from glioma_node.training.longitudinal.repeatability import evaluate_repeatability
+
+    models = load_models(args.settings)  # the node's own models, as configured
+    out = args.out or Path(f"repeatability-{args.case.resolve().name}")
+    report = evaluate_repeatability(args.case, models, out, args.repeats, args.seed)
+    for region, s in report["summary"].items():
+        print(f"{region}: mean change {s['mean']}, SD {s['sd']}, max |change| {s['max_abs']} "
+              f"(goal {s['goal_abs']:.0%}: {'met' if s['met'] else 'not met'})")
+    print(f"stable calls: {report['stable_calls']} of {report['repeats']}; report in {out}")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from glioma_node.cli.status import render
     from glioma_node.service.state import NodeState
@@ -372,6 +386,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="a training feature cache: the segmenter's masks kept there are read, not drawn again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate_pointing)
+    p = eval_sub.add_parser("repeatability", help="one real case sent twice (re-sliced, moved, new noise): the "
+                                                  "follow-up comparison must call it stable (docs/rano.md)")
+    p.add_argument("--case", type=Path, required=True, help="a case folder with the four sequences as NIfTI")
+    p.add_argument("--repeats", type=int, default=3, help="re-acquisitions, each with its own motion and noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: ./repeatability-<case folder name>)")
+    p.set_defaults(func=_cmd_evaluate_repeatability)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -274,3 +274,37 @@ def test_a_rim_around_a_cavity_is_measured_as_the_rim_it_is():
     assert lesion.perpendicular_mm < 10 and not lesion.measurable  # filled, it would be 28 x 28
     (filled,), _ = lesions(rim, AFFINE)  # the same hole as necrosis is measured across
     assert filled.perpendicular_mm == pytest.approx(28, abs=1.5)
+
+
+def test_a_follow_up_of_the_same_tumour_moved_in_the_scanner_is_stable_and_keeps_its_lesion():
+    from glioma_node.core.grid import Grid
+    from glioma_node.core.longitudinal import TimePointKind
+    from glioma_node.inference.longitudinal.follow_up import TimePointImages, follow_up, tracking_of
+    from glioma_node.inference.resample import resample
+
+    image, brain, _ = _head()
+    z, y, x = np.mgrid[:56, :64, :64].astype(float)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[((z - 28) ** 2 + (y - 24) ** 2 + (x - 38) ** 2) <= 81] = 2
+    labels[((z - 28) ** 2 + (y - 24) ** 2 + (x - 38) ** 2) <= 36] = 4
+    grid = Grid(image.shape, np.diag([1.5, 1.5, 1.5, 1.0]))
+    t = np.deg2rad(5)
+    moved = np.eye(4)
+    moved[:3, :3] = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]]) * 1.5
+    moved[:3, 3] = [12.0, -8.0, 5.0]
+    # The current study: the same head lying elsewhere, resampled onto an axis-aligned grid.
+    current_grid = Grid(image.shape, np.diag([1.5, 1.5, 1.5, 1.0]))
+    back = Grid(image.shape, moved)
+    cur_image = resample(image, back, current_grid, None, "linear")
+    cur_brain = resample(brain.astype(np.uint8), back, current_grid, None, "nearest") > 0
+    cur_labels = resample(labels, back, current_grid, None, "nearest")
+    prior = TimePointImages("1.2.1", datetime.date(2026, 1, 1), TimePointKind.POST_OPERATIVE, grid, image, brain, labels,
+                            tracking={Component.ENHANCING: {1: "2.25.4242"}})
+    current = TimePointImages("1.2.2", datetime.date(2026, 3, 1), TimePointKind.FOLLOW_UP, current_grid, cur_image,
+                              cur_brain, cur_labels)
+    result = follow_up(current, [prior], lambda study, lesion: f"2.25.{abs(hash(study)) % 1000}{lesion.label}")
+    assert result.alignment["accepted"], result.alignment
+    assert result.response.category == ResponseCategory.STABLE_DISEASE, result.response
+    assert [x.tracking_uid for x in result.lesions] == ["2.25.4242"] and not result.new and not result.warnings
+    assert abs(result.volume_change["whole_tumour"][1]) < 0.1
+    assert tracking_of(result) == {Component.ENHANCING: {result.lesions[0].label: "2.25.4242"}}

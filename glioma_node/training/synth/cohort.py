@@ -43,7 +43,15 @@ from glioma_node.training.synth.scanner import (
     plane_axes,
     sample,
 )
-from glioma_node.training.synth.tumour import ENHANCING, NECROTIC_CORE, choose_centre, grow_tumour, sample_patient, survival
+from glioma_node.training.synth.tumour import (
+    ENHANCING,
+    NECROTIC_CORE,
+    Patient,
+    choose_centre,
+    grow_tumour,
+    sample_patient,
+    survival,
+)
 
 LABEL_COLUMNS = ["case", "age", "sex", "IDH", "MGMT", "EGFR", "survival_days", "event"]
 SERIES_COLUMNS = ["case", "series_instance_uid", "series_number", "series_description", "vendor", "role",
@@ -68,6 +76,29 @@ def _deformed_position(coords: np.ndarray, target_zyx: np.ndarray) -> np.ndarray
     return np.array(np.unravel_index(int(np.argmin(d2)), d2.shape), float) * 2
 
 
+def draw_case(rng: np.random.Generator) -> tuple[Patient, Head, np.ndarray, np.ndarray]:
+    """A patient, its deformed head, the tumour's centre (voxel z, y, x of the head's grid) and
+    the BraTS labels of the tumour grown there; the random draws in a fixed order, so a seed
+    gives the same case."""
+    patient = sample_patient(rng)
+    template = load_template()
+    template_brain = (template.gm + template.wm + template.csf) >= 0.5
+    centre_template = choose_centre(template.wm, template_brain, template.affine, patient, rng)
+    deformation = random_deformation(template.gm.shape, rng, centre_template, patient.core_radius_mm,
+                                     mass_strength=float(rng.uniform(0.15, 0.35)))
+    head = build_head(template, deformation, rng)
+    centre = _deformed_position(deformation.coords, centre_template)
+    labels = grow_tumour(centre, head.maps["wm"], head.brain, head.maps["csf"], patient, rng)
+    return patient, head, centre, labels
+
+
+def write_images(folder: Path, images: dict[str, np.ndarray], affine: np.ndarray, rng: np.random.Generator) -> None:
+    """The rendered sequences as NIfTI (``<role>.nii.gz``, int16, ×1000) with mild noise."""
+    for seq, image in images.items():
+        noisy = image + rng.normal(0, 0.01, image.shape).astype(np.float32)
+        write_nifti(folder / f"{seq.lower()}.nii.gz", np.clip(noisy * 1000, 0, 32767).astype(np.int16), affine)
+
+
 def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> CaseResult:
     """Generate, acquire and write case ``index`` of the cohort of ``seed``.
 
@@ -77,16 +108,8 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
     rng = np.random.default_rng([seed, index])
     case = f"synth-{seed:04d}-{index:04d}"
     vendor = VENDORS[index % len(VENDORS)]
-    patient = sample_patient(rng)
-    template = load_template()
-    template_brain = (template.gm + template.wm + template.csf) >= 0.5
-    centre_template = choose_centre(template.wm, template_brain, template.affine, patient, rng)
-    deformation = random_deformation(template.gm.shape, rng, centre_template, patient.core_radius_mm,
-                                     mass_strength=float(rng.uniform(0.15, 0.35)))
-    head = build_head(template, deformation, rng)
+    patient, head, centre, labels = draw_case(rng)
     brain = head.brain
-    centre = _deformed_position(deformation.coords, centre_template)
-    labels = grow_tumour(centre, head.maps["wm"], brain, head.maps["csf"], patient, rng)
     core_ml = float(np.isin(labels, (NECROTIC_CORE, ENHANCING)).sum()) / 1000.0
     necrosis_fraction = float((labels == NECROTIC_CORE).sum()) / max(1.0, core_ml * 1000) if patient.necrotic else 0.0
     days, event = survival(patient, core_ml, necrosis_fraction, rng)
@@ -94,9 +117,7 @@ def synthesise_case(index: int, seed: int, out: Path, dicom: bool = True) -> Cas
     soft = tumour_masks(labels, patient)
     images = {seq: render(head, soft, labels, patient, seq, rng) for seq in SEQUENCES}
     nifti_dir = out / "nifti" / case
-    for seq, image in images.items():
-        noisy = image + rng.normal(0, 0.01, image.shape).astype(np.float32)
-        write_nifti(nifti_dir / f"{seq.lower()}.nii.gz", np.clip(noisy * 1000, 0, 32767).astype(np.int16), head.affine)
+    write_images(nifti_dir, images, head.affine, rng)
     write_nifti(nifti_dir / "seg.nii.gz", labels, head.affine)
     write_nifti(nifti_dir / "brainmask.nii.gz", brain.astype(np.uint8), head.affine)
     write_nifti(nifti_dir / "tissues.nii.gz", tissue_map(head), head.affine)

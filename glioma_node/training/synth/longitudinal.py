@@ -47,17 +47,14 @@ from glioma_node.core.longitudinal import ResponseCategory, TimePointKind
 from glioma_node.dicom_io.mr_writer import StudyInfo
 from glioma_node.dicom_io.nifti import write_nifti
 from glioma_node.dicom_io.uids import derived_uid
-from glioma_node.training.synth.anatomy import Head, build_head, load_template, random_deformation, smooth_noise
-from glioma_node.training.synth.cohort import VENDORS, _append, _deformed_position, write_study_dicom
+from glioma_node.training.synth.anatomy import Head, smooth_noise
+from glioma_node.training.synth.cohort import VENDORS, _append, draw_case, write_images, write_study_dicom
 from glioma_node.training.synth.contrast import SEQUENCES, render, tumour_masks
 from glioma_node.training.synth.tumour import (
     EDEMA,
     ENHANCING,
     NECROTIC_CORE,
     Patient,
-    choose_centre,
-    grow_tumour,
-    sample_patient,
 )
 
 
@@ -152,16 +149,8 @@ def visit_labels(index: int, seed: int) -> tuple[dict, list[tuple[np.ndarray, np
     1 mm working grid; also the head and the generator, for rendering."""
     rng = np.random.default_rng([seed, index, 28])
     course = COURSES[index % len(COURSES)]
-    patient = sample_patient(rng)
-    template = load_template()
-    template_brain = (template.gm + template.wm + template.csf) >= 0.5
-    centre_template = choose_centre(template.wm, template_brain, template.affine, patient, rng)
-    deformation = random_deformation(template.gm.shape, rng, centre_template, patient.core_radius_mm,
-                                     mass_strength=float(rng.uniform(0.15, 0.35)))
-    head = build_head(template, deformation, rng)
-    brain, wm, csf = head.brain, head.maps["wm"], head.maps["csf"]
-    centre = _deformed_position(deformation.coords, centre_template)
-    pre = grow_tumour(centre, wm, brain, csf, patient, rng)
+    patient, head, centre, pre = draw_case(rng)
+    brain, wm = head.brain, head.maps["wm"]
     core = np.isin(pre, (NECROTIC_CORE, ENHANCING))
     # The residual nodule sits on the cavity's wall, on the side away from the brain's surface.
     edge = np.argwhere(core & ~ndimage.binary_erosion(core))
@@ -220,9 +209,7 @@ def synthesise_patient(index: int, seed: int, out: Path, dicom: bool = True) -> 
         soft = tumour_masks(labels, p)
         images = {seq: render(moved, soft, labels, p, seq, rng) for seq in SEQUENCES}
         nifti_dir = out / "nifti" / case
-        for seq, image in images.items():
-            noisy = image + rng.normal(0, 0.01, image.shape).astype(np.float32)
-            write_nifti(nifti_dir / f"{seq.lower()}.nii.gz", np.clip(noisy * 1000, 0, 32767).astype(np.int16), moved.affine)
+        write_images(nifti_dir, images, moved.affine, rng)
         write_nifti(nifti_dir / "seg.nii.gz", labels, moved.affine)
         write_nifti(nifti_dir / "brainmask.nii.gz", moved.brain.astype(np.uint8), moved.affine)
         write_nifti(nifti_dir / "cavity.nii.gz", cavity.astype(np.uint8), moved.affine)

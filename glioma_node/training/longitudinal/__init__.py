@@ -1,0 +1,1 @@
+"""Evaluations of the follow-up comparison (inference.longitudinal) on real and synthetic cases."""
