@@ -63,7 +63,9 @@ class Lesion:
     many of the acquisition's axial slices it is seen. ``measurable``: both diameters at
     least the threshold and seen on enough slices. ``centroid_mm``: LPS mm.
     ``tracking_uid`` stays the same for the same lesion across time points (set when
-    lesions are matched); ``label`` is its index in the measured component's lesion map."""
+    lesions are matched); ``part_of``: for a piece of a lesion that split, the tracking UID
+    of the lesion it split from (its products count toward that lesion's); ``label`` is its
+    index in the measured component's lesion map."""
 
     label: int
     volume_ml: float
@@ -75,6 +77,7 @@ class Lesion:
     slice_index: int
     slice_z_mm: float
     tracking_uid: str = ""
+    part_of: str = ""
 
     @property
     def product_mm2(self) -> float:
@@ -85,7 +88,9 @@ class Lesion:
 @dataclass(frozen=True)
 class Burden:
     """What RANO compares between time points for one component: the target lesions'
-    sum of products (mm²) and the component's whole volume (ml)."""
+    sum of products (mm²) and the component's whole volume (ml). On a follow-up the targets
+    are the baseline's, followed by tracking UID (a target that shrank under 10 mm still
+    counts, at least 5 × 5 mm while it is there; one that is gone counts 0)."""
 
     component: Component
     sum_of_products_mm2: float
@@ -95,8 +100,13 @@ class Burden:
 
     @property
     def measurable(self) -> bool:
-        """Whether there is measurable disease (at least one target lesion)."""
-        return bool(self.targets)
+        """Whether there are target lesions to measure (their sum of products is above 0)."""
+        return self.sum_of_products_mm2 > 0
+
+    @property
+    def any_measurable(self) -> bool:
+        """Whether any lesion, target or not, is measurable now."""
+        return any(x.measurable for x in (*self.targets, *self.non_targets))
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,8 @@ class Response:
 
 
 def _lesion_json(lesion: Lesion) -> dict[str, Any]:
-    return {"tracking_uid": lesion.tracking_uid, "longest_mm": lesion.longest_mm,
+    return {"tracking_uid": lesion.tracking_uid, **({"part_of": lesion.part_of} if lesion.part_of else {}),
+            "longest_mm": lesion.longest_mm,
             "perpendicular_mm": lesion.perpendicular_mm, "product_mm2": round(lesion.product_mm2, 2),
             "volume_ml": lesion.volume_ml, "slices": lesion.slices, "measurable": lesion.measurable,
             "centroid_mm": list(lesion.centroid_mm), "slice_z_mm": lesion.slice_z_mm}

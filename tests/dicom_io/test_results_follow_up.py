@@ -102,7 +102,8 @@ def test_dciodvfy_finds_no_error_and_dsrdump_shows_the_rano_call(report):
     assert '(C114879,NCIt,"RANO")' in text
     assert '=(GN0018,99GLIOMA,"Preliminary (awaiting a confirming scan)")' in text
     assert 'TEXT:(,,"Reason for the response call")="1 new measurable lesion"' in text
-    assert '(GN0026,99GLIOMA,"Target lesion")' in text and '(GN0028,99GLIOMA,"New lesion")' in text
+    # The grown lesion is the baseline's target at both time points; the other one is new.
+    assert text.count('(GN0026,99GLIOMA,"Target lesion")') == 2 and '(GN0028,99GLIOMA,"New lesion")' in text
     assert 'UIDREF:(,,"Prior study compared with")="1.2.826.0.1.3680043.10.1418.99.1"' in text
     assert '(126074,DCM,"Posttreatment")' in text and '(262061000,SCT,"Post-operative")' in text
     assert 'NUM:(,,"Perpendicular Axis")="23.5" (mm,UCUM,"mm")' in text  # the grown lesion's

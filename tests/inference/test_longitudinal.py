@@ -259,6 +259,7 @@ def test_a_follow_up_comparison_calls_progression_on_growth_and_a_new_lesion_and
              ((22, 62, 62), (6, 7, 7), 4)]
     later = measure_time_point(labels(*grown), AFFINE, "1.2.5", day + datetime.timedelta(days=120),
                                TimePointKind.FOLLOW_UP)
+    same = dataclasses.replace(same, lesions={**same.lesions, E: list(stable.lesions)})  # the UIDs it was given
     result = compare(later, [base, same], same.lesion_maps, (1.0, 1.0, 1.0), lambda lesion: "2.25.999")
     assert result.response.category == ResponseCategory.PROGRESSIVE_DISEASE
     assert result.baseline.study_instance_uid == "1.2.3" and result.latest.study_instance_uid == "1.2.4"
@@ -308,3 +309,89 @@ def test_a_follow_up_of_the_same_tumour_moved_in_the_scanner_is_stable_and_keeps
     assert [x.tracking_uid for x in result.lesions] == ["2.25.4242"] and not result.new and not result.warnings
     assert abs(result.volume_change["whole_tumour"][1]) < 0.1
     assert tracking_of(result) == {Component.ENHANCING: {result.lesions[0].label: "2.25.4242"}}
+
+
+def _tp(mask_balls, uid, kind, day, value=4, with_uids=None):
+    """A measured time point of enhancing balls ((centre, radius), ...), lesions given UIDs."""
+    from glioma_node.core.longitudinal import TimePointKind  # noqa: F401
+    from glioma_node.inference.longitudinal.compare import measure_time_point
+
+    labels = np.zeros((40, 80, 80), np.uint8)
+    for centre, r in mask_balls:
+        labels[_volume((centre, (r, r, r)))] = value
+    m = measure_time_point(labels, AFFINE, uid, datetime.date(2026, 1, day), kind)
+    if with_uids:
+        m = dataclasses.replace(m, lesions={c: [dataclasses.replace(x, tracking_uid=f"{with_uids}.{x.label}")
+                                                for x in found] for c, found in m.lesions.items()})
+    return m
+
+
+def _compare(current, priors, **kw):
+    from glioma_node.inference.longitudinal.compare import compare
+
+    return compare(current, priors, priors[-1].lesion_maps, (1.0, 1.0, 1.0), lambda x: f"2.25.9{x.label}", **kw)
+
+
+def test_a_target_that_shrinks_under_10_mm_still_counts_it_is_not_a_partial_response():
+    from glioma_node.core.longitudinal import TimePointKind
+
+    base = _tp([((20, 30, 30), 5)], "1.1", TimePointKind.POST_OPERATIVE, 1, with_uids="2.25.1")  # 11.5 mm
+    small = _tp([((20, 30, 30), 4.5)], "1.2", TimePointKind.FOLLOW_UP, 20)  # 9.5 mm: not measurable
+    result = _compare(small, [base])
+    assert not result.lesions[0].measurable and result.lesions[0].tracking_uid == "2.25.1.1"
+    assert result.response.category == ResponseCategory.STABLE_DISEASE, result.response
+    assert -0.5 < result.response.change_sum_of_products < -0.25
+
+
+def test_a_rejected_alignment_leaves_new_lesions_unassessed():
+    from glioma_node.core.longitudinal import TimePointKind
+
+    base = _tp([((20, 30, 30), 10)], "1.1", TimePointKind.POST_OPERATIVE, 1, with_uids="2.25.1")
+    later = _tp([((20, 30, 30), 10), ((20, 62, 62), 6)], "1.2", TimePointKind.FOLLOW_UP, 20)  # +21 % volume
+    assert _compare(later, [base]).response.category == ResponseCategory.PROGRESSIVE_DISEASE
+    blind = _compare(later, [base], lesions_matched=False).response
+    assert blind.category == ResponseCategory.STABLE_DISEASE and blind.new_lesions == 0
+    assert any("not assessed" in reason for reason in blind.reasons)
+
+
+def test_a_new_lesion_too_small_to_measure_rules_out_a_response():
+    from glioma_node.core.longitudinal import TimePointKind
+
+    base = _tp([((20, 30, 30), 10)], "1.1", TimePointKind.POST_OPERATIVE, 1, with_uids="2.25.1")
+    shrunk = _tp([((20, 30, 30), 5)], "1.2", TimePointKind.FOLLOW_UP, 20)
+    assert _compare(shrunk, [base]).response.category == ResponseCategory.PARTIAL_RESPONSE
+    speck = _tp([((20, 30, 30), 5), ((20, 62, 62), 3)], "1.3", TimePointKind.FOLLOW_UP, 20)
+    result = _compare(speck, [base]).response
+    assert result.category == ResponseCategory.STABLE_DISEASE and "no response" in " ".join(result.reasons)
+
+
+def test_new_enhancement_in_a_non_enhancing_tumour_is_progression():
+    from glioma_node.core.longitudinal import TimePointKind
+
+    base = _tp([((20, 30, 30), 12)], "1.1", TimePointKind.POST_OPERATIVE, 1, value=2, with_uids="2.25.1")
+    labels_base = base
+    assert labels_base.time_point.burdens[Component.ENHANCING].volume_ml == 0
+    later = _tp([((20, 30, 30), 12)], "1.2", TimePointKind.FOLLOW_UP, 20, value=2)
+    # The same FLAIR lesion with 2 ml of enhancement inside it.
+    labels = np.zeros((40, 80, 80), np.uint8)
+    labels[_volume(((20, 30, 30), (12, 12, 12)))] = 2
+    labels[_volume(((20, 30, 30), (8, 8, 8)))] = 4
+    from glioma_node.inference.longitudinal.compare import measure_time_point
+    enhancing = measure_time_point(labels, AFFINE, "1.3", datetime.date(2026, 1, 20), TimePointKind.FOLLOW_UP)
+    assert _compare(later, [base]).response.category == ResponseCategory.STABLE_DISEASE
+    result = _compare(enhancing, [base])
+    assert result.component == N and result.response.category == ResponseCategory.PROGRESSIVE_DISEASE
+    assert any("enhancement" in reason for reason in result.response.reasons)
+
+
+def test_a_lesion_that_splits_keeps_one_uid_gives_its_piece_another_and_both_count():
+    from glioma_node.core.longitudinal import TimePointKind
+
+    base = _tp([((20, 30, 40), 14)], "1.1", TimePointKind.POST_OPERATIVE, 1, with_uids="2.25.1")
+    split = _tp([((20, 30, 31), 6), ((20, 30, 50), 6)], "1.2", TimePointKind.FOLLOW_UP, 20)
+    result = _compare(split, [base])
+    uids = [x.tracking_uid for x in result.lesions]
+    assert len(set(uids)) == 2 and "2.25.1.1" in uids and not result.new
+    piece = next(x for x in result.lesions if x.tracking_uid != "2.25.1.1")
+    assert piece.part_of == "2.25.1.1"
+    assert result.current.burdens[E].sum_of_products_mm2 == pytest.approx(sum(x.product_mm2 for x in result.lesions))

@@ -37,9 +37,11 @@ def test_each_course_gets_its_expected_call_from_the_rules_on_the_true_masks(ind
                                cavity=cavity)
         if k >= 2:
             weeks = (day - RADIOTHERAPY_END_DAY) / 7
-            result = compare(m, measured[1:], measured[-1].lesion_maps, (1.0, 1.0, 1.0),
+            # Every earlier visit is a prior; the post-operative one must be taken as the baseline.
+            result = compare(m, measured, measured[-1].lesion_maps, (1.0, 1.0, 1.0),
                              lambda lesion, k=k: f"2.25.{index}{k}{lesion.label}", weeks_after_radiotherapy=weeks)
             assert result.response.category == EXPECTED[course][k - 2], (course, k, result.response)
+            assert result.baseline.kind == "post-operative"
             assert result.component == (Component.ENHANCING if truth["patient"]["enhancing"] else Component.NON_ENHANCING)
             assert result.response.possible_pseudoprogression == (
                 k == 2 and result.response.category == ResponseCategory.PROGRESSIVE_DISEASE)

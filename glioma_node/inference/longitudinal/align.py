@@ -39,8 +39,9 @@ class PriorAlignment:
 
     def summary(self) -> dict:
         """JSON-ready figures for findings."""
-        return {**self.registration.summary(), "brain_dice": round(self.brain_dice, 4), "accepted": self.accepted,
-                "reason": self.reason}
+        figures = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                   for k, v in self.registration.summary().items()}  # a failed fit has no metric: null, not NaN
+        return {**figures, "brain_dice": round(self.brain_dice, 4), "accepted": self.accepted, "reason": self.reason}
 
 
 def align_prior(current: np.ndarray, current_brain: np.ndarray, current_grid: Grid,

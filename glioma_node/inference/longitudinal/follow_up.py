@@ -55,7 +55,8 @@ def follow_up(current: TimePointImages, priors: list[TimePointImages], new_uid: 
     """Compare ``current`` with ``priors`` (oldest first). The latest prior is registered to the
     current study (:mod:`glioma_node.inference.longitudinal.align`); a rejected registration
     keeps the comparison (volumes and diameters are measured on each study alone) with a
-    warning that lesion matching, and so "new lesion", is not reliable. ``new_uid(study uid,
+    warning, and new lesions are then not assessed (every lesion would look new on misaligned
+    scans). ``new_uid(study uid,
     lesion)`` makes the tracking UID of a lesion that has none (deterministic, so a
     recomputed version gives the same UIDs)."""
     if not priors:
@@ -77,7 +78,7 @@ def follow_up(current: TimePointImages, priors: list[TimePointImages], new_uid: 
     spacing = tuple(float(s) for s in current.grid.spacing[::-1])
     return compare(current.measure(), measured_priors, maps, spacing,  # type: ignore[arg-type]
                    lambda lesion: new_uid(current.study_instance_uid, lesion), weeks_after_radiotherapy,
-                   alignment=alignment.summary(), warnings=warnings)
+                   alignment=alignment.summary(), warnings=warnings, lesions_matched=alignment.accepted)
 
 
 def tracking_of(result: FollowUp) -> dict[Component, dict[int, str]]:

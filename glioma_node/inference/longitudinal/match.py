@@ -4,8 +4,9 @@ are the caller's: :mod:`glioma_node.inference.registration`).
 
 A current lesion continues the prior lesion it overlaps most, within ``margin_mm`` (what
 registration and segmentation may shift a border by), and keeps its tracking UID. A lesion
-that overlaps none is new; a measurable new lesion is a progression by RANO. Two current
-lesions may continue one prior lesion (a lesion that split); two prior lesions that merged
+that overlaps none is new; a measurable new lesion is a progression by RANO. When a lesion
+split, the piece that overlaps it most keeps its UID and the other pieces get their own,
+marked ``part_of`` it (they count toward it, and are not new); two prior lesions that merged
 give their one current lesion the UID of the larger overlap.
 """
 from __future__ import annotations
@@ -51,21 +52,34 @@ def match(current: list[Lesion], current_map: np.ndarray, prior: list[Lesion], p
     grown = ndimage.grey_dilation(prior_map, size=tuple(2 * r + 1 for r in radius)) if any(radius) else prior_map
     # Where a grown lesion meets another, the lesion really there keeps its voxels.
     grown = np.where(prior_map > 0, prior_map, grown)
-    out: list[Lesion] = []
-    new: list[Lesion] = []
-    continued: set[int] = set()
+    best: dict[int, tuple[int, int]] = {}  # current label -> (overlap, prior label)
     for lesion in current:
         inside = grown[current_map == lesion.label]
         labels, counts = np.unique(inside[inside > 0], return_counts=True)
         candidates = [(int(c), int(lab)) for lab, c in zip(labels, counts) if int(lab) in by_label]
         if candidates:
-            _, label = max(candidates)
-            uid = by_label[label].tracking_uid or new_uid(by_label[label])
-            continued.update(lab for _, lab in candidates)
-            out.append(dataclasses.replace(lesion, tracking_uid=uid))
-        else:
+            best[lesion.label] = max(candidates)
+    # Each prior lesion's UID goes to the current lesion that overlaps it most; other pieces
+    # of a lesion that split get their own UID, marked as part of it (not new).
+    heir: dict[int, int] = {}
+    for label, (_, prior_label) in sorted(best.items(), key=lambda item: -item[1][0]):
+        heir.setdefault(prior_label, label)
+    out: list[Lesion] = []
+    new: list[Lesion] = []
+    for lesion in current:
+        if lesion.label not in best:
             made = dataclasses.replace(lesion, tracking_uid=new_uid(lesion))
-            out.append(made)
             new.append(made)
+            out.append(made)
+            continue
+        prior_lesion = by_label[best[lesion.label][1]]
+        uid = prior_lesion.tracking_uid
+        if not uid:
+            raise ValueError("the prior's lesions need their tracking UIDs (from its own comparison or report)")
+        if heir[prior_lesion.label] == lesion.label:
+            out.append(dataclasses.replace(lesion, tracking_uid=uid, part_of=prior_lesion.part_of))
+        else:
+            out.append(dataclasses.replace(lesion, tracking_uid=new_uid(lesion), part_of=prior_lesion.part_of or uid))
+    continued = {prior_label for _, prior_label in best.values()}
     gone = tuple(lesion for lesion in prior if lesion.label not in continued)
     return Matched(tuple(out), tuple(new), gone)

@@ -5,7 +5,10 @@ The rules, in the order they are applied (``docs/rano.md`` cites each):
 
 1. No reference scan, or a reference without disease to measure: not evaluable.
 2. Progression, against the nadir (the smallest burden from the baseline on): a new
-   measurable lesion; the sum of products ≥ 25 % larger; or the volume ≥ 40 % larger.
+   measurable lesion; measurable disease where the nadir had none; the sum of products
+   ≥ 25 % larger; the volume ≥ 40 % larger; or, for the non-enhancing component, at least
+   1 ml of new or increased enhancement (RANO-LGG).
+2b. A new lesion too small to measure rules out any response (stable disease at best).
 3. Complete response: measurable disease at baseline, none now, and what is left of the
    component below ``complete_volume_ml`` (RANO asks for all of it gone, measurable or not).
 4. Partial response, against the baseline: the sum of products ≥ 50 % smaller, or the
@@ -67,13 +70,18 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.0f} %"
 
 
-def progression(current: Burden, nadir: Burden, new_measurable: int, t: Thresholds = DEFAULT) -> list[str]:
-    """The reasons (empty: none) the current burden is a progression against the nadir."""
+def progression(current: Burden, nadir: Burden, new_measurable: int, t: Thresholds = DEFAULT,
+                enhancement_gain_ml: float = 0.0) -> list[str]:
+    """The reasons (empty: none) the current burden is a progression against the nadir.
+    ``enhancement_gain_ml``: for the non-enhancing component, how much the enhancing tumour
+    grew from its smallest (RANO-LGG: new or increased enhancement is progression)."""
     reasons = []
     if new_measurable:
         reasons.append(f"{new_measurable} new measurable lesion{'s' if new_measurable > 1 else ''}")
-    if not nadir.measurable and current.measurable and not new_measurable:
+    if not nadir.measurable and current.any_measurable and not new_measurable:
         reasons.append("measurable disease where the nadir had none")
+    if current.component == Component.NON_ENHANCING and enhancement_gain_ml >= t.min_volume_ml:
+        reasons.append(f"new or increased enhancement (+{enhancement_gain_ml:.1f} ml, ≥ {t.min_volume_ml:g} ml)")
     product = _product_change(current, nadir)
     if product is not None and product >= t.progression_product:
         reasons.append(f"sum of products {_pct(product)} against the nadir (≥ {_pct(t.progression_product)})")
@@ -85,7 +93,7 @@ def progression(current: Burden, nadir: Burden, new_measurable: int, t: Threshol
 
 def complete(current: Burden, baseline: Burden, t: Thresholds = DEFAULT) -> list[str]:
     """The reasons for a complete response (empty: not one)."""
-    if baseline.measurable and not current.measurable and current.volume_ml < t.complete_volume_ml:
+    if baseline.measurable and not current.any_measurable and current.volume_ml < t.complete_volume_ml:
         return [f"no measurable disease and {current.volume_ml:.2f} ml left (< {t.complete_volume_ml:g} ml)"]
     return []
 
@@ -104,11 +112,15 @@ def shrinkage(current: Burden, baseline: Burden, product_limit: float, volume_li
 
 
 def classify(current: Burden, baseline: Burden | None, nadir: Burden | None = None, new_measurable: int = 0,
-             weeks_after_radiotherapy: float | None = None, t: Thresholds = DEFAULT) -> Response:
+             weeks_after_radiotherapy: float | None = None, t: Thresholds = DEFAULT, *,
+             new_non_measurable: int = 0, enhancement_gain_ml: float = 0.0,
+             notes: tuple[str, ...] = ()) -> Response:
     """The response of ``current`` against ``baseline`` and ``nadir`` (the smallest burden
-    since the baseline; default the baseline), all of one component; ``new_measurable``:
-    measurable lesions not matched to any earlier lesion; ``weeks_after_radiotherapy``:
-    since the end of radiotherapy, when the site knows it."""
+    since the baseline; default the baseline), all of one component; ``new_measurable`` and
+    ``new_non_measurable``: lesions not matched to any earlier lesion (a new lesion of any
+    size rules out a response); ``weeks_after_radiotherapy``: since the end of radiotherapy,
+    when the site knows it; ``enhancement_gain_ml``: see :func:`progression`; ``notes``:
+    sentences added to the reasons (why new lesions were not assessed, say)."""
     component = current.component
     nadir = nadir or baseline
     if baseline is None or nadir is None:
@@ -122,22 +134,28 @@ def classify(current: Burden, baseline: Burden | None, nadir: Burden | None = No
 
     def call(category: ResponseCategory, reasons: list[str], pseudo: bool = False,
              product_change: float | None = product, volume_change: float | None = volume) -> Response:
-        return Response(component, category, ResponseStatus.PRELIMINARY, tuple(reasons),
+        return Response(component, category, ResponseStatus.PRELIMINARY, (*reasons, *notes),
                         None if product_change is None else round(product_change, 4),
-                        None if volume_change is None else round(volume_change, 4), new_measurable, pseudo)
+                        None if volume_change is None else round(volume_change, 4),
+                        new_measurable + new_non_measurable, pseudo)
 
-    reasons = progression(current, nadir, new_measurable, t)
+    reasons = progression(current, nadir, new_measurable, t, enhancement_gain_ml)
     if reasons:
         pseudo = weeks_after_radiotherapy is not None and 0 <= weeks_after_radiotherapy <= t.pseudoprogression_weeks
         if pseudo:
             reasons.append(f"{weeks_after_radiotherapy:.0f} weeks after the end of radiotherapy "
-                           f"(≤ {t.pseudoprogression_weeks:.0f}): possible pseudoprogression")
+                           f"(≤ {t.pseudoprogression_weeks:.0f}): possible pseudoprogression, unless the growth "
+                           "lies outside the radiation field (which the node does not know)")
         return call(ResponseCategory.PROGRESSIVE_DISEASE, reasons, pseudo,
                     _product_change(current, nadir), _volume_change(current, nadir, t))
     if not baseline.measurable and baseline.volume_ml < t.min_volume_ml:
         return call(ResponseCategory.NOT_EVALUABLE,
                     [f"the baseline has no measurable disease and {baseline.volume_ml:.2f} ml "
                      f"(< {t.min_volume_ml:g} ml): only progression can be called"])
+    if new_non_measurable:
+        return call(ResponseCategory.STABLE_DISEASE,
+                    [f"{new_non_measurable} new non-measurable lesion{'s' if new_non_measurable > 1 else ''}: "
+                     "no response while new disease appears"])
     reasons = complete(current, baseline, t)
     if reasons:
         return call(ResponseCategory.COMPLETE_RESPONSE, reasons)
@@ -155,8 +173,8 @@ def classify(current: Burden, baseline: Burden | None, nadir: Burden | None = No
 
 def confirms(earlier: Response, later: Response, weeks_between: float, t: Thresholds = DEFAULT) -> bool:
     """Whether ``later`` (a scan at least 4 weeks after ``earlier``) confirms ``earlier``'s
-    call: a response is confirmed by the same or a better response, a progression by a
-    progression, stable disease by stable disease or better."""
+    call: a response by the same or a better response, a progression by a progression (and,
+    for completeness, stable disease by stable disease or better)."""
     if weeks_between < t.confirmation_weeks or earlier.component != later.component:
         return False
     order = [ResponseCategory.COMPLETE_RESPONSE, ResponseCategory.PARTIAL_RESPONSE,

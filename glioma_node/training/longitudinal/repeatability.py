@@ -81,7 +81,10 @@ def reacquire(volumes: dict[str, Volume], rng: np.random.Generator) -> dict[str,
 
 def _time_point(seg: Segmentation, study_uid: str, date: datetime.date, kind: TimePointKind) -> TimePointImages:
     role = seg.prepared.reference_role
-    thickness = float(seg.prepared.source_grids[role].spacing[2])
+    grid = seg.prepared.source_grids[role]
+    # The acquisition's spacing along the patient's z (its slices need not be axial).
+    axis = int(np.argmax(np.abs(grid.direction[2])))
+    thickness = float(grid.spacing[axis])
     return TimePointImages(study_uid, date, kind, seg.grid, seg.prepared.channels[role], seg.brain, seg.labels,
                            thickness)
 
