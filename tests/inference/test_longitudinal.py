@@ -313,7 +313,6 @@ def test_a_follow_up_of_the_same_tumour_moved_in_the_scanner_is_stable_and_keeps
 
 def _tp(mask_balls, uid, kind, day, value=4, with_uids=None):
     """A measured time point of enhancing balls ((centre, radius), ...), lesions given UIDs."""
-    from glioma_node.core.longitudinal import TimePointKind  # noqa: F401
     from glioma_node.inference.longitudinal.compare import measure_time_point
 
     labels = np.zeros((40, 80, 80), np.uint8)
@@ -369,8 +368,7 @@ def test_new_enhancement_in_a_non_enhancing_tumour_is_progression():
     from glioma_node.core.longitudinal import TimePointKind
 
     base = _tp([((20, 30, 30), 12)], "1.1", TimePointKind.POST_OPERATIVE, 1, value=2, with_uids="2.25.1")
-    labels_base = base
-    assert labels_base.time_point.burdens[Component.ENHANCING].volume_ml == 0
+    assert base.time_point.burdens[Component.ENHANCING].volume_ml == 0
     later = _tp([((20, 30, 30), 12)], "1.2", TimePointKind.FOLLOW_UP, 20, value=2)
     # The same FLAIR lesion with 2 ml of enhancement inside it.
     labels = np.zeros((40, 80, 80), np.uint8)

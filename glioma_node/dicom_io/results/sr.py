@@ -219,7 +219,7 @@ def measurement_report(ctx: ResultContext, seg: Dataset, evidence: Sequence[Data
     library = [_library_entry(ds) for ds in
                ctx.ordered_sources(mask.series_instance_uid, mask.sop_instance_uids, mask.frame_numbers)]
     groups: list = [*_volume_groups(ctx, seg), *_outline_groups(ctx),
-                    *lesion_groups(ctx, _algorithm(ctx, "segmentation"), ctx.uid)]
+                    *lesion_groups(ctx, _algorithm(ctx, "segmentation"))]
     report = hd.sr.MeasurementReport(observation_context=_observer(ctx), procedure_reported=codes.BRAIN_MRI,
                                      imaging_measurements=groups, referenced_images=library)
     if (findings.radiogenomics is not None or findings.warnings or findings.segmentation_quality is not None

@@ -21,8 +21,6 @@ Codes: :mod:`glioma_node.dicom_io.results.codes`; the rules: docs/rano.md.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import highdicom as hd
 from pydicom.sr.coding import Code
 
@@ -49,8 +47,8 @@ def _role(lesion: Lesion, time_point: TimePoint, follow_up: FollowUp, new: set[s
     return codes.TARGET_LESION if lesion.tracking_uid in targets else codes.NON_TARGET_LESION
 
 
-def lesion_groups(ctx: ResultContext, algorithm: hd.sr.AlgorithmIdentification,
-                  uid: Callable[..., str]) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+def lesion_groups(ctx: ResultContext,
+                  algorithm: hd.sr.AlgorithmIdentification) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
     """TID 1501 groups for every lesion of the current and the latest prior time point."""
     follow_up = ctx.findings.follow_up
     if follow_up is None:
@@ -61,7 +59,7 @@ def lesion_groups(ctx: ResultContext, algorithm: hd.sr.AlgorithmIdentification,
     for time_point, found in ((follow_up.current, follow_up.lesions), (follow_up.latest, follow_up.prior_lesions)):
         context = _time_point(time_point)
         for n, lesion in enumerate(found, start=1):
-            tracking = hd.sr.TrackingIdentifier(uid=lesion.tracking_uid or uid("lesion", time_point.study_instance_uid, n),
+            tracking = hd.sr.TrackingIdentifier(uid=lesion.tracking_uid or ctx.uid("lesion", time_point.study_instance_uid, n),
                                                 identifier=f"{follow_up.component} lesion {n}"[:64])
             measurements = [
                 hd.sr.Measurement(name=codes.LONG_AXIS, value=lesion.longest_mm, unit=codes.MILLIMETER,

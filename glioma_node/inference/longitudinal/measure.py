@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from glioma_node.core.grid import spacing_of
 from glioma_node.core.longitudinal import Burden, Component, Lesion
 
 MIN_DIAMETER_MM = 10.0
@@ -39,12 +40,12 @@ def axial_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """(z, y, x) voxel sizes in mm of an axis-aligned affine whose slice axis is the
     patient's z; a clear error for any other grid."""
     m = np.asarray(affine, float)[:3, :3]
-    if np.count_nonzero(np.abs(m) > 1e-6 * np.abs(m).max()) != 3 or not np.all(np.abs(m).max(axis=0) > 0):
+    if np.count_nonzero(np.abs(m) > 1e-6 * np.abs(m).max()) != 3:
         raise ValueError("RANO measurements need an axis-aligned grid (resample the mask to the analysis grid first)")
-    spacing = np.abs(m).max(axis=0)  # per voxel axis (column, row, slice)
-    if int(np.argmax(np.abs(m[:, 2]))) != 2:
+    if abs(m[2, 2]) == 0:
         raise ValueError("RANO measurements need the grid's slice axis to be the patient's axial (z) axis")
-    return float(spacing[2]), float(spacing[1]), float(spacing[0])
+    column, row, slice_ = spacing_of(affine)
+    return slice_, row, column
 
 
 def _longest_runs(mask2d: np.ndarray) -> tuple[int, int, int, int]:

@@ -74,7 +74,7 @@ def reacquire(volumes: dict[str, Volume], rng: np.random.Generator) -> dict[str,
         noisy = np.sqrt((voxels + rng.normal(0, sigma, voxels.shape)) ** 2 + rng.normal(0, sigma, voxels.shape) ** 2)
         noisy[voxels <= 0] = 0  # outside the field of view stays empty
         out[role] = Volume(voxels=noisy.astype(np.float32), affine=affine,
-                           sop_instance_uids=[f"{u}.9" for u in volume.sop_instance_uids][: volume.shape[0]],
+                           sop_instance_uids=[derived_uid("reacquired", u) for u in volume.sop_instance_uids],
                            metadata=volume.metadata)
     return out
 
